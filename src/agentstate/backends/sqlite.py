@@ -1,0 +1,439 @@
+"""The embedded default: one SQLite database per state directory.
+
+Schema (version 1):
+
+- ``sessions``: one row per session: ``key``, ``session_id``, ``updated_at``
+  (indexed, for listing and maintenance), ``entry`` (the entry's compact JSON)
+  and ``blobs``. A top-level object field whose JSON is at least
+  ``BLOB_MIN_BYTES`` long (the skills snapshot, the system-prompt report) is
+  stored once, by content, in ``blobs``; in ``entry`` its value is then the
+  blob's sha256, and the row's ``blobs`` column maps field -> sha256.
+- ``blobs``: ``hash`` -> ``value`` (JSON text). Nine sessions sharing one
+  skills prompt share one row, and a patch of a token counter rewrites ~1 KiB
+  instead of the whole 10-100 KiB entry. Unreferenced blobs are collected
+  every ``BLOB_GC_EVERY`` commits, inside a write transaction.
+- ``changes``: triggers append every insert, update and delete of a session,
+  whoever makes it (agentstate, the ``sqlite3`` shell, a script), so another
+  process reloads only the keys that changed.
+- ``schema_version``: the version, migrated in place on open.
+
+WAL mode: readers never block the writer, and a committed write survives a
+crash of the process (``synchronous=NORMAL``) or also of the machine
+(``synchronous=FULL``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+from agentstate._signal import open_signal
+from agentstate.backends.base import Backend, Row
+from agentstate.errors import LockTimeout, ReadOnlyStore, StoreCorrupt
+from agentstate.frozen import FrozenMap, StringPool, decode_json, encode_json, freeze
+from agentstate.model import SessionEntry, build_entry
+
+__all__ = ["DB_FILENAME", "SCHEMA_VERSION", "SQLiteBackend"]
+
+DB_FILENAME = "sessions.sqlite"
+
+# Each migration moves the schema from version i to i + 1, inside one
+# transaction; a database is never left between two versions. Never edit a
+# released step: append a new one.
+MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        """CREATE TABLE sessions (
+            key TEXT NOT NULL UNIQUE,
+            session_id TEXT NOT NULL,
+            updated_at INTEGER,
+            entry TEXT NOT NULL,
+            blobs TEXT
+        )""",
+        "CREATE TABLE blobs (hash TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+        "CREATE INDEX sessions_updated_at ON sessions (updated_at)",
+        # seq is a plain rowid (max + 1): the newest rows are never pruned, so it
+        # only grows, and there is no sqlite_sequence page to rewrite per commit.
+        "CREATE TABLE changes (seq INTEGER PRIMARY KEY, key TEXT NOT NULL)",
+        """CREATE TRIGGER sessions_insert AFTER INSERT ON sessions BEGIN
+            INSERT INTO changes (key) VALUES (new.key); END""",
+        """CREATE TRIGGER sessions_update AFTER UPDATE ON sessions BEGIN
+            INSERT INTO changes (key) VALUES (old.key);
+            INSERT INTO changes (key) SELECT new.key WHERE new.key IS NOT old.key; END""",
+        """CREATE TRIGGER sessions_delete AFTER DELETE ON sessions BEGIN
+            INSERT INTO changes (key) VALUES (old.key); END""",
+    ),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# The change log keeps this many recent rows; a reader further behind reloads
+# everything instead of replaying.
+CHANGE_LOG_KEEP = 10_000
+_MAX_REPLAY = 5_000
+BLOB_MIN_BYTES = 1024
+BLOB_GC_EVERY = 4096
+# Decoded blobs kept for reuse across rows (bytes of their JSON).
+BLOB_CACHE_BYTES = 32 << 20
+# The page cache: large enough to hold the b-tree interior pages and the
+# recently written leaves of a store of tens of thousands of sessions.
+PAGE_CACHE_KIB = 8192
+# A background checkpoint after this many commits keeps the WAL to a few MiB.
+CHECKPOINT_EVERY = 200
+WAL_RESTART_FRAMES = 4096
+
+
+def _inspect_hint(path: str) -> str:
+    return f"Inspect it with: sqlite3 {path} 'PRAGMA integrity_check'"
+
+
+class _Translate:
+    """Maps sqlite3 exceptions to agentstate's (a class, not a generator: it is on the hot path)."""
+
+    __slots__ = ("lock_timeout", "path")
+
+    def __init__(self, path: str, lock_timeout: float) -> None:
+        self.path = path
+        self.lock_timeout = lock_timeout
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if exc is None or not isinstance(exc, sqlite3.DatabaseError):
+            return
+        if isinstance(exc, sqlite3.IntegrityError):
+            return
+        text = str(exc)
+        if isinstance(exc, sqlite3.OperationalError):
+            if "locked" in text or "busy" in text:
+                raise LockTimeout(self.path, self.lock_timeout) from exc
+            if "readonly" in text or "read-only" in text:
+                raise ReadOnlyStore(self.path, text) from exc
+            if not ("malformed" in text or "not a database" in text or "disk image" in text):
+                return
+        raise StoreCorrupt(
+            self.path, f"not a usable SQLite database ({text})", _inspect_hint(self.path)
+        ) from exc
+
+
+class _Checkpointer:
+    """Copies the WAL back into the database from a thread of its own.
+
+    SQLite's automatic checkpoint runs inside whichever commit crosses the
+    threshold and fsyncs the database file there: one commit in a few hundred
+    took 20-60 ms here. Doing it on a second connection in a background thread
+    keeps that off the writer's path (sqlite3 releases the GIL while it works).
+    """
+
+    def __init__(self, path: str, every_commits: int) -> None:
+        self.every = every_commits
+        self._path = path
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="agentstate-checkpoint", daemon=True)
+        self._thread.start()
+
+    def committed(self, count: int) -> None:
+        if count % self.every == 0:
+            self._wake.set()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._path, timeout=1.0, isolation_level=None)
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stop:
+                    return
+                with contextlib.suppress(sqlite3.Error):
+                    _, log_frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    # A passive checkpoint never waits, so under a steady writer
+                    # the log is never fully copied and never restarts: once it
+                    # is long, wait for a gap between commits and start it over.
+                    if log_frames >= WAL_RESTART_FRAMES:
+                        conn.execute("PRAGMA wal_checkpoint(RESTART)")
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self._wake.set()
+        self._thread.join()
+
+
+class SQLiteBackend(Backend):
+    def __init__(
+        self,
+        state_dir: str,
+        *,
+        pool: StringPool,
+        lock_timeout: float = 10.0,
+        synchronous: str = "normal",
+        readonly: bool = False,
+    ) -> None:
+        if synchronous.lower() not in {"normal", "full"}:
+            raise ValueError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
+        self.pool = pool
+        self.readonly = readonly
+        self.lock_timeout = lock_timeout
+        self.path = os.path.join(state_dir, DB_FILENAME)
+        self.location = self.path
+        if not readonly:
+            os.makedirs(state_dir, mode=0o700, exist_ok=True)
+            if not os.path.exists(self.path):
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        elif not os.path.exists(self.path):
+            raise FileNotFoundError(f"{self.path}: no store here to open read-only")
+        if not os.path.isfile(self.path):
+            raise StoreCorrupt(self.path, "is not a regular file", _inspect_hint(self.path))
+        uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+        self._conn = sqlite3.connect(
+            uri, uri=True, timeout=lock_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            with self._errors():
+                self._conn.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
+                if not readonly:
+                    self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+                self._conn.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
+                if not readonly:
+                    self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+                    self._conn.execute(
+                        f"PRAGMA journal_size_limit = {WAL_RESTART_FRAMES * 4096 * 2}"
+                    )
+                self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+        self.signal = open_signal(self.path + ".signal")
+        self._commits = 0
+        self._checkpointer = None if readonly else _Checkpointer(self.path, CHECKPOINT_EVERY)
+        self._blob_cache: OrderedDict[str, FrozenMap] = OrderedDict()
+        self._blob_cache_bytes = 0
+
+    # -- errors ----------------------------------------------------------------
+    def _errors(self) -> _Translate:
+        """A context that turns sqlite3's errors into agentstate's, naming the file and the fix."""
+        return _Translate(self.path, self.lock_timeout)
+
+    def _migrate(self) -> None:
+        conn = self._conn
+        conn.execute("BEGIN" if self.readonly else "BEGIN IMMEDIATE")
+        try:
+            has_table = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            ).fetchone()
+            version = 0
+            if has_table:
+                row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+                version = row[0] or 0
+            if version > SCHEMA_VERSION:
+                raise StoreCorrupt(
+                    self.path,
+                    f"schema version {version} is newer than this agentstate knows "
+                    f"({SCHEMA_VERSION})",
+                    "Upgrade agentstate to open it.",
+                )
+            if version < SCHEMA_VERSION and self.readonly:
+                raise ReadOnlyStore(self.path, f"schema version {version} needs a migration")
+            if not has_table and not self.readonly:
+                conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            for step in MIGRATIONS[version:]:
+                for statement in step:
+                    conn.execute(statement)
+            if version < SCHEMA_VERSION:
+                conn.execute("DELETE FROM schema_version")
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # -- reads -----------------------------------------------------------------
+    def _row(self, key: str, text: str, blobs: str | None) -> Row:
+        data = decode_json(text)
+        if blobs:
+            for field, digest in decode_json(blobs).items():
+                data[field] = self._blob(digest)
+        return key, build_entry(key, data, pool=self.pool, on_load=True)
+
+    def _blob(self, digest: str) -> FrozenMap:
+        """The frozen value stored under ``digest``: one object for every row that shares it."""
+        cache = self._blob_cache
+        cached = cache.get(digest)
+        if cached is not None:
+            cache.move_to_end(digest)
+            return cached
+        found = self._conn.execute("SELECT value FROM blobs WHERE hash = ?", (digest,)).fetchone()
+        if found is None:
+            raise StoreCorrupt(
+                self.path,
+                f"a session refers to blob {digest[:12]}... which is missing",
+                _inspect_hint(self.path),
+            )
+        text: str = found[0]
+        value: FrozenMap = freeze(decode_json(text), self.pool)
+        size = len(text.encode())
+        object.__setattr__(value, "_digest", (size, digest))
+        cache[digest] = value
+        self._blob_cache_bytes += size
+        while self._blob_cache_bytes > BLOB_CACHE_BYTES and cache:
+            _, old = cache.popitem(last=False)
+            self._blob_cache_bytes -= old.json_digest()[0]
+        return value
+
+    def _token(self) -> int:
+        row = self._conn.execute("SELECT max(seq) FROM changes").fetchone()
+        return row[0] or 0
+
+    def scan(self) -> tuple[Any, Iterator[Row]]:
+        # Inside a write transaction the scan simply joins it; otherwise it
+        # opens a read transaction so that the rows and the token agree.
+        own_txn = not self._conn.in_transaction
+        with self._errors():
+            if own_txn:
+                self._conn.execute("BEGIN")
+            token = self._token()
+            cursor = self._conn.execute("SELECT key, entry, blobs FROM sessions")
+
+        def rows() -> Iterator[Row]:
+            try:
+                with self._errors():
+                    # fetchmany: the blob look-ups below share the connection.
+                    while batch := cursor.fetchmany(256):
+                        for key, text, blobs in batch:
+                            yield self._row(key, text, blobs)
+            finally:
+                if own_txn and self._conn.in_transaction:
+                    self._conn.execute("COMMIT")
+
+        return token, rows()
+
+    def read(self, key: str) -> Row | None:
+        with self._errors():
+            found = self._conn.execute(
+                "SELECT entry, blobs FROM sessions WHERE key = ?", (key,)
+            ).fetchone()
+            return self._row(key, found[0], found[1]) if found else None
+
+    def scan_keys(self) -> list[str]:
+        with self._errors():
+            return [k for (k,) in self._conn.execute("SELECT key FROM sessions ORDER BY key")]
+
+    def count(self) -> int:
+        with self._errors():
+            return int(self._conn.execute("SELECT count(*) FROM sessions").fetchone()[0])
+
+    def changes_since(self, token: Any) -> tuple[set[str] | None, Any]:
+        with self._errors():
+            rows = self._conn.execute(
+                "SELECT seq, key FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                (token, _MAX_REPLAY + 1),
+            ).fetchall()
+        if not rows:
+            return set(), token
+        newest = rows[-1][0]
+        # Committed sequence numbers are contiguous; a gap means the log was
+        # pruned past this reader, and a full page means it is far behind.
+        if rows[0][0] != token + 1 or len(rows) > _MAX_REPLAY:
+            return None, self._token()
+        return {key for _, key in rows}, newest
+
+    def disk_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                total += os.path.getsize(self.path + suffix)
+        return total
+
+    # -- writes ----------------------------------------------------------------
+    def begin(self) -> None:
+        if self.readonly:
+            raise ReadOnlyStore(self.path, "the store was opened read-only")
+        with self._errors():
+            self._conn.execute("BEGIN IMMEDIATE")
+
+    def put(self, key: str, entry: SessionEntry, previous: SessionEntry | None) -> int:
+        light: dict[str, Any] = {}
+        refs: dict[str, str] = {}
+        blob_bytes = 0
+        with self._errors():
+            for field, value in entry.pairs():
+                if isinstance(value, FrozenMap):
+                    size, digest = value.json_digest()
+                    if size >= BLOB_MIN_BYTES:
+                        # A value shared with the row being replaced is already
+                        # stored (the store re-read that row in this transaction).
+                        if previous is None or previous.get(field) is not value:
+                            self._conn.execute(
+                                "INSERT OR IGNORE INTO blobs (hash, value) VALUES (?, ?)",
+                                (digest, encode_json(value).decode()),
+                            )
+                        light[field] = refs[field] = digest
+                        blob_bytes += size - len(digest) - 2
+                        continue
+                light[field] = value
+            text = encode_json(light).decode()
+            updated = entry.get("updatedAt")
+            self._conn.execute(
+                "INSERT INTO sessions (key, session_id, updated_at, entry, blobs) "
+                "VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET session_id = excluded.session_id, "
+                "updated_at = excluded.updated_at, entry = excluded.entry, blobs = excluded.blobs",
+                (
+                    key,
+                    entry.session_id,
+                    updated if isinstance(updated, int) else None,
+                    text,
+                    encode_json(refs).decode() if refs else None,
+                ),
+            )
+        return len(text.encode()) + blob_bytes
+
+    def remove(self, key: str) -> None:
+        with self._errors():
+            self._conn.execute("DELETE FROM sessions WHERE key = ?", (key,))
+
+    def commit(self) -> Any:
+        with self._errors():
+            token = self._token()
+            self._commits += 1
+            if self._commits % 1024 == 0:
+                self._conn.execute("DELETE FROM changes WHERE seq <= ?", (token - CHANGE_LOG_KEEP,))
+            if self._commits % BLOB_GC_EVERY == 0:
+                self.collect_blobs()
+            self._conn.execute("COMMIT")
+        self.signal.bump()
+        if self._checkpointer is not None:
+            self._checkpointer.committed(self._commits)
+        return token
+
+    def collect_blobs(self) -> int:
+        """Delete blobs no session refers to; inside a write transaction. Returns the count."""
+        cursor = self._conn.execute(
+            "DELETE FROM blobs WHERE hash NOT IN "
+            "(SELECT j.value FROM sessions, json_each(sessions.blobs) AS j "
+            "WHERE sessions.blobs IS NOT NULL)"
+        )
+        self._blob_cache.clear()
+        self._blob_cache_bytes = 0
+        return cursor.rowcount
+
+    def rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self.signal.close()
+        self._conn.close()

@@ -1,0 +1,231 @@
+"""``agentstate bench store``: the session store's speed and memory, beside a copy-per-read cache.
+
+Each phase runs in a fresh process so that one phase's garbage cannot flatter
+or hurt the next:
+
+1. populate a store of ``entries`` OpenClaw-shaped sessions (and one of
+   ``small_entries`` and one of ``scale_entries`` for the scaling figures);
+2. memory: RSS of a process before and after it opens (loads) the store,
+   against the size of the same store as OpenClaw's sessions.json;
+3. rates: cached ``get`` (the cross-process freshness check included),
+   ``snapshot`` of an unchanged store, and ``patch``, at each size;
+4. baseline: a cache that deep-copies the whole store on every read, as
+   OpenClaw's ``structuredClone`` cache did, on the same data;
+5. soak: ``soak_seconds`` of 90% get / 10% patch after a warm-up, RSS before
+   and after.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from agentstate.bench.measure import machine, rate, rss_mib, settled_rss_mib
+from agentstate.bench.workload import PROFILES, make_entry, make_key
+
+__all__ = ["StoreBenchOptions", "run_store_bench"]
+
+BIG_CACHE = 64 << 30  # "when they fit the cache bound": the scale runs lift the bound
+POPULATE_BATCH = 500
+
+
+@dataclass
+class StoreBenchOptions:
+    entries: int = 2000
+    small_entries: int = 1000
+    scale_entries: int = 100_000
+    profile: str = "small"
+    seconds: float = 2.0
+    soak_seconds: float = 60.0
+    soak_warmup_seconds: float = 5.0
+    directory: str | None = None
+    keep: bool = False
+
+
+def _open(path: str, **options: Any) -> Any:
+    from agentstate import open_store
+
+    return open_store(path, **options)
+
+
+def _populate(path: str, entries: int, profile: str) -> dict[str, int]:
+    """Write ``entries`` sessions; return the sizes of the same store as JSON."""
+    prof = PROFILES[profile]
+    prompts: dict[int, str] = {}
+    pretty = 2  # the braces of the top-level object
+    compact = 2
+    with _open(path, cache_bytes=BIG_CACHE) as store:
+        for start in range(0, entries, POPULATE_BATCH):
+            batch = {
+                make_key(i): make_entry(i, prof, prompts)
+                for i in range(start, min(entries, start + POPULATE_BATCH))
+            }
+            for key, entry in batch.items():
+                # What this entry adds to the whole document: its member text
+                # without the braces of a one-member object, plus a separator.
+                pretty += len(json.dumps({key: entry}, indent=2)) - 2
+                compact += len(json.dumps({key: entry}, separators=(",", ":"))) - 1
+
+            def write(draft: Any, batch: dict[str, Any] = batch) -> None:
+                for key, entry in batch.items():
+                    draft[key] = entry
+
+            store.update(write)
+    return {"sessions_json_bytes": pretty, "compact_json_bytes": compact}
+
+
+def _memory(path: str, sizes: dict[str, int]) -> dict[str, Any]:
+    before = settled_rss_mib()
+    store = _open(path, cache_bytes=BIG_CACHE)
+    store.snapshot()
+    after = settled_rss_mib()
+    stats = store.stats()
+    store.close()
+    loaded = (after - before) * (1 << 20)
+    return {
+        "rss_before_mib": round(before, 1),
+        "rss_after_mib": round(after, 1),
+        "loaded_mib": round(loaded / (1 << 20), 1),
+        "sessions_json_mib": round(sizes["sessions_json_bytes"] / (1 << 20), 1),
+        "ratio_to_sessions_json": round(loaded / sizes["sessions_json_bytes"], 3),
+        "ratio_to_compact_json": round(loaded / sizes["compact_json_bytes"], 3),
+        "estimated_cache_mib": round(stats.cache_bytes / (1 << 20), 1),
+        "pooled_strings": stats.pooled_strings,
+    }
+
+
+def _rates(path: str, seconds: float) -> dict[str, Any]:
+    store = _open(path, cache_bytes=BIG_CACHE)
+    keys = list(store.keys())
+    n = len(keys)
+    get = store.get
+    get_rate, _ = rate(lambda i: get(keys[i % n]), seconds, batch=5000)
+    snapshot = store.snapshot
+    snap_rate, _ = rate(lambda i: snapshot(), seconds, batch=5000)
+    patch = store.patch
+    base = 1_795_100_000_000
+    patch_rate, _ = rate(
+        lambda i: patch(keys[(i * 7919) % n], {"compactionCount": i, "updatedAt": base + i}),
+        seconds,
+        batch=100,
+    )
+    store.close()
+    return {
+        "entries": n,
+        "get_per_s": round(get_rate),
+        "snapshot_per_s": round(snap_rate),
+        "patch_per_s": round(patch_rate),
+    }
+
+
+def _baseline(entries: int, profile: str, seconds: float) -> dict[str, Any]:
+    """A cache that hands out ``copy.deepcopy`` of the whole store per read."""
+    prof = PROFILES[profile]
+    prompts: dict[int, str] = {}
+    cached = {make_key(i): make_entry(i, prof, prompts) for i in range(entries)}
+    keys = list(cached)
+    n = len(keys)
+    reads, _ = rate(lambda i: copy.deepcopy(cached)[keys[i % n]], seconds, batch=1)
+    return {"entries": n, "get_per_s": round(reads, 2), "strategy": "deepcopy per read"}
+
+
+def _soak(path: str, seconds: float, warmup: float) -> dict[str, Any]:
+    store = _open(path, cache_bytes=BIG_CACHE)
+    keys = list(store.keys())
+    n = len(keys)
+    base = 1_795_200_000_000
+    counter = [0]
+
+    def op(i: int) -> None:
+        counter[0] += 1
+        if i % 10 == 9:
+            store.patch(keys[(i * 7919) % n], {"compactionCount": i, "updatedAt": base + i})
+        else:
+            store.get(keys[i % n])
+
+    rate(op, warmup, batch=1000)
+    start_rss = settled_rss_mib()
+    samples = []
+    deadline = time.monotonic() + seconds
+    done = 0
+    while time.monotonic() < deadline:
+        _, count = rate(op, min(5.0, max(0.1, deadline - time.monotonic())), batch=1000)
+        done += count
+        samples.append(round(rss_mib(), 1))
+    end_rss = settled_rss_mib()
+    store.close()
+    return {
+        "seconds": seconds,
+        "ops": done,
+        "rss_start_mib": round(start_rss, 1),
+        "rss_end_mib": round(end_rss, 1),
+        "rss_growth_mib": round(end_rss - start_rss, 2),
+        "rss_samples_mib": samples,
+    }
+
+
+def _in_fresh_process(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        result: dict[str, Any] = pool.apply(fn, args)
+        return result
+
+
+def run_store_bench(
+    options: StoreBenchOptions, progress: Callable[[str], None] = lambda phase: None
+) -> dict[str, Any]:
+    """Run every phase and return the figures (see the module docstring)."""
+    root = options.directory or tempfile.mkdtemp(prefix="agentstate-bench-")
+    sizes_run = sorted({options.small_entries, options.entries, options.scale_entries} - {0})
+    result: dict[str, Any] = {"machine": machine(), "options": asdict(options), "directory": root}
+    try:
+        stores: dict[int, str] = {}
+        sizes: dict[int, dict[str, int]] = {}
+        for n in sizes_run:
+            progress(f"populating {n:,} sessions")
+            stores[n] = os.path.join(root, f"store-{n}")
+            sizes[n] = _in_fresh_process(_populate, stores[n], n, options.profile)
+        main = options.entries
+        progress("measuring memory of the loaded store")
+        result["memory"] = _in_fresh_process(_memory, stores[main], sizes[main])
+        result["rates"] = {}
+        for n in sizes_run:
+            progress(f"measuring get, snapshot and patch at {n:,} sessions")
+            result["rates"][str(n)] = _in_fresh_process(_rates, stores[n], options.seconds)
+        progress("measuring the deepcopy-per-read baseline")
+        result["baseline"] = _in_fresh_process(
+            _baseline, main, options.profile, max(options.seconds, 3.0)
+        )
+        if options.soak_seconds > 0:
+            progress(f"soak: {options.soak_seconds:g} s of 90% get / 10% patch")
+            result["soak"] = _in_fresh_process(
+                _soak, stores[main], options.soak_seconds, options.soak_warmup_seconds
+            )
+    finally:
+        if not options.keep and options.directory is None:
+            shutil.rmtree(root, ignore_errors=True)
+    rates = result["rates"]
+    ours = rates[str(main)]
+    result["ratios"] = {
+        "get_vs_deepcopy": round(ours["get_per_s"] / max(result["baseline"]["get_per_s"], 1e-9)),
+        "get_scale": _ratio(rates, "get_per_s", main, options.scale_entries),
+        "patch_scale": _ratio(rates, "patch_per_s", options.small_entries, options.scale_entries),
+    }
+    return result
+
+
+def _ratio(rates: dict[str, Any], field: str, small: int, large: int) -> float | None:
+    """How many times slower ``field`` is at ``large`` entries than at ``small``."""
+    if str(small) not in rates or str(large) not in rates:
+        return None
+    small_rate: float = rates[str(small)][field]
+    large_rate: float = rates[str(large)][field]
+    return round(small_rate / max(large_rate, 1.0), 3)

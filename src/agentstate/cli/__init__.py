@@ -1,0 +1,51 @@
+"""The ``agentstate`` command: a thin shell over the library.
+
+Each command opens a store, makes one documented library call and renders the
+result, as a Rich table for people or as JSON with ``--json``. A library error
+becomes one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from agentstate.errors import AgentStateError
+
+
+class _Group(TyperGroup):
+    """Turns agentstate's errors into one clear line on stderr and exit code 1."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (AgentStateError, FileNotFoundError, NotADirectoryError) as exc:
+            from agentstate.cli._output import err_console
+
+            err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from exc
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="agentstate",
+    help="State for AI-agent gateways: sessions, transcripts, auth profiles and memory facts.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _register() -> None:
+    from agentstate.cli import bench
+
+    app.add_typer(bench.app, name="bench")
+
+
+_register()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,106 @@
+"""``agentstate bench``: benchmark programs that print figures and ratios."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from agentstate.cli._output import JsonOption, console, err_console, print_json
+
+app = typer.Typer(
+    help="Benchmarks: figures and ratios against the copying strategies.", no_args_is_help=True
+)
+
+
+@app.command("store")
+def store(
+    entries: Annotated[int, typer.Option(help="Sessions in the main store.")] = 2000,
+    small_entries: Annotated[
+        int, typer.Option(help="Sessions in the small store (patch scaling).")
+    ] = 1000,
+    scale_entries: Annotated[
+        int, typer.Option(help="Sessions in the large store (get and patch scaling; 0 skips).")
+    ] = 100_000,
+    profile: Annotated[
+        str, typer.Option(help="Entry shape: small (~10 KiB) or heavy (41 KiB prompts).")
+    ] = "small",
+    seconds: Annotated[float, typer.Option(help="Seconds per rate measurement.")] = 2.0,
+    soak_seconds: Annotated[
+        float, typer.Option(help="Seconds of 90% get / 10% patch for the RSS check (0 skips).")
+    ] = 60.0,
+    directory: Annotated[
+        str | None,
+        typer.Option(help="Build the stores here (kept) instead of a temporary directory."),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Measure get, snapshot and patch rates, memory and RSS growth of a SQLite store.
+
+    Every phase runs in a fresh process; a deepcopy-per-read cache (the way
+    OpenClaw's cache worked) is measured on the same data for comparison.
+    """
+    from agentstate.bench.store import StoreBenchOptions, run_store_bench
+    from agentstate.bench.workload import PROFILES
+
+    if profile not in PROFILES:
+        raise typer.BadParameter(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+    options = StoreBenchOptions(
+        entries=entries,
+        small_entries=small_entries,
+        scale_entries=scale_entries,
+        profile=profile,
+        seconds=seconds,
+        soak_seconds=soak_seconds,
+        directory=directory,
+    )
+    with err_console.status("starting") as status:
+        result = run_store_bench(options, progress=lambda phase: status.update(phase))
+    if json_output:
+        print_json(result)
+        return
+    _print_store_result(result)
+
+
+def _print_store_result(result: dict) -> None:  # type: ignore[type-arg]
+    rates = Table(title="Session store rates (ops/s)")
+    for column in ("sessions", "get", "snapshot", "patch"):
+        rates.add_column(column, justify="right")
+    for n, r in result["rates"].items():
+        rates.add_row(
+            f"{int(n):,}",
+            f"{r['get_per_s']:,}",
+            f"{r['snapshot_per_s']:,}",
+            f"{r['patch_per_s']:,}",
+        )
+    base = result["baseline"]
+    rates.add_row(f"{base['entries']:,}", f"{base['get_per_s']:,}", "-", "-", style="dim")
+    rates.caption = (
+        "dim row: deepcopy of the whole store per read (OpenClaw's structuredClone-era cache)"
+    )
+    console.print(rates)
+    mem = result["memory"]
+    ratios = result["ratios"]
+    console.print(
+        f"memory: loaded store {mem['loaded_mib']} MiB for a "
+        f"{mem['sessions_json_mib']} MiB sessions.json = {mem['ratio_to_sessions_json']}x "
+        f"({mem['ratio_to_compact_json']}x compact JSON); "
+        f"{mem['pooled_strings']} pooled strings"
+    )
+    console.print(
+        f"get vs deepcopy-per-read: {ratios['get_vs_deepcopy']:,}x; "
+        f"get slowdown at scale: {ratios['get_scale']}x; "
+        f"patch slowdown at scale: {ratios['patch_scale']}x"
+    )
+    if "soak" in result:
+        soak = result["soak"]
+        console.print(
+            f"soak: {soak['ops']:,} ops in {soak['seconds']:g} s, RSS {soak['rss_start_mib']} -> "
+            f"{soak['rss_end_mib']} MiB (growth {soak['rss_growth_mib']} MiB)"
+        )
+    machine = result["machine"]
+    console.print(
+        f"[dim]{machine['cpus']} CPUs, {machine['memory_gib']} GiB, Python {machine['python']}, "
+        f"agentstate {machine['agentstate']}[/dim]"
+    )

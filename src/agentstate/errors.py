@@ -1,0 +1,122 @@
+"""Typed errors: one root, each leaf also a matching builtin.
+
+Every message names the subject (a key, a path, a profile), the cause, and the
+fix. No message ever carries a secret: callers pass identifiers, never values.
+
+    AgentStateError
+    ├── InvalidSessionKey   (ValueError)
+    ├── InvalidEntry        (ValueError)
+    │   └── EntryTooLarge
+    ├── StoreCorrupt        (OSError)
+    ├── LockTimeout         (TimeoutError)
+    ├── ReadOnlyStore       (PermissionError)
+    ├── UnsafePath          (PermissionError)
+    └── ConflictError       (RuntimeError)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AgentStateError(Exception):
+    """Root of every error agentstate raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take keyword-only details; rebuild from the same arguments
+        # so errors cross process boundaries (multiprocessing) intact.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[AgentStateError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
+
+class InvalidSessionKey(AgentStateError, ValueError):
+    """A session key that cannot be stored: empty, malformed or unsafe."""
+
+    def __init__(self, key: object, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(
+            f"invalid session key {key!r}: {problem}. "
+            "Use a key such as 'agent:main:main' or 'agent:<agentId>:<channel>:<kind>:<id>'."
+        )
+
+
+class InvalidEntry(AgentStateError, ValueError):
+    """An entry that cannot be stored: not an object, unsafe sessionId, bad field."""
+
+    def __init__(self, key: str | None, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        where = f"entry for {key!r}" if key is not None else "entry"
+        super().__init__(f"invalid {where}: {problem}. Nothing was written.")
+
+
+class EntryTooLarge(InvalidEntry):
+    """An entry whose JSON exceeds the store's ``max_entry_bytes``."""
+
+    def __init__(self, key: str | None, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            key,
+            f"{size:,} bytes of JSON exceeds the limit of {limit:,} bytes "
+            "(raise max_entry_bytes when opening the store, or shrink the entry)",
+        )
+
+
+class StoreCorrupt(AgentStateError, OSError):
+    """A store file that is not what it should be; it is left untouched."""
+
+    def __init__(self, path: str, problem: str, fix: str) -> None:
+        self.path = path
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{path}: {problem}. The file was not changed. {fix}")
+
+
+class LockTimeout(AgentStateError, TimeoutError):
+    """Another writer held the lock for longer than the timeout."""
+
+    def __init__(self, path: str, timeout: float, holder_pid: int | None = None) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.holder_pid = holder_pid
+        holder = f" held by pid {holder_pid}" if holder_pid is not None else ""
+        super().__init__(
+            f"could not lock {path} within {timeout:g} s: the lock is{holder or ' busy'}. "
+            "Wait for that writer to finish, raise lock_timeout, or remove the lock file "
+            "if that process is gone."
+        )
+
+
+class ReadOnlyStore(AgentStateError, PermissionError):
+    """A write to a store opened read-only (or made read-only by a problem)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path} is read-only: {reason}. Nothing was written.")
+
+
+class UnsafePath(AgentStateError, PermissionError):
+    """A path that escapes its directory or is a link where none is allowed."""
+
+    def __init__(self, path: str, problem: str, fix: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}. {fix}")
+
+
+class ConflictError(AgentStateError, RuntimeError):
+    """A compare-and-swap lost: the data changed under the caller."""
+
+    def __init__(self, subject: str, problem: str) -> None:
+        self.subject = subject
+        self.problem = problem
+        super().__init__(f"{subject}: {problem}")

@@ -1,0 +1,73 @@
+"""Atomic file replacement: a reader sees the old file or the new one, never a torn one.
+
+The new bytes go to a temporary file in the same directory, are flushed to
+disk, renamed over the target, and the directory entry is flushed too; only
+then has the write happened. Temporary files are named as OpenClaw names them
+(``<name>.<pid>.<uuid>.tmp``) so either program's sweep recognises the other's
+leftovers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+
+__all__ = ["TEMP_STALE_SECONDS", "atomic_write", "fsync_dir", "sweep_temp_files"]
+
+TEMP_STALE_SECONDS = 300.0
+
+
+def fsync_dir(directory: str) -> None:
+    """Flush a directory's entries (a rename is durable only after this)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, data: bytes, *, mode: int = 0o600, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically (and durably unless ``durable=False``)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    temp = os.path.join(directory, f"{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    if durable:
+        fsync_dir(directory)
+
+
+def sweep_temp_files(
+    directory: str, prefix: str, *, older_than: float = TEMP_STALE_SECONDS
+) -> list[str]:
+    """Delete ``<prefix>.*.tmp`` files older than ``older_than`` seconds; return their paths."""
+    removed: list[str] = []
+    cutoff = time.time() - older_than
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        if not (name.startswith(prefix + ".") and name.endswith(".tmp")):
+            continue
+        path = os.path.join(directory, name)
+        with contextlib.suppress(FileNotFoundError):
+            if os.lstat(path).st_mtime < cutoff:
+                os.unlink(path)
+                removed.append(path)
+    return removed

@@ -1,0 +1,379 @@
+"""Immutable JSON values that many readers can share without copying.
+
+A decoded JSON document becomes nested :class:`FrozenMap` objects (for JSON
+objects) and tuples (for arrays); strings, numbers, booleans and ``None`` are
+immutable already. Every mutation attempt raises ``TypeError``, so one object
+can be handed to every caller: the cure for the copy-per-read cache that made
+OpenClaw's gateway grow by a gigabyte a minute.
+
+Memory: a FrozenMap is not a dict. Its keys live in a *shape* shared by every
+map with the same keys in the same order (all 20 tool records of a
+system-prompt report, every session entry of one kind), and the map itself
+holds only a tuple of values: about a third of a dict's size. Large strings
+(skills prompts) repeat across entries; :class:`StringPool` keeps one copy of
+each while it is in use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import msgspec
+
+__all__ = [
+    "FrozenMap",
+    "SizeAccount",
+    "StringPool",
+    "decode_json",
+    "encode_json",
+    "freeze",
+    "json_size",
+    "thaw",
+]
+
+
+class _Shape:
+    """The ordered keys of a family of maps, and where each key's value sits."""
+
+    __slots__ = ("index", "keys")
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        self.index = {key: i for i, key in enumerate(keys)}
+
+
+# Shapes are shared through this table. Data with ever-new key sets (maps keyed
+# by ids) must not grow it without bound: past the limit a new key set gets a
+# shape of its own, which costs what a dict would.
+_shapes: dict[tuple[str, ...], _Shape] = {}
+_MAX_SHAPES = 16_384
+
+
+def _shape_of(keys: tuple[str, ...]) -> _Shape:
+    shape = _shapes.get(keys)
+    if shape is None:
+        shape = _Shape(keys)
+        if len(_shapes) < _MAX_SHAPES:
+            _shapes[keys] = shape
+    return shape
+
+
+if TYPE_CHECKING:
+    _MappingBase = Mapping[str, Any]
+else:
+    # Registered as a Mapping below rather than inherited: an ABC subclass pays
+    # ABCMeta.__instancecheck__ on every isinstance test, and the write path
+    # makes dozens of those per entry.
+    _MappingBase = object
+
+
+class FrozenMap(_MappingBase):
+    """A read-only JSON object whose values are frozen too.
+
+    >>> m = freeze({"a": {"b": [1, 2]}})
+    >>> m["a"]["b"]
+    (1, 2)
+    >>> m["a"] = 1
+    Traceback (most recent call last):
+    ...
+    TypeError: FrozenMap is immutable; call .to_dict() for a private mutable copy
+    """
+
+    __slots__ = ("_digest", "_shape", "_values")
+    _shape: _Shape
+    _values: tuple[Any, ...]
+    _digest: tuple[int, str] | None
+
+    def __init__(self, data: Mapping[str, Any] = ()) -> None:  # type: ignore[assignment]
+        plain = dict(data)
+        object.__setattr__(self, "_shape", _shape_of(tuple(map(str, plain))))
+        object.__setattr__(self, "_values", tuple(freeze(v) for v in plain.values()))
+        object.__setattr__(self, "_digest", None)
+
+    @classmethod
+    def _wrap(cls, data: dict[str, Any], digest: tuple[int, str] | None = None) -> FrozenMap:
+        """Adopt ``data`` whose values are already frozen (no checks)."""
+        obj = cls.__new__(cls)
+        object.__setattr__(obj, "_shape", _shape_of(tuple(data)))
+        object.__setattr__(obj, "_values", tuple(data.values()))
+        object.__setattr__(obj, "_digest", digest)
+        return obj
+
+    def _as_dict(self) -> dict[str, Any]:
+        """A new shallow dict of this map (values stay frozen and shared)."""
+        return dict(zip(self._shape.keys, self._values, strict=True))
+
+    def json_digest(self) -> tuple[int, str]:
+        """(length, sha256 hex) of this value's compact JSON, computed once.
+
+        Immutability makes the memo safe; backends use it to store a large
+        value once, by content, and to skip re-encoding it when it is reused.
+        """
+        digest = self._digest
+        if digest is None:
+            text = encode_json(self)
+            digest = (len(text), hashlib.sha256(text).hexdigest())
+            object.__setattr__(self, "_digest", digest)
+        return digest
+
+    # -- reads ---------------------------------------------------------------
+    def __getitem__(self, key: str) -> Any:
+        return self._values[self._shape.index[key]]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        i = self._shape.index.get(key)
+        return default if i is None else self._values[i]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._shape.index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._shape.keys)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def keys(self) -> KeysView[str]:
+        return KeysView(self)
+
+    def values(self) -> ValuesView[Any]:
+        return ValuesView(self)
+
+    def items(self) -> ItemsView[str, Any]:
+        return ItemsView(self)
+
+    def pairs(self) -> Iterator[tuple[str, Any]]:
+        """(key, value) pairs, the fastest way to walk a map."""
+        return zip(self._shape.keys, self._values, strict=True)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FrozenMap):
+            if self._shape.keys == other._shape.keys:
+                return self._values == other._values
+            return self._as_dict() == other._as_dict()
+        if isinstance(other, Mapping):
+            # JSON equality: a frozen array (tuple) equals a plain list.
+            return bool(thaw(self) == thaw(other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._as_dict()!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A fresh, mutable deep copy: dicts and lists all the way down."""
+        return thaw(self)  # type: ignore[no-any-return]
+
+    # -- immutability --------------------------------------------------------
+    def __copy__(self) -> FrozenMap:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FrozenMap:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self)._wrap, (self._as_dict(), self._digest))
+
+    def _immutable(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError(
+            f"{type(self).__name__} is immutable; call .to_dict() for a private mutable copy"
+        )
+
+    __setitem__ = __delitem__ = __setattr__ = __delattr__ = _immutable
+    pop = popitem = clear = update = setdefault = __ior__ = _immutable
+
+
+Mapping.register(FrozenMap)
+
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
+def freeze(value: Any, pool: StringPool | None = None) -> Any:
+    """Return ``value`` with every dict made a FrozenMap and every list a tuple.
+
+    Already-frozen parts are returned as they are, so freezing is cheap to repeat.
+    """
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is str:
+        return pool.intern(value) if pool is not None else value
+    if kind is dict:
+        obj = FrozenMap.__new__(FrozenMap)
+        object.__setattr__(obj, "_shape", _shape_of(tuple(value)))
+        object.__setattr__(obj, "_values", tuple([freeze(v, pool) for v in value.values()]))
+        object.__setattr__(obj, "_digest", None)
+        return obj
+    if isinstance(value, FrozenMap):
+        return value
+    if isinstance(value, str):
+        return pool.intern(str(value)) if pool is not None else str(value)
+    if isinstance(value, Mapping):
+        return FrozenMap._wrap({str(k): freeze(v, pool) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple([freeze(v, pool) for v in value])
+    return value
+
+
+class SizeAccount:
+    """Estimated resident bytes of a set of frozen values, each large string counted once.
+
+    Uses CPython's object sizes (a map 96 bytes plus 8 per value, a str 49
+    bytes plus its characters, an int 28) rather than ``sys.getsizeof`` on
+    every node, which would cost as much as the data is large. Strings of at
+    least ``shared_min`` characters are reference-counted by content: nine
+    entries sharing one pooled skills prompt pay for it once, and it stops
+    counting when the last of them leaves.
+
+    >>> account = SizeAccount()
+    >>> a = freeze({"prompt": "x" * 1000, "n": 1})
+    >>> b = freeze({"prompt": "x" * 1000, "n": 2})
+    >>> account.add(a); one = account.bytes
+    >>> account.add(b); account.bytes - one < 1000
+    True
+    """
+
+    def __init__(self, shared_min: int = 512) -> None:
+        self.shared_min = shared_min
+        self.bytes = 0
+        self._shared: dict[str, int] = {}
+
+    def add(self, value: Any) -> None:
+        self.bytes += self._walk(value, 1)
+
+    def remove(self, value: Any) -> None:
+        self.bytes -= self._walk(value, -1)
+
+    def replace(self, old: FrozenMap, new: FrozenMap) -> None:
+        """Account ``new`` in place of ``old``, visiting only the values that differ.
+
+        A patch shares every untouched value with the entry it replaces, so
+        this costs as much as the patch is large, not as the entry is.
+        """
+        self.bytes += 8 * (len(new._values) - len(old._values))
+        if old._shape is new._shape:
+            for previous, value in zip(old._values, new._values, strict=True):
+                if previous is not value:
+                    self.remove(previous)
+                    self.add(value)
+            return
+        before = old._as_dict()
+        for key, value in new.pairs():
+            previous = before.pop(key, _MISSING)
+            if previous is not value:
+                if previous is not _MISSING:
+                    self.remove(previous)
+                self.add(value)
+        for value in before.values():
+            self.remove(value)
+
+    def _walk(self, value: Any, sign: int) -> int:
+        kind = type(value)
+        if kind is str:
+            if len(value) < self.shared_min:
+                return 49 + len(value)
+            shared = self._shared
+            count = shared.get(value, 0)
+            if sign > 0:
+                shared[value] = count + 1
+                return 49 + len(value) if count == 0 else 8
+            if count <= 1:
+                shared.pop(value, None)
+                return 49 + len(value)
+            shared[value] = count - 1
+            return 8
+        if kind is tuple:
+            return 40 + sum(8 + self._walk(v, sign) for v in value)
+        if kind is bool or value is None:
+            return 0
+        if isinstance(value, FrozenMap):
+            return 96 + sum(8 + self._walk(v, sign) for v in value._values)
+        return 28
+
+
+_MISSING: Any = object()
+
+
+def json_size(entry: FrozenMap) -> int:
+    """Length of ``entry``'s compact JSON, reusing the memoized digests of nested maps."""
+    size = 2 + max(0, len(entry) - 1)  # braces and commas
+    for key, value in entry.pairs():
+        size += len(_encoder.encode(key)) + 1
+        size += (
+            value.json_digest()[0] if isinstance(value, FrozenMap) else len(_encoder.encode(value))
+        )
+    return size
+
+
+def thaw(value: Any) -> Any:
+    """The inverse of :func:`freeze`: plain dicts and lists, freshly allocated."""
+    if isinstance(value, FrozenMap):
+        return {k: thaw(v) for k, v in value.pairs()}
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [thaw(v) for v in value]
+    return value
+
+
+class StringPool:
+    """Keeps one shared copy of each large string seen recently.
+
+    Strings shorter than ``min_length`` are not pooled (their hashing would
+    cost more than it saves). The pool is bounded by count and by bytes and
+    forgets the least recently seen first; a forgotten string stays alive in
+    the entries that hold it, only later duplicates stop being folded into it.
+    """
+
+    def __init__(
+        self, min_length: int = 512, max_strings: int = 4096, max_bytes: int = 64 << 20
+    ) -> None:
+        self.min_length = min_length
+        self.max_strings = max_strings
+        self.max_bytes = max_bytes
+        self._strings: dict[str, str] = {}
+        self.bytes = 0
+        self.hits = 0
+
+    def intern(self, s: str) -> str:
+        if len(s) < self.min_length:
+            return s
+        strings = self._strings
+        found = strings.pop(s, None)
+        if found is not None:
+            strings[found] = found  # most recently seen goes last
+            self.hits += 1
+            return found
+        strings[s] = s
+        self.bytes += len(s)
+        while len(strings) > self.max_strings or self.bytes > self.max_bytes:
+            oldest = next(iter(strings))
+            del strings[oldest]
+            self.bytes -= len(oldest)
+        return s
+
+    def __len__(self) -> int:
+        return len(self._strings)
+
+
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, FrozenMap):
+        return obj._as_dict()
+    raise TypeError(f"cannot encode {type(obj).__name__} as JSON")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+_decoder = msgspec.json.Decoder()
+
+
+def encode_json(value: Any) -> bytes:
+    """Compact JSON bytes of a plain or frozen value."""
+    return _encoder.encode(value)
+
+
+def decode_json(data: bytes | str) -> Any:
+    """Plain Python values (dicts and lists) from JSON text."""
+    return _decoder.decode(data)

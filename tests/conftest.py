@@ -1,0 +1,85 @@
+"""Shared fixtures: stores on every backend, the OpenClaw fixture directory, a fake clock."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import agentstate
+from agentstate import SessionStore
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("AGENTSTATE_SHARED", REPO.parent / "shared"))
+OPENCLAW_FIXTURE = SHARED / "fixtures" / "openclaw-2026.3.11"
+
+# Every backend the conformance suite runs against; later backends add themselves here.
+BACKENDS = ["sqlite"]
+
+
+class FakeClock:
+    """Epoch milliseconds that only move when a test says so."""
+
+    def __init__(self, start: int = 1_795_000_000_000) -> None:
+        self.now = start
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, ms: int) -> None:
+        self.now += ms
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def store_location(backend: str, root: Path) -> str:
+    if backend == "sqlite":
+        return str(root / "state")
+    raise ValueError(backend)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def open_store(tmp_path: Path, backend: str) -> Iterator[Callable[..., SessionStore]]:
+    """Opens stores at one location on the parametrized backend; closes them after the test."""
+    opened: list[SessionStore] = []
+    location = store_location(backend, tmp_path)
+
+    def factory(**options: Any) -> SessionStore:
+        store = agentstate.open_store(location, **options)
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(open_store: Callable[..., SessionStore]) -> SessionStore:
+    return open_store()
+
+
+@pytest.fixture
+def openclaw_dir(tmp_path: Path) -> Path:
+    """A private, writable copy of the real OpenClaw 2026.3.11 state directory."""
+    if not OPENCLAW_FIXTURE.is_dir():
+        pytest.fail(
+            f"the OpenClaw fixture is missing at {OPENCLAW_FIXTURE} (set AGENTSTATE_SHARED)"
+        )
+    target = tmp_path / "openclaw"
+    shutil.copytree(OPENCLAW_FIXTURE, target)
+    for path in target.rglob("*"):
+        path.chmod(0o700 if path.is_dir() else 0o600)
+    return target
