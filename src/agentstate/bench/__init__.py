@@ -1,0 +1,1 @@
+"""Benchmark programs: the workloads, the copying baselines, and how they are measured."""
