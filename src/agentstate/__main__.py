@@ -1,0 +1,5 @@
+"""``python -m agentstate``: the same as the ``agentstate`` command."""
+
+from agentstate.cli import main
+
+main()

@@ -1,0 +1,39 @@
+"""Helpers for tests that race real processes: a start barrier, deadlines, and reaping."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from multiprocessing.context import SpawnProcess
+from typing import Any
+
+# Named deadlines: generous, because CI machines have two cores and neighbours.
+START_TIMEOUT = 60.0
+RUN_TIMEOUT = 180.0
+
+ctx = multiprocessing.get_context("spawn")
+
+
+@contextmanager
+def running(
+    target: Callable[..., Any], args_list: Sequence[tuple[Any, ...]]
+) -> Iterator[list[SpawnProcess]]:
+    """Start one process per args tuple; always kill and reap them when the block ends."""
+    procs = [ctx.Process(target=target, args=args) for args in args_list]
+    for proc in procs:
+        proc.start()
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+            proc.join(10)
+
+
+def join_all(procs: Sequence[SpawnProcess], timeout: float = RUN_TIMEOUT) -> list[int | None]:
+    """Wait for every process; return their exit codes."""
+    for proc in procs:
+        proc.join(timeout)
+    return [proc.exitcode for proc in procs]

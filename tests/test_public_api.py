@@ -1,0 +1,70 @@
+"""The public surface: exported names stay sorted and deliberate, docs run."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+import agentstate
+
+PUBLIC = [
+    "Draft",
+    "FrozenMap",
+    "SessionEntry",
+    "SessionStore",
+    "Snapshot",
+    "StoreStats",
+    "errors",
+    "open_store",
+]
+
+
+def test_exported_members() -> None:
+    assert agentstate.__all__ == sorted(agentstate.__all__)
+    assert agentstate.__all__ == PUBLIC
+    for name in PUBLIC:
+        assert hasattr(agentstate, name)
+
+
+def test_every_error_derives_from_the_root_and_a_builtin() -> None:
+    from agentstate import errors
+
+    for name in dir(errors):
+        cls = getattr(errors, name)
+        if (
+            isinstance(cls, type)
+            and issubclass(cls, Exception)
+            and cls is not errors.AgentStateError
+        ):
+            if cls.__module__ == errors.__name__:
+                assert issubclass(cls, errors.AgentStateError)
+                assert any(
+                    b in cls.__mro__ for b in (ValueError, OSError, TimeoutError, RuntimeError)
+                )
+
+
+def test_errors_survive_pickling() -> None:
+    import pickle
+
+    from agentstate.errors import EntryTooLarge, LockTimeout
+
+    for err in (EntryTooLarge("agent:main:x", 10, 5), LockTimeout("/p.lock", 1.0, 42)):
+        copy = pickle.loads(pickle.dumps(err))
+        assert type(copy) is type(err) and str(copy) == str(err) and copy.__dict__ == err.__dict__
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "agentstate.frozen",
+        "agentstate.keys",
+        "agentstate.model",
+        "agentstate._open",
+        "agentstate.locks",
+    ],
+)
+def test_docstring_examples_run(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
