@@ -48,7 +48,7 @@ def test_mapping_protocol() -> None:
     assert list(frozen) == list(DOC) and len(frozen) == len(DOC)
     assert list(frozen.keys()) == list(DOC) and "a" in frozen and "zz" not in frozen
     assert frozen.get("zz", 7) == 7 and dict(frozen.items())["a"] == 1
-    assert list(frozen.values())[0] == 1
+    assert next(iter(frozen.values())) == 1
     with pytest.raises(KeyError):
         frozen["zz"]
 
