@@ -1,4 +1,4 @@
-"""A hypothesis state machine: the store against a plain dict, through writes, failures and reopens."""
+"""A hypothesis state machine: the store against a plain dict, through writes and reopens."""
 
 from __future__ import annotations
 
