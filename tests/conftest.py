@@ -18,7 +18,7 @@ SHARED = Path(os.environ.get("AGENTSTATE_SHARED", REPO.parent / "shared"))
 OPENCLAW_FIXTURE = SHARED / "fixtures" / "openclaw-2026.3.11"
 
 # Every backend the conformance suite runs against; later backends add themselves here.
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "jsonfile"]
 
 
 class FakeClock:
@@ -42,6 +42,8 @@ def clock() -> FakeClock:
 def store_location(backend: str, root: Path) -> str:
     if backend == "sqlite":
         return str(root / "state")
+    if backend == "jsonfile":
+        return str(root / "agents" / "main" / "sessions" / "sessions.json")
     raise ValueError(backend)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from multiprocessing.context import SpawnProcess
@@ -30,6 +32,15 @@ def running(
             if proc.is_alive():
                 proc.kill()
             proc.join(10)
+
+
+def wait_for_content(path: str, timeout: float = START_TIMEOUT) -> None:
+    """Block until ``path`` exists and is not empty (a worker's first acknowledgement)."""
+    deadline = time.monotonic() + timeout
+    while not (os.path.exists(path) and os.path.getsize(path) > 0):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no acknowledgement in {path} after {timeout:g} s")
+        time.sleep(0.01)
 
 
 def join_all(procs: Sequence[SpawnProcess], timeout: float = RUN_TIMEOUT) -> list[int | None]:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import agentstate
-from tests.processes import RUN_TIMEOUT, START_TIMEOUT, ctx, join_all, running
+from tests.processes import RUN_TIMEOUT, START_TIMEOUT, ctx, join_all, running, wait_for_content
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +85,8 @@ def test_kill_9_mid_write_never_loses_an_acknowledged_write(tmp_path: Path) -> N
     for round_ in range(6):
         # Each round counts from its own base, so a value can only come from it.
         with running(_write_until_killed, [(location, ack_path, round_ * 1_000_000)]) as procs:
-            time.sleep(rng.uniform(0.3, 1.2))
+            wait_for_content(ack_path)
+            time.sleep(rng.uniform(0.0, 0.6))
             os.kill(procs[0].pid, signal.SIGKILL)  # type: ignore[arg-type]
             procs[0].join(10)
         acked = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import agentstate
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, store_location
 
 KEYS = st.sampled_from([f"agent:main:k{i}" for i in range(6)] + ["agent:ops:main", "global"])
 # Fields without merge rules of their own, so the model is a plain dict update.
@@ -29,9 +30,12 @@ ENTRIES = st.dictionaries(FIELDS, VALUES, max_size=3)
 
 
 class StoreMachine(RuleBasedStateMachine):
+    backend = "sqlite"
+
     def __init__(self) -> None:
         super().__init__()
         self.root = tempfile.mkdtemp(prefix="agentstate-sm-")
+        self.location = store_location(self.backend, Path(self.root))
         self.clock = FakeClock()
         # A small cache bound half of the time, so eviction and backend misses are exercised.
         self.cache_bytes = 1 << 30
@@ -39,7 +43,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.store = self._open()
 
     def _open(self) -> agentstate.SessionStore:
-        return agentstate.open_store(self.root, clock=self.clock, cache_bytes=self.cache_bytes)
+        return agentstate.open_store(self.location, clock=self.clock, cache_bytes=self.cache_bytes)
 
     @rule(data=st.data())
     def shrink_cache(self, data: st.DataObject) -> None:
@@ -106,7 +110,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def write_from_a_second_store(self, data: st.DataObject) -> None:
         key = data.draw(st.sampled_from(sorted(self.model)))
-        with agentstate.open_store(self.root, clock=self.clock) as other:
+        with agentstate.open_store(self.location, clock=self.clock) as other:
             other.patch(key, {"label": "other"})
         self.clock.advance(0)
         self.model[key] = {**self.model[key], "label": "other", "updatedAt": self.clock.now}
@@ -126,10 +130,16 @@ class StoreMachine(RuleBasedStateMachine):
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-StoreMachine.TestCase.settings = settings(
-    max_examples=40,
-    stateful_step_count=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-TestStoreMachine = StoreMachine.TestCase
+class JsonStoreMachine(StoreMachine):
+    backend = "jsonfile"
+
+
+for machine in (StoreMachine, JsonStoreMachine):
+    machine.TestCase.settings = settings(
+        max_examples=30,
+        stateful_step_count=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+TestSQLiteStoreMachine = StoreMachine.TestCase
+TestJsonStoreMachine = JsonStoreMachine.TestCase

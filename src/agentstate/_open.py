@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
+from agentstate.backends.base import Backend
+from agentstate.errors import InvalidSessionKey
 from agentstate.frozen import StringPool
-from agentstate.keys import DEFAULT_AGENT_ID
+from agentstate.keys import DEFAULT_AGENT_ID, normalize_agent_id
 from agentstate.model import Clock
 from agentstate.store import (
     DEFAULT_CACHE_BYTES,
@@ -16,6 +19,8 @@ from agentstate.store import (
 )
 
 __all__ = ["open_store"]
+
+log = logging.getLogger("agentstate")
 
 
 def open_store(
@@ -28,14 +33,17 @@ def open_store(
     readonly: bool = False,
     synchronous: str = "normal",
     check_interval: float = DEFAULT_CHECK_INTERVAL,
+    coalesce_window: float = 0.0,
     clock: Clock | None = None,
     **backend_options: Any,
 ) -> SessionStore:
     """Open (or create) a session store.
 
     ``path`` picks the backend: a path ending in ``.json`` is an OpenClaw
-    ``sessions.json``; anything else is a state directory holding the SQLite
-    database, created if missing.
+    ``sessions.json`` (its agent id is taken from ``agents/<id>/sessions/``);
+    anything else is a state directory holding the SQLite database, created if
+    missing. A damaged sessions.json opens read-only (``store.corruption`` says
+    why) and is never overwritten.
 
     Options:
 
@@ -50,6 +58,10 @@ def open_store(
       ``"full"`` also survives a power loss, at the cost of an fsync per commit.
     - ``check_interval`` (0.25 s): how often a reader looks for changes made by
       programs other than agentstate (agentstate's own writes are seen at once).
+    - ``coalesce_window`` (0 s, off): patches queued by several threads within
+      this window commit together in one write (one file replace for JSON).
+    - ``allow_symlink`` (JSON): accept a sessions.json that links outside its
+      directory.
 
     >>> import tempfile
     >>> with open_store(tempfile.mkdtemp()) as store:
@@ -59,25 +71,49 @@ def open_store(
     """
     location = os.fspath(path)
     pool = StringPool()
-    from agentstate.backends.sqlite import SQLiteBackend
+    backend: Backend
+    if location.endswith(".json"):
+        from agentstate.backends.jsonfile import JsonFileBackend
 
-    backend = SQLiteBackend(
-        location,
-        pool=pool,
-        lock_timeout=lock_timeout,
-        synchronous=synchronous,
-        readonly=readonly,
-        **backend_options,
-    )
+        backend = JsonFileBackend(
+            location, pool=pool, lock_timeout=lock_timeout, readonly=readonly, **backend_options
+        )
+        agent_id = agent_id or _agent_of_openclaw_path(location)
+    else:
+        from agentstate.backends.sqlite import SQLiteBackend
+
+        backend = SQLiteBackend(
+            location,
+            pool=pool,
+            lock_timeout=lock_timeout,
+            synchronous=synchronous,
+            readonly=readonly,
+            **backend_options,
+        )
     try:
-        return SessionStore(
+        store = SessionStore(
             backend,
             agent_id=agent_id or DEFAULT_AGENT_ID,
             cache_bytes=cache_bytes,
             max_entry_bytes=max_entry_bytes,
             check_interval=check_interval,
+            coalesce_window=coalesce_window,
             clock=clock,
         )
     except BaseException:
         backend.close()
         raise
+    if backend.corruption is not None:
+        log.error("%s; opened read-only", backend.corruption)
+    return store
+
+
+def _agent_of_openclaw_path(path: str) -> str | None:
+    """``main`` for ``.../agents/main/sessions/sessions.json``, else None."""
+    parts = os.path.abspath(path).split(os.sep)
+    if len(parts) >= 4 and parts[-2] == "sessions" and parts[-4] == "agents":
+        try:
+            return normalize_agent_id(parts[-3])
+        except InvalidSessionKey:
+            return None
+    return None

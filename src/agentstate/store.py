@@ -28,7 +28,7 @@ import immutables
 import msgspec
 
 from agentstate.backends.base import Backend, Row
-from agentstate.errors import EntryTooLarge, InvalidEntry, InvalidSessionKey
+from agentstate.errors import EntryTooLarge, InvalidEntry, InvalidSessionKey, StoreCorrupt
 from agentstate.frozen import SizeAccount
 from agentstate.keys import DEFAULT_AGENT_ID, normalize_agent_id, normalize_key
 from agentstate.model import Clock, SessionEntry, build_entry, merge_patch, now_ms
@@ -130,9 +130,15 @@ class SessionStore:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
         check_interval: float = DEFAULT_CHECK_INTERVAL,
+        coalesce_window: float = 0.0,
         clock: Clock | None = None,
     ) -> None:
         self._backend = backend
+        self.coalesce_window = coalesce_window
+        self._queue: list[_Job] = []
+        self._queue_lock = threading.Lock()
+        self._leading = False
+        self.commits = 0
         self.agent_id = normalize_agent_id(agent_id)
         self.cache_limit = cache_bytes
         self.max_entry_bytes = max_entry_bytes
@@ -470,43 +476,107 @@ class SessionStore:
         return self._write(fn)
 
     def _write(self, fn: Callable[[Draft], T]) -> T:
+        if self.coalesce_window <= 0:
+            with self._lock:
+                self._check_open()
+                return self._apply([_Job(fn)])[0]  # type: ignore[no-any-return]
+        return self._write_coalesced(fn)
+
+    def _write_coalesced(self, fn: Callable[[Draft], T]) -> T:
+        """Group commit: the first writer waits ``coalesce_window``, then commits every
+        write queued meanwhile in one transaction; each caller returns (or raises)
+        only once that transaction is durable."""
+        job = _Job(fn)
+        with self._queue_lock:
+            self._queue.append(job)
+            leader = not self._leading
+            self._leading = True
+        if leader:
+            time.sleep(self.coalesce_window)
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+                self._leading = False
+            with self._lock:
+                try:
+                    self._check_open()
+                    self._apply(batch)
+                except BaseException as exc:
+                    for queued in batch:
+                        if not queued.done.is_set():
+                            queued.error = exc
+                            queued.done.set()
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[no-any-return]
+
+    def _apply(self, jobs: list[_Job]) -> list[Any]:
+        """Run ``jobs`` on one draft and commit them together; the caller holds the lock.
+
+        A single job's exception propagates. In a batch, a job that raises is
+        undone alone; if the commit itself fails (an entry over the size
+        limit), each job is retried on its own so only the guilty one fails.
+        """
         backend = self._backend
-        with self._lock:
-            self._check_open()
-            backend.begin()
-            try:
-                self._sync_locked()
-                before_commit = self._signal_read()
-                draft = Draft(self)
-                result = fn(draft)
-                staged: list[tuple[str, SessionEntry | None]] = []
-                for canon, entry in draft._changes.items():
-                    for alias in sorted(self._aliases.get(canon, ())):
-                        backend.remove(alias)
-                    if entry is None:
-                        backend.remove(canon)
-                        staged.append((canon, None))
-                    else:
-                        size = backend.put(canon, entry, self._entries.get(canon))
-                        if size > self.max_entry_bytes:
-                            raise EntryTooLarge(canon, size, self.max_entry_bytes)
-                        staged.append((canon, entry))
-                token = backend.commit() if staged else None
-            except BaseException:
-                backend.rollback()
+        backend.begin()
+        try:
+            self._sync_locked()
+            before_commit = self._signal_read()
+            draft = Draft(self)
+            for job in jobs:
+                saved = dict(draft._changes)
+                try:
+                    job.result = job.fn(draft)
+                except Exception as exc:
+                    if len(jobs) == 1:
+                        raise
+                    draft._changes = saved
+                    job.error = exc
+            staged = self._stage(draft)
+            token = backend.commit() if staged else None
+        except BaseException:
+            backend.rollback()
+            if len(jobs) == 1:
                 raise
-            if not staged:
-                backend.rollback()
-                return result
+            for job in jobs:
+                job.error = None
+                try:
+                    self._apply([job])
+                except Exception as exc:
+                    job.error = exc
+                job.done.set()
+            return [job.result for job in jobs]
+        if not staged:
+            backend.rollback()
+        else:
             for canon, entry in staged:
                 self._aliases.pop(canon, None)
                 self._set_cached(canon, entry)
             self._token = token
+            self.commits += 1
             # Our own commit bumped the signal exactly once; if nothing else
             # did meanwhile, this process is already up to date.
             if self._signal_read() == before_commit + 1:
                 self._seen = before_commit + 1
-            return result
+        for job in jobs:
+            job.done.set()
+        return [job.result for job in jobs]
+
+    def _stage(self, draft: Draft) -> list[tuple[str, SessionEntry | None]]:
+        """Hand the draft's changes to the backend, folding aliases; check sizes."""
+        backend = self._backend
+        staged: list[tuple[str, SessionEntry | None]] = []
+        for canon, entry in draft._changes.items():
+            for alias in sorted(self._aliases.get(canon, ())):
+                backend.remove(alias)
+            if entry is None:
+                backend.remove(canon)
+            else:
+                size = backend.put(canon, entry, self._entries.get(canon))
+                if size > self.max_entry_bytes:
+                    raise EntryTooLarge(canon, size, self.max_entry_bytes)
+            staged.append((canon, entry))
+        return staged
 
     # -- lifecycle -------------------------------------------------------------
     def stats(self) -> StoreStats:
@@ -535,6 +605,11 @@ class SessionStore:
         return self._backend
 
     @property
+    def corruption(self) -> StoreCorrupt | None:
+        """Why a damaged store opened read-only (None when it is sound)."""
+        return self._backend.corruption
+
+    @property
     def location(self) -> str:
         return self._backend.location
 
@@ -556,6 +631,18 @@ class SessionStore:
 
     def __repr__(self) -> str:
         return f"<SessionStore {self._backend.location}>"
+
+
+class _Job:
+    """One caller's write function, its outcome, and the event it waits on."""
+
+    __slots__ = ("done", "error", "fn", "result")
+
+    def __init__(self, fn: Callable[[Draft], Any]) -> None:
+        self.fn = fn
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
 
 
 def _fresher(a: SessionEntry, b: SessionEntry) -> bool:

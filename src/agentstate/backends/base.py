@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from agentstate.errors import StoreCorrupt
 from agentstate.frozen import StringPool
 from agentstate.model import SessionEntry
 
@@ -41,6 +42,8 @@ class Backend(ABC):
     signal: Signal
     pool: StringPool
     readonly: bool = False
+    corruption: StoreCorrupt | None = None
+    """Why the store is read-only despite the caller (a damaged file), if it is."""
 
     @abstractmethod
     def scan(self) -> tuple[Any, Iterator[Row]]:
