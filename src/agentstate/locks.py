@@ -18,6 +18,7 @@ import json
 import os
 import threading
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -171,17 +172,29 @@ class FileLock:
         if started is not None:
             payload["starttime"] = started
         data = json.dumps(payload, indent=2).encode()
+        # The payload is written to a private file first and then hard-linked
+        # into place, which fails if the lock exists: the lock file is never
+        # seen empty, even if this process is killed halfway.
+        staging = f"{self.path}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        try:
+            self._take(staging, deadline)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staging)
+
+    def _take(self, staging: str, deadline: float | None) -> None:
         delay = _POLL_SECONDS
         while True:
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                os.link(staging, self.path)
             except FileExistsError:
                 pass
             else:
-                try:
-                    os.write(fd, data)
-                finally:
-                    os.close(fd)
                 return
             info = inspect_lock(self.path, self.stale)
             if info is not None and info.stale:
