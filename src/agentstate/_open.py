@@ -10,6 +10,7 @@ from agentstate.backends.base import Backend
 from agentstate.errors import InvalidSessionKey
 from agentstate.frozen import StringPool
 from agentstate.keys import DEFAULT_AGENT_ID, normalize_agent_id
+from agentstate.maintenance import MaintenanceConfig
 from agentstate.model import Clock
 from agentstate.store import (
     DEFAULT_CACHE_BYTES,
@@ -34,6 +35,7 @@ def open_store(
     synchronous: str = "normal",
     check_interval: float = DEFAULT_CHECK_INTERVAL,
     coalesce_window: float = 0.0,
+    maintenance: MaintenanceConfig | None = None,
     clock: Clock | None = None,
     **backend_options: Any,
 ) -> SessionStore:
@@ -60,6 +62,8 @@ def open_store(
       programs other than agentstate (agentstate's own writes are seen at once).
     - ``coalesce_window`` (0 s, off): patches queued by several threads within
       this window commit together in one write (one file replace for JSON).
+    - ``maintenance``: the :class:`~agentstate.maintenance.MaintenanceConfig`
+      that ``store.maintain()`` uses by default (OpenClaw's defaults, warn mode).
     - ``allow_symlink`` (JSON): accept a sessions.json that links outside its
       directory.
 
@@ -98,6 +102,7 @@ def open_store(
             max_entry_bytes=max_entry_bytes,
             check_interval=check_interval,
             coalesce_window=coalesce_window,
+            maintenance=maintenance,
             clock=clock,
         )
     except BaseException:

@@ -18,6 +18,8 @@ entries, a miss reads from the backend, and listings stream from it.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -31,6 +33,12 @@ from agentstate.backends.base import Backend, Row
 from agentstate.errors import EntryTooLarge, InvalidEntry, InvalidSessionKey, StoreCorrupt
 from agentstate.frozen import SizeAccount
 from agentstate.keys import DEFAULT_AGENT_ID, normalize_agent_id, normalize_key
+from agentstate.maintenance import (
+    MaintenanceConfig,
+    MaintenancePlan,
+    MaintenanceReport,
+    plan_maintenance,
+)
 from agentstate.model import Clock, SessionEntry, build_entry, merge_patch, now_ms
 
 __all__ = [
@@ -131,9 +139,11 @@ class SessionStore:
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
         check_interval: float = DEFAULT_CHECK_INTERVAL,
         coalesce_window: float = 0.0,
+        maintenance: MaintenanceConfig | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._backend = backend
+        self.maintenance = maintenance or MaintenanceConfig()
         self.coalesce_window = coalesce_window
         self._queue: list[_Job] = []
         self._queue_lock = threading.Lock()
@@ -577,6 +587,69 @@ class SessionStore:
                     raise EntryTooLarge(canon, size, self.max_entry_bytes)
             staged.append((canon, entry))
         return staged
+
+    # -- maintenance -----------------------------------------------------------
+    def maintain(
+        self,
+        config: MaintenanceConfig | None = None,
+        *,
+        active_key: str | None = None,
+        dry_run: bool = False,
+    ) -> MaintenanceReport:
+        """Prune, cap, archive and keep the disk budget (see :mod:`agentstate.maintenance`).
+
+        ``config`` defaults to the store's ``maintenance`` (OpenClaw's defaults,
+        warn mode). ``active_key`` is never removed. With ``dry_run`` or in warn
+        mode nothing changes and the report says what would. Entry removals
+        commit in one transaction first; transcript archiving follows.
+        """
+        config = config or self.maintenance
+        active = self._canonical(active_key) if active_key else None
+        backend = self._backend
+        enforce = config.mode == "enforce" and not dry_run
+
+        def plan_on(view: Mapping[str, SessionEntry]) -> MaintenancePlan:
+            store_bytes = backend.disk_bytes() if backend.store_file else 0
+            return plan_maintenance(
+                view,
+                config,
+                now_ms=self._clock(),
+                active_key=active,
+                directory=backend.transcripts_dir,
+                store_file=backend.store_file,
+                store_bytes=store_bytes,
+            )
+
+        if not enforce:
+            plan = plan_on(self.snapshot())
+        else:
+
+            def remove(draft: Draft) -> MaintenancePlan:
+                found = plan_on({key: draft[key] for key in draft})
+                for key in found.removed_keys:
+                    del draft[key]
+                return found
+
+            plan = self.update(remove)
+            for source, target in plan.archive:
+                if os.path.exists(source) and not os.path.exists(target):
+                    os.rename(source, target)
+            for path in [*plan.remove_archives, *plan.remove_files]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        removed = plan.removed_keys
+        return MaintenanceReport(
+            mode=config.mode,
+            dry_run=dry_run,
+            before_count=plan.before_count,
+            after_count=plan.before_count - (len(removed) if enforce else 0),
+            pruned=plan.pruned,
+            capped=plan.capped,
+            archived=[target for _, target in plan.archive],
+            removed_archives=plan.remove_archives,
+            disk_budget=plan.disk_budget,
+            warnings=plan.warnings,
+        )
 
     # -- lifecycle -------------------------------------------------------------
     def stats(self) -> StoreStats:

@@ -44,6 +44,10 @@ class Backend(ABC):
     readonly: bool = False
     corruption: StoreCorrupt | None = None
     """Why the store is read-only despite the caller (a damaged file), if it is."""
+    transcripts_dir: str
+    """Where session transcripts live (archives and disk budgets stay inside it)."""
+    store_file: str | None = None
+    """The file holding the entries, if it lives in ``transcripts_dir`` (sessions.json)."""
 
     @abstractmethod
     def scan(self) -> tuple[Any, Iterator[Row]]:

@@ -102,6 +102,8 @@ class JsonFileBackend(Backend):
         self.path = os.path.abspath(path)
         self.location = self.path
         self.directory = os.path.dirname(self.path)
+        self.transcripts_dir = self.directory
+        self.store_file = self.path
         self.pool = pool
         self.readonly = readonly
         self.lock_timeout = lock_timeout

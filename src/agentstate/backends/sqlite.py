@@ -41,6 +41,7 @@ from agentstate.model import SessionEntry, build_entry
 __all__ = ["DB_FILENAME", "SCHEMA_VERSION", "SQLiteBackend"]
 
 DB_FILENAME = "sessions.sqlite"
+TRANSCRIPTS_DIRNAME = "transcripts"
 
 # Each migration moves the schema from version i to i + 1, inside one
 # transaction; a database is never left between two versions. Never edit a
@@ -184,6 +185,7 @@ class SQLiteBackend(Backend):
         self.lock_timeout = lock_timeout
         self.path = os.path.join(state_dir, DB_FILENAME)
         self.location = self.path
+        self.transcripts_dir = os.path.join(state_dir, TRANSCRIPTS_DIRNAME)
         if not readonly:
             os.makedirs(state_dir, mode=0o700, exist_ok=True)
             if not os.path.exists(self.path):
