@@ -39,8 +39,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from agentstate.cli import bench
+    from agentstate.cli import bench, sessions
 
+    sessions.register(app)
     app.add_typer(bench.app, name="bench")
 
 

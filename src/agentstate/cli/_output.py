@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Any
 
@@ -23,3 +24,40 @@ def print_json(value: Any) -> None:
     """Write ``value`` as indented JSON on stdout (msgspec Structs, frozen maps and plain data)."""
     sys.stdout.write(msgspec.json.format(encode_json(value), indent=2).decode() + "\n")
     sys.stdout.flush()
+
+
+DEFAULT_STORE = "~/.agentstate/main"
+
+StoreOption = Annotated[
+    str,
+    typer.Option(
+        "--store",
+        "-s",
+        envvar="AGENTSTATE_STORE",
+        help="A sessions.json (OpenClaw's) or a state directory (SQLite). Env: AGENTSTATE_STORE.",
+    ),
+]
+
+
+def store_path(value: str) -> str:
+    return os.path.expanduser(value)
+
+
+def ago(ms: object, now_ms: int) -> str:
+    """'3m ago' for an epoch-milliseconds value; '-' when there is none."""
+    if not isinstance(ms, int | float) or isinstance(ms, bool):
+        return "-"
+    seconds = max(0.0, (now_ms - ms) / 1000)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)}s ago"
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
