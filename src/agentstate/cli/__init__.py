@@ -39,9 +39,11 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from agentstate.cli import bench
+    from agentstate.cli import auth, bench
 
     app.add_typer(bench.app, name="bench")
+    app.add_typer(auth.app, name="auth")
+    auth.register_bench(bench.app)
 
 
 _register()
