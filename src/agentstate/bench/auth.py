@@ -84,8 +84,8 @@ def build_auth_dir(directory: str, profiles: int) -> str:
     return agent_dir
 
 
-def _timed(op: Callable[[int], Any], calls: int) -> dict[str, Any]:
-    for i in range(WARMUP_CALLS):
+def _timed(op: Callable[[int], Any], calls: int, warmup: int) -> dict[str, Any]:
+    for i in range(warmup):
         op(i)
     before = settled_rss_mib()
     start = time.perf_counter()
@@ -103,7 +103,7 @@ def _timed(op: Callable[[int], Any], calls: int) -> dict[str, Any]:
     }
 
 
-def _phase(agent_dir: str, phase: str, calls: int) -> dict[str, Any]:
+def _phase(agent_dir: str, phase: str, calls: int, warmup: int = WARMUP_CALLS) -> dict[str, Any]:
     from agentstate.auth import open_auth_store
 
     if phase == "baseline":
@@ -111,7 +111,7 @@ def _phase(agent_dir: str, phase: str, calls: int) -> dict[str, Any]:
             cached = json.load(f)
         ids = list(cached["profiles"])
         n = len(ids)
-        return _timed(lambda i: copy.deepcopy(cached)["profiles"][ids[i % n]], calls)
+        return _timed(lambda i: copy.deepcopy(cached)["profiles"][ids[i % n]], calls, warmup // 10)
     interval = 0.0 if phase == "get_stat_every_call" else 0.25
     store = open_auth_store(agent_dir, check_interval=interval)
     ids = [p.id for p in store.profiles()]
@@ -122,9 +122,9 @@ def _phase(agent_dir: str, phase: str, calls: int) -> dict[str, Any]:
         select = store.select_profile
         if any(select(p) is None for p in providers):
             raise RuntimeError("the workload leaves a provider with no usable profile")
-        return _timed(lambda i: select(providers[i % k]), calls)
+        return _timed(lambda i: select(providers[i % k]), calls, warmup)
     get = store.get
-    return _timed(lambda i: get(ids[i % n]), calls)
+    return _timed(lambda i: get(ids[i % n]), calls, warmup)
 
 
 def _in_fresh_process(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
