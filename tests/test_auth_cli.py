@@ -252,6 +252,13 @@ def test_every_command_has_help(guard: SecretGuard) -> None:
     assert "--calls" in run(guard, "bench", "auth", "--help")
 
 
+def test_every_command_is_documented() -> None:
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "auth.md").read_text()
+    for command in ("list", "show", "add", "remove", "order", "status"):
+        assert f"agentstate auth {command}" in docs
+    assert "agentstate bench auth" in docs
+
+
 def test_list_as_a_real_process(agent_dir: str, guard: SecretGuard) -> None:
     env = dict(os.environ, COLUMNS="200")
     done = subprocess.run(

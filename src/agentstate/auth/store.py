@@ -79,7 +79,7 @@ class ProfileStatus(msgspec.Struct, frozen=True, kw_only=True):
 
     ``state`` is ``ok``, ``cooldown`` or ``disabled``; ``until`` and
     ``remaining_ms`` say when it is usable again; ``reason`` is the disable
-    reason or the failure reasons counted so far; ``inherited`` marks a
+    reason, or for a cooldown the failure reasons counted; ``inherited`` marks a
     profile that comes from the main agent's store.
     """
 
@@ -110,7 +110,7 @@ def open_auth_store(
     lock_timeout: float = 10.0,
     refresh_lock_timeout: float = 120.0,
 ) -> AuthStore:
-    """Open the auth profile store of the agent directory ``agent_dir``.
+    """Open the auth profile store of the agent directory ``agent_dir`` (``~`` is expanded).
 
     - ``inherit_from``: the main agent's directory, whose profiles, order,
       lastGood and usageStats this agent sees unless its own file has the
@@ -134,8 +134,8 @@ def open_auth_store(
     'openai:default'
     """
     return AuthStore(
-        os.fspath(agent_dir),
-        inherit_from=os.fspath(inherit_from) if inherit_from is not None else None,
+        os.path.expanduser(os.fspath(agent_dir)),
+        inherit_from=os.path.expanduser(os.fspath(inherit_from)) if inherit_from else None,
         readonly=readonly or _env_readonly(),
         allow_symlink=allow_symlink,
         migrate=migrate,
@@ -313,7 +313,7 @@ class AuthStore:
                 elif (stats.cooldown_until or 0) > at:
                     state, until = "cooldown", stats.cooldown_until
                 counted = [r for r, n in stats.failure_counts.pairs() if n]
-                if reason is None and counted:
+                if state == "cooldown" and counted:
                     reason = ",".join(counted)
             result.append(
                 ProfileStatus(
