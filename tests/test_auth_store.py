@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -551,3 +552,21 @@ def test_readonly_suppresses_every_write(
     store.reload()
     assert store.get("openai:default").email == "changed@example.com"  # type: ignore[union-attr]
     assert store.usage("openai:default") is None
+
+
+def test_concurrent_writers_lose_no_update(agent_dir: Path, guard: SecretGuard) -> None:
+    stores = [open_auth_store(agent_dir, check_interval=3600) for _ in range(4)]
+    start = threading.Barrier(len(stores))
+
+    def work(store: Any) -> None:
+        start.wait(10)
+        for _ in range(10):
+            store.mark_failure("openai:default", "timeout", now=1000)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    stats = read_json(agent_dir / "auth-profiles.json")["usageStats"]["openai:default"]
+    assert stats["errorCount"] == 40 and stats["failureCounts"] == {"timeout": 40}

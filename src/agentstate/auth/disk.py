@@ -152,33 +152,32 @@ class AuthFile:
         with FileLock(self.path, timeout=self.lock_timeout, stale=STORE_LOCK_STALE):
             key = self._stat_key()
             doc = decode_document(self.path, self._read())
-            if not change(doc):
-                self._keep(AuthDocument(self.path, doc), key)
-                return self._doc  # type: ignore[return-value]
-            strip_plaintext(doc)
-            target = os.path.realpath(self.path) if self.allow_symlink else self.path
-            atomic_write(target, encode_document(doc), mode=0o600)
-            self._keep(AuthDocument(self.path, doc), self._stat_key())
-            return self._doc  # type: ignore[return-value]
-
-    def _keep(self, doc: AuthDocument, key: StatKey | None) -> None:
-        self._doc, self._key = doc, key
+            if change(doc):
+                strip_plaintext(doc)
+                target = os.path.realpath(self.path) if self.allow_symlink else self.path
+                atomic_write(target, encode_document(doc), mode=0o600)
+                key = self._stat_key()  # still under the lock: no other writer in between
+            new = AuthDocument(self.path, doc)
+            self._doc, self._key = new, key
+            return new
 
     def _update_in_memory(self, change: Updater) -> AuthDocument:
         current = self.current()
         if current.corrupt is not None:
             raise current.corrupt
         doc: dict[str, Any] = thaw(current.raw)
-        if change(doc):
-            strip_plaintext(doc)
-            self._doc = AuthDocument(self.path, doc)
-            if self.suppressed_writes == 0:
-                log.warning(
-                    "%s is read-only: changes stay in this process only, until the file changes",
-                    self.path,
-                )
-            self.suppressed_writes += 1
-        return self._doc  # type: ignore[return-value]
+        if not change(doc):
+            return current
+        strip_plaintext(doc)
+        # The disk's stat key stays: when the file changes, its content replaces this copy.
+        new = self._doc = AuthDocument(self.path, doc)
+        if self.suppressed_writes == 0:
+            log.warning(
+                "%s is read-only: changes stay in this process only, until the file changes",
+                self.path,
+            )
+        self.suppressed_writes += 1
+        return new
 
     @contextlib.contextmanager
     def refresh_lock(self, provider: str, profile_id: str) -> Iterator[None]:

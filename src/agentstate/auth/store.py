@@ -191,7 +191,7 @@ class AuthStore:
                 problems.extend(self._agent.migrate_legacy())
         self._open_problems = tuple(problems)
         self._snap = AuthSnapshot(self._agent.current(), self._main_doc())
-        self._refresh_view()
+        self._next_check = _monotonic() + check_interval
 
     # -- paths and state -----------------------------------------------------
     @property
@@ -228,13 +228,14 @@ class AuthStore:
     def _main_doc(self) -> AuthDocument | None:
         return self._main.current() if self._main is not None else None
 
-    def _refresh_view(self, now: float | None = None) -> AuthSnapshot:
+    def _refresh_view(self) -> AuthSnapshot:
+        """Stat the files (re-reading a changed one) and rebuild the snapshot if either changed."""
         agent = self._agent.current()
         main = self._main_doc()
         snap = self._snap
         if agent is not snap.agent or main is not snap.inherited:
             snap = self._snap = AuthSnapshot(agent, main)
-        self._next_check = (_monotonic() if now is None else now) + self._interval
+        self._next_check = _monotonic() + self._interval
         return snap
 
     def snapshot(self) -> AuthSnapshot:
@@ -254,7 +255,7 @@ class AuthStore:
         return profile
 
     def profiles(self, provider: str | None = None) -> tuple[AuthProfile, ...]:
-        """Every profile in file order (the agent's after the inherited ones), or one provider's."""
+        """Every profile in file order (inherited ones first), or only one provider's."""
         values: tuple[AuthProfile, ...] = tuple(self.snapshot().profiles.values())
         if provider is None:
             return values
