@@ -31,7 +31,9 @@ HOUR = 60 * MINUTE
 def guard(
     capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> Iterator[SecretGuard]:
-    yield from secret_guard(capsys, caplog)
+    for scanner in secret_guard(capsys, caplog):
+        scanner.secret(*(f"K-rotation-{i:06d}" for i in range(3)), "T-rotation-q-0000")
+        yield scanner
 
 
 def _store(tmp_path: Path, clock: FakeClock, n: int = 3, **options: object) -> AuthStore:

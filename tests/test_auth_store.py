@@ -30,7 +30,9 @@ from tests.auth_support import (
 def guard(
     capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> Iterator[SecretGuard]:
-    yield from secret_guard(capsys, caplog)
+    for scanner in secret_guard(capsys, caplog):
+        scanner.secret(*OVERLAY_SECRETS)
+        yield scanner
 
 
 @pytest.fixture
@@ -145,6 +147,9 @@ def test_own_writes_are_seen_at_once(agent_dir: Path, guard: SecretGuard) -> Non
 # -- overlay -----------------------------------------------------------------------------
 
 
+OVERLAY_SECRETS = ("K-main-1", "T-shared-22", "T-agent-333", "K-agent-4444")
+
+
 def _main_and_agent(root: Path) -> tuple[Path, Path]:
     main = root / "agents" / "main" / "agent"
     agent = root / "agents" / "coder" / "agent"
@@ -176,7 +181,6 @@ def _main_and_agent(root: Path) -> tuple[Path, Path]:
 
 
 def test_an_agent_store_overlays_the_main_store(tmp_path: Path, guard: SecretGuard) -> None:
-    guard.secret("K-main-1", "T-shared-22", "T-agent-333", "K-agent-4444")
     main, agent = _main_and_agent(tmp_path)
     store = open_auth_store(agent, inherit_from=main)
     guard.watch(store, store.profiles(), store.status())
