@@ -7,6 +7,8 @@ fix. No message ever carries a secret: callers pass identifiers, never values.
     ├── InvalidSessionKey   (ValueError)
     ├── InvalidEntry        (ValueError)
     │   └── EntryTooLarge
+    ├── InvalidProfile      (ValueError)
+    ├── SecretUnavailable   (LookupError)
     ├── StoreCorrupt        (OSError)
     ├── LockTimeout         (TimeoutError)
     ├── ReadOnlyStore       (PermissionError)
@@ -68,6 +70,30 @@ class EntryTooLarge(InvalidEntry):
             f"{size:,} bytes of JSON exceeds the limit of {limit:,} bytes "
             "(raise max_entry_bytes when opening the store, or shrink the entry)",
         )
+
+
+class InvalidProfile(AgentStateError, ValueError):
+    """An auth profile, or a request about one, that cannot be honoured."""
+
+    def __init__(self, profile_id: str | None, problem: str) -> None:
+        self.profile_id = profile_id
+        self.problem = problem
+        where = f"auth profile {profile_id!r}" if profile_id is not None else "auth profile"
+        super().__init__(f"{where}: {problem}. Nothing was written.")
+
+
+class SecretUnavailable(AgentStateError, LookupError):
+    """A profile whose secret cannot be had now: no plaintext, or a ref that does not resolve.
+
+    The message names the profile and the ref (``env:NAME``, ``file:PATH``), which
+    are not secret, and never the value.
+    """
+
+    def __init__(self, profile_id: str, problem: str, fix: str) -> None:
+        self.profile_id = profile_id
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"auth profile {profile_id!r}: {problem}. {fix}")
 
 
 class StoreCorrupt(AgentStateError, OSError):

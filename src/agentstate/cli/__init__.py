@@ -39,10 +39,12 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from agentstate.cli import bench, sessions
+    from agentstate.cli import auth, bench, sessions
 
     sessions.register(app)
     app.add_typer(bench.app, name="bench")
+    app.add_typer(auth.app, name="auth")
+    auth.register_bench(bench.app)
 
 
 _register()

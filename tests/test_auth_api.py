@@ -1,0 +1,86 @@
+"""The public surface of ``agentstate.auth``: exports, docstring examples, redaction, errors."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pickle
+from collections.abc import Iterator
+
+import pytest
+from _pytest.outcomes import Failed
+
+import agentstate.auth
+from agentstate.auth import AuthProfile, redact, secret_hint
+from agentstate.errors import AgentStateError, InvalidProfile, SecretUnavailable
+from tests.auth_support import SecretGuard, secret_guard
+
+MODULES = ["profiles", "refs", "rotation", "document", "disk", "store"]
+
+
+@pytest.fixture
+def guard(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> Iterator[SecretGuard]:
+    yield from secret_guard(capsys, caplog)
+
+
+def _isort_order(name: str) -> tuple[int, str]:
+    """ruff's RUF022 order: CONSTANTS, then Classes, then functions, each alphabetical."""
+    return (0 if name.isupper() else 1 if name[0].isupper() else 2, name)
+
+
+def test_all_is_sorted_and_complete() -> None:
+    names = agentstate.auth.__all__
+    assert names == sorted(names, key=_isort_order)
+    public = {n for n in dir(agentstate.auth) if not n.startswith("_")} - set(MODULES)
+    assert public - {"annotations"} == set(names)
+    for module in MODULES:
+        exported = importlib.import_module(f"agentstate.auth.{module}").__all__
+        assert exported == sorted(exported, key=_isort_order), module
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_docstring_examples_run(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(f"agentstate.auth.{module}"))
+    assert result.failed == 0
+
+
+def test_a_profile_never_shows_its_secrets(guard: SecretGuard) -> None:
+    secrets = {
+        "key": guard.secret("sk-live-0123456789-key"),
+        "access": guard.secret("at-0123456789-access"),
+        "refresh": guard.secret("rt-0123456789-refresh"),
+        "clientSecret": guard.secret("cs-0123456789-secret"),
+        "extra": {"password": guard.secret("pw-0123456789-nested")},
+        "idToken": guard.secret("id-0123456789-token"),
+    }
+    profile = AuthProfile.of("x:y", {"type": "oauth", "provider": "x", **secrets})
+    guard.watch(profile, profile.redacted(), [profile], {"p": profile}, profile.hint)
+    assert profile.hint == "…cess"
+    assert profile["access"] == "at-0123456789-access"  # the value itself is still there
+    assert redact({"token": "short"}) == {"token": "…"}
+    assert secret_hint(None) == "…"
+    copy = pickle.loads(pickle.dumps(profile))
+    assert copy.id == "x:y" and copy == profile
+
+
+def test_the_scanner_catches_a_leak() -> None:
+    guard = SecretGuard()
+    guard.secret("S-leaky-12345")
+    guard.watch(f"oops: {'S-leaky-12345'}")
+    with pytest.raises(Failed) as info:
+        guard.check()
+    assert "S-leaky-12345" not in str(info.value)
+
+
+def test_auth_errors_are_typed_and_pickle() -> None:
+    for err in (
+        InvalidProfile("a:b", "a problem"),
+        SecretUnavailable("a:b", "a problem", "a fix"),
+    ):
+        assert isinstance(err, AgentStateError)
+        again = pickle.loads(pickle.dumps(err))
+        assert type(again) is type(err) and str(again) == str(err)
+    assert isinstance(InvalidProfile(None, "x"), ValueError)
+    assert isinstance(SecretUnavailable("a", "b", "c"), LookupError)

@@ -1,0 +1,221 @@
+"""OAuth refresh: one refresh wins, a stale writer fails, a rotated token is never reverted."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentstate.auth import AuthProfile, open_auth_store
+from agentstate.errors import ConflictError, InvalidProfile
+from tests.auth_support import (
+    FIXTURE_OAUTH_EXPIRES,
+    OAUTH_ID,
+    SecretGuard,
+    agent_dir_of,
+    catch,
+    read_json,
+    secret_guard,
+    write_json,
+)
+
+EXPIRED = FIXTURE_OAUTH_EXPIRES + 1  # a time at which the fixture's access token has expired
+NEW_EXPIRES = EXPIRED + 3_600_000
+# Deadlines for the two-process test: generous, since the machine is shared.
+START_TIMEOUT = 60.0
+JOIN_TIMEOUT = 60.0
+
+
+@pytest.fixture
+def guard(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> Iterator[SecretGuard]:
+    yield from secret_guard(capsys, caplog)
+
+
+@pytest.fixture
+def agent_dir(openclaw_dir: Path) -> Path:
+    return agent_dir_of(openclaw_dir)
+
+
+def _tokens(tag: str) -> dict[str, Any]:
+    return {"access": f"A-new-{tag}-000", "refresh": f"R-new-{tag}-000", "expires": NEW_EXPIRES}
+
+
+def _on_disk(agent_dir: Path) -> dict[str, Any]:
+    profile: dict[str, Any] = read_json(agent_dir / "auth-profiles.json")["profiles"][OAUTH_ID]
+    return profile
+
+
+# -- compare-and-swap --------------------------------------------------------------------
+
+
+def test_commit_refresh_swaps_when_the_refresh_token_is_current(
+    agent_dir: Path, guard: SecretGuard
+) -> None:
+    guard.secret("A-new-one-000", "R-new-one-000")
+    store = open_auth_store(agent_dir)
+    old = store.get(OAUTH_ID)
+    assert old is not None
+    new = store.commit_refresh(OAUTH_ID, old.refresh, _tokens("one"))
+    guard.watch(new)
+    assert (new.access, new.refresh, new.expires) == ("A-new-one-000", "R-new-one-000", NEW_EXPIRES)
+    assert new.email == "work@example.com"  # the other fields stay
+    assert _on_disk(agent_dir)["refresh"] == "R-new-one-000"
+
+
+def test_a_stale_writer_fails_and_the_rotated_token_survives(
+    agent_dir: Path, guard: SecretGuard
+) -> None:
+    guard.secret("A-new-fresh-000", "R-new-fresh-000", "A-new-stale-000", "R-new-stale-000")
+    stale = open_auth_store(agent_dir, check_interval=3600)
+    held = stale.get(OAUTH_ID)  # read before the rotation
+    assert held is not None
+    rotator = open_auth_store(agent_dir)
+    rotator.commit_refresh(OAUTH_ID, held.refresh, _tokens("fresh"))
+    err = catch(
+        guard, ConflictError, stale.commit_refresh, OAUTH_ID, held.refresh, _tokens("stale")
+    )
+    assert OAUTH_ID in str(err) and "rotated" in str(err)
+    assert _on_disk(agent_dir)["refresh"] == "R-new-fresh-000"
+    # A stale refresher asking to refresh ends with the rotated token, without refreshing.
+    calls: list[str] = []
+
+    def refresher(profile: AuthProfile) -> Mapping[str, Any]:
+        calls.append(profile.id)
+        return _tokens("stale")
+
+    got = stale.refresh_oauth(OAUTH_ID, refresher, now=EXPIRED, force=True)
+    assert calls == []
+    assert got.refresh == "R-new-fresh-000"
+    assert stale.get(OAUTH_ID).refresh == "R-new-fresh-000"  # type: ignore[union-attr]
+    # The error crosses process boundaries intact and still without a token.
+    again = pickle.loads(pickle.dumps(err))
+    assert str(again) == str(err)
+    guard.watch(again)
+
+
+def test_other_writes_never_revert_a_rotation(agent_dir: Path, guard: SecretGuard) -> None:
+    guard.secret("A-new-rot-000", "R-new-rot-000")
+    slow = open_auth_store(agent_dir, check_interval=3600)
+    assert slow.get(OAUTH_ID) is not None  # cached before the rotation
+    open_auth_store(agent_dir).refresh_oauth(OAUTH_ID, lambda p: _tokens("rot"), now=EXPIRED)
+    # Stats and order writes re-read the file inside the lock, so they keep the new tokens.
+    slow.mark_failure(OAUTH_ID, "timeout", now=EXPIRED)
+    slow.set_order("anthropic", [OAUTH_ID])
+    assert _on_disk(agent_dir)["refresh"] == "R-new-rot-000"
+
+
+# -- refresh_oauth -----------------------------------------------------------------------
+
+
+def test_refresh_happens_only_when_due(agent_dir: Path, guard: SecretGuard) -> None:
+    guard.secret("A-new-due-000", "R-new-due-000")
+    store = open_auth_store(agent_dir)
+    calls: list[str] = []
+
+    def refresher(profile: AuthProfile) -> Mapping[str, Any]:
+        calls.append(profile.refresh or "")
+        return _tokens("due")
+
+    fresh = store.refresh_oauth(OAUTH_ID, refresher, now=FIXTURE_OAUTH_EXPIRES - 3_600_000)
+    assert calls == [] and fresh.refresh == "FIXTURE-refresh-token-0003"
+    # Within the margin (60 s) before expiry the token is refreshed.
+    new = store.refresh_oauth(OAUTH_ID, refresher, now=FIXTURE_OAUTH_EXPIRES - 30_000)
+    assert len(calls) == 1 and new.refresh == "R-new-due-000"
+    assert store.refresh_oauth(OAUTH_ID, refresher, now=EXPIRED) is store.get(OAUTH_ID)
+    assert len(calls) == 1
+
+
+def test_a_failing_refresher_writes_nothing(agent_dir: Path, guard: SecretGuard) -> None:
+    store = open_auth_store(agent_dir)
+    before = (agent_dir / "auth-profiles.json").read_bytes()
+
+    def refresher(profile: AuthProfile) -> Mapping[str, Any]:
+        raise RuntimeError("token endpoint said no")
+
+    with pytest.raises(RuntimeError):
+        store.refresh_oauth(OAUTH_ID, refresher, now=EXPIRED)
+    assert (agent_dir / "auth-profiles.json").read_bytes() == before
+    assert not [n for n in os.listdir(agent_dir) if n.endswith(".lock")]  # lock released
+    bad = catch(guard, InvalidProfile, store.refresh_oauth, OAUTH_ID, lambda p: {}, now=EXPIRED)
+    assert "access" in str(bad)
+    catch(guard, InvalidProfile, store.refresh_oauth, "openai:default", lambda p: {})
+    assert (agent_dir / "auth-profiles.json").read_bytes() == before
+
+
+def test_an_inherited_profile_is_refreshed_where_it_lives(
+    agent_dir: Path, tmp_path: Path, guard: SecretGuard
+) -> None:
+    guard.secret("A-new-main-000", "R-new-main-000")
+    coder = tmp_path / "coder" / "agent"
+    write_json(coder / "auth-profiles.json", {"version": 1, "profiles": {}})
+    store = open_auth_store(coder, inherit_from=agent_dir)
+    store.refresh_oauth(OAUTH_ID, lambda p: _tokens("main"), now=EXPIRED)
+    # The main agent's file holds the rotation, so every agent sharing it sees the new token.
+    assert _on_disk(agent_dir)["refresh"] == "R-new-main-000"
+    assert OAUTH_ID not in read_json(coder / "auth-profiles.json")["profiles"]
+    assert store.get(OAUTH_ID).refresh == "R-new-main-000"  # type: ignore[union-attr]
+    assert not [n for n in os.listdir(coder) if n.endswith(".lock")]
+
+
+# -- two processes -----------------------------------------------------------------------
+
+
+def _refresh_worker(agent_dir: str, tag: str, barrier: Any, calls_path: str, results: Any) -> None:
+    """Waits at the barrier, then refreshes the fixture's OAuth profile once."""
+    store = open_auth_store(agent_dir)
+
+    def refresher(profile: AuthProfile) -> Mapping[str, Any]:
+        with open(calls_path, "a", encoding="utf-8") as f:
+            f.write(tag + "\n")
+        time.sleep(0.3)  # a slow token endpoint: the other process must wait for us
+        return _tokens(tag)
+
+    try:
+        barrier.wait(START_TIMEOUT)
+        profile = store.refresh_oauth(OAUTH_ID, refresher, now=EXPIRED)
+        results.put((tag, profile.refresh, profile.access))
+    except BaseException as exc:  # reported to the test rather than lost in the child
+        results.put((tag, "error", repr(exc)))
+
+
+def test_two_processes_refreshing_at_once_refresh_once(agent_dir: Path, guard: SecretGuard) -> None:
+    for tag in ("a", "b"):
+        guard.secret(f"A-new-{tag}-000", f"R-new-{tag}-000")
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    results = ctx.Queue()
+    calls_path = str(agent_dir.parent / "refresh-calls.txt")
+    workers = [
+        ctx.Process(
+            target=_refresh_worker, args=(str(agent_dir), tag, barrier, calls_path, results)
+        )
+        for tag in ("a", "b")
+    ]
+    try:
+        for w in workers:
+            w.start()
+        got = sorted(results.get(timeout=JOIN_TIMEOUT) for _ in workers)
+        for w in workers:
+            w.join(JOIN_TIMEOUT)
+            assert w.exitcode == 0
+    finally:
+        for w in workers:
+            if w.is_alive():
+                w.kill()
+                w.join()
+    with open(calls_path, encoding="utf-8") as f:
+        winners = f.read().split()
+    assert len(winners) == 1, f"the token endpoint was called {len(winners)} times"
+    winner = winners[0]
+    expected = (f"R-new-{winner}-000", f"A-new-{winner}-000")
+    assert [(refresh, access) for _, refresh, access in got] == [expected, expected]
+    assert _on_disk(agent_dir)["refresh"] == expected[0]
+    assert not [n for n in os.listdir(agent_dir) if n.endswith(".lock")]
