@@ -19,7 +19,6 @@ agentstate does not know survives a load and a save.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -115,7 +114,6 @@ class JsonFileBackend(Backend):
         self._lock = FileLock(self.path, timeout=lock_timeout, stale=LOCK_STALE_SECONDS)
         self._doc: dict[str, SessionEntry] = {}
         self._hashes: dict[str, int] = {}
-        self._digest: bytes | None = None
         self._token: Stat | None = None
         self._pending: dict[str, SessionEntry | None] | None = None
         self._next_sweep = 0.0
@@ -143,42 +141,50 @@ class JsonFileBackend(Backend):
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
-    def _reload(self) -> None:
-        """Read the file into ``_doc``, reusing entries whose raw JSON did not change."""
+    def _reload(self) -> set[str]:
+        """Read the file into ``_doc``, reusing entries whose raw JSON did not change.
+
+        Returns the keys that changed (added, removed or different). A file
+        that became unreadable keeps the last good entries readable, with
+        ``corruption`` set, so that no reader is silently emptied.
+        """
         stat = self._stat()
         if stat is None:
-            self._doc, self._hashes, self._digest, self._token = {}, {}, None, None
+            changed = set(self._doc)
+            self._doc, self._hashes, self._token = {}, {}, None
             self.corruption = None
-            return
+            return changed
         with open(self.path, "rb") as f:
             data = f.read()
+        self._token = stat
         try:
             raw, problems = parse_store(self.path, data)
         except StoreCorrupt as exc:
             self.corruption = exc
-            self._doc, self._hashes = {}, {}
-        else:
-            doc: dict[str, SessionEntry] = {}
-            hashes: dict[str, int] = {}
-            for key, value in raw.items():
-                text = bytes(value)
-                if not text.lstrip().startswith(b"{"):
-                    continue
-                digest = hash(text)
-                known = self._doc.get(key)
-                if known is not None and self._hashes.get(key) == digest:
-                    doc[key] = known
-                else:
-                    doc[key] = build_entry(key, decode_json(text), pool=self.pool, on_load=True)
-                hashes[key] = digest
-            self._doc, self._hashes = doc, hashes
-            if problems:
-                problem = "; ".join(problems)
-                self.corruption = StoreCorrupt(self.path, problem, repair_hint(self.path))
+            return set()
+        doc: dict[str, SessionEntry] = {}
+        hashes: dict[str, int] = {}
+        changed = set()
+        for key, value in raw.items():
+            text = bytes(value)
+            if not text.lstrip().startswith(b"{"):
+                continue
+            digest = hash(text)
+            known = self._doc.get(key)
+            if known is not None and self._hashes.get(key) == digest:
+                doc[key] = known
             else:
-                self.corruption = None
-        self._digest = hashlib.sha256(data).digest()
-        self._token = stat
+                doc[key] = build_entry(key, decode_json(text), pool=self.pool, on_load=True)
+                changed.add(key)
+            hashes[key] = digest
+        changed.update(key for key in self._doc if key not in doc)
+        self._doc, self._hashes = doc, hashes
+        self.corruption = (
+            StoreCorrupt(self.path, "; ".join(problems), repair_hint(self.path))
+            if problems
+            else None
+        )
+        return changed
 
     def _fresh_doc(self) -> None:
         if self._stat() != self._token or self._token is None:
@@ -205,7 +211,9 @@ class JsonFileBackend(Backend):
         stat = self._stat()
         if stat == token:
             return set(), token
-        return None, stat
+        if token != self._token:
+            return None, stat  # the caller is behind this backend's own view: start over
+        return self._reload(), self._token
 
     def disk_bytes(self) -> int:
         try:
@@ -255,11 +263,9 @@ class JsonFileBackend(Backend):
                 else:
                     doc[key] = entry
             text = format_store(doc)
-            digest = hashlib.sha256(text).digest()
-            if digest != self._digest:
+            if not self._same_as_disk(text):
                 atomic_write(self.path, text, mode=0o600)
                 self.file_writes += 1
-                self._digest = digest
             self._doc = doc
             # Our own write: the raw hashes of changed keys are unknown, so drop
             # them (a later external change re-decodes those entries).
@@ -270,6 +276,17 @@ class JsonFileBackend(Backend):
             self._lock.release()
         self.signal.bump()
         return self._token
+
+    def _same_as_disk(self, text: bytes) -> bool:
+        """Whether the file (unchanged since we read it, under our lock) holds ``text``.
+
+        Only a file of the same length is read back to compare, so the check
+        costs nothing when anything was really changed.
+        """
+        if self._token is None or self._token[1] != len(text):
+            return False
+        with open(self.path, "rb") as f:
+            return f.read() == text
 
     def rollback(self) -> None:
         if self._pending is not None:

@@ -12,7 +12,15 @@ or hurt the next:
 4. baseline: a cache that deep-copies the whole store on every read, as
    OpenClaw's ``structuredClone`` cache did, on the same data;
 5. soak: ``soak_seconds`` of 90% get / 10% patch after a warm-up, RSS before
-   and after.
+   and after;
+6. coalescing: 100 threads patch at once with ``coalesce_window`` on, and the
+   number of commits (file replaces, for JSON) is counted;
+7. freshness: how long after one process's write another serves the new
+   value, for writes by agentstate and by another program (``sqlite3`` for
+   SQLite, a plain rewrite of the file for JSON).
+
+``backend`` picks where the store lives: ``sqlite`` (a state directory) or
+``jsonfile`` (an OpenClaw sessions.json).
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ import json
 import multiprocessing
 import os
 import shutil
+import sqlite3
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -37,12 +47,21 @@ BIG_CACHE = 64 << 30  # "when they fit the cache bound": the scale runs lift the
 POPULATE_BATCH = 500
 
 
+BACKENDS = ("sqlite", "jsonfile")
+# A JSON store rewrites the whole file per commit; 100,000 sessions would take an hour to build.
+DEFAULT_SCALE = {"sqlite": 100_000, "jsonfile": 10_000}
+COALESCE_WRITERS = 100
+COALESCE_WINDOW = 0.02
+LAG_ROUNDS = 40
+
+
 @dataclass
 class StoreBenchOptions:
     entries: int = 2000
     small_entries: int = 1000
-    scale_entries: int = 100_000
+    scale_entries: int | None = None
     profile: str = "small"
+    backend: str = "sqlite"
     seconds: float = 2.0
     soak_seconds: float = 60.0
     soak_warmup_seconds: float = 5.0
@@ -102,6 +121,13 @@ def _memory(path: str, sizes: dict[str, int]) -> dict[str, Any]:
     }
 
 
+def location(root: str, entries: int, backend: str) -> str:
+    """Where the benchmark keeps its store of ``entries`` sessions on ``backend``."""
+    if backend == "jsonfile":
+        return os.path.join(root, f"store-{entries}", "agents", "main", "sessions", "sessions.json")
+    return os.path.join(root, f"store-{entries}")
+
+
 def _rates(path: str, seconds: float) -> dict[str, Any]:
     store = _open(path, cache_bytes=BIG_CACHE)
     keys = list(store.keys())
@@ -117,12 +143,111 @@ def _rates(path: str, seconds: float) -> dict[str, Any]:
         seconds,
         batch=100,
     )
+    disk = store.backend.disk_bytes()
     store.close()
     return {
         "entries": n,
         "get_per_s": round(get_rate),
         "snapshot_per_s": round(snap_rate),
         "patch_per_s": round(patch_rate),
+        # For JSON every patch rewrites the file: the bytes a second that costs.
+        "patch_mib_per_s": round(patch_rate * disk / (1 << 20), 1)
+        if path.endswith(".json")
+        else None,
+    }
+
+
+def _coalesce(path: str) -> dict[str, Any]:
+    """Commits that 100 concurrent patches cost with coalescing on."""
+    store = _open(path, cache_bytes=BIG_CACHE, coalesce_window=COALESCE_WINDOW)
+    keys = list(store.keys())[:COALESCE_WRITERS]
+    before = store.commits
+    barrier = threading.Barrier(len(keys))
+
+    def patch(key: str) -> None:
+        barrier.wait()
+        store.patch(key, {"label": "coalesced"})
+
+    threads = [threading.Thread(target=patch, args=(key,)) for key in keys]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    commits = store.commits - before
+    store.close()
+    return {
+        "patches": len(keys),
+        "commits": commits,
+        "window_s": COALESCE_WINDOW,
+        "seconds": round(elapsed, 3),
+    }
+
+
+def _outside_write(path: str, key: str, value: int) -> None:
+    """Change ``key`` the way another program would: raw SQL, or rewriting the JSON."""
+    if path.endswith(".json"):
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        data[key]["label"] = f"outside-{value}"
+        with open(path + ".outside.tmp", "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)  # then renamed into place, as OpenClaw writes
+        os.replace(path + ".outside.tmp", path)
+        return
+    conn = sqlite3.connect(os.path.join(path, "sessions.sqlite"), timeout=30)
+    with conn:
+        row = conn.execute("SELECT entry FROM sessions WHERE key = ?", (key,)).fetchone()
+        entry = json.loads(row[0])
+        entry["label"] = f"outside-{value}"
+        conn.execute("UPDATE sessions SET entry = ? WHERE key = ?", (json.dumps(entry), key))
+    conn.close()
+
+
+def _writer(path: str, key: str, outside: bool, go: Any, acks: Any, rounds: int) -> None:
+    store = None if outside else _open(path)
+    for i in range(rounds):
+        go.wait(60)
+        go.clear()
+        if store is None:
+            _outside_write(path, key, i)
+        else:
+            store.patch(key, {"label": f"outside-{i}"})
+        acks.put(time.monotonic())
+    if store is not None:
+        store.close()
+
+
+def _lag(path: str, outside: bool) -> dict[str, Any]:
+    """Milliseconds from a write's acknowledgement in one process to a read of it in another."""
+    reader = _open(path, cache_bytes=BIG_CACHE)
+    key = next(iter(reader.keys()))
+    ctx = multiprocessing.get_context("spawn")
+    go, acks = ctx.Event(), ctx.Queue()
+    rounds = LAG_ROUNDS // 4 if outside else LAG_ROUNDS
+    writer = ctx.Process(target=_writer, args=(path, key, outside, go, acks, rounds))
+    writer.start()
+    lags = []
+    try:
+        for i in range(rounds):
+            go.set()
+            wanted = f"outside-{i}"
+            while (entry := reader.get(key)) is None or entry.get("label") != wanted:
+                pass
+            seen = time.monotonic()
+            lags.append(max(0.0, seen - acks.get(timeout=60)) * 1000)
+    finally:
+        writer.join(60)
+        if writer.is_alive():
+            writer.kill()
+        reader.close()
+    lags.sort()
+    return {
+        "writer": "another program" if outside else "another agentstate process",
+        "rounds": rounds,
+        "p50_ms": round(lags[len(lags) // 2], 3),
+        "p99_ms": round(lags[min(len(lags) - 1, int(len(lags) * 0.99))], 3),
+        "max_ms": round(lags[-1], 3),
     }
 
 
@@ -172,17 +297,39 @@ def _soak(path: str, seconds: float, warmup: float) -> dict[str, Any]:
     }
 
 
+def _run_child(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], out: Any) -> None:
+    try:
+        out.send((True, fn(*args)))
+    except BaseException as exc:
+        out.send((False, f"{type(exc).__name__}: {exc}"))
+
+
 def _in_fresh_process(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """Run one phase in a new interpreter (not a pool worker: phases start processes too)."""
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        result: dict[str, Any] = pool.apply(fn, args)
-        return result
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_run_child, args=(fn, args, send))
+    child.start()
+    send.close()
+    try:
+        ok, value = receive.recv()
+    except EOFError:
+        ok, value = False, f"the benchmark process died (exit code {child.exitcode})"
+    child.join()
+    if not ok:
+        raise RuntimeError(f"benchmark phase {fn.__name__} failed: {value}")
+    result: dict[str, Any] = value
+    return result
 
 
 def run_store_bench(
     options: StoreBenchOptions, progress: Callable[[str], None] = lambda phase: None
 ) -> dict[str, Any]:
     """Run every phase and return the figures (see the module docstring)."""
+    if options.backend not in BACKENDS:
+        raise ValueError(f"unknown backend {options.backend!r}; choose from {', '.join(BACKENDS)}")
+    if options.scale_entries is None:
+        options.scale_entries = DEFAULT_SCALE[options.backend]
     root = options.directory or tempfile.mkdtemp(prefix="agentstate-bench-")
     sizes_run = sorted({options.small_entries, options.entries, options.scale_entries} - {0})
     result: dict[str, Any] = {"machine": machine(), "options": asdict(options), "directory": root}
@@ -191,7 +338,7 @@ def run_store_bench(
         sizes: dict[int, dict[str, int]] = {}
         for n in sizes_run:
             progress(f"populating {n:,} sessions")
-            stores[n] = os.path.join(root, f"store-{n}")
+            stores[n] = location(root, n, options.backend)
             sizes[n] = _in_fresh_process(_populate, stores[n], n, options.profile)
         main = options.entries
         progress("measuring memory of the loaded store")
@@ -209,6 +356,13 @@ def run_store_bench(
             result["soak"] = _in_fresh_process(
                 _soak, stores[main], options.soak_seconds, options.soak_warmup_seconds
             )
+        progress(f"coalescing {COALESCE_WRITERS} concurrent patches")
+        result["coalescing"] = _in_fresh_process(_coalesce, stores[main])
+        progress("freshness across processes")
+        result["freshness"] = [
+            _in_fresh_process(_lag, stores[main], False),
+            _in_fresh_process(_lag, stores[main], True),
+        ]
     finally:
         if not options.keep and options.directory is None:
             shutil.rmtree(root, ignore_errors=True)

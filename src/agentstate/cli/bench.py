@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -21,8 +21,15 @@ def store(
         int, typer.Option(help="Sessions in the small store (patch scaling).")
     ] = 1000,
     scale_entries: Annotated[
-        int, typer.Option(help="Sessions in the large store (get and patch scaling; 0 skips).")
-    ] = 100_000,
+        int | None,
+        typer.Option(
+            help="Sessions in the large store (scaling; 0 skips). Default: 100,000 on sqlite, "
+            "10,000 on jsonfile."
+        ),
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="sqlite (a state directory) or jsonfile.")
+    ] = "sqlite",
     profile: Annotated[
         str, typer.Option(help="Entry shape: small (~10 KiB) or heavy (41 KiB prompts).")
     ] = "small",
@@ -41,16 +48,19 @@ def store(
     Every phase runs in a fresh process; a deepcopy-per-read cache (the way
     OpenClaw's cache worked) is measured on the same data for comparison.
     """
-    from agentstate.bench.store import StoreBenchOptions, run_store_bench
+    from agentstate.bench.store import BACKENDS, StoreBenchOptions, run_store_bench
     from agentstate.bench.workload import PROFILES
 
     if profile not in PROFILES:
         raise typer.BadParameter(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+    if backend not in BACKENDS:
+        raise typer.BadParameter(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     options = StoreBenchOptions(
         entries=entries,
         small_entries=small_entries,
         scale_entries=scale_entries,
         profile=profile,
+        backend=backend,
         seconds=seconds,
         soak_seconds=soak_seconds,
         directory=directory,
@@ -63,17 +73,16 @@ def store(
     _print_store_result(result)
 
 
-def _print_store_result(result: dict) -> None:  # type: ignore[type-arg]
-    rates = Table(title="Session store rates (ops/s)")
+def _print_store_result(result: dict[str, Any]) -> None:
+    backend = result["options"]["backend"]
+    rates = Table(title=f"Session store rates, {backend} (ops/s)")
     for column in ("sessions", "get", "snapshot", "patch"):
         rates.add_column(column, justify="right")
     for n, r in result["rates"].items():
-        rates.add_row(
-            f"{int(n):,}",
-            f"{r['get_per_s']:,}",
-            f"{r['snapshot_per_s']:,}",
-            f"{r['patch_per_s']:,}",
-        )
+        patch = f"{r['patch_per_s']:,}"
+        if r.get("patch_mib_per_s") is not None:
+            patch += f" ({r['patch_mib_per_s']:,} MiB/s)"
+        rates.add_row(f"{int(n):,}", f"{r['get_per_s']:,}", f"{r['snapshot_per_s']:,}", patch)
     base = result["baseline"]
     rates.add_row(f"{base['entries']:,}", f"{base['get_per_s']:,}", "-", "-", style="dim")
     rates.caption = (
@@ -98,6 +107,16 @@ def _print_store_result(result: dict) -> None:  # type: ignore[type-arg]
         console.print(
             f"soak: {soak['ops']:,} ops in {soak['seconds']:g} s, RSS {soak['rss_start_mib']} -> "
             f"{soak['rss_end_mib']} MiB (growth {soak['rss_growth_mib']} MiB)"
+        )
+    coalescing = result["coalescing"]
+    console.print(
+        f"coalescing: {coalescing['patches']} concurrent patches took {coalescing['commits']} "
+        f"commits (window {coalescing['window_s']} s)"
+    )
+    for lag in result["freshness"]:
+        console.print(
+            f"freshness, written by {lag['writer']}: seen after p50 {lag['p50_ms']} ms, "
+            f"p99 {lag['p99_ms']} ms, max {lag['max_ms']} ms"
         )
     machine = result["machine"]
     console.print(
