@@ -18,6 +18,7 @@ from agentstate.store import (
     DEFAULT_MAX_ENTRY_BYTES,
     SessionStore,
 )
+from agentstate.transcripts import FsyncPolicy
 
 __all__ = ["open_store"]
 
@@ -36,6 +37,7 @@ def open_store(
     check_interval: float = DEFAULT_CHECK_INTERVAL,
     coalesce_window: float = 0.0,
     maintenance: MaintenanceConfig | None = None,
+    transcript_fsync: FsyncPolicy | None = None,
     clock: Clock | None = None,
     **backend_options: Any,
 ) -> SessionStore:
@@ -64,6 +66,8 @@ def open_store(
       this window commit together in one write (one file replace for JSON).
     - ``maintenance``: the :class:`~agentstate.maintenance.MaintenanceConfig`
       that ``store.maintain()`` uses by default (OpenClaw's defaults, warn mode).
+    - ``transcript_fsync``: a :class:`~agentstate.transcripts.FsyncPolicy` for
+      transcript appends (default: fsync every append).
     - ``allow_symlink`` (JSON): accept a sessions.json that links outside its
       directory.
 
@@ -103,6 +107,7 @@ def open_store(
             check_interval=check_interval,
             coalesce_window=coalesce_window,
             maintenance=maintenance,
+            transcript_fsync=transcript_fsync,
             clock=clock,
         )
     except BaseException:

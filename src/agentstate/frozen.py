@@ -189,6 +189,12 @@ class FrozenMap(_MappingBase):
 Mapping.register(FrozenMap)
 
 _SCALARS = frozenset({int, float, bool, type(None)})
+_new_map = FrozenMap.__new__
+# The slot descriptors' setters, which FrozenMap's own __setattr__ refuses.
+_slots: Any = vars(FrozenMap)
+_set_shape = _slots["_shape"].__set__
+_set_values = _slots["_values"].__set__
+_set_digest = _slots["_digest"].__set__
 
 
 def freeze(value: Any, pool: StringPool | None = None) -> Any:
@@ -197,16 +203,20 @@ def freeze(value: Any, pool: StringPool | None = None) -> Any:
     Already-frozen parts are returned as they are, so freezing is cheap to repeat.
     """
     kind = type(value)
-    if kind in _SCALARS:
-        return value
+    # Exact-type checks first, most common first: isinstance against the
+    # Mapping ABC costs more than the rest of a small value's freezing.
     if kind is str:
         return pool.intern(value) if pool is not None else value
+    if kind in _SCALARS:
+        return value
     if kind is dict:
-        obj = FrozenMap.__new__(FrozenMap)
-        object.__setattr__(obj, "_shape", _shape_of(tuple(value)))
-        object.__setattr__(obj, "_values", tuple([freeze(v, pool) for v in value.values()]))
-        object.__setattr__(obj, "_digest", None)
+        obj = _new_map(FrozenMap)
+        _set_shape(obj, _shape_of(tuple(value)))
+        _set_values(obj, tuple([freeze(v, pool) for v in value.values()]))
+        _set_digest(obj, None)
         return obj
+    if kind is list:
+        return tuple([freeze(v, pool) for v in value])
     if isinstance(value, FrozenMap):
         return value
     if isinstance(value, str):

@@ -18,7 +18,6 @@ import json
 import os
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,11 +26,29 @@ from agentstate.errors import LockTimeout
 __all__ = ["FileLock", "LockInfo", "inspect_lock", "process_start_time"]
 
 _POLL_SECONDS = 0.01
+EMPTY_LOCK_GRACE = 2.0
 _POLL_MAX_SECONDS = 0.1
 
 
 def process_start_time(pid: int) -> int | None:
     """Start time of ``pid`` in clock ticks since boot (Linux /proc), or None."""
+    if pid == os.getpid():
+        return _own_start_time()
+    return _read_start_time(pid)
+
+
+_own: dict[int, int | None] = {}
+
+
+def _own_start_time() -> int | None:
+    """This process's start time, read once per pid (it cannot change; a fork has a new pid)."""
+    pid = os.getpid()
+    if pid not in _own:
+        _own[pid] = _read_start_time(pid)
+    return _own[pid]
+
+
+def _read_start_time(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read().decode(errors="replace")
@@ -84,10 +101,11 @@ class LockInfo:
                 reasons.append("recycled-pid")
         if self.age is not None and self.age > stale_after:
             reasons.append("too-old")
-        # A lock with no pid may be one being written this very moment: only
-        # its age can prove it abandoned.
+        # A lock with no pid may be one being written this very moment; a
+        # writer fills it within microseconds, so after a short grace it was
+        # abandoned (its writer died between creating and filling it).
         if reasons == ["missing-pid"]:
-            reasons = []
+            reasons = ["empty-lock"] if (self.age or 0.0) > EMPTY_LOCK_GRACE else []
         self.stale_reasons = reasons
 
     @property
@@ -162,39 +180,26 @@ class FileLock:
         return info.pid if info else None
 
     def _acquire_file(self, deadline: float | None) -> None:
-        payload = {
-            "pid": os.getpid(),
-            "createdAt": datetime.now(UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
-        }
+        created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         started = process_start_time(os.getpid())
-        if started is not None:
-            payload["starttime"] = started
-        data = json.dumps(payload, indent=2).encode()
-        # The payload is written to a private file first and then hard-linked
-        # into place, which fails if the lock exists: the lock file is never
-        # seen empty, even if this process is killed halfway.
-        staging = f"{self.path}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        try:
-            self._take(staging, deadline)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(staging)
-
-    def _take(self, staging: str, deadline: float | None) -> None:
+        data = (
+            f'{{\n  "pid": {os.getpid()},\n  "createdAt": "{created}"'
+            + (f',\n  "starttime": {started}' if started is not None else "")
+            + "\n}"
+        ).encode()
         delay = _POLL_SECONDS
         while True:
             try:
-                os.link(staging, self.path)
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             except FileExistsError:
                 pass
             else:
+                # A writer killed between this create and this write leaves an
+                # empty lock; LockInfo calls that stale after EMPTY_LOCK_GRACE.
+                try:
+                    os.write(fd, data)
+                finally:
+                    os.close(fd)
                 return
             info = inspect_lock(self.path, self.stale)
             if info is not None and info.stale:

@@ -22,6 +22,7 @@ import contextlib
 import os
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any, TypeVar
@@ -40,6 +41,7 @@ from agentstate.maintenance import (
     plan_maintenance,
 )
 from agentstate.model import Clock, SessionEntry, build_entry, merge_patch, now_ms
+from agentstate.transcripts import FsyncPolicy, Transcript, archive, transcript_path
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -140,10 +142,13 @@ class SessionStore:
         check_interval: float = DEFAULT_CHECK_INTERVAL,
         coalesce_window: float = 0.0,
         maintenance: MaintenanceConfig | None = None,
+        transcript_fsync: FsyncPolicy | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._backend = backend
         self.maintenance = maintenance or MaintenanceConfig()
+        self.transcript_fsync = transcript_fsync or FsyncPolicy()
+        self._transcripts: OrderedDict[str, Transcript] = OrderedDict()
         self.coalesce_window = coalesce_window
         self._queue: list[_Job] = []
         self._queue_lock = threading.Lock()
@@ -463,17 +468,84 @@ class SessionStore:
 
         return self._write(apply)
 
-    def delete(self, key: str) -> bool:
-        """Remove ``key`` (and any legacy alias of it); whether anything was there."""
+    def delete(self, key: str, *, archive: bool = True) -> bool:
+        """Remove ``key`` (and any legacy alias of it); whether anything was there.
+
+        Its transcript is archived as ``<file>.deleted.<time>`` unless another
+        session still uses it, or ``archive=False``.
+        """
         canon = self._canonical(key)
 
-        def apply(draft: Draft) -> bool:
-            if canon not in draft:
-                return False
-            del draft[canon]
-            return True
+        def apply(draft: Draft) -> SessionEntry | None:
+            entry = draft.get(canon)
+            if entry is not None:
+                del draft[canon]
+            return entry
 
-        return self._write(apply)
+        removed = self._write(apply)
+        if removed is not None and archive:
+            self._archive_transcript(canon, removed, "deleted", compress=False)
+        return removed is not None
+
+    # -- transcripts -----------------------------------------------------------
+    def transcript(self, key: str, *, create: bool = True, reconcile: bool = True) -> Transcript:
+        """The transcript of session ``key`` (see :mod:`agentstate.transcripts`).
+
+        A missing session is created first unless ``create=False`` (then
+        KeyError). Opening reconciles ``compactionCount`` with the transcript
+        (see :func:`agentstate.compaction.reconcile`).
+        """
+        canon = self._canonical(key)
+        entry = self.get(canon)
+        if entry is None:
+            if not create:
+                raise KeyError(f"no session {canon!r}; create it with store.patch({canon!r}, {{}})")
+            entry = self.patch(canon, {})
+            assert entry is not None
+        backend = self._backend
+        path = transcript_path(backend.transcripts_dir, entry, canon)
+        with self._lock:
+            found = self._transcripts.get(path)
+            if found is None:
+                os.makedirs(backend.transcripts_dir, mode=0o700, exist_ok=True)
+                found = Transcript(
+                    path,
+                    session_id=entry.session_id,
+                    fsync=self.transcript_fsync,
+                    lock=backend.transcript_lock,
+                )
+                self._transcripts[path] = found
+                while len(self._transcripts) > 256:
+                    self._transcripts.popitem(last=False)
+            self._transcripts.move_to_end(path)
+        if reconcile:
+            from agentstate.compaction import reconcile as reconcile_count
+
+            reconcile_count(self, canon, found)
+        return found
+
+    def reset(self, key: str, *, compress: bool = False) -> SessionEntry:
+        """Start session ``key`` afresh: a new sessionId, the old transcript archived
+        as ``<file>.reset.<time>`` (``.zst`` with ``compress``), as /new does."""
+        canon = self._canonical(key)
+        old = self.get(canon)
+        entry = self.patch(canon, {"sessionId": str(uuid.uuid4())})
+        assert entry is not None
+        if old is not None:
+            self._archive_transcript(canon, old, "reset", compress=compress)
+        return entry
+
+    def _archive_transcript(
+        self, canon: str, entry: SessionEntry, reason: str, *, compress: bool
+    ) -> None:
+        directory = self._backend.transcripts_dir
+        path = transcript_path(directory, entry, canon)
+        others = self._entries.values() if self._complete else (e for _, e in self.items())
+        in_use = any(other.session_id == entry.session_id for other in others)
+        if not in_use:
+            archive(
+                path, reason, self._clock(), compress=compress, lock=self._backend.transcript_lock
+            )
 
     def update(self, fn: Callable[[Draft], T]) -> T:
         """Run ``fn`` on a mutable draft of the whole store and commit what it changed.

@@ -48,6 +48,8 @@ class Backend(ABC):
     """Where session transcripts live (archives and disk budgets stay inside it)."""
     store_file: str | None = None
     """The file holding the entries, if it lives in ``transcripts_dir`` (sessions.json)."""
+    transcript_lock: str = "flock"
+    """How transcript appends exclude each other: ``"file"`` where OpenClaw may write too."""
 
     @abstractmethod
     def scan(self) -> tuple[Any, Iterator[Row]]:

@@ -103,6 +103,7 @@ class JsonFileBackend(Backend):
         self.directory = os.path.dirname(self.path)
         self.transcripts_dir = self.directory
         self.store_file = self.path
+        self.transcript_lock = "file"  # an OpenClaw gateway may append to these files too
         self.pool = pool
         self.readonly = readonly
         self.lock_timeout = lock_timeout

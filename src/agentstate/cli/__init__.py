@@ -39,9 +39,10 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from agentstate.cli import auth, bench, sessions
+    from agentstate.cli import auth, bench, sessions, transcripts
 
     sessions.register(app)
+    transcripts.register(app, sessions.app)
     app.add_typer(bench.app, name="bench")
     app.add_typer(auth.app, name="auth")
     auth.register_bench(bench.app)

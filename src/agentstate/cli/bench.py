@@ -123,3 +123,49 @@ def _print_store_result(result: dict[str, Any]) -> None:
         f"[dim]{machine['cpus']} CPUs, {machine['memory_gib']} GiB, Python {machine['python']}, "
         f"agentstate {machine['agentstate']}[/dim]"
     )
+
+
+@app.command("transcript")
+def transcript(
+    appends: Annotated[int, typer.Option(help="Appends per batched-fsync run.")] = 20_000,
+    fsync_appends: Annotated[int, typer.Option(help="Appends per fsync-each run.")] = 1_000,
+    big_mb: Annotated[int, typer.Option(help="Size of the large transcript, in MB.")] = 100,
+    compaction_entries: Annotated[
+        int, typer.Option(help="Entries in the transcript to compact.")
+    ] = 10_000,
+    json_output: JsonOption = False,
+) -> None:
+    """Append rates, context and tail reads of a large transcript, and compaction time."""
+    from agentstate.bench.transcripts import run_transcript_bench
+
+    with err_console.status("starting") as status:
+        result = run_transcript_bench(
+            appends=appends,
+            fsync_appends=fsync_appends,
+            big_bytes=big_mb * 1_000_000,
+            compaction_entries=compaction_entries,
+            progress=lambda phase: status.update(phase),
+        )
+    if json_output:
+        print_json(result)
+        return
+    table = Table(title="Transcript appends")
+    for column in ("lock", "fsync", "appends", "lines/s"):
+        table.add_column(column, justify="right" if column in ("appends", "lines/s") else "left")
+    for row in result["appends"]:
+        table.add_row(row["lock"], row["fsync"], f"{row['appends']:,}", f"{row['per_s']:,}")
+    console.print(table)
+    big = result["big"]
+    console.print(
+        f"{big['file_mib']} MiB transcript ({big['entries']:,} entries): context() cold "
+        f"{big['context_cold_ms']} ms (max {big['context_cold_max_ms']} ms, "
+        f"{big['context_bytes_read']:,} bytes read), warm {big['context_warm_ms']} ms; "
+        f"tail(20) cold {big['tail20_cold_ms']} ms"
+    )
+    comp = result["compaction"]
+    console.print(
+        f"compact() of {comp['entries']:,} entries ({comp['file_mib']} MiB): "
+        f"{comp['compact_ms']} ms, "
+        f"{comp['summarized_messages']:,} messages summarized, "
+        f"{comp['tokens_before']:,} -> {comp['tokens_after']:,} tokens"
+    )
