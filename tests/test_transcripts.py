@@ -239,7 +239,7 @@ def test_store_transcripts_live_in_the_state_directory(tmp_path: Path) -> None:
         assert transcript.lock_mode == "flock"
         transcript.append(message("hi"))
         assert store.transcript("main") is transcript
-        with pytest.raises(KeyError, match="create it"):
+        with pytest.raises(KeyError, match="create it first"):
             store.transcript("agent:main:absent", create=False)
 
 

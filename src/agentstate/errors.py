@@ -8,6 +8,7 @@ fix. No message ever carries a secret: callers pass identifiers, never values.
     ├── InvalidEntry        (ValueError)
     │   └── EntryTooLarge
     ├── InvalidProfile      (ValueError)
+    ├── SessionNotFound     (KeyError)
     ├── SecretUnavailable   (LookupError)
     ├── StoreCorrupt        (OSError)
     ├── LockTimeout         (TimeoutError)
@@ -94,6 +95,17 @@ class SecretUnavailable(AgentStateError, LookupError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"auth profile {profile_id!r}: {problem}. {fix}")
+
+
+class SessionNotFound(AgentStateError, KeyError):
+    """An operation that needs an existing session found none under the key."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"no session {key!r}; create it first (e.g. store.patch({key!r}, {{}}))")
+
+    def __str__(self) -> str:  # KeyError would show the message quoted
+        return str(self.args[0])
 
 
 class StoreCorrupt(AgentStateError, OSError):

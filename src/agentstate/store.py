@@ -31,7 +31,13 @@ import immutables
 import msgspec
 
 from agentstate.backends.base import Backend, Row
-from agentstate.errors import EntryTooLarge, InvalidEntry, InvalidSessionKey, StoreCorrupt
+from agentstate.errors import (
+    EntryTooLarge,
+    InvalidEntry,
+    InvalidSessionKey,
+    SessionNotFound,
+    StoreCorrupt,
+)
 from agentstate.frozen import SizeAccount
 from agentstate.keys import DEFAULT_AGENT_ID, normalize_agent_id, normalize_key
 from agentstate.maintenance import (
@@ -492,14 +498,15 @@ class SessionStore:
         """The transcript of session ``key`` (see :mod:`agentstate.transcripts`).
 
         A missing session is created first unless ``create=False`` (then
-        KeyError). Opening reconciles ``compactionCount`` with the transcript
-        (see :func:`agentstate.compaction.reconcile`).
+        :class:`~agentstate.errors.SessionNotFound`, a ``KeyError``). Opening
+        reconciles ``compactionCount`` with the transcript (see
+        :func:`agentstate.compaction.reconcile`).
         """
         canon = self._canonical(key)
         entry = self.get(canon)
         if entry is None:
             if not create:
-                raise KeyError(f"no session {canon!r}; create it with store.patch({canon!r}, {{}})")
+                raise SessionNotFound(canon)
             entry = self.patch(canon, {})
             assert entry is not None
         backend = self._backend
