@@ -575,7 +575,7 @@ class SessionStore:
         """Group commit: the first writer waits ``coalesce_window``, then commits every
         write queued meanwhile in one transaction; each caller returns (or raises)
         only once that transaction is durable."""
-        job = _Job(fn)
+        job = _Job(fn, waits=True)
         with self._queue_lock:
             self._queue.append(job)
             leader = not self._leading
@@ -591,9 +591,10 @@ class SessionStore:
                     self._apply(batch)
                 except BaseException as exc:
                     for queued in batch:
-                        if not queued.done.is_set():
+                        if queued.done is not None and not queued.done.is_set():
                             queued.error = exc
-                            queued.done.set()
+                            queued.finish()
+        assert job.done is not None
         job.done.wait()
         if job.error is not None:
             raise job.error
@@ -633,7 +634,7 @@ class SessionStore:
                     self._apply([job])
                 except Exception as exc:
                     job.error = exc
-                job.done.set()
+                job.finish()
             return [job.result for job in jobs]
         if not staged:
             backend.rollback()
@@ -648,7 +649,7 @@ class SessionStore:
             if self._signal_read() == before_commit + 1:
                 self._seen = before_commit + 1
         for job in jobs:
-            job.done.set()
+            job.finish()
         return [job.result for job in jobs]
 
     def _stage(self, draft: Draft) -> list[tuple[str, SessionEntry | None]]:
@@ -790,11 +791,16 @@ class _Job:
 
     __slots__ = ("done", "error", "fn", "result")
 
-    def __init__(self, fn: Callable[[Draft], Any]) -> None:
+    def __init__(self, fn: Callable[[Draft], Any], waits: bool = False) -> None:
         self.fn = fn
         self.result: Any = None
         self.error: BaseException | None = None
-        self.done = threading.Event()
+        # Only a queued (coalesced) write waits on an event; making one costs ~20 µs.
+        self.done = threading.Event() if waits else None
+
+    def finish(self) -> None:
+        if self.done is not None:
+            self.done.set()
 
 
 def _fresher(a: SessionEntry, b: SessionEntry) -> bool:

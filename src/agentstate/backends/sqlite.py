@@ -5,7 +5,7 @@ Schema (version 1):
 - ``sessions``: one row per session: ``key``, ``session_id``, ``updated_at``
   (indexed, for listing and maintenance), ``entry`` (the entry's compact JSON)
   and ``blobs``. A top-level object field whose JSON is at least
-  ``BLOB_MIN_BYTES`` long (the skills snapshot, the system-prompt report) is
+  ``BLOB_MIN_BYTES`` (256) long (the skills snapshot, the system-prompt report) is
   stored once, by content, in ``blobs``; in ``entry`` its value is then the
   blob's sha256, and the row's ``blobs`` column maps field -> sha256.
 - ``blobs``: ``hash`` -> ``value`` (JSON text). Nine sessions sharing one
@@ -75,7 +75,10 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # everything instead of replaying.
 CHANGE_LOG_KEEP = 10_000
 _MAX_REPLAY = 5_000
-BLOB_MIN_BYTES = 1024
+# Object fields this large are stored by content. Besides sharing repeated
+# values, it keeps them out of the row, which is re-encoded on every patch:
+# encoding a nested map costs a Python call, reusing its digest costs nothing.
+BLOB_MIN_BYTES = 256
 BLOB_GC_EVERY = 4096
 # Decoded blobs kept for reuse across rows (bytes of their JSON).
 BLOB_CACHE_BYTES = 32 << 20
@@ -185,6 +188,7 @@ class SQLiteBackend(Backend):
         self.lock_timeout = lock_timeout
         self.path = os.path.join(state_dir, DB_FILENAME)
         self.location = self.path
+        self._translate = _Translate(self.path, lock_timeout)
         self.transcripts_dir = os.path.join(state_dir, TRANSCRIPTS_DIRNAME)
         if not readonly:
             os.makedirs(state_dir, mode=0o700, exist_ok=True)
@@ -223,7 +227,7 @@ class SQLiteBackend(Backend):
     # -- errors ----------------------------------------------------------------
     def _errors(self) -> _Translate:
         """A context that turns sqlite3's errors into agentstate's, naming the file and the fix."""
-        return _Translate(self.path, self.lock_timeout)
+        return self._translate
 
     def _migrate(self) -> None:
         conn = self._conn
