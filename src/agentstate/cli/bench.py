@@ -169,3 +169,165 @@ def transcript(
         f"{comp['summarized_messages']:,} messages summarized, "
         f"{comp['tokens_before']:,} -> {comp['tokens_after']:,} tokens"
     )
+
+
+@app.command("seed")
+def seed(
+    entries: Annotated[int, typer.Option(help="Sessions in the store.")] = 2000,
+    read: Annotated[str, typer.Option(help="entry (get), store (snapshot) or mixed.")] = "entry",
+    write_every: Annotated[int, typer.Option(help="One patch every N operations.")] = 10,
+    compaction_every: Annotated[float, typer.Option(help="Seconds between compactions.")] = 5.0,
+    facts: Annotated[int, typer.Option(help="Facts recalled after each compaction.")] = 8467,
+    strategy: Annotated[
+        str, typer.Option(help="snapshot (ours), deepcopy, json, orjson, pickle, or all.")
+    ] = "all",
+    profile: Annotated[str, typer.Option(help="small (~10 KiB entries) or heavy.")] = "small",
+    seconds: Annotated[float, typer.Option(help="Seconds each strategy runs.")] = 10.0,
+    backend: Annotated[str, typer.Option(help="sqlite or jsonfile.")] = "sqlite",
+    processes: Annotated[int, typer.Option(help="Worker processes sharing the store (ours).")] = 1,
+    json_out: Annotated[
+        str | None, typer.Option(help="Write every figure to this JSON file.")
+    ] = None,
+    plot: Annotated[str | None, typer.Option(help="Draw RSS and latency to this PNG.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """The workload that grew OpenClaw's gateway ~1 GB a minute, against copying caches."""
+    from agentstate.bench.seed import SeedOptions, run_seed
+
+    options = SeedOptions(
+        entries=entries, read=read, write_every=write_every, compaction_every=compaction_every,
+        facts=facts, strategy=strategy, profile=profile, seconds=seconds, backend=backend,
+        processes=processes,
+    )  # fmt: skip
+    try:
+        report = _run_live(lambda progress: run_seed(options, progress), options.chosen())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    _finish(report, json_out, plot, json_output, _print_seed)
+
+
+@app.command("soak")
+def soak(
+    minutes: Annotated[float, typer.Option(help="How long to run.")] = 5.0,
+    entries: Annotated[int, typer.Option(help="Sessions in the store.")] = 2000,
+    read: Annotated[str, typer.Option(help="entry, store or mixed.")] = "entry",
+    profile: Annotated[str, typer.Option(help="small or heavy.")] = "small",
+    backend: Annotated[str, typer.Option(help="sqlite or jsonfile.")] = "sqlite",
+    json_out: Annotated[
+        str | None, typer.Option(help="Write every figure to this JSON file.")
+    ] = None,
+    plot: Annotated[str | None, typer.Option(help="Draw RSS over time to this PNG.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """The seed workload (ours only) for longer: has RSS levelled off?"""
+    from agentstate.bench.seed import SeedOptions, run_seed, soak_verdict
+
+    options = SeedOptions(
+        entries=entries, read=read, strategy="snapshot", profile=profile,
+        seconds=minutes * 60, backend=backend,
+    )  # fmt: skip
+    report = _run_live(lambda progress: run_seed(options, progress), ["snapshot"])
+    report["soak"] = soak_verdict(report["runs"][0])
+    _finish(report, json_out, plot, json_output, _print_seed)
+
+
+def _run_live(run: Any, strategies: list[str]) -> Any:
+    """Run with a live table of operations and RSS per strategy."""
+    from rich.live import Live
+
+    state: dict[str, tuple[int, float, float]] = {}
+
+    def render() -> Table:
+        table = Table(title="agentstate bench (live)")
+        for column in ("strategy", "seconds", "ops", "ops/s", "RSS MiB"):
+            table.add_column(column, justify="right")
+        for name in strategies:
+            ops, elapsed, rss = state.get(name, (0, 0.0, 0.0))
+            rate = f"{ops / elapsed:,.0f}" if elapsed else "-"
+            table.add_row(name, f"{elapsed:.0f}", f"{ops:,}", rate, f"{rss:.1f}")
+        return table
+
+    with Live(render(), console=err_console, refresh_per_second=4, transient=True) as live:
+
+        def progress(message: tuple[Any, ...]) -> None:
+            strategy, worker, ops, elapsed, rss = message
+            if strategy == "setup":
+                live.update(Table(title="building the store, transcripts and facts..."))
+                return
+            if worker == 0:
+                state[strategy] = (ops, elapsed, rss)
+                live.update(render())
+
+        return run(progress)
+
+
+def _finish(
+    report: Any, json_out: str | None, plot: str | None, json_output: bool, show: Any
+) -> None:
+    if json_out:
+        import msgspec
+
+        with open(json_out, "wb") as f:
+            f.write(msgspec.json.format(msgspec.json.encode(report), indent=2))
+    if plot:
+        from agentstate.bench.plot import plot_seed
+
+        plot_seed(report, plot)
+    if json_output:
+        print_json(report)
+    else:
+        show(report)
+
+
+def _print_seed(report: dict[str, Any]) -> None:
+    store = report["store"]
+    options = report["options"]
+    table = Table(
+        title=f"Seed workload: {store['entries']:,} sessions ({store['sessions_json_mib']} MiB "
+        f"sessions.json, {store['backend']}), read={options['read']}, "
+        f"one patch every {options['write_every']} ops"
+    )
+    columns = ("strategy", "ops/s", "reads/s", "writes/s", "read p50/p99 ms", "patch p50/p99 ms",
+               "RSS start/peak MiB", "slope MiB/min", "lost writes")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="right")
+    for run in report["runs"]:
+        read = run["latency"].get("get") or run["latency"].get("snapshot") or {}
+        patch = run["latency"].get("patch") or {}
+        table.add_row(
+            f"{run['strategy']}" + (f" x{run['processes']}" if run["processes"] > 1 else ""),
+            f"{run['ops_per_s']:,.0f}",
+            f"{run['reads_per_s']:,.0f}",
+            f"{run['writes_per_s']:,.0f}",
+            f"{read.get('p50_ms', '-')}/{read.get('p99_ms', '-')}",
+            f"{patch.get('p50_ms', '-')}/{patch.get('p99_ms', '-')}",
+            f"{run['rss_start_mib']}/{run['rss_peak_mib']}",
+            f"{run['rss_slope_mib_per_min']}",
+            f"{run['lost_writes']}",
+        )
+    console.print(table)
+    if "ratios" in report:
+        ratios = report["ratios"]
+        console.print(
+            f"snapshot vs best copying strategy ({ratios['best_copying_strategy']}): "
+            f"{ratios['ops_vs_best_copying']:,}x the operations a second"
+        )
+    if "targets" in report:
+        targets = report["targets"]
+        console.print(
+            f"RSS slope <= 1 MiB/min: {targets['rss_slope_ok']}; peak RSS <= "
+            f"{targets['peak_rss_limit_mib']} MiB: {targets['peak_rss_ok']}; "
+            f"no lost writes: {targets['no_lost_writes']}"
+        )
+    if "soak" in report:
+        verdict = report["soak"]
+        console.print(
+            f"soak: RSS slope over the last half {verdict['last_half_slope_mib_per_min']} MiB/min "
+            f"({'levelled off' if verdict['levelled_off'] else 'still growing'}); "
+            f"largest growth of the cache: {verdict['cache_bytes_growth']:,} bytes"
+        )
+    machine = report["machine"]
+    console.print(
+        f"[dim]{machine['cpus']} CPUs, {machine['memory_gib']} GiB, Python {machine['python']}, "
+        f"agentstate {machine['agentstate']}[/dim]"
+    )
