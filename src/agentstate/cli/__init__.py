@@ -39,9 +39,11 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from agentstate.cli import bench
+    from agentstate.cli import bench, facts
 
     app.add_typer(bench.app, name="bench")
+    app.add_typer(facts.app, name="facts")
+    facts.register_bench(bench.app)
 
 
 _register()
