@@ -6,10 +6,11 @@ A candidate's score mixes four things, each in [0, 1]:
 
 - relevance: how well the fact matches the query. The keyword part is SQLite's
   bm25 (lower is better, unbounded) divided by the best bm25 among the
-  candidates, so the best keyword match scores 1. The vector part is the
-  cosine similarity of the embeddings. A fact found both ways combines them as
-  ``1 - (1 - keyword) * (1 - vector)``: either alone counts fully, both count
-  more.
+  candidates, so the best keyword match scores 1. Without vectors that is the
+  relevance. With vectors it is the mean of the keyword part and the cosine
+  similarity of the embeddings (0 for a fact the other search did not find):
+  a fact found both ways beats one found only one way, and neither scale can
+  drown the other.
 - freshness: ``0.5 ** (age / 30 days)``, the age counted from the fact's last
   confirmation (a restatement), else its creation.
 - confidence: the stored confidence, which ``decay()`` halves as a fact nears
@@ -71,17 +72,19 @@ def keyword_scores(bm25: Sequence[float]) -> list[float]:
     return [b / best if b < 0 else 0.0 for b in bm25]
 
 
-def relevance(keyword: float, vector: float) -> float:
-    """Keyword and vector relevance combined: either alone counts fully, both count more.
+def relevance(keyword: float, vector: float | None) -> float:
+    """Keyword relevance alone (``vector`` None: vectors are off), else the mean of the two.
 
-    >>> relevance(0.5, 0.0), relevance(0.0, 0.8), relevance(0.5, 0.5)
-    (0.5, 0.8, 0.75)
+    >>> relevance(0.5, None), relevance(1.0, 0.0), relevance(0.8, 0.6)
+    (0.5, 0.5, 0.7)
     """
-    return 1.0 - (1.0 - keyword) * (1.0 - vector)
+    if vector is None:
+        return keyword
+    return (keyword + vector) / 2
 
 
-def score_hit(fact: Fact, keyword: float, vector: float, now: int) -> Hit:
-    """Score one candidate (see the module docstring for the formula)."""
+def score_hit(fact: Fact, keyword: float, vector: float | None, now: int) -> Hit:
+    """Score one candidate (see the module docstring); ``vector`` None when vectors are off."""
     fresh = freshness(fact, now)
     total = (
         _W_REL * relevance(keyword, vector)
@@ -89,7 +92,7 @@ def score_hit(fact: Fact, keyword: float, vector: float, now: int) -> Hit:
         + _W_CONF * fact.confidence
         + _W_IMP * fact.importance
     )
-    return Hit(fact, round(total, 6), keyword, vector, fresh)
+    return Hit(fact, round(total, 6), keyword, vector or 0.0, fresh)
 
 
 T = TypeVar("T")

@@ -460,11 +460,12 @@ class FactStore:
                     if ttl is None:
                         continue
                     # Past 75% of the TTL means under 25% of it left before
-                    # expires_at; the window began one TTL before expires_at.
+                    # expires_at. The window began one TTL before expires_at; a
+                    # halving at or before that instant belongs to the last one.
                     halved += conn.execute(
                         "UPDATE facts SET confidence = confidence / 2, decayed_at = ? "
                         "WHERE decay_class = ? AND expires_at IS NOT NULL AND expires_at <= ? "
-                        "AND (decayed_at IS NULL OR decayed_at < expires_at - ?)",
+                        "AND (decayed_at IS NULL OR decayed_at <= expires_at - ?)",
                         (now, name, now + round(ttl * (1 - DECAY_HALVE_AT)), ttl),
                     ).rowcount
                 dropped = conn.execute(
@@ -659,10 +660,10 @@ class FactStore:
             rows = conn.execute(
                 f"SELECT m.b, {_FIELDS} FROM "
                 f"(SELECT rowid, bm25(facts_fts, {weights}) AS b FROM facts_fts "
-                "WHERE facts_fts MATCH ? AND rowid >= ? ORDER BY b LIMIT ?) AS m "
+                "WHERE facts_fts MATCH ? AND rowid >= ? ORDER BY b, rowid DESC LIMIT ?) AS m "
                 "JOIN facts AS f ON f.seq = m.rowid "
                 "LEFT JOIN fact_access AS a ON a.seq = f.seq "
-                f"WHERE {_LIVE} ORDER BY m.b LIMIT ?",
+                f"WHERE {_LIVE} ORDER BY m.b, m.rowid DESC LIMIT ?",
                 (match, floor, 2 * pool, now, pool),
             ).fetchall()
             scores = keyword_scores([row[0] for row in rows])
@@ -672,8 +673,9 @@ class FactStore:
         vectors = self._vectors
         if vectors is not None and query.strip():
             similar = dict(vectors.nearest(vectors.encode(query), now, pool))
+        off = 0.0 if vectors is not None else None  # a vector part of 0, or none at all
         ranked = [
-            (seq, score_hit(fact, kw, similar.get(seq, 0.0), now))
+            (seq, score_hit(fact, kw, similar.get(seq, off), now))
             for seq, (fact, kw) in keyword.items()
         ]
         only_vector = [seq for seq in similar if seq not in keyword]
@@ -685,7 +687,8 @@ class FactStore:
             ranked.extend(
                 (row[0], score_hit(self._build(row), 0.0, similar[row[0]], now)) for row in rows
             )
-        ranked.sort(key=lambda item: (-item[1].score, -item[1].fact.created_at, item[1].fact.id))
+        # Ties go to the newest fact (the highest seq).
+        ranked.sort(key=lambda item: (-item[1].score, -item[0]))
         return ranked
 
     def stats(self) -> FactStats:
