@@ -111,13 +111,16 @@ def test_embeddings_of_another_length_are_refused(open_at: OpenFacts) -> None:
     assert wrong.count() == 1
 
 
-def test_an_unusable_embedding_is_refused(open_at: OpenFacts) -> None:
-    def zeros(text: str) -> Sequence[float]:
-        return [0.0, 0.0]
+def test_an_unusable_embedding_is_refused_for_facts_not_queries(open_at: OpenFacts) -> None:
+    def zeros_for_wordless(text: str) -> Sequence[float]:
+        return [1.0, 0.5] if any(c.isalpha() for c in text) else [0.0, 0.0]
 
-    facts = open_at(embed=zeros)
+    facts = open_at(embed=zeros_for_wordless)
+    fact = facts.add("anything at all")
     with pytest.raises(InvalidFact, match="no usable vector"):
-        facts.add("anything")
+        facts.add("?!")
+    assert facts.search("?!") == ()  # a query never raises: keywords alone
+    assert [h.fact.id for h in facts.search("anything")] == [fact.id]
 
 
 def test_vectors_unavailable_is_a_clear_error(

@@ -47,7 +47,7 @@ class FactsBenchOptions:
     adds: int = 5000
     soak_recalls: int = 100_000
     soak_size: int = 10_000
-    vector_recalls: int = 500
+    vector_recalls: int = 200
     seed: int = 7
     directory: str | None = None
 

@@ -86,7 +86,7 @@ def query_terms(text: str) -> list[str]:
 # Scoring a matching row with bm25 costs about a microsecond per query term, and
 # an OR query matches every row holding any of its terms. This many matches,
 # summed over the kept terms, bounds that work however large the store grows.
-POSTINGS_BUDGET = 700
+POSTINGS_BUDGET = 500
 # Counting a term's facts stops here: past it, a term is simply "too common".
 DOC_FREQ_CAP = 4 * POSTINGS_BUDGET
 # Document counts remembered, and how much the store may grow before they are

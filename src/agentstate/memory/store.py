@@ -672,7 +672,12 @@ class FactStore:
         similar: dict[int, float] = {}
         vectors = self._vectors
         if vectors is not None and query.strip():
-            similar = dict(vectors.nearest(vectors.encode(query), now, pool))
+            try:
+                blob = vectors.encode(query)
+            except InvalidFact:
+                blob = None  # no usable embedding for this text: keywords alone
+            if blob is not None:
+                similar = dict(vectors.nearest(blob, now, pool))
         off = 0.0 if vectors is not None else None  # a vector part of 0, or none at all
         ranked = [
             (seq, score_hit(fact, kw, similar.get(seq, off), now))
