@@ -153,6 +153,8 @@ def test_duplicates_within_one_batch_are_stored_once(facts: FactStore) -> None:
         ("ok", {"decay_class": "forever"}, "decay class"),
         ("ok", {"category": ""}, "category"),
         ("ok", {"tags": ("",)}, "tags"),
+        ("ok", {"tags": "ui"}, "tags"),  # a string is not a list of tags
+        ("ok", {"decay_class": 3}, "decay class"),
         ("ok", {"entity": "e" * 1001}, "entity"),
     ],
 )

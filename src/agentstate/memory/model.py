@@ -225,14 +225,16 @@ def validated(new: NewFact) -> tuple[NewFact, str]:
         raise InvalidFact("category must be a non-empty name of at most 64 characters")
     if not new.scope or not isinstance(new.scope, str) or len(new.scope) > 64:
         raise InvalidFact("scope must be a non-empty name of at most 64 characters")
-    if any(not isinstance(t, str) or not t or len(t) > 64 for t in new.tags):
+    if isinstance(new.tags, str) or any(
+        not isinstance(t, str) or not t or len(t) > 64 for t in new.tags
+    ):
         raise InvalidFact("tags must be non-empty strings of at most 64 characters")
     _check_unit("importance", new.importance)
     _check_unit("confidence", new.confidence)
     if new.decay_class is None:
         decay_class = classify_decay(new.text, new.category)
     else:
-        found = normalize_decay_class(new.decay_class)
+        found = normalize_decay_class(new.decay_class) if isinstance(new.decay_class, str) else None
         if found is None:
             raise InvalidFact(
                 f"unknown decay class {new.decay_class!r}; use one of {', '.join(DECAY_TTL_MS)}"
@@ -244,6 +246,7 @@ def validated(new: NewFact) -> tuple[NewFact, str]:
 
 
 def ttl_of(decay_class: str) -> int | None:
+    """The TTL of a class in milliseconds (None: permanent); unknown names count as normal."""
     return DECAY_TTL_MS.get(decay_class, DECAY_TTL_MS["normal"])
 
 
