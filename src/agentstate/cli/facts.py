@@ -307,8 +307,9 @@ def _print_bench(result: dict[str, Any]) -> None:
     console.print(table)
     add = result["add"]
     console.print(
-        f"add: {add['per_s']:,} facts/s, one transaction each "
-        f"({add['count']:,} adds into {add['start_facts']:,} facts)"
+        f"add: {add['per_s']:,} facts/s, one transaction each (median of {add['chunk']:,}-add "
+        f"chunks; {add['overall_per_s']:,}/s overall; {add['count']:,} adds into "
+        f"{add['start_facts']:,} facts)"
     )
     if "soak" in result:
         soak = result["soak"]

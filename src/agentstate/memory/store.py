@@ -83,7 +83,11 @@ _FIELDS = (
     "f.superseded_by, f.tags, f.scope, f.scope_target, f.session_key, f.entry_id"
 )
 _SELECT = f"SELECT {_FIELDS} FROM facts AS f LEFT JOIN fact_access AS a ON a.seq = f.seq"
-_LIVE = "f.superseded_at IS NULL AND (f.expires_at IS NULL OR f.expires_at > ?)"
+# A filter, never an index choice: "+" keeps SQLite from driving a query by the
+# facts_live index (list() then sorted every live fact instead of reading the
+# newest few by seq). count() alone wants that index: _LIVE_INDEXED.
+_LIVE = "+f.superseded_at IS NULL AND (+f.expires_at IS NULL OR +f.expires_at > ?)"
+_LIVE_INDEXED = "f.superseded_at IS NULL AND (f.expires_at IS NULL OR f.expires_at > ?)"
 # Positions in a _SELECT row.
 _RECALLS, _ACCESSED, _TAGS = 16, 17, 20
 
@@ -592,7 +596,7 @@ class FactStore:
         with self._lock, self._errors:
             self._check_open()
             row = self._conn.execute(
-                f"SELECT count(*) FROM facts AS f WHERE {_LIVE}", (self._clock(),)
+                f"SELECT count(*) FROM facts AS f WHERE {_LIVE_INDEXED}", (self._clock(),)
             ).fetchone()
             return int(row[0])
 
