@@ -3,7 +3,8 @@
 After compaction the model has lost what the removed turns said. The
 hybrid-memory plugin answered with recall on the session's last prompt plus
 the newest facts (``list(8)``); this is that, as one call whose cost is
-bounded by its limits and its token budget, never by how many facts exist.
+bounded by its limits and its token budget, apart from one COUNT over a
+narrow index (the plugin's health check: 11 ms at 100,000 facts here).
 """
 
 from __future__ import annotations
