@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 from agentstate.memory import FactStore, open_facts
+from agentstate.memory.vectors import fact_driver
 from tests.conftest import FakeClock
 
 HOUR = 3_600_000
@@ -71,3 +75,15 @@ CORPUS: list[dict[str, Any]] = [
     {"text": "Staging database is reset every Monday morning", "category": "fact"},
     {"text": "Dark chocolate is banned from the office kitchen", "category": "other"},
 ]
+
+
+@contextmanager
+def raw_db(path: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
+    """A plain connection to a facts database, as a script or the sqlite3 shell would open it.
+
+    It uses the same SQLite library as the store (see vectors.fact_driver): two
+    copies of SQLite in one process must not open the same file, and the
+    tests keep stores open beside these connections. Autocommit; closed on exit.
+    """
+    with closing(fact_driver().connect(os.fspath(path), isolation_level=None)) as conn:
+        yield conn

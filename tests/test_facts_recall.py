@@ -17,7 +17,7 @@ from agentstate.memory import (
 from agentstate.memory.query import plan_terms
 from agentstate.memory.ranking import fill_budget, freshness, keyword_scores, relevance
 from tests.conftest import FakeClock
-from tests.facts_support import CORPUS, DAY, OpenFacts, stores
+from tests.facts_support import CORPUS, DAY, OpenFacts, raw_db, stores
 
 
 @pytest.fixture
@@ -167,9 +167,7 @@ def test_counts_of_a_forgotten_fact_are_dropped(open_at: OpenFacts) -> None:
     facts.recall("forgotten")
     facts.forget(fact.id)
     facts.flush()
-    import sqlite3
-
-    with sqlite3.connect(facts.path) as conn:
+    with raw_db(facts.path) as conn:
         assert conn.execute("SELECT count(*) FROM fact_access").fetchone()[0] == 0
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import doctest
 import importlib
 import os
-import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from agentstate.errors import (
 )
 from agentstate.memory import Fact, FactStore, NewFact, open_facts
 from tests.conftest import FakeClock
-from tests.facts_support import DAY, OpenFacts, stores
+from tests.facts_support import DAY, OpenFacts, raw_db, stores
 
 
 @pytest.fixture
@@ -37,7 +36,7 @@ def facts(open_at: OpenFacts) -> FactStore:
 
 def _match(store: FactStore, word: str) -> list[str]:
     """Texts of the facts the full-text index finds for one word, read straight from SQLite."""
-    with sqlite3.connect(store.path) as conn:
+    with raw_db(store.path) as conn:
         rows = conn.execute(
             "SELECT f.text FROM facts_fts JOIN facts AS f ON f.seq = facts_fts.rowid "
             "WHERE facts_fts MATCH ? ORDER BY f.seq",
@@ -229,11 +228,11 @@ def test_fts_follows_an_update(facts: FactStore) -> None:
 def test_fts_follows_a_change_made_by_any_writer(facts: FactStore) -> None:
     fact = facts.add("The queue is rabbitmq")
     # The index is kept by triggers, so even a plain sqlite3 session keeps it in step.
-    with sqlite3.connect(facts.path) as conn:
+    with raw_db(facts.path) as conn:
         conn.execute("UPDATE facts SET text = 'The queue is kafka' WHERE id = ?", (fact.id,))
     assert _match(facts, "rabbitmq") == []
     assert _match(facts, "kafka") == ["The queue is kafka"]
-    with sqlite3.connect(facts.path) as conn:
+    with raw_db(facts.path) as conn:
         conn.execute("DELETE FROM facts WHERE id = ?", (fact.id,))
     assert _match(facts, "kafka") == []
 
@@ -328,7 +327,7 @@ def test_database_file_and_directory_are_private(facts: FactStore, tmp_path: Pat
     facts.add("private")
     assert stat.S_IMODE(os.stat(facts.path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(tmp_path / "state").st_mode) == 0o700
-    with sqlite3.connect(facts.path) as conn:
+    with raw_db(facts.path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
 
@@ -357,7 +356,7 @@ def test_a_damaged_file_is_reported_and_left_alone(tmp_path: Path) -> None:
 def test_a_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
-    with sqlite3.connect(state / "facts.sqlite") as conn:
+    with raw_db(state / "facts.sqlite") as conn:
         conn.execute("CREATE TABLE other (x)")
     with pytest.raises(StoreCorrupt, match="not a facts database"):
         open_facts(state)
@@ -366,7 +365,7 @@ def test_a_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
 def test_a_newer_schema_is_refused(open_at: OpenFacts) -> None:
     store = open_at()
     store.close()
-    with sqlite3.connect(store.path) as conn:
+    with raw_db(store.path) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
     with pytest.raises(StoreCorrupt, match="newer"):
         open_at()

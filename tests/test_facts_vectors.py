@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from agentstate.memory import FactStore, open_facts
 from agentstate.memory import vectors as vectors_module
 from agentstate.memory.vectors import HashingEmbedder
 from tests.conftest import FakeClock
-from tests.facts_support import OpenFacts, stores
+from tests.facts_support import OpenFacts, raw_db, stores
 
 # The vec extra is installed by scripts/test: these tests must run, not skip.
 pytest.importorskip("sqlite_vec", reason="install agentstate[vec]")
@@ -38,7 +37,7 @@ def facts(open_at: OpenFacts) -> FactStore:
 
 
 def _vector_rows(store: FactStore) -> int:
-    with sqlite3.connect(store.path) as conn:
+    with raw_db(store.path) as conn:
         return int(conn.execute("SELECT count(*) FROM fact_vectors").fetchone()[0])
 
 
