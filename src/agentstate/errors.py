@@ -10,6 +10,9 @@ fix. No message ever carries a secret: callers pass identifiers, never values.
     ├── InvalidProfile      (ValueError)
     ├── SessionNotFound     (KeyError)
     ├── SecretUnavailable   (LookupError)
+    ├── InvalidFact         (ValueError)
+    ├── FactNotFound        (LookupError)
+    ├── VectorsUnavailable  (ImportError)
     ├── StoreCorrupt        (OSError)
     ├── LockTimeout         (TimeoutError)
     ├── ReadOnlyStore       (PermissionError)
@@ -106,6 +109,37 @@ class SessionNotFound(AgentStateError, KeyError):
 
     def __str__(self) -> str:  # KeyError would show the message quoted
         return str(self.args[0])
+
+
+class InvalidFact(AgentStateError, ValueError):
+    """A memory fact that cannot be stored: empty text, a bad field value."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"invalid fact: {problem}. Nothing was written.")
+
+
+class FactNotFound(AgentStateError, LookupError):
+    """An operation named a fact id that the facts database does not hold."""
+
+    def __init__(self, fact_id: str, path: str) -> None:
+        self.fact_id = fact_id
+        self.path = path
+        super().__init__(
+            f"no fact with id {fact_id!r} in {path}. "
+            "List ids with: agentstate facts list (or search)."
+        )
+
+
+class VectorsUnavailable(AgentStateError, ImportError):
+    """Vector search was asked for but sqlite-vec cannot be loaded here."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(
+            f"vector search is unavailable: {problem}. "
+            "Install it with: pip install 'agentstate[vec]', or open the facts without embed=."
+        )
 
 
 class StoreCorrupt(AgentStateError, OSError):

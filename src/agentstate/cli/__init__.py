@@ -39,13 +39,15 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from agentstate.cli import auth, bench, sessions, transcripts
+    from agentstate.cli import auth, bench, facts, sessions, transcripts
 
     sessions.register(app)
     transcripts.register(app, sessions.app)
     app.add_typer(bench.app, name="bench")
     app.add_typer(auth.app, name="auth")
     auth.register_bench(bench.app)
+    app.add_typer(facts.app, name="facts")
+    facts.register_bench(bench.app)
 
 
 _register()

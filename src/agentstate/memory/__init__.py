@@ -1,0 +1,49 @@
+"""Durable memory facts: preferences, decisions and entities that survive compaction.
+
+Open a state directory's facts with :func:`open_facts`; see ``docs/facts.md``.
+
+>>> import tempfile
+>>> from agentstate.memory import open_facts
+>>> with open_facts(tempfile.mkdtemp()) as facts:
+...     _ = facts.add("Prefers dark mode", category="preference", entity="user", key="theme")
+...     [f.text for f in facts.recall("which theme does the user like? dark?")]
+['Prefers dark mode']
+"""
+
+from agentstate.memory.context import MemoryContext, after_compaction_context
+from agentstate.memory.model import (
+    DECAY_CLASSES,
+    DECAY_TTL_MS,
+    DecayReport,
+    Fact,
+    Hit,
+    NewFact,
+    classify_decay,
+    estimate_tokens,
+    normalized_hash,
+    render_fact,
+)
+from agentstate.memory.query import fts_query, query_terms
+from agentstate.memory.store import FactStats, FactStore, open_facts
+from agentstate.memory.vectors import Embed
+
+__all__ = [
+    "DECAY_CLASSES",
+    "DECAY_TTL_MS",
+    "DecayReport",
+    "Embed",
+    "Fact",
+    "FactStats",
+    "FactStore",
+    "Hit",
+    "MemoryContext",
+    "NewFact",
+    "after_compaction_context",
+    "classify_decay",
+    "estimate_tokens",
+    "fts_query",
+    "normalized_hash",
+    "open_facts",
+    "query_terms",
+    "render_fact",
+]

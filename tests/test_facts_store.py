@@ -1,0 +1,425 @@
+"""The facts store's writes and reads: dedup, supersede, update, forget, files on disk."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import agentstate.memory
+from agentstate.errors import (
+    AgentStateError,
+    FactNotFound,
+    InvalidFact,
+    ReadOnlyStore,
+    StoreCorrupt,
+)
+from agentstate.memory import Fact, FactStore, NewFact, open_facts
+from tests.conftest import FakeClock
+from tests.facts_support import DAY, OpenFacts, raw_db, stores
+
+
+@pytest.fixture
+def open_at(tmp_path: Path, clock: FakeClock) -> Iterator[OpenFacts]:
+    yield from stores(tmp_path / "state", clock)
+
+
+@pytest.fixture
+def facts(open_at: OpenFacts) -> FactStore:
+    return open_at()
+
+
+def _match(store: FactStore, word: str) -> list[str]:
+    """Texts of the facts the full-text index finds for one word, read straight from SQLite."""
+    with raw_db(store.path) as conn:
+        rows = conn.execute(
+            "SELECT f.text FROM facts_fts JOIN facts AS f ON f.seq = facts_fts.rowid "
+            "WHERE facts_fts MATCH ? ORDER BY f.seq",
+            (f'"{word}"',),
+        ).fetchall()
+    return [text for (text,) in rows]
+
+
+# -- adding and deduplicating ----------------------------------------------------------
+
+
+def test_add_stores_every_field_and_returns_it(facts: FactStore, clock: FakeClock) -> None:
+    fact = facts.add(
+        "Alice prefers dark mode",
+        why="said so in the kickoff",
+        category="preference",
+        importance=0.8,
+        entity="alice",
+        key="theme",
+        value="dark",
+        source="chat",
+        decay_class="stable",
+        confidence=0.9,
+        tags=("ui", "editor"),
+        scope="agent",
+        scope_target="main",
+        session_key="agent:main:main",
+        entry_id="e-42",
+    )
+    assert facts.get(fact.id) == fact
+    assert fact.created_at == clock.now
+    assert fact.expires_at == clock.now + 90 * DAY
+    assert fact.tags == ("ui", "editor")
+    assert (fact.recall_count, fact.last_accessed_at, fact.superseded_at) == (0, None, None)
+    assert (fact.session_key, fact.entry_id, fact.scope_target) == (
+        "agent:main:main",
+        "e-42",
+        "main",
+    )
+
+
+def test_exact_duplicate_returns_the_existing_fact(facts: FactStore) -> None:
+    first = facts.add("Deploys go to fly.io", category="decision")
+    again = facts.add("Deploys go to fly.io", category="decision")
+    assert again.id == first.id
+    assert facts.count() == 1
+
+
+def test_normalized_duplicate_returns_the_existing_fact(facts: FactStore) -> None:
+    first = facts.add("Deploys go to fly.io")
+    for variant in (
+        "deploys go to FLY.IO.",
+        "  Deploys   go to fly.io!  ",
+        "Ｄeploys go to fly.io",
+    ):
+        assert facts.add(variant).id == first.id
+    assert facts.count() == 1
+    assert facts.add("Deploys go to render.com").id != first.id
+
+
+def test_a_restatement_confirms_the_fact(facts: FactStore, clock: FakeClock) -> None:
+    first = facts.add("Deploys go to fly.io", decay_class="normal", confidence=0.6)
+    clock.advance(10 * DAY)
+    again = facts.add(
+        "deploys go to fly.io", decay_class="stable", confidence=0.9, entity="deploys"
+    )
+    assert again.id == first.id
+    assert again.last_confirmed_at == clock.now
+    assert again.decay_class == "stable"  # the longer-lived class wins
+    assert again.expires_at == clock.now + 90 * DAY
+    assert again.confidence == 0.9
+    assert again.entity == "deploys"  # a field it lacked is filled in
+    assert again.created_at == first.created_at
+
+
+def test_the_same_text_in_another_scope_is_another_fact(facts: FactStore) -> None:
+    a = facts.add("Use short answers")
+    b = facts.add("Use short answers", scope="session", scope_target="agent:main:s1")
+    assert a.id != b.id and facts.count() == 2
+
+
+def test_a_superseded_fact_does_not_absorb_a_restatement(facts: FactStore) -> None:
+    old = facts.add("Deploys go to fly.io")
+    new = facts.add("Deploys go to render.com", supersedes=old.id)
+    again = facts.add("Deploys go to fly.io")
+    assert again.id not in (old.id, new.id)
+
+
+def test_add_many_is_all_or_nothing(facts: FactStore) -> None:
+    added = facts.add_many(["one fact", NewFact(text="two facts", category="other")])
+    assert [f.text for f in added] == ["one fact", "two facts"]
+    with pytest.raises(InvalidFact):
+        facts.add_many(["three facts", NewFact(text="four facts", importance=3.0)])
+    with pytest.raises(FactNotFound):
+        facts.add_many(["five facts", NewFact(text="six facts", supersedes="no-such-id")])
+    assert sorted(f.text for f in facts.list(10)) == ["one fact", "two facts"]
+
+
+def test_duplicates_within_one_batch_are_stored_once(facts: FactStore) -> None:
+    a, b = facts.add_many(["Ship on Fridays", "ship on fridays."])
+    assert a.id == b.id and facts.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "fields", "problem"),
+    [
+        ("", {}, "text"),
+        ("   ", {}, "text"),
+        ("x" * 10_001, {}, "text"),
+        ("ok", {"importance": 1.5}, "importance"),
+        ("ok", {"confidence": -0.1}, "confidence"),
+        ("ok", {"confidence": True}, "confidence"),
+        ("ok", {"decay_class": "forever"}, "decay class"),
+        ("ok", {"category": ""}, "category"),
+        ("ok", {"tags": ("",)}, "tags"),
+        ("ok", {"tags": "ui"}, "tags"),  # a string is not a list of tags
+        ("ok", {"decay_class": 3}, "decay class"),
+        ("ok", {"entity": "e" * 1001}, "entity"),
+    ],
+)
+def test_invalid_facts_are_refused_and_nothing_is_written(
+    facts: FactStore, text: str, fields: dict[str, object], problem: str
+) -> None:
+    with pytest.raises(InvalidFact, match=problem) as caught:
+        facts.add(text, **fields)
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, AgentStateError)
+    assert "Nothing was written" in str(caught.value)
+    assert facts.count() == 0
+
+
+def test_decay_class_is_guessed_when_not_given(facts: FactStore) -> None:
+    assert facts.add("Prefers tabs", category="preference").decay_class == "stable"
+    assert facts.add("Working on the parser refactor").decay_class == "ephemeral"
+    assert facts.add("The build is red today").decay_class == "session"
+    assert facts.add("Use the old API for now").decay_class == "short"
+    assert facts.add("The API lives at /v2").decay_class == "normal"
+    assert facts.add("Old name", decay_class="durable").decay_class == "stable"  # an alias
+
+
+# -- supersede, update, forget ------------------------------------------------------------
+
+
+def test_supersede_hides_the_old_fact_but_keeps_it(facts: FactStore, clock: FakeClock) -> None:
+    old = facts.add("Deploys go to fly.io", category="decision")
+    new = facts.add("Deploys go to render.com", category="decision")
+    clock.advance(1000)
+    marked = facts.supersede(old, new.id)
+    assert (marked.superseded_at, marked.superseded_by) == (clock.now, new.id)
+    assert facts.get(old.id) == marked
+    assert [f.id for f in facts.list(10)] == [new.id]
+    assert facts.count() == 1
+    assert [h.fact.id for h in facts.search("deploys")] == [new.id]
+    assert _match(facts, "fly") == []  # it left the full-text index
+
+
+def test_supersede_refuses_what_cannot_be(facts: FactStore) -> None:
+    a = facts.add("fact a")
+    b = facts.add("fact b")
+    with pytest.raises(InvalidFact, match="itself"):
+        facts.supersede(a, a)
+    with pytest.raises(FactNotFound):
+        facts.supersede(a, "missing")
+    with pytest.raises(FactNotFound):
+        facts.supersede("missing", a)
+    facts.supersede(a, b)
+    with pytest.raises(InvalidFact, match="already superseded"):
+        facts.supersede(a, b)
+
+
+def test_add_with_supersedes_replaces_in_one_step(facts: FactStore) -> None:
+    old = facts.add("The API lives at /v1")
+    new = facts.add("The API lives at /v2", supersedes=old.id)
+    superseded = facts.get(old.id)
+    assert superseded is not None and superseded.superseded_by == new.id
+
+
+def test_fts_follows_an_update(facts: FactStore) -> None:
+    fact = facts.add("The cache lives in redis", entity="cache")
+    assert _match(facts, "redis") == ["The cache lives in redis"]
+    updated = facts.update(fact.id, text="The cache lives in memcached", key="backend")
+    assert updated.text == "The cache lives in memcached" and updated.key == "backend"
+    assert updated.normalized_hash != fact.normalized_hash
+    assert _match(facts, "redis") == []
+    assert _match(facts, "memcached") == ["The cache lives in memcached"]
+    assert _match(facts, "backend") == ["The cache lives in memcached"]  # key is indexed
+    assert [h.fact.id for h in facts.search("memcached backend")] == [fact.id]
+
+
+def test_fts_follows_a_change_made_by_any_writer(facts: FactStore) -> None:
+    fact = facts.add("The queue is rabbitmq")
+    # The index is kept by triggers, so even a plain sqlite3 session keeps it in step.
+    with raw_db(facts.path) as conn:
+        conn.execute("UPDATE facts SET text = 'The queue is kafka' WHERE id = ?", (fact.id,))
+    assert _match(facts, "rabbitmq") == []
+    assert _match(facts, "kafka") == ["The queue is kafka"]
+    with raw_db(facts.path) as conn:
+        conn.execute("DELETE FROM facts WHERE id = ?", (fact.id,))
+    assert _match(facts, "kafka") == []
+
+
+def test_fts_follows_forget(facts: FactStore) -> None:
+    keep = facts.add("Lunch is at noon")
+    gone = facts.add("Standup is at nine, before lunch")
+    assert facts.forget(gone.id) is True
+    assert facts.forget(gone.id) is False
+    assert facts.get(gone.id) is None
+    assert _match(facts, "lunch") == [keep.text]
+    assert _match(facts, "standup") == []
+
+
+def test_update_changes_the_expiry_with_the_class(facts: FactStore, clock: FakeClock) -> None:
+    fact = facts.add("A passing thought", decay_class="ephemeral")
+    updated = facts.update(fact.id, decay_class="stable", tags=("kept",))
+    assert updated.expires_at == fact.created_at + 90 * DAY and updated.tags == ("kept",)
+    assert facts.update(fact.id, decay_class="permanent").expires_at is None
+
+
+def test_update_refuses_unknown_fields_and_ids(facts: FactStore) -> None:
+    fact = facts.add("x marks the spot")
+    with pytest.raises(InvalidFact, match="supersedes"):
+        facts.update(fact.id, supersedes="y")
+    with pytest.raises(FactNotFound):
+        facts.update("missing", text="y")
+    with pytest.raises(InvalidFact):
+        facts.update(fact.id, importance=7)
+    assert facts.get(fact.id) == fact
+
+
+# -- reads --------------------------------------------------------------------------------
+
+
+def test_list_is_newest_first_and_live_only(facts: FactStore, clock: FakeClock) -> None:
+    made = []
+    for i in range(5):
+        made.append(facts.add(f"fact number {i}", decay_class="permanent"))
+        clock.advance(1000)
+    short = facts.add("short-lived fact", decay_class="ephemeral")
+    assert [f.id for f in facts.list(3)] == [short.id, made[4].id, made[3].id]
+    clock.advance(5 * 3_600_000)
+    assert [f.id for f in facts.list(3)] == [made[4].id, made[3].id, made[2].id]
+    assert facts.count() == 5
+    assert facts.list(0) == ()
+
+
+def test_lookup_by_entity_and_key(facts: FactStore) -> None:
+    theme = facts.add("Alice likes dark mode", entity="Alice", key="theme")
+    editor = facts.add("Alice uses vim", entity="alice", key="editor")
+    facts.add("Bob uses emacs", entity="bob", key="editor")
+    assert [f.id for f in facts.lookup("ALICE")] == [editor.id, theme.id]
+    assert [f.id for f in facts.lookup("alice", "Theme")] == [theme.id]
+    assert facts.lookup("carol") == ()
+
+
+def test_resolve_takes_a_unique_id_prefix(facts: FactStore) -> None:
+    fact = facts.add("Prefixes are for people")
+    assert facts.resolve(fact.id[:8]) == fact
+    assert facts.resolve(fact.id) == fact
+    with pytest.raises(FactNotFound):
+        facts.resolve("zzzzzzzz")
+    with pytest.raises(FactNotFound):
+        facts.resolve(fact.id[:3])  # too short to be taken as a prefix
+
+
+def test_facts_are_immutable_and_shareable(facts: FactStore) -> None:
+    fact = facts.add("Immutable facts", tags=("a",))
+    with pytest.raises(AttributeError):
+        fact.text = "changed"  # type: ignore[misc]
+    assert isinstance(fact.tags, tuple)
+    assert hash(fact) == hash(facts.get(fact.id))  # frozen structs hash by value
+    assert type(fact) is Fact
+
+
+def test_stats_count_by_state_and_class(facts: FactStore, clock: FakeClock) -> None:
+    a = facts.add("a fact", decay_class="stable")
+    facts.add("b fact", decay_class="ephemeral")
+    facts.add("c fact", decay_class="normal", supersedes=a.id)
+    clock.advance(5 * 3_600_000)
+    stats = facts.stats()
+    assert (stats.live, stats.superseded, stats.expired, stats.total) == (1, 1, 1, 3)
+    assert stats.by_class == (("normal", 1),)
+    assert stats.schema_version == 1 and stats.disk_bytes > 0 and stats.vectors == 0
+
+
+# -- the file on disk ---------------------------------------------------------------------
+
+
+def test_database_file_and_directory_are_private(facts: FactStore, tmp_path: Path) -> None:
+    facts.add("private")
+    assert stat.S_IMODE(os.stat(facts.path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "state").st_mode) == 0o700
+    with raw_db(facts.path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+
+
+def test_facts_survive_close_and_reopen(open_at: OpenFacts) -> None:
+    first = open_at()
+    fact = first.add("durable", tags=("t",))
+    first.close()
+    assert open_at().get(fact.id) == fact
+
+
+def test_a_damaged_file_is_reported_and_left_alone(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    path = state / "facts.sqlite"
+    garbage = b"this is not a database" * 100
+    path.write_bytes(garbage)
+    with pytest.raises(StoreCorrupt) as caught:
+        open_facts(state)
+    message = str(caught.value)
+    assert str(path) in message and "sqlite3" in message and "integrity_check" in message
+    assert isinstance(caught.value, OSError)
+    assert path.read_bytes() == garbage
+
+
+def test_a_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    with raw_db(state / "facts.sqlite") as conn:
+        conn.execute("CREATE TABLE other (x)")
+    with pytest.raises(StoreCorrupt, match="not a facts database"):
+        open_facts(state)
+
+
+def test_a_newer_schema_is_refused(open_at: OpenFacts) -> None:
+    store = open_at()
+    store.close()
+    with raw_db(store.path) as conn:
+        conn.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(StoreCorrupt, match="newer"):
+        open_at()
+
+
+def test_missing_database_without_create(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no facts database"):
+        open_facts(tmp_path / "nowhere", create=False)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_readonly_store_reads_and_refuses_writes(open_at: OpenFacts) -> None:
+    writer = open_at()
+    fact = writer.add("read me")
+    writer.close()
+    reader = open_at(readonly=True)
+    assert reader.get(fact.id) == fact
+    assert [f.id for f in reader.recall("read me")] == [fact.id]
+    with pytest.raises(ReadOnlyStore):
+        reader.add("no")
+    with pytest.raises(ReadOnlyStore):
+        reader.forget(fact.id)
+
+
+def test_a_closed_store_refuses_use(open_at: OpenFacts) -> None:
+    store = open_at()
+    store.close()
+    store.close()  # twice is fine
+    with pytest.raises(ValueError, match="closed"):
+        store.count()
+
+
+# -- the public surface -------------------------------------------------------------------
+
+
+def test_exported_members_are_sorted_and_present() -> None:
+    names = agentstate.memory.__all__
+    assert names == sorted(names)
+    for name in names:
+        assert hasattr(agentstate.memory, name)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "agentstate.memory",
+        "agentstate.memory.model",
+        "agentstate.memory.query",
+        "agentstate.memory.ranking",
+        "agentstate.memory.store",
+        "agentstate.memory.context",
+        "agentstate.memory.vectors",
+    ],
+)
+def test_docstring_examples_run(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

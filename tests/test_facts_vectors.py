@@ -1,0 +1,168 @@
+"""Optional vector search (sqlite-vec), with small deterministic embedding functions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from agentstate.errors import InvalidFact, VectorsUnavailable
+from agentstate.memory import FactStore, open_facts
+from agentstate.memory import vectors as vectors_module
+from agentstate.memory.vectors import HashingEmbedder
+from tests.conftest import FakeClock
+from tests.facts_support import OpenFacts, raw_db, stores
+
+# The vec extra is installed by scripts/test: these tests must run, not skip.
+pytest.importorskip("sqlite_vec", reason="install agentstate[vec]")
+
+# A stand-in for a model that knows synonyms: words in one group share a direction.
+SYNONYMS = {"automobile": "car", "vehicle": "car", "auto": "car", "physician": "doctor"}
+
+
+def synonym_embed(text: str) -> list[float]:
+    words = [SYNONYMS.get(w, w) for w in text.lower().replace("?", " ").split()]
+    return HashingEmbedder(32)(" ".join(words))
+
+
+@pytest.fixture
+def open_at(tmp_path: Path, clock: FakeClock) -> Iterator[OpenFacts]:
+    yield from stores(tmp_path / "state", clock)
+
+
+@pytest.fixture
+def facts(open_at: OpenFacts) -> FactStore:
+    return open_at(embed=synonym_embed)
+
+
+def _vector_rows(store: FactStore) -> int:
+    with raw_db(store.path) as conn:
+        return int(conn.execute("SELECT count(*) FROM fact_vectors").fetchone()[0])
+
+
+def test_vectors_are_on_and_stored(facts: FactStore) -> None:
+    assert facts.vectors
+    facts.add("My car is a red hatchback")
+    assert _vector_rows(facts) == 1 and facts.stats().vectors == 1
+
+
+def test_a_vector_match_needs_no_shared_word(facts: FactStore) -> None:
+    car = facts.add("My car is a red hatchback")
+    facts.add("The physician visit is on Tuesday")
+    hits = facts.search("automobile")
+    assert [h.fact.id for h in hits] == [car.id]
+    assert hits[0].keyword == 0.0 and hits[0].vector == pytest.approx(3**-0.5)  # car of 3 words
+
+
+def test_hybrid_ranking_merges_keyword_and_vector_hits(facts: FactStore) -> None:
+    both = facts.add("The red car needs new tyres")  # "red" by keyword, car by vector
+    vector_only = facts.add("Vehicle inspection is due")
+    keyword_only = facts.add("Red is the team colour")
+    hits = facts.search("red automobile", limit=10)
+    order = [h.fact.id for h in hits]
+    assert order[0] == both.id
+    assert set(order) == {both.id, vector_only.id, keyword_only.id}
+    first = hits[0]
+    assert first.keyword > 0 and first.vector > 0
+    assert first.score > max(h.score for h in hits[1:])
+
+
+def test_a_near_duplicate_by_vector_returns_the_existing_fact(facts: FactStore) -> None:
+    first = facts.add("The user prefers dark mode")
+    # Another normalized text (no "the", other words order) but the same content words.
+    again = facts.add("Dark mode: user prefers")
+    assert again.id == first.id and facts.count() == 1
+    other = facts.add("The user prefers light mode")
+    assert other.id != first.id
+
+
+def test_a_store_without_vectors_keeps_them_consistent(open_at: OpenFacts) -> None:
+    with_vectors = open_at(embed=synonym_embed)
+    kept = with_vectors.add("My car is a red hatchback")
+    gone = with_vectors.add("The physician visit is on Tuesday")
+    plain = open_at()  # no embedding function: the CLI, another process
+    assert not plain.vectors
+    plain.forget(gone.id)
+    late = plain.add("The automobile club meets on Fridays")
+    assert _vector_rows(plain) == 1  # the forgotten fact's vector went with it
+    assert with_vectors.embed_missing() == 1
+    assert {h.fact.id for h in with_vectors.search("car")} == {kept.id, late.id}
+
+
+def test_superseded_and_edited_facts_lose_their_vectors(facts: FactStore) -> None:
+    old = facts.add("My car is a red hatchback")
+    facts.add("My car is a blue estate", supersedes=old.id)
+    assert _vector_rows(facts) == 1
+    edited = facts.add("The physician visit is on Tuesday")
+    facts.update(edited.id, text="The physician visit is on Wednesday")
+    assert _vector_rows(facts) == 1
+    assert facts.embed_missing() == 1 and _vector_rows(facts) == 2
+
+
+def test_embeddings_of_another_length_are_refused(open_at: OpenFacts) -> None:
+    facts = open_at(embed=HashingEmbedder(16), embed_model="m16")
+    facts.add("first fact")
+    facts.close()
+    wrong = open_at(embed=HashingEmbedder(8), embed_model="m16")
+    with pytest.raises(InvalidFact, match="dimensions"):
+        wrong.add("second fact")
+    assert wrong.count() == 1
+
+
+def test_an_unusable_embedding_is_refused_for_facts_not_queries(open_at: OpenFacts) -> None:
+    def zeros_for_wordless(text: str) -> Sequence[float]:
+        return [1.0, 0.5] if any(c.isalpha() for c in text) else [0.0, 0.0]
+
+    facts = open_at(embed=zeros_for_wordless)
+    fact = facts.add("anything at all")
+    with pytest.raises(InvalidFact, match="no usable vector"):
+        facts.add("?!")
+    assert facts.search("?!") == ()  # a query never raises: keywords alone
+    assert [h.fact.id for h in facts.search("anything")] == [fact.id]
+
+
+def test_vectors_unavailable_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_extensions() -> object:
+        raise VectorsUnavailable("this Python's sqlite3 cannot load extensions")
+
+    monkeypatch.setattr("agentstate.memory.store.vector_driver", no_extensions)
+    with pytest.raises(VectorsUnavailable, match=r"agentstate\[vec\]") as caught:
+        open_facts(tmp_path / "state", embed=synonym_embed)
+    assert isinstance(caught.value, ImportError)
+
+
+def test_a_missing_sqlite_vec_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name: str, *args: object, **kwargs: object) -> object:
+        if name == "sqlite_vec":
+            raise ImportError("No module named 'sqlite_vec'")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(VectorsUnavailable, match="sqlite-vec package is not installed"):
+        open_facts(tmp_path / "state", embed=synonym_embed)
+    # The database itself was not harmed and opens without vectors.
+    monkeypatch.undo()
+    with open_facts(tmp_path / "state") as plain:
+        assert plain.count() == 0
+
+
+def test_the_driver_is_one_per_process() -> None:
+    driver = vectors_module.fact_driver()
+    assert vectors_module.vector_driver() is driver
+    assert hasattr(driver.Connection, "enable_load_extension")
+
+
+def test_hashing_embedder_is_deterministic() -> None:
+    embed = HashingEmbedder(16)
+    assert embed("Dark mode, please") == HashingEmbedder(16)("dark MODE please!")
+    assert len(embed("x")) == 16
+    assert embed("?!") != embed("...")  # wordless texts are not all one direction
