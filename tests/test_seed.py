@@ -49,9 +49,20 @@ def test_the_command_writes_json_and_a_chart(tmp_path: Path) -> None:
     out, chart = tmp_path / "seed.json", tmp_path / "seed.png"
     result = CliRunner().invoke(
         app,
-        ["bench", "seed", "--entries", "40", "--facts", "50", "--seconds", "1", "--strategy", "snapshot",
-         "--read", "store", "--json-out", str(out), "--plot", str(chart)],
-    )  # fmt: skip
+        [
+            *("bench", "seed", "--entries", "40", "--facts", "50", "--seconds", "1"),
+            *(
+                "--strategy",
+                "snapshot",
+                "--read",
+                "store",
+                "--json-out",
+                str(out),
+                "--plot",
+                str(chart),
+            ),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["runs"][0]["latency"]["snapshot"]["samples"] > 0
