@@ -48,6 +48,7 @@ class _Shape:
 # by ids) must not grow it without bound: past the limit a new key set gets a
 # shape of its own, which costs what a dict would.
 _shapes: dict[tuple[str, ...], _Shape] = {}
+SMALL_JSON = 256
 _MAX_SHAPES = 16_384
 
 
@@ -84,7 +85,7 @@ class FrozenMap(_MappingBase):
     __slots__ = ("_digest", "_shape", "_values")
     _shape: _Shape
     _values: tuple[Any, ...]
-    _digest: tuple[int, str] | None
+    _digest: tuple[int, str, bytes | None] | None
 
     def __init__(self, data: Mapping[str, Any] = ()) -> None:  # type: ignore[assignment]
         plain = dict(data)
@@ -93,7 +94,9 @@ class FrozenMap(_MappingBase):
         object.__setattr__(self, "_digest", None)
 
     @classmethod
-    def _wrap(cls, data: dict[str, Any], digest: tuple[int, str] | None = None) -> FrozenMap:
+    def _wrap(
+        cls, data: dict[str, Any], digest: tuple[int, str, bytes | None] | None = None
+    ) -> FrozenMap:
         """Adopt ``data`` whose values are already frozen (no checks)."""
         obj = cls.__new__(cls)
         object.__setattr__(obj, "_shape", _shape_of(tuple(data)))
@@ -105,16 +108,21 @@ class FrozenMap(_MappingBase):
         """A new shallow dict of this map (values stay frozen and shared)."""
         return dict(zip(self._shape.keys, self._values, strict=True))
 
-    def json_digest(self) -> tuple[int, str]:
-        """(length, sha256 hex) of this value's compact JSON, computed once.
+    def json_digest(self) -> tuple[int, str, bytes | None]:
+        """(length, sha256 hex, the JSON itself if short) of this value's compact JSON.
 
-        Immutability makes the memo safe; backends use it to store a large
-        value once, by content, and to skip re-encoding it when it is reused.
+        Computed once: immutability makes the memo safe. Backends use it to
+        store a large value once, by content, and to re-emit a small one
+        without encoding it again (text is kept below ``SMALL_JSON`` bytes).
         """
         digest = self._digest
         if digest is None:
             text = encode_json(self)
-            digest = (len(text), hashlib.sha256(text).hexdigest())
+            digest = (
+                len(text),
+                hashlib.sha256(text).hexdigest(),
+                text if len(text) < SMALL_JSON else None,
+            )
             object.__setattr__(self, "_digest", digest)
         return digest
 

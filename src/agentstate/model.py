@@ -337,6 +337,10 @@ def merge_patch(
     if not isinstance(patch, Mapping):
         raise InvalidEntry(key, f"a patch is a JSON object, not {type(patch).__name__}")
     now = clock()
+    if existing is not None:
+        quick = _merge_in_place(existing, patch, now, preserve_activity, pool)
+        if quick is not None:
+            return quick
     data: dict[str, Any] = existing._as_dict() if existing is not None else {}
     if "model" in patch and "modelProvider" not in patch:
         data.pop("modelProvider", None)
@@ -376,6 +380,45 @@ def merge_patch(
     if existing is None or not _NORMALIZED_BY_PATCH.isdisjoint(patch):
         normalize_fields(data)
     return SessionEntry._wrap(data)  # type: ignore[return-value]
+
+
+def _merge_in_place(
+    existing: SessionEntry,
+    patch: Mapping[str, Any],
+    now: int,
+    preserve_activity: bool,
+    pool: StringPool | None,
+) -> SessionEntry | None:
+    """The common patch (counters, timestamps) without building a dict: same keys, new values.
+
+    Returns None, and the general path runs, whenever a rule beyond "replace
+    these values" could apply: a new or removed field, a field that
+    normalization or the sessionId rules look at.
+    """
+    index = existing._shape.index
+    if not _NORMALIZED_BY_PATCH.isdisjoint(patch) or "sessionId" in patch:
+        return None
+    if "updatedAt" not in index or "sessionId" not in index:
+        return None
+    values = list(existing._values)
+    for field, value in patch.items():
+        at = index.get(field)
+        if at is None or value is None:
+            return None
+        values[at] = freeze(value, pool)
+    slot = index["updatedAt"]
+    old_updated = existing._values[slot]
+    if not (preserve_activity and _is_number(old_updated)):
+        candidates = [now]
+        for value in (old_updated, patch.get("updatedAt")):
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                candidates.append(min(int(value), now))
+        values[slot] = max(candidates)
+    entry = SessionEntry.__new__(SessionEntry)
+    object.__setattr__(entry, "_shape", existing._shape)
+    object.__setattr__(entry, "_values", tuple(values))
+    object.__setattr__(entry, "_digest", None)
+    return entry
 
 
 # A stored entry is already normal; only a patch of one of these fields can

@@ -32,10 +32,12 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
+
 from agentstate._signal import open_signal
 from agentstate.backends.base import Backend, Row
 from agentstate.errors import LockTimeout, ReadOnlyStore, StoreCorrupt
-from agentstate.frozen import FrozenMap, StringPool, decode_json, encode_json, freeze
+from agentstate.frozen import SMALL_JSON, FrozenMap, StringPool, decode_json, encode_json, freeze
 from agentstate.model import SessionEntry, build_entry
 
 __all__ = ["DB_FILENAME", "SCHEMA_VERSION", "SQLiteBackend"]
@@ -78,7 +80,7 @@ _MAX_REPLAY = 5_000
 # Object fields this large are stored by content. Besides sharing repeated
 # values, it keeps them out of the row, which is re-encoded on every patch:
 # encoding a nested map costs a Python call, reusing its digest costs nothing.
-BLOB_MIN_BYTES = 256
+BLOB_MIN_BYTES = SMALL_JSON  # 256: smaller maps carry their JSON with them (json_digest)
 BLOB_GC_EVERY = 4096
 # Decoded blobs kept for reuse across rows (bytes of their JSON).
 BLOB_CACHE_BYTES = 32 << 20
@@ -287,7 +289,7 @@ class SQLiteBackend(Backend):
         text: str = found[0]
         value: FrozenMap = freeze(decode_json(text), self.pool)
         size = len(text.encode())
-        object.__setattr__(value, "_digest", (size, digest))
+        object.__setattr__(value, "_digest", (size, digest, None))
         cache[digest] = value
         self._blob_cache_bytes += size
         while self._blob_cache_bytes > BLOB_CACHE_BYTES and cache:
@@ -373,7 +375,10 @@ class SQLiteBackend(Backend):
         with self._errors():
             for field, value in entry.pairs():
                 if isinstance(value, FrozenMap):
-                    size, digest = value.json_digest()
+                    size, digest, small = value.json_digest()
+                    if small is not None:
+                        light[field] = msgspec.Raw(small)  # encoded once, reused by every patch
+                        continue
                     if size >= BLOB_MIN_BYTES:
                         # A value shared with the row being replaced is already
                         # stored (the store re-read that row in this transaction).
