@@ -257,3 +257,22 @@ def test_kill_9_during_compaction_never_leaves_an_inconsistent_session(tmp_path:
             assert (
                 context.compaction is not None and context.compaction["id"] == compactions[-1]["id"]
             )
+
+
+def test_a_compaction_made_meanwhile_wins_and_the_count_stays_true(
+    store: agentstate.SessionStore,
+) -> None:
+    fill(store, "main", 40)
+    inner: list[object] = []
+
+    def slow_summarizer(request: SummaryRequest) -> str:
+        # While this summary is being written, another writer compacts the session.
+        inner.append(compact(store, "main", keep_recent_tokens=1000))
+        return "outer summary"
+
+    assert compact(store, "main", slow_summarizer, keep_recent_tokens=1000) is None
+    assert inner and inner[0] is not None
+    transcript = store.transcript("main")
+    compactions = [e for e in transcript.iter_entries() if e["type"] == "compaction"]
+    assert len(compactions) == 1 and compactions[0]["summary"] != "outer summary"
+    assert store.get("main").compaction_count == 1  # type: ignore[union-attr]

@@ -91,6 +91,7 @@ class CompactionPlan(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     to_summarize: tuple[FrozenMap, ...]
     first_kept_entry_id: str
+    previous_compaction_id: str | None
     previous_summary: str | None
     tokens_before: int
     tokens_kept: int
@@ -172,6 +173,7 @@ def plan_compaction(
     return CompactionPlan(
         to_summarize=tuple(messages[:cut]),
         first_kept_entry_id=first_kept,
+        previous_compaction_id=previous.get("id") if previous is not None else None,
         previous_summary=summary if isinstance(summary, str) else None,
         tokens_before=tokens_before,
         tokens_kept=kept,
@@ -331,7 +333,9 @@ def _commit(
     plan: CompactionPlan,
     summary: str | Summary,
     count: int,
-) -> tuple[CompactionResult, dict[str, Any]]:
+) -> tuple[CompactionResult | None, dict[str, Any]]:
+    """Append the compaction and catch the count up; (None, {}) when another writer
+    compacted this session while the summary was being written (theirs stands)."""
     text, details = (
         (summary.text, dict(summary.details)) if isinstance(summary, Summary) else (summary, {})
     )
@@ -339,15 +343,27 @@ def _commit(
         raise TypeError(f"a summarizer returns a str or a Summary, not {type(summary).__name__}")
     new_count = count + 1
     details["compactionCount"] = new_count
-    entry_id = transcript.append(
-        {
-            "type": "compaction",
-            "summary": text,
-            "firstKeptEntryId": plan.first_kept_entry_id,
-            "tokensBefore": plan.tokens_before,
-            "details": details,
-        }
+
+    def unchanged() -> bool:
+        """Under the transcript lock: nobody compacted since this plan was made."""
+        latest = transcript.context().compaction
+        return (latest.get("id") if latest is not None else None) == plan.previous_compaction_id
+
+    written = transcript.append_many(
+        [
+            {
+                "type": "compaction",
+                "summary": text,
+                "firstKeptEntryId": plan.first_kept_entry_id,
+                "tokensBefore": plan.tokens_before,
+                "details": details,
+            }
+        ],
+        guard=unchanged,
     )
+    if not written:
+        return None, {}
+    entry_id = written[0]
     reconcile(store, key, transcript)
     after = transcript.context()
     tokens_after = sum(estimate_tokens(m) for m in after.messages)
@@ -381,7 +397,8 @@ def compact(
     before: Sequence[Hook] = (),
     after: Sequence[Hook] = (),
 ) -> CompactionResult | None:
-    """Compact session ``key``; None when there is nothing old enough to summarize.
+    """Compact session ``key``; None when there is nothing old enough to summarize, or
+    when another process compacted it while this summary was being made.
 
     With ``context_window``, compaction happens only when
     :func:`needs_compaction` says so (the after-turn rule); without it, it
@@ -403,7 +420,8 @@ def compact(
     if inspect.isawaitable(summary):
         summary = asyncio.run(_await(summary))
     result, payload = _commit(store, key, transcript, plan, summary, count)
-    _run_hooks_sync(after, payload, "after_compaction")
+    if result is not None:
+        _run_hooks_sync(after, payload, "after_compaction")
     return result
 
 
@@ -437,5 +455,6 @@ async def acompact(
     if inspect.isawaitable(summary):
         summary = await summary
     result, payload = _commit(store, key, transcript, plan, summary, count)
-    await _run_hooks_async(after, payload, "after_compaction")
+    if result is not None:
+        await _run_hooks_async(after, payload, "after_compaction")
     return result

@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -512,8 +512,14 @@ class Transcript:
         """
         return self.append_many([entry])[0]
 
-    def append_many(self, entries: Sequence[Mapping[str, Any]]) -> list[str]:
-        """Append entries in order under one lock hold; each is its own complete line."""
+    def append_many(
+        self, entries: Sequence[Mapping[str, Any]], *, guard: Callable[[], bool] | None = None
+    ) -> list[str]:
+        """Append entries in order under one lock hold; each is its own complete line.
+
+        ``guard``, if given, runs under the lock first: when it returns False
+        nothing is written and the result is empty (a compare-and-append).
+        """
         for entry in entries:
             if not isinstance(entry, Mapping) or not isinstance(entry.get("type"), str):
                 raise InvalidEntry(
@@ -521,6 +527,8 @@ class Transcript:
                 )
         ids: list[str] = []
         with self._exclusive() as (fd, st):
+            if guard is not None and not guard():
+                return ids
             inode, size = st.st_ino, st.st_size
             lines: list[bytes] = []
             known = self._known_leaf

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
@@ -35,8 +34,9 @@ from typing import Any
 import msgspec
 
 from agentstate._signal import open_signal
+from agentstate._sqlite import Checkpointer, Translate, connect, inspect_hint
 from agentstate.backends.base import Backend, Row
-from agentstate.errors import LockTimeout, ReadOnlyStore, StoreCorrupt
+from agentstate.errors import ReadOnlyStore, StoreCorrupt
 from agentstate.frozen import SMALL_JSON, FrozenMap, StringPool, decode_json, encode_json, freeze
 from agentstate.model import SessionEntry, build_entry
 
@@ -71,7 +71,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
             INSERT INTO changes (key) VALUES (old.key); END""",
     ),
 ]
-SCHEMA_VERSION = len(MIGRATIONS)
+SCHEMA_VERSION = len(MIGRATIONS)  # what this agentstate writes (connect migrates to it)
 
 # The change log keeps this many recent rows; a reader further behind reloads
 # everything instead of replaying.
@@ -87,90 +87,6 @@ BLOB_CACHE_BYTES = 32 << 20
 # The page cache: large enough to hold the b-tree interior pages and the
 # recently written leaves of a store of tens of thousands of sessions.
 PAGE_CACHE_KIB = 8192
-# A background checkpoint after this many commits keeps the WAL to a few MiB.
-CHECKPOINT_EVERY = 200
-WAL_RESTART_FRAMES = 4096
-
-
-def _inspect_hint(path: str) -> str:
-    return f"Inspect it with: sqlite3 {path} 'PRAGMA integrity_check'"
-
-
-class _Translate:
-    """Maps sqlite3 exceptions to agentstate's (a class, not a generator: it is on the hot path)."""
-
-    __slots__ = ("lock_timeout", "path")
-
-    def __init__(self, path: str, lock_timeout: float) -> None:
-        self.path = path
-        self.lock_timeout = lock_timeout
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
-    ) -> None:
-        if exc is None or not isinstance(exc, sqlite3.DatabaseError):
-            return
-        if isinstance(exc, sqlite3.IntegrityError):
-            return
-        text = str(exc)
-        if isinstance(exc, sqlite3.OperationalError):
-            if "locked" in text or "busy" in text:
-                raise LockTimeout(self.path, self.lock_timeout) from exc
-            if "readonly" in text or "read-only" in text:
-                raise ReadOnlyStore(self.path, text) from exc
-            if not ("malformed" in text or "not a database" in text or "disk image" in text):
-                return
-        raise StoreCorrupt(
-            self.path, f"not a usable SQLite database ({text})", _inspect_hint(self.path)
-        ) from exc
-
-
-class _Checkpointer:
-    """Copies the WAL back into the database from a thread of its own.
-
-    SQLite's automatic checkpoint runs inside whichever commit crosses the
-    threshold and fsyncs the database file there: one commit in a few hundred
-    took 20-60 ms here. Doing it on a second connection in a background thread
-    keeps that off the writer's path (sqlite3 releases the GIL while it works).
-    """
-
-    def __init__(self, path: str, every_commits: int) -> None:
-        self.every = every_commits
-        self._path = path
-        self._wake = threading.Event()
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="agentstate-checkpoint", daemon=True)
-        self._thread.start()
-
-    def committed(self, count: int) -> None:
-        if count % self.every == 0:
-            self._wake.set()
-
-    def _run(self) -> None:
-        conn = sqlite3.connect(self._path, timeout=1.0, isolation_level=None)
-        try:
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                if self._stop:
-                    return
-                with contextlib.suppress(sqlite3.Error):
-                    _, log_frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    # A passive checkpoint never waits, so under a steady writer
-                    # the log is never fully copied and never restarts: once it
-                    # is long, wait for a gap between commits and start it over.
-                    if log_frames >= WAL_RESTART_FRAMES:
-                        conn.execute("PRAGMA wal_checkpoint(RESTART)")
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        self._stop = True
-        self._wake.set()
-        self._thread.join()
 
 
 class SQLiteBackend(Backend):
@@ -183,86 +99,32 @@ class SQLiteBackend(Backend):
         synchronous: str = "normal",
         readonly: bool = False,
     ) -> None:
-        if synchronous.lower() not in {"normal", "full"}:
-            raise ValueError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
         self.pool = pool
         self.readonly = readonly
         self.lock_timeout = lock_timeout
         self.path = os.path.join(state_dir, DB_FILENAME)
         self.location = self.path
-        self._translate = _Translate(self.path, lock_timeout)
+        self._translate = Translate(self.path, lock_timeout, what="session store")
         self.transcripts_dir = os.path.join(state_dir, TRANSCRIPTS_DIRNAME)
-        if not readonly:
-            os.makedirs(state_dir, mode=0o700, exist_ok=True)
-            if not os.path.exists(self.path):
-                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
-        elif not os.path.exists(self.path):
-            raise FileNotFoundError(f"{self.path}: no store here to open read-only")
-        if not os.path.isfile(self.path):
-            raise StoreCorrupt(self.path, "is not a regular file", _inspect_hint(self.path))
-        uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
-        self._conn = sqlite3.connect(
-            uri, uri=True, timeout=lock_timeout, isolation_level=None, check_same_thread=False
+        self._conn = connect(
+            self.path,
+            MIGRATIONS,
+            what="session store",
+            lock_timeout=lock_timeout,
+            readonly=readonly,
+            synchronous=synchronous,
+            page_cache_kib=PAGE_CACHE_KIB,
         )
-        try:
-            with self._errors():
-                self._conn.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
-                if not readonly:
-                    self._conn.execute("PRAGMA journal_mode = WAL")
-                self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-                self._conn.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
-                if not readonly:
-                    self._conn.execute("PRAGMA wal_autocheckpoint = 0")
-                    self._conn.execute(
-                        f"PRAGMA journal_size_limit = {WAL_RESTART_FRAMES * 4096 * 2}"
-                    )
-                self._migrate()
-        except BaseException:
-            self._conn.close()
-            raise
         self.signal = open_signal(self.path + ".signal")
         self._commits = 0
-        self._checkpointer = None if readonly else _Checkpointer(self.path, CHECKPOINT_EVERY)
+        self._checkpointer = None if readonly else Checkpointer(self.path)
         self._blob_cache: OrderedDict[str, FrozenMap] = OrderedDict()
         self._blob_cache_bytes = 0
 
     # -- errors ----------------------------------------------------------------
-    def _errors(self) -> _Translate:
+    def _errors(self) -> Translate:
         """A context that turns sqlite3's errors into agentstate's, naming the file and the fix."""
         return self._translate
-
-    def _migrate(self) -> None:
-        conn = self._conn
-        conn.execute("BEGIN" if self.readonly else "BEGIN IMMEDIATE")
-        try:
-            has_table = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-            ).fetchone()
-            version = 0
-            if has_table:
-                row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-                version = row[0] or 0
-            if version > SCHEMA_VERSION:
-                raise StoreCorrupt(
-                    self.path,
-                    f"schema version {version} is newer than this agentstate knows "
-                    f"({SCHEMA_VERSION})",
-                    "Upgrade agentstate to open it.",
-                )
-            if version < SCHEMA_VERSION and self.readonly:
-                raise ReadOnlyStore(self.path, f"schema version {version} needs a migration")
-            if not has_table and not self.readonly:
-                conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-            for step in MIGRATIONS[version:]:
-                for statement in step:
-                    conn.execute(statement)
-            if version < SCHEMA_VERSION:
-                conn.execute("DELETE FROM schema_version")
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     # -- reads -----------------------------------------------------------------
     def _row(self, key: str, text: str, blobs: str | None) -> Row:
@@ -284,7 +146,7 @@ class SQLiteBackend(Backend):
             raise StoreCorrupt(
                 self.path,
                 f"a session refers to blob {digest[:12]}... which is missing",
-                _inspect_hint(self.path),
+                inspect_hint(self.path),
             )
         text: str = found[0]
         value: FrozenMap = freeze(decode_json(text), self.pool)
@@ -423,7 +285,7 @@ class SQLiteBackend(Backend):
             self._conn.execute("COMMIT")
         self.signal.bump()
         if self._checkpointer is not None:
-            self._checkpointer.committed(self._commits)
+            self._checkpointer.committed()
         return token
 
     def collect_blobs(self) -> int:
@@ -435,7 +297,8 @@ class SQLiteBackend(Backend):
         )
         self._blob_cache.clear()
         self._blob_cache_bytes = 0
-        return cursor.rowcount
+        removed: int = cursor.rowcount
+        return removed
 
     def rollback(self) -> None:
         if self._conn.in_transaction:

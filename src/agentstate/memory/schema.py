@@ -31,24 +31,12 @@ the extension loaded, and this database must stay writable by a process
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sqlite3
-import threading
 from types import ModuleType
-from typing import Any
 
-from agentstate.errors import LockTimeout, ReadOnlyStore, StoreCorrupt
+from agentstate import _sqlite
 
-__all__ = [
-    "DB_FILENAME",
-    "MIGRATIONS",
-    "SCHEMA_VERSION",
-    "Checkpointer",
-    "Translate",
-    "connect",
-    "inspect_hint",
-]
+__all__ = ["DB_FILENAME", "MIGRATIONS", "SCHEMA_VERSION", "WHAT", "connect"]
 
 DB_FILENAME = "facts.sqlite"
 
@@ -148,52 +136,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 # The page cache: large enough for the FTS index's hot pages at 100k facts.
 PAGE_CACHE_KIB = 16384
-# A background checkpoint after this many commits keeps the WAL to a few MiB.
-CHECKPOINT_EVERY = 256
-WAL_RESTART_FRAMES = 4096
-
-
-def inspect_hint(path: str) -> str:
-    return f"Inspect it with: sqlite3 {path} 'PRAGMA integrity_check'"
-
-
-class Translate:
-    """A context that turns a driver's errors into agentstate's, naming the file and the fix.
-
-    A class rather than a generator context manager: it wraps every call.
-    ``driver`` is the DB-API module the connection came from (the standard
-    ``sqlite3``, or ``pysqlite3`` where vectors need it): their exception
-    classes differ.
-    """
-
-    __slots__ = ("driver", "lock_timeout", "path")
-
-    def __init__(self, path: str, lock_timeout: float, driver: ModuleType) -> None:
-        self.path = path
-        self.lock_timeout = lock_timeout
-        self.driver = driver
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
-    ) -> None:
-        if exc is None or not isinstance(exc, self.driver.DatabaseError):
-            return
-        if isinstance(exc, self.driver.IntegrityError):
-            return
-        text = str(exc)
-        if isinstance(exc, self.driver.OperationalError):
-            if "locked" in text or "busy" in text:
-                raise LockTimeout(self.path, self.lock_timeout) from exc
-            if "readonly" in text or "read-only" in text:
-                raise ReadOnlyStore(self.path, text) from exc
-            if not ("malformed" in text or "not a database" in text or "disk image" in text):
-                return
-        raise StoreCorrupt(
-            self.path, f"not a usable facts database ({text})", inspect_hint(self.path)
-        ) from exc
+WHAT = "facts database"
 
 
 def connect(
@@ -210,130 +153,21 @@ def connect(
     Raises StoreCorrupt, naming the file and how to inspect it, when the file
     is not a facts database; the file is never replaced.
     """
-    if synchronous.lower() not in {"normal", "full"}:
-        raise ValueError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
-    if not os.path.exists(path):
-        if readonly or not create:
-            raise FileNotFoundError(
-                f"{path}: no facts database here. Add a fact first "
-                "(agentstate facts add), or pass the right --state-dir."
-            )
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    if not os.path.isfile(path):
-        raise StoreCorrupt(path, "is not a regular file", inspect_hint(path))
-    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
-    conn: sqlite3.Connection = driver.connect(
-        uri, uri=True, timeout=lock_timeout, isolation_level=None, check_same_thread=False
-    )
-    try:
-        with Translate(path, lock_timeout, driver):
-            conn.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
-            if not readonly:
-                conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-            conn.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
-            if not readonly:
-                # Checkpoints run on a thread of their own (Checkpointer).
-                conn.execute("PRAGMA wal_autocheckpoint = 0")
-                conn.execute(f"PRAGMA journal_size_limit = {WAL_RESTART_FRAMES * 4096 * 2}")
-            _migrate(conn, path, readonly)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _migrate(conn: sqlite3.Connection, path: str, readonly: bool) -> None:
-    conn.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
-    try:
-        tables = {
-            name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        }
-        version = 0
-        if "schema_version" in tables:
-            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-            version = row[0] or 0
-        elif tables:
-            raise StoreCorrupt(
-                path,
-                "is a SQLite database but not a facts database (no schema_version table)",
-                inspect_hint(path),
-            )
-        if version > SCHEMA_VERSION:
-            raise StoreCorrupt(
-                path,
-                f"schema version {version} is newer than this agentstate knows ({SCHEMA_VERSION})",
-                "Upgrade agentstate to open it.",
-            )
-        if version < SCHEMA_VERSION and readonly:
-            raise ReadOnlyStore(path, f"schema version {version} needs a migration")
-        if "schema_version" not in tables and not readonly:
-            conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        for step in MIGRATIONS[version:]:
-            for statement in step:
-                conn.execute(statement)
-        if version < SCHEMA_VERSION:
-            conn.execute("DELETE FROM schema_version")
-            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
-class Checkpointer:
-    """Copies the WAL back into the database from a thread of its own.
-
-    SQLite's automatic checkpoint runs inside whichever commit crosses its
-    threshold and fsyncs there: it halved the rate of one-fact adds here
-    (1,400/s against 2,900/s without). A second connection in a background
-    thread keeps it off the writer's path; the session store's SQLite
-    backend does the same. ``driver`` must be the writer's own: two copies
-    of SQLite in one process must never open the same file (closing one's
-    descriptor drops the other's POSIX locks).
-    """
-
-    def __init__(
-        self, path: str, driver: ModuleType, every_commits: int = CHECKPOINT_EVERY
-    ) -> None:
-        self.every = every_commits
-        self._path = path
-        self._driver = driver
-        self._commits = 0
-        self._wake = threading.Event()
-        self._stop = False
-        self._thread = threading.Thread(
-            target=self._run, name="agentstate-facts-checkpoint", daemon=True
+    missing = None
+    if readonly or not create:
+        missing = (
+            f"{path}: no facts database here. Add a fact first "
+            "(agentstate facts add), or pass the right --state-dir."
         )
-        self._thread.start()
-
-    def committed(self) -> None:
-        self._commits += 1
-        if self._commits % self.every == 0:
-            self._wake.set()
-
-    def _run(self) -> None:
-        conn = self._driver.connect(self._path, timeout=1.0, isolation_level=None)
-        try:
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                if self._stop:
-                    return
-                with contextlib.suppress(self._driver.Error):
-                    _, log_frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    # A passive checkpoint never waits, so under a steady writer
-                    # the log is never fully copied and never restarts: once it
-                    # is long, wait for a gap between commits and start it over.
-                    if log_frames >= WAL_RESTART_FRAMES:
-                        conn.execute("PRAGMA wal_checkpoint(RESTART)")
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        self._stop = True
-        self._wake.set()
-        self._thread.join()
+    conn: sqlite3.Connection = _sqlite.connect(
+        path,
+        MIGRATIONS,
+        what=WHAT,
+        lock_timeout=lock_timeout,
+        readonly=readonly,
+        synchronous=synchronous,
+        page_cache_kib=PAGE_CACHE_KIB,
+        driver=driver,
+        missing=missing,
+    )
+    return conn

@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from agentstate._sqlite import Checkpointer, Translate
 from agentstate.errors import FactNotFound, InvalidFact, ReadOnlyStore
 from agentstate.memory.access import AccessLog
 from agentstate.memory.model import (
@@ -40,13 +41,7 @@ from agentstate.memory.model import (
 )
 from agentstate.memory.query import QueryPlanner
 from agentstate.memory.ranking import fill_budget, keyword_scores, score_hit
-from agentstate.memory.schema import (
-    DB_FILENAME,
-    SCHEMA_VERSION,
-    Checkpointer,
-    Translate,
-    connect,
-)
+from agentstate.memory.schema import DB_FILENAME, SCHEMA_VERSION, WHAT, connect
 from agentstate.memory.vectors import (
     DUPLICATE_SIMILARITY,
     Embed,
@@ -140,7 +135,7 @@ class FactStore:
         self.lock_timeout = lock_timeout
         self._clock: Clock = clock or now_ms
         driver: ModuleType = vector_driver() if embed is not None else fact_driver()
-        self._errors = Translate(self.path, lock_timeout, driver)
+        self._errors = Translate(self.path, lock_timeout, driver, WHAT)
         self._conn = connect(
             self.path,
             driver=driver,
@@ -160,7 +155,13 @@ class FactStore:
             except BaseException:
                 self._conn.close()
                 raise
-        self._checkpointer = None if readonly else Checkpointer(self.path, driver)
+        self._checkpointer = (
+            None
+            if readonly
+            else Checkpointer(
+                self.path, driver=driver, every_commits=256, name="agentstate-facts-checkpoint"
+            )
+        )
 
     # -- lifecycle ---------------------------------------------------------------
     def close(self) -> None:
