@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import json
-import multiprocessing
 import os
 import shutil
 import tempfile
@@ -28,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from agentstate.bench.measure import machine, settled_rss_mib
+from agentstate.bench.measure import in_fresh_process, machine, settled_rss_mib
 
 __all__ = ["AuthBenchOptions", "build_auth_dir", "run_auth_bench"]
 
@@ -127,13 +126,6 @@ def _phase(agent_dir: str, phase: str, calls: int, warmup: int = WARMUP_CALLS) -
     return _timed(lambda i: get(ids[i % n]), calls, warmup)
 
 
-def _in_fresh_process(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        result: dict[str, Any] = pool.apply(fn, args)
-        return result
-
-
 def run_auth_bench(
     options: AuthBenchOptions, progress: Callable[[str], None] = lambda phase: None
 ) -> dict[str, Any]:
@@ -152,7 +144,7 @@ def run_auth_bench(
             if calls <= 0:
                 continue
             progress(f"{phase}: {calls:,} calls")
-            result["phases"][phase] = _in_fresh_process(_phase, agent_dir, phase, calls)
+            result["phases"][phase] = in_fresh_process(_phase, agent_dir, phase, calls)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     phases = result["phases"]

@@ -21,7 +21,6 @@ Benchmarks print figures; the tests never assert on them.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import random
 import shutil
@@ -32,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agentstate.bench.measure import machine, settled_rss_mib
+from agentstate.bench.measure import in_fresh_process, machine, settled_rss_mib
 
 __all__ = ["FactsBenchOptions", "make_facts", "make_queries", "run_facts_bench"]
 
@@ -333,13 +332,6 @@ def _sqlite_version() -> str:
     return version
 
 
-def _in_fresh_process(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        result: dict[str, Any] = pool.apply(fn, args)
-        return result
-
-
 def run_facts_bench(
     options: FactsBenchOptions, progress: Callable[[str], None] = lambda phase: None
 ) -> dict[str, Any]:
@@ -359,17 +351,17 @@ def run_facts_bench(
         for n in sizes:
             progress(f"populating {n:,} facts")
             dirs[n] = os.path.join(root, f"facts-{n}")
-            populated[n] = _in_fresh_process(_populate, dirs[n], n, options.seed)
+            populated[n] = in_fresh_process(_populate, dirs[n], n, options.seed)
         for n in sorted(set(options.sizes)):
             progress(f"timing {options.recalls:,} recalls at {n:,} facts")
-            figures = _in_fresh_process(
+            figures = in_fresh_process(
                 _recall_latency, dirs[n], options.recalls, options.seed, False
             )
             figures["populate_per_s"] = populated[n]["populate_per_s"]
             result["recall"][str(n)] = figures
         if options.soak_recalls > 0:
             progress(f"soak: {options.soak_recalls:,} recalls at {options.soak_size:,} facts")
-            result["soak"] = _in_fresh_process(
+            result["soak"] = in_fresh_process(
                 _soak, dirs[options.soak_size], options.soak_recalls, options.seed
             )
         first = min(options.sizes)
@@ -377,13 +369,13 @@ def run_facts_bench(
             progress(f"timing hybrid recalls at {first:,} facts (embedding them first)")
             vector_dir = os.path.join(root, f"facts-{first}-vec")
             shutil.copytree(dirs[first], vector_dir)
-            result["vector_recall"] = _in_fresh_process(
+            result["vector_recall"] = in_fresh_process(
                 _recall_latency, vector_dir, options.vector_recalls, options.seed, True
             )
         elif options.vector_recalls > 0:
             result["vector_recall_skipped"] = "sqlite-vec cannot load (install agentstate[vec])"
         progress(f"adding {options.adds:,} facts one at a time")
-        result["add"] = _in_fresh_process(_add_rate, dirs[first], options.adds, options.seed)
+        result["add"] = in_fresh_process(_add_rate, dirs[first], options.adds, options.seed)
     finally:
         if options.directory is None:
             shutil.rmtree(root, ignore_errors=True)

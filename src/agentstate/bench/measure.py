@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import os
 import platform
 import sys
@@ -12,7 +13,7 @@ from typing import Any
 
 import psutil
 
-__all__ = ["machine", "rate", "rss_mib"]
+__all__ = ["in_fresh_process", "machine", "rate", "rss_mib", "settled_rss_mib"]
 
 
 def rss_mib() -> float:
@@ -57,3 +58,28 @@ def machine() -> dict[str, Any]:
         "agentstate": agentstate.__version__,
         "msgspec": msgspec.__version__,
     }
+
+
+def _run_child(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], out: Any) -> None:
+    try:
+        out.send((True, fn(*args)))
+    except BaseException as exc:
+        out.send((False, f"{type(exc).__name__}: {exc}"))
+
+
+def in_fresh_process(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """Run one phase in a new interpreter (not a pool worker: phases start processes too)."""
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_run_child, args=(fn, args, send))
+    child.start()
+    send.close()
+    try:
+        ok, value = receive.recv()
+    except EOFError:
+        ok, value = False, f"the benchmark process died (exit code {child.exitcode})"
+    child.join()
+    if not ok:
+        raise RuntimeError(f"benchmark phase {fn.__name__} failed: {value}")
+    result: dict[str, Any] = value
+    return result

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from agentstate.bench.measure import machine, rate, rss_mib, settled_rss_mib
+from agentstate.bench.measure import in_fresh_process, machine, rate, rss_mib, settled_rss_mib
 from agentstate.bench.workload import PROFILES, make_entry, make_key
 
 __all__ = ["StoreBenchOptions", "run_store_bench"]
@@ -297,31 +297,6 @@ def _soak(path: str, seconds: float, warmup: float) -> dict[str, Any]:
     }
 
 
-def _run_child(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], out: Any) -> None:
-    try:
-        out.send((True, fn(*args)))
-    except BaseException as exc:
-        out.send((False, f"{type(exc).__name__}: {exc}"))
-
-
-def _in_fresh_process(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """Run one phase in a new interpreter (not a pool worker: phases start processes too)."""
-    ctx = multiprocessing.get_context("spawn")
-    receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_run_child, args=(fn, args, send))
-    child.start()
-    send.close()
-    try:
-        ok, value = receive.recv()
-    except EOFError:
-        ok, value = False, f"the benchmark process died (exit code {child.exitcode})"
-    child.join()
-    if not ok:
-        raise RuntimeError(f"benchmark phase {fn.__name__} failed: {value}")
-    result: dict[str, Any] = value
-    return result
-
-
 def run_store_bench(
     options: StoreBenchOptions, progress: Callable[[str], None] = lambda phase: None
 ) -> dict[str, Any]:
@@ -339,29 +314,29 @@ def run_store_bench(
         for n in sizes_run:
             progress(f"populating {n:,} sessions")
             stores[n] = location(root, n, options.backend)
-            sizes[n] = _in_fresh_process(_populate, stores[n], n, options.profile)
+            sizes[n] = in_fresh_process(_populate, stores[n], n, options.profile)
         main = options.entries
         progress("measuring memory of the loaded store")
-        result["memory"] = _in_fresh_process(_memory, stores[main], sizes[main])
+        result["memory"] = in_fresh_process(_memory, stores[main], sizes[main])
         result["rates"] = {}
         for n in sizes_run:
             progress(f"measuring get, snapshot and patch at {n:,} sessions")
-            result["rates"][str(n)] = _in_fresh_process(_rates, stores[n], options.seconds)
+            result["rates"][str(n)] = in_fresh_process(_rates, stores[n], options.seconds)
         progress("measuring the deepcopy-per-read baseline")
-        result["baseline"] = _in_fresh_process(
+        result["baseline"] = in_fresh_process(
             _baseline, main, options.profile, max(options.seconds, 3.0)
         )
         if options.soak_seconds > 0:
             progress(f"soak: {options.soak_seconds:g} s of 90% get / 10% patch")
-            result["soak"] = _in_fresh_process(
+            result["soak"] = in_fresh_process(
                 _soak, stores[main], options.soak_seconds, options.soak_warmup_seconds
             )
         progress(f"coalescing {COALESCE_WRITERS} concurrent patches")
-        result["coalescing"] = _in_fresh_process(_coalesce, stores[main])
+        result["coalescing"] = in_fresh_process(_coalesce, stores[main])
         progress("freshness across processes")
         result["freshness"] = [
-            _in_fresh_process(_lag, stores[main], False),
-            _in_fresh_process(_lag, stores[main], True),
+            in_fresh_process(_lag, stores[main], False),
+            in_fresh_process(_lag, stores[main], True),
         ]
     finally:
         if not options.keep and options.directory is None:
