@@ -22,6 +22,8 @@ from agentstate.transcripts import FsyncPolicy
 
 __all__ = ["open_store"]
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
 log = logging.getLogger("agentstate")
 
 
@@ -80,7 +82,19 @@ def open_store(
     location = os.fspath(path)
     pool = StringPool()
     backend: Backend
-    if location.endswith(".json"):
+    if location.startswith(POSTGRES_SCHEMES):
+        from agentstate.backends.postgres import PostgresBackend
+
+        backend = PostgresBackend(
+            location,
+            pool=pool,
+            agent_id=agent_id,
+            lock_timeout=lock_timeout,
+            synchronous=synchronous,
+            readonly=readonly,
+            **backend_options,
+        )
+    elif location.endswith(".json"):
         from agentstate.backends.jsonfile import JsonFileBackend
 
         backend = JsonFileBackend(
