@@ -104,7 +104,7 @@ class Listener:
             if conn is None:
                 try:
                     conn = self._conn = self._connect()
-                except psycopg.Error:
+                except Exception:  # the server is away, or refuses us for now: try later
                     self._stop.wait(delay)
                     delay = min(delay * 2, RETRY_MAX)
                     continue

@@ -55,6 +55,7 @@ import itertools
 import os
 import re
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -106,8 +107,10 @@ CHANGE_LOG_KEEP = 10_000
 PRUNE_EVERY = 1024
 _MAX_REPLAY = 5_000
 SCAN_BATCH = 1000
-# A read that loses its connection tries again on another this many times.
-READ_ATTEMPTS = 4
+# Between attempts after a lost connection: this, doubling up to 1 s.
+RECONNECT_PAUSE = 0.01
+# How long to keep asking whether a commit whose reply was lost happened.
+OUTCOME_PATIENCE = 30.0
 
 # Row versions the backend remembers: > 0 the row's version, 0 known absent, -1 unknown.
 _ABSENT = 0
@@ -289,6 +292,8 @@ class PostgresBackend(Backend):
 
         self.signal = shared_signal(self.location)
         self._known = 0  # the newest log position the store has taken in
+        self.notified = 0
+        """The newest log position this process has been notified of."""
         self._versions: dict[str, int] = {}
         self._versions_complete = False
         self._blob_cache: OrderedDict[str, FrozenMap] = OrderedDict()
@@ -306,7 +311,14 @@ class PostgresBackend(Backend):
 
         # The first connection migrates the schema, then becomes the listener: LISTEN
         # before the store's first read, so that no commit falls between the two.
-        first = self._connect_listener(migrate=True)
+        patience = self._patience()
+        while True:
+            try:
+                first = self._connect_listener(migrate=True)
+                break
+            except _LostWhilePreparing as lost:
+                if not patience.again():
+                    raise lost.error from lost
         try:
             self._listener = Listener(first, self._connect_listener, self._notified)
         except BaseException:
@@ -339,6 +351,11 @@ class PostgresBackend(Backend):
         )
 
     def _connect_listener(self, migrate: bool = False) -> Conn:
+        """A new listening connection (migrating the schema first, when opening).
+
+        A server that cannot be reached fails at once; a connection lost after it
+        was made raises :class:`_LostWhilePreparing`, worth another try.
+        """
         try:
             conn: Conn = psycopg.connect(self._listen_dsn, **self._listen_kwargs)
         except psycopg.Error as exc:
@@ -347,6 +364,11 @@ class PostgresBackend(Backend):
             if migrate:
                 self._migrate(conn)
             conn.execute(f'LISTEN "{self.channel}"')
+        except psycopg.Error as exc:
+            conn.close()
+            if _lost(exc):
+                raise _LostWhilePreparing(self._unavailable(exc, "prepare the store")) from exc
+            raise self._translate(exc, "prepare the store") from exc
         except BaseException:
             conn.close()
             raise
@@ -356,6 +378,10 @@ class PostgresBackend(Backend):
         """From the listener thread: a commit at ``position`` (None: catch up from the log)."""
         if position is None or position > self._known:
             self.signal.bump()
+        # Published after the bump: a reader that sees this value and then reads is served
+        # that commit or a later one.
+        if position is not None and position > self.notified:
+            self.notified = position
 
     def _getconn(self) -> Conn:
         try:
@@ -366,6 +392,9 @@ class PostgresBackend(Backend):
     def _putconn(self, conn: Conn) -> None:
         with contextlib.suppress(Exception):
             self._pool.putconn(conn)
+
+    def _patience(self) -> _Patience:
+        return _Patience(self.lock_timeout)
 
     def _drop_dead_connections(self) -> None:
         """After one connection was found dead, test the idle others (a server restart or
@@ -384,17 +413,17 @@ class PostgresBackend(Backend):
                 return fn(self._conn)
             except psycopg.Error as exc:
                 raise self._translate(exc, "read") from exc
-        for attempt in range(READ_ATTEMPTS):
+        patience = self._patience()
+        while True:
             conn = self._getconn()
             try:
                 return fn(conn)
             except psycopg.Error as exc:
-                if not _lost(exc) or attempt == READ_ATTEMPTS - 1:
+                if not _lost(exc) or not patience.again():
                     raise self._translate(exc, "read") from exc
             finally:
                 self._putconn(conn)
             self._drop_dead_connections()
-        raise AssertionError("unreachable")
 
     def _translate(self, exc: psycopg.Error, doing: str) -> Exception:
         """The agentstate error for a psycopg one; retryable ones wrapped in RetryWrite."""
@@ -521,53 +550,97 @@ class PostgresBackend(Backend):
         )
 
     def scan(self) -> tuple[Any, Iterator[Row]]:
-        own = self._conn is None
-        for attempt in range(READ_ATTEMPTS):
-            conn = self._getconn() if own else self._conn
-            assert conn is not None
+        """Every row, in key order, streamed in batches from a server-side cursor.
+
+        Outside a write the token and the rows come from one snapshot. A
+        connection lost mid-scan is replaced and the scan resumes after the last
+        key it gave, in a newer snapshot: rows that changed meanwhile are newer
+        than the token, and the change log after the token (which the store
+        replays) covers them.
+        """
+        if self._conn is not None:
             try:
-                if own:
-                    # One snapshot for the token and every row (and every blob they name).
-                    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                token = self._position(conn)
-                cursor = conn.cursor(name=f"agentstate_scan_{next(self._scans)}")
-                cursor.execute(self._sql.scan, (self.namespace,))
-                break
+                token = self._position(self._conn)
+                cursor = self._open_scan(self._conn, None)
             except psycopg.Error as exc:
-                if not own:
-                    raise self._translate(exc, "read the sessions") from exc
+                raise self._translate(exc, "read the sessions") from exc
+            self._txn_token = token
+            return self._scan_result(token, self._conn, cursor, own=False)
+        patience = self._patience()
+        while True:
+            conn = self._getconn()
+            try:
+                # One snapshot for the token and every row (and every blob they name).
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                token = self._position(conn)
+                cursor = self._open_scan(conn, None)
+            except psycopg.Error as exc:
                 self._end_read(conn)
-                if not _lost(exc) or attempt == READ_ATTEMPTS - 1:
+                if not _lost(exc) or not patience.again():
                     raise self._translate(exc, "read the sessions") from exc
                 self._drop_dead_connections()
-        assert conn is not None
-        scanning: Conn = conn
+                continue
+            if self._writing:
+                self._txn_token = token
+            return self._scan_result(token, conn, cursor, own=True)
+
+    def _open_scan(self, conn: Conn, after: str | None) -> psycopg.ServerCursor[Any]:
+        cursor = conn.cursor(name=f"agentstate_scan_{next(self._scans)}")
+        if after is None:
+            cursor.execute(self._sql.scan, (self.namespace,))
+        else:
+            cursor.execute(self._sql.scan_after, (self.namespace, after))
+        return cursor
+
+    def _scan_result(
+        self, token: int, conn: Conn, cursor: psycopg.ServerCursor[Any], *, own: bool
+    ) -> tuple[int, Iterator[Row]]:
         self._known = max(self._known, token)
         versions: dict[str, int] = {}
         self._versions = versions
         self._versions_complete = False
 
         def rows() -> Iterator[Row]:
+            nonlocal conn
+            scanning: psycopg.ServerCursor[Any] | None = cursor
+            holding = own  # whether ``conn`` is ours to give back
+            last: str | None = None
+            patience = self._patience()
             try:
-                while batch := cursor.fetchmany(SCAN_BATCH):
-                    self._load_blobs(scanning, [blobs for _, _, _, blobs in batch])
+                while True:
+                    try:
+                        if scanning is None:  # resume on another connection
+                            conn = self._getconn()
+                            holding = True
+                            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                            scanning = self._open_scan(conn, last)
+                        batch = scanning.fetchmany(SCAN_BATCH)
+                        if not batch:
+                            break
+                        self._load_blobs(conn, [blobs for _, _, _, blobs in batch])
+                    except psycopg.Error as exc:
+                        if not (own and _lost(exc)) or not patience.again():
+                            raise self._translate(exc, "read the sessions") from exc
+                        self._end_read(conn)
+                        holding = False
+                        self._drop_dead_connections()
+                        scanning = None
+                        continue
                     for key, version, text, blobs in batch:
                         versions[key] = version
                         try:
                             yield self._row(key, text, blobs)
                         except _MissingBlob as missing:
                             raise self._missing_blob(missing.digest) from None
+                        last = key
                 self._versions_complete = True
-            except psycopg.Error as exc:
-                raise self._translate(exc, "read the sessions") from exc
             finally:
-                with contextlib.suppress(psycopg.Error):
-                    cursor.close()
-                if own:
-                    self._end_read(scanning)
+                if scanning is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        scanning.close()
+                if holding:
+                    self._end_read(conn)
 
-        if self._writing:
-            self._txn_token = token
         return token, rows()
 
     def _end_read(self, conn: Conn) -> None:
@@ -661,7 +734,8 @@ class PostgresBackend(Backend):
         self._touched = set()
         self._marker = secrets.randbits(62) + 1
         self._txn_head = None
-        for attempt in range(READ_ATTEMPTS):
+        patience = self._patience()
+        while True:
             conn = self._getconn_writing()
             try:
                 with conn.pipeline():
@@ -673,11 +747,13 @@ class PostgresBackend(Backend):
                 row = cursor.fetchone()
             except psycopg.Error as exc:
                 self._abandon(conn)
-                if _lost(exc) and attempt < READ_ATTEMPTS - 1:
+                if _lost(exc) and patience.again():
                     self._drop_dead_connections()
                     continue  # nothing was done yet: try again on another connection
                 self._end_write()
-                raise self._translate(exc, "start a write") from exc
+                error = self._translate(exc, "start a write")
+                # Still nothing done: the store may try the whole write again, after a pause.
+                raise (RetryWrite(error) if _lost(exc) else error) from exc
             assert row is not None
             self._conn = conn
             self._txn_head = self._txn_token = int(row[0])
@@ -847,9 +923,12 @@ class PostgresBackend(Backend):
 
         Taking the namespace lock first waits for that transaction to end if the
         server still runs it (the lock is granted in order); then its changes are
-        in the log, marked, or they never will be.
+        in the log, marked, or they never will be. Asking again after lost
+        connections goes on for ``OUTCOME_PATIENCE`` seconds: an unknown outcome
+        is the one answer the caller cannot act on.
         """
-        for _ in range(READ_ATTEMPTS):
+        deadline = time.monotonic() + max(OUTCOME_PATIENCE, self.lock_timeout)
+        while time.monotonic() < deadline:
             try:
                 conn = self._getconn()
             except StoreUnavailable:
@@ -868,6 +947,7 @@ class PostgresBackend(Backend):
                 if not _lost(exc):
                     return None
                 self._drop_dead_connections()
+                time.sleep(RECONNECT_PAUSE)
             finally:
                 self._abandon(conn)
         return None
@@ -895,6 +975,30 @@ class PostgresBackend(Backend):
         return self._listener.reconnects
 
 
+class _Patience:
+    """How long an operation keeps trying through lost connections: the lock timeout,
+    the time a writer would also wait for another writer. The first retry is at once
+    (one killed session says nothing of the next); later ones back off."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.tries = 0
+
+    def again(self) -> bool:
+        self.tries += 1
+        if time.monotonic() >= self.deadline:
+            return False
+        if self.tries > 1:
+            time.sleep(min(RECONNECT_PAUSE * 2 ** (self.tries - 2), 1.0))
+        return True
+
+
+class _LostWhilePreparing(Exception):
+    def __init__(self, error: StoreUnavailable) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class _MissingBlob(Exception):
     def __init__(self, digest: str) -> None:
         super().__init__(digest)
@@ -912,7 +1016,9 @@ class _Queries:
         self.read = (
             f"SELECT version, entry::text, blobs::text FROM {s}.sessions WHERE ns = %s AND key = %s"
         )
-        self.scan = f"SELECT key, version, entry::text, blobs::text FROM {s}.sessions WHERE ns = %s"
+        rows = f"SELECT key, version, entry::text, blobs::text FROM {s}.sessions WHERE ns = %s"
+        self.scan = f"{rows} ORDER BY key"
+        self.scan_after = f"{rows} AND key > %s ORDER BY key"
         self.keys = f'SELECT key FROM {s}.sessions WHERE ns = %s ORDER BY key COLLATE "C"'
         self.count = f"SELECT count(*) FROM {s}.sessions WHERE ns = %s"
         self.blobs = f"SELECT hash, value::text FROM {s}.blobs WHERE ns = %s AND hash = ANY(%s)"
