@@ -20,16 +20,19 @@ read it (``UPDATE ... WHERE version = expected``, in the server functions
 ``put``/``remove``): under the lock no agentstate writer can fail that check,
 but a program that writes the table without taking the lock can, and then
 the write is retried from the start (caught up, re-run) a bounded number of
-times instead of overwriting that program's change unseen. Everything a
-write sends (row functions, blob inserts, COMMIT) goes in one pipeline: a
-patch costs two round trips and one commit.
+times instead of overwriting that program's change unseen. A patch costs two
+round trips and one commit: BEGIN with the lock (pipelined), then the row
+functions, blob inserts and COMMIT (pipelined).
 
 Why a lock and not optimistic transactions alone or SERIALIZABLE: a gateway's
 writes to one agent are few and short (a lock is held for two round trips),
 while optimistic retries under contention (many processes patching one
 counter) redo work and can starve; SERIALIZABLE would abort and retry the same
 way and still needs a commit-ordered change log, which the lock gives for
-free. Different agents (namespaces) never wait for each other.
+free. A write that takes the lock only at commit (one round trip less) was
+tried and dropped: a write that ends up writing nothing, or whose function
+raises, would then have acted on a view nobody checked. Different agents
+(namespaces) never wait for each other.
 
 Freshness. Every committed change notifies the namespace's channel with its
 log position. Each backend LISTENs on a dedicated connection in a thread
@@ -40,9 +43,12 @@ asks for a catch-up from the log by position, which misses nothing; the
 store's periodic check (``check_interval``) is a backstop besides. A
 process's own writes are in its cache as soon as they return.
 
-Connection loss mid-commit is resolved by asking the server whether the
-transaction committed (``pg_xact_status``) before anything is retried: a
-write is neither lost nor applied twice.
+A connection lost during a commit is settled before anything is retried:
+each write sets a random marker that the trigger logs with its changes; on a
+new connection, under the namespace lock (granted only once the old
+transaction has ended), the marker is in the log or it never will be. So a
+write is neither lost nor applied twice. Other lost connections are retried
+on a fresh one for up to ``lock_timeout``.
 
 Transcripts (and the facts and auth stores) stay in a local state directory
 (``state_dir``, default ``~/.agentstate/<namespace>``).
@@ -267,7 +273,11 @@ class PostgresBackend(Backend):
         self._lock_timeout_ms = f"{max(1, int(lock_timeout * 1000))}ms"
         self._sql = _Queries(schema)
 
-        params = conninfo_to_dict(libpq_dsn)
+        try:
+            params = conninfo_to_dict(libpq_dsn)
+        except psycopg.ProgrammingError:
+            # psycopg's message quotes the text it choked on, which may be the password.
+            raise ValueError(f"not a usable PostgreSQL DSN: {self.location}") from None
         extra: dict[str, Any] = {}
         if "connect_timeout" not in params:
             extra["connect_timeout"] = max(1, int(connect_timeout))
@@ -292,8 +302,7 @@ class PostgresBackend(Backend):
 
         self.signal = shared_signal(self.location)
         self._known = 0  # the newest log position the store has taken in
-        self.notified = 0
-        """The newest log position this process has been notified of."""
+        self.notified = 0  # the newest log position the listener has announced
         self._versions: dict[str, int] = {}
         self._versions_complete = False
         self._blob_cache: OrderedDict[str, FrozenMap] = OrderedDict()
@@ -522,23 +531,30 @@ class PostgresBackend(Backend):
         return key, build_entry(key, data, pool=self.pool, on_load=True)
 
     def _load_blobs(self, conn: Conn, refs: list[str | None]) -> None:
-        """Fetch into the cache every blob that ``refs`` (rows' blob columns) name and it lacks."""
-        wanted: set[str] = set()
-        cache = self._blob_cache
+        """Have in the cache every blob that ``refs`` (rows' blob columns) name, fetching
+        the missing ones in one query; the rows about to be built keep theirs even when
+        that takes the cache past its bound."""
+        named: set[str] = set()
         for text in refs:
             if text:
-                wanted.update(d for d in decode_json(text).values() if d not in cache)
-        if not wanted:
+                named.update(decode_json(text).values())
+        if not named:
             return
-        rows = conn.execute(self._sql.blobs, (self.namespace, list(wanted))).fetchall()
-        for digest, text in rows:
-            value: FrozenMap = freeze(decode_json(text), self.pool)
-            size = len(text.encode())
-            object.__setattr__(value, "_digest", (size, digest))
-            cache[digest] = value
-            self._blob_cache_bytes += size
-        # Keep what was just loaded even past the bound: the caller is about to use it.
-        while self._blob_cache_bytes > BLOB_CACHE_BYTES and len(cache) > len(wanted):
+        cache = self._blob_cache
+        wanted = []
+        for digest in named:
+            if digest in cache:
+                cache.move_to_end(digest)
+            else:
+                wanted.append(digest)
+        if wanted:
+            for digest, text in conn.execute(self._sql.blobs, (self.namespace, wanted)):
+                value: FrozenMap = freeze(decode_json(text), self.pool)
+                size = len(text.encode())
+                object.__setattr__(value, "_digest", (size, digest))
+                cache[digest] = value
+                self._blob_cache_bytes += size
+        while self._blob_cache_bytes > BLOB_CACHE_BYTES and len(cache) > len(named):
             _, old = cache.popitem(last=False)
             self._blob_cache_bytes -= old.json_digest()[0]
 
@@ -625,6 +641,8 @@ class PostgresBackend(Backend):
                         holding = False
                         self._drop_dead_connections()
                         scanning = None
+                        # The rest comes from a newer snapshot: have the store replay the log.
+                        self.signal.bump()
                         continue
                     for key, version, text, blobs in batch:
                         versions[key] = version
@@ -661,9 +679,7 @@ class PostgresBackend(Backend):
             for _ in range(3):
                 found = conn.execute(self._sql.read, (self.namespace, key)).fetchone()
                 if found is None:
-                    self._versions[key] = _ABSENT
-                    if self._versions_complete:
-                        del self._versions[key]
+                    self._forget(key, _ABSENT)
                     return None
                 version, text, blobs = found
                 self._load_blobs(conn, [blobs])
