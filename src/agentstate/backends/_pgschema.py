@@ -42,7 +42,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
     (
         """CREATE TABLE {s}.namespaces (
             ns text PRIMARY KEY,
-            seq bigint NOT NULL DEFAULT 0
+            seq bigint NOT NULL DEFAULT 0,
+            channel text NOT NULL
         )""",
         """CREATE TABLE {s}.sessions (
             ns text NOT NULL,
@@ -87,17 +88,20 @@ MIGRATIONS: list[tuple[str, ...]] = [
             LANGUAGE plpgsql AS $$
         DECLARE
             pos bigint;
+            chan text;
         BEGIN
-            UPDATE {s}.namespaces SET seq = seq + 1 WHERE ns = p_ns RETURNING seq INTO pos;
+            UPDATE {s}.namespaces SET seq = seq + 1 WHERE ns = p_ns
+                RETURNING seq, channel INTO pos, chan;
             IF NOT FOUND THEN
-                INSERT INTO {s}.namespaces AS n (ns, seq) VALUES (p_ns, 1)
+                INSERT INTO {s}.namespaces AS n (ns, seq, channel)
+                    VALUES (p_ns, 1, {s}.channel(p_ns))
                     ON CONFLICT (ns) DO UPDATE SET seq = n.seq + 1
-                    RETURNING n.seq INTO pos;
+                    RETURNING n.seq, n.channel INTO pos, chan;
             END IF;
             INSERT INTO {s}.changes (ns, seq, key, txn)
                 VALUES (p_ns, pos, p_key,
                         nullif(current_setting('agentstate.txn', true), '')::bigint);
-            PERFORM pg_notify({s}.channel(p_ns), pos::text);
+            PERFORM pg_notify(chan, pos::text);
             RETURN pos;
         END
         $$""",
@@ -124,11 +128,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
         """CREATE FUNCTION {s}.begin_write(p_ns text, p_lock_timeout text, p_synchronous text,
                 p_marker bigint) RETURNS bigint LANGUAGE plpgsql AS $$
         BEGIN
-            PERFORM set_config('lock_timeout', p_lock_timeout, true);
-            IF p_synchronous IS NOT NULL THEN
-                PERFORM set_config('synchronous_commit', p_synchronous, true);
-            END IF;
-            PERFORM set_config('agentstate.txn', p_marker::text, true);
+            -- One statement for the settings (each costs an executor run); the lock after.
+            PERFORM set_config('lock_timeout', p_lock_timeout, true),
+                set_config('agentstate.txn', p_marker::text, true),
+                set_config('synchronous_commit',
+                           coalesce(p_synchronous, current_setting('synchronous_commit')), true);
             PERFORM {s}.lock(p_ns);
             RETURN coalesce((SELECT n.seq FROM {s}.namespaces n WHERE n.ns = p_ns), 0);
         END

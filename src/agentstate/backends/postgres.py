@@ -497,7 +497,7 @@ class PostgresBackend(Backend):
                         f'INSERT INTO "{self.schema}".schema_version (version) VALUES (%s)',
                         (SCHEMA_VERSION,),
                     )
-                conn.execute(self._sql.add_namespace, (self.namespace,))
+                conn.execute(self._sql.add_namespace, (self.namespace, self.namespace))
         except psycopg.Error as exc:
             if exc.sqlstate == "42501":
                 raise ReadOnlyStore(
@@ -1026,7 +1026,10 @@ class _Queries:
 
     def __init__(self, schema: str) -> None:
         s = f'"{schema}"'
-        self.add_namespace = f"INSERT INTO {s}.namespaces (ns) VALUES (%s) ON CONFLICT DO NOTHING"
+        self.add_namespace = (
+            f"INSERT INTO {s}.namespaces (ns, channel) VALUES (%s, {s}.channel(%s)) "
+            "ON CONFLICT DO NOTHING"
+        )
         self.namespace_exists = f"SELECT 1 FROM {s}.namespaces WHERE ns = %s"
         self.position = f"SELECT seq FROM {s}.namespaces WHERE ns = %s"
         self.read = (
