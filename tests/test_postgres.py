@@ -272,22 +272,20 @@ def test_a_reader_far_behind_reloads_everything(
 def self_terminating(when: str) -> Iterator[list[int]]:
     """The next write's connection kills itself just before or just after its COMMIT."""
     fired: list[int] = []
-    real = psycopg.Connection.execute
+    real = psycopg.ClientCursor.execute
+    kill = "SELECT pg_terminate_backend(pg_backend_pid())"
 
-    def execute(self: psycopg.Connection[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
-        if query != "COMMIT" or fired:
-            return real(self, query, *args, **kwargs)
-        fired.append(1)
-        kill = "SELECT pg_terminate_backend(pg_backend_pid())"
-        if when == "before":
-            real(self, kill)
-            return real(self, query)
-        result = real(self, query)
-        real(self, kill)
-        return result
+    def execute(self: psycopg.ClientCursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(query, str) and query.endswith("; COMMIT") and not fired:
+            fired.append(1)
+            if when == "before":
+                query = query.removesuffix("COMMIT") + kill + "; COMMIT"
+            else:
+                query = query + "; " + kill
+        return real(self, query, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(psycopg.Connection, "execute", execute)
+        patch.setattr(psycopg.ClientCursor, "execute", execute)
         yield fired
 
 

@@ -9,7 +9,7 @@ otherwise): one row per session (``key``, ``entry`` as jsonb, ``session_id``,
 ``schema_version`` for migrations.
 
 Writes. A write transaction takes the namespace's advisory lock first (one
-round trip, pipelined with BEGIN), so the writers of a namespace, in every
+round trip, sent with BEGIN), so the writers of a namespace, in every
 process on every host, take turns, as SQLite's BEGIN IMMEDIATE makes them do
 on one machine. Inside the lock the store catches up on the change log and
 only then reads what it modifies: a read-modify-write (``patch``,
@@ -21,8 +21,11 @@ read it (``UPDATE ... WHERE version = expected``, in the server functions
 but a program that writes the table without taking the lock can, and then
 the write is retried from the start (caught up, re-run) a bounded number of
 times instead of overwriting that program's change unseen. A patch costs two
-round trips and one commit: BEGIN with the lock (pipelined), then the row
-functions, blob inserts and COMMIT (pipelined).
+round trips and one commit: "BEGIN; lock" in one query, then the row
+functions, blob inserts and COMMIT in another. Writes bind their parameters
+on the client (psycopg's ClientCursor) and send each batch as one
+multi-statement query: on this machine that cost half the client CPU of the
+same statements in pipeline mode, and a pooler sees no prepared statement.
 
 Why a lock and not optimistic transactions alone or SERIALIZABLE: a gateway's
 writes to one agent are few and short (a lock is held for two round trips),
@@ -207,8 +210,9 @@ class PostgresBackend(Backend):
     - ``pool_size`` (4): most pooled connections; one more, outside the pool,
       listens for notifications.
     - ``prepare_threshold`` (5, psycopg's default): executions before a
-      statement is prepared server-side; ``None`` never prepares, which
-      PgBouncer in transaction mode needs before version 1.21.
+      read's statement is prepared server-side (writes bind on the client);
+      ``None`` never prepares, which PgBouncer in transaction mode needs
+      before version 1.21.
     - ``listen_dsn``: where the listening connection goes, when the pool goes
       through a pooler that cannot LISTEN (PgBouncer in transaction mode);
       defaults to the DSN.
@@ -754,12 +758,12 @@ class PostgresBackend(Backend):
         while True:
             conn = self._getconn_writing()
             try:
-                with conn.pipeline():
-                    conn.execute("BEGIN")
-                    cursor = conn.execute(
-                        self._sql.begin_write,
-                        (self.namespace, self._lock_timeout_ms, self._synchronous, self._marker),
-                    )
+                cursor = psycopg.ClientCursor(conn)
+                cursor.execute(
+                    "BEGIN; " + self._sql.begin_write,
+                    (self.namespace, self._lock_timeout_ms, self._synchronous, self._marker),
+                )
+                cursor.nextset()
                 row = cursor.fetchone()
             except psycopg.Error as exc:
                 self._abandon(conn)
@@ -867,19 +871,24 @@ class PostgresBackend(Backend):
         conn = self._conn
         assert conn is not None
         self._commits += 1
-        results: list[tuple[_Op, psycopg.Cursor[tuple[Any, ...]]]] = []
+        queries = [op.query for op in ops]
+        params: list[Any] = [p for op in ops for p in op.params]
+        if self._commits % PRUNE_EVERY == 0:
+            queries.append(self._sql.prune)
+            params += (self.namespace, base - CHANGE_LOG_KEEP)
+        if self._commits % BLOB_GC_EVERY == 0:
+            queries.append(self._sql.collect_blobs)
+            params += (self.namespace, self.namespace)
+        queries.append("COMMIT")
+        written: list[tuple[_Op, Any]] = []
         try:
-            with conn.pipeline():
-                for op in ops:
-                    cursor = conn.execute(op.query, op.params)
-                    if op.key is not None:
-                        results.append((op, cursor))
-                if self._commits % PRUNE_EVERY == 0:
-                    conn.execute(self._sql.prune, (self.namespace, base - CHANGE_LOG_KEEP))
-                if self._commits % BLOB_GC_EVERY == 0:
-                    conn.execute(self._sql.collect_blobs, (self.namespace, self.namespace))
-                conn.execute("COMMIT")
-            written = [(op, cursor.fetchone()) for op, cursor in results]
+            cursor = psycopg.ClientCursor(conn)
+            cursor.execute("; ".join(queries), params)
+            # One result per statement, in order: each row function's is its position.
+            for op in ops:
+                if op.key is not None:
+                    written.append((op, cursor.fetchone()))
+                cursor.nextset()
         except psycopg.Error as exc:
             keys = [op.key for op in ops if op.key is not None]
             return self._commit_failed(conn, exc, keys, base)
