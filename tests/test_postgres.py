@@ -3,6 +3,7 @@ connections, and processes on separate connections (the conformance suite covers
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -25,11 +26,11 @@ from agentstate.errors import (
     StoreCorrupt,
     StoreUnavailable,
 )
-from tests.conftest import POSTGRES_DSN, postgres_location
+from tests.conftest import NO_POSTGRES, POSTGRES_DSN, postgres_location
 from tests.processes import RUN_TIMEOUT, START_TIMEOUT, ctx, join_all, running
 from tests.test_store_processes import COUNTER_KEY, _increment
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.skipif(POSTGRES_DSN is None, reason=NO_POSTGRES)]
 
 # How long another process may take to serve a committed value (a notification is
 # normally delivered within milliseconds; this only bounds a broken test).
@@ -432,3 +433,23 @@ def test_killed_connections_lose_and_duplicate_no_write(
     assert len(kills) > 5, f"seed {seed}: the killer hardly ran"
     with agentstate.open_store(location) as store:
         assert store.get(COUNTER_KEY)["count"] == acknowledged, f"seed {seed}"  # type: ignore[index]
+
+
+# -- the CLI -------------------------------------------------------------------------
+
+
+def test_the_cli_works_on_a_database_url_without_showing_its_password(location: str) -> None:
+    from typer.testing import CliRunner
+
+    from agentstate.cli import app
+
+    runner = CliRunner()
+    env = {"AGENTSTATE_STORE": location}  # off the command line, where others can read it
+    patched = runner.invoke(app, ["sessions", "patch", "main", "--set", "model=m"], env=env)
+    assert patched.exit_code == 0, patched.output
+    listed = runner.invoke(app, ["sessions", "list", "--json"], env=env)
+    assert listed.exit_code == 0 and "agent:main:main" in json.loads(listed.output)
+    stats = runner.invoke(app, ["stats", "--json"], env=env)
+    password = psycopg.conninfo.conninfo_to_dict(POSTGRES_DSN).get("password")
+    assert stats.exit_code == 0 and password and password not in stats.output
+    assert json.loads(stats.output)["backend"] == "postgres"
