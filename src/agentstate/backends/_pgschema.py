@@ -9,21 +9,25 @@ The change log is kept by a trigger, not by agentstate's own statements, so
 that a change made by any program (``psql``, a script) is logged, numbered
 and announced exactly like one of ours:
 
-- ``namespaces.position`` counts the changes of a namespace. The trigger
-  increments it, which takes that row's lock until the transaction ends: the
-  positions of a namespace are handed out one transaction at a time, in
-  commit order and without gaps (a rolled-back transaction gives its numbers
-  back). A reader that has seen position ``p`` and finds ``p + 1`` next in
-  the log has missed nothing. A sequence would not do: its numbers are
-  handed out before commit, so a reader could see ``p + 2`` committed while
-  ``p + 1`` is still in flight, skip it and never come back.
-- ``changes`` maps each position to the key it changed.
+- ``namespaces.seq`` counts the changes of a namespace (the change log's
+  *position*). The trigger increments it, which takes that row's lock until
+  the transaction ends: the positions of a namespace are handed out one
+  transaction at a time, in commit order and without gaps (a rolled-back
+  transaction gives its numbers back). A reader that has seen position
+  ``p`` and finds ``p + 1`` next in the log has missed nothing. A sequence
+  would not do: its numbers are handed out before commit, so a reader could
+  see ``p + 2`` committed while ``p + 1`` is still in flight, skip it and
+  never come back.
+- ``changes`` maps each position to the key it changed, and to the marker of
+  the agentstate write that made it (``txn``), which settles a commit whose
+  reply was lost.
 - ``sessions.version`` is the position of the row's last change: a per-row
   version that a writer checks (``put``/``remove`` below) so that a change
   made by a program outside agentstate's namespace lock is never overwritten
   unseen.
-- ``pg_notify`` on the namespace's channel, with the position as payload,
-  is delivered to every listening process when the transaction commits.
+- ``pg_notify`` on the namespace's channel (``namespaces.channel``), with the
+  position as payload, is delivered to every listening process when the
+  transaction commits.
 
 Never edit a released step: append a new one.
 """
