@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import pytest
 
@@ -17,8 +19,36 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("AGENTSTATE_SHARED", REPO.parent / "shared"))
 OPENCLAW_FIXTURE = SHARED / "fixtures" / "openclaw-2026.3.11"
 
+# PostgreSQL: a server given by DSN (scripts/test starts a throwaway one when the binaries
+# are installed). Without one the postgres tests skip, except where they are required (CI).
+POSTGRES_DSN = os.environ.get("AGENTSTATE_TEST_POSTGRES_DSN") or None
+POSTGRES_REQUIRED = (
+    bool(os.environ.get("CI")) or os.environ.get("AGENTSTATE_REQUIRE_POSTGRES") == "1"
+)
+NO_POSTGRES = (
+    "no PostgreSQL server: set AGENTSTATE_TEST_POSTGRES_DSN, or install PostgreSQL "
+    "(apt-get install postgresql) and run bash scripts/test, which starts one"
+)
+
 # Every backend the conformance suite runs against; later backends add themselves here.
-BACKENDS = ["sqlite", "jsonfile"]
+BACKENDS = ["sqlite", "jsonfile", *(["postgres"] if POSTGRES_DSN else [])]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if POSTGRES_REQUIRED and not POSTGRES_DSN:
+        raise pytest.UsageError(f"PostgreSQL is required here (CI) but missing: {NO_POSTGRES}")
+
+
+def postgres_location(root: Path, namespace: str | None = None, **params: str) -> str:
+    """A DSN for the test server with a namespace of its own (tests never see each other's
+    sessions) and a local state directory under ``root``."""
+    if POSTGRES_DSN is None:
+        pytest.skip(NO_POSTGRES)
+    namespace = namespace or f"test-{uuid.uuid4().hex[:12]}"
+    query = urlencode(
+        {"namespace": namespace, "state_dir": str(root / "state"), **params}, quote_via=quote
+    )
+    return f"{POSTGRES_DSN}{'&' if '?' in POSTGRES_DSN else '?'}{query}"
 
 
 class FakeClock:
@@ -44,10 +74,14 @@ def store_location(backend: str, root: Path) -> str:
         return str(root / "state")
     if backend == "jsonfile":
         return str(root / "agents" / "main" / "sessions" / "sessions.json")
+    if backend == "postgres":
+        return postgres_location(root)
     raise ValueError(backend)
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(
+    params=[pytest.param(b, marks=pytest.mark.postgres) if b == "postgres" else b for b in BACKENDS]
+)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

@@ -7,19 +7,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import agentstate
-from tests.conftest import FakeClock, store_location
+from tests.conftest import NO_POSTGRES, POSTGRES_DSN, FakeClock, store_location
 
 KEYS = st.sampled_from([f"agent:main:k{i}" for i in range(6)] + ["agent:ops:main", "global"])
 # Fields without merge rules of their own, so the model is a plain dict update.
 FIELDS = st.sampled_from(["label", "note", "totalTokens", "origin", "tags", "big"])
 VALUES = st.one_of(
     st.integers(-5, 5),
-    st.text(max_size=8),
+    # Without NUL: PostgreSQL's jsonb cannot hold it (test_postgres checks it is refused).
+    st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=8),
     st.lists(st.integers(0, 3), max_size=3),
     st.dictionaries(st.sampled_from(["a", "b"]), st.integers(0, 3), max_size=2),
     st.just("x" * 1500),  # large enough to be pooled and stored as a blob when nested
@@ -134,12 +136,23 @@ class JsonStoreMachine(StoreMachine):
     backend = "jsonfile"
 
 
-for machine in (StoreMachine, JsonStoreMachine):
+class PostgresStoreMachine(StoreMachine):
+    backend = "postgres"
+
+
+for machine in (StoreMachine, JsonStoreMachine, PostgresStoreMachine):
     machine.TestCase.settings = settings(
         max_examples=30,
         stateful_step_count=25,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow],
     )
+# Every open of a PostgreSQL store makes two connections (~25 ms each here): fewer examples.
+PostgresStoreMachine.TestCase.settings = settings(
+    PostgresStoreMachine.TestCase.settings, max_examples=15
+)
 TestSQLiteStoreMachine = StoreMachine.TestCase
 TestJsonStoreMachine = JsonStoreMachine.TestCase
+TestPostgresStoreMachine = pytest.mark.postgres(
+    pytest.mark.skipif(POSTGRES_DSN is None, reason=NO_POSTGRES)(PostgresStoreMachine.TestCase)
+)

@@ -22,6 +22,8 @@ from agentstate.transcripts import FsyncPolicy
 
 __all__ = ["open_store"]
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
 log = logging.getLogger("agentstate")
 
 
@@ -43,11 +45,13 @@ def open_store(
 ) -> SessionStore:
     """Open (or create) a session store.
 
-    ``path`` picks the backend: a path ending in ``.json`` is an OpenClaw
-    ``sessions.json`` (its agent id is taken from ``agents/<id>/sessions/``);
-    anything else is a state directory holding the SQLite database, created if
-    missing. A damaged sessions.json opens read-only (``store.corruption`` says
-    why) and is never overwritten.
+    ``path`` picks the backend: a ``postgresql://`` (or ``postgres://``) URL is
+    a PostgreSQL database shared by many processes and hosts (see
+    :mod:`agentstate.backends.postgres` and docs/postgres.md); a path ending in
+    ``.json`` is an OpenClaw ``sessions.json`` (its agent id is taken from
+    ``agents/<id>/sessions/``); anything else is a state directory holding the
+    SQLite database, created if missing. A damaged sessions.json opens
+    read-only (``store.corruption`` says why) and is never overwritten.
 
     Options:
 
@@ -60,6 +64,8 @@ def open_store(
     - ``readonly``: refuse every write.
     - ``synchronous`` (SQLite): ``"normal"`` survives a crash of the process;
       ``"full"`` also survives a power loss, at the cost of an fsync per commit.
+      (PostgreSQL: ``"normal"`` keeps the server's ``synchronous_commit``,
+      ``"full"`` forces it on, ``"off"`` turns it off.)
     - ``check_interval`` (0.25 s): how often a reader looks for changes made by
       programs other than agentstate (agentstate's own writes are seen at once).
     - ``coalesce_window`` (0 s, off): patches queued by several threads within
@@ -70,6 +76,13 @@ def open_store(
       transcript appends (default: fsync every append).
     - ``allow_symlink`` (JSON): accept a sessions.json that links outside its
       directory.
+    - PostgreSQL: ``namespace`` (default: the agent id), ``schema``
+      (``agentstate``) and ``state_dir`` (local transcripts; default
+      ``~/.agentstate/<namespace>``), also as URL parameters;
+      ``pool_size`` (4), ``prepare_threshold`` (5; ``None`` for PgBouncer in
+      transaction mode), ``listen_dsn`` (LISTEN past a pooler),
+      ``connect_timeout`` (10 s). The password never appears in
+      ``store.location`` or in messages.
 
     >>> import tempfile
     >>> with open_store(tempfile.mkdtemp()) as store:
@@ -80,7 +93,19 @@ def open_store(
     location = os.fspath(path)
     pool = StringPool()
     backend: Backend
-    if location.endswith(".json"):
+    if location.startswith(POSTGRES_SCHEMES):
+        from agentstate.backends.postgres import PostgresBackend
+
+        backend = PostgresBackend(
+            location,
+            pool=pool,
+            agent_id=agent_id,
+            lock_timeout=lock_timeout,
+            synchronous=synchronous,
+            readonly=readonly,
+            **backend_options,
+        )
+    elif location.endswith(".json"):
         from agentstate.backends.jsonfile import JsonFileBackend
 
         backend = JsonFileBackend(

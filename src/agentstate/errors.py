@@ -14,6 +14,7 @@ fix. No message ever carries a secret: callers pass identifiers, never values.
     ├── FactNotFound        (LookupError)
     ├── VectorsUnavailable  (ImportError)
     ├── StoreCorrupt        (OSError)
+    ├── StoreUnavailable    (ConnectionError)
     ├── LockTimeout         (TimeoutError)
     ├── ReadOnlyStore       (PermissionError)
     ├── UnsafePath          (PermissionError)
@@ -152,18 +153,35 @@ class StoreCorrupt(AgentStateError, OSError):
         super().__init__(f"{path}: {problem}. The file was not changed. {fix}")
 
 
+class StoreUnavailable(AgentStateError, ConnectionError):
+    """The database server cannot be reached, or the connection broke mid-operation.
+
+    ``location`` is the store's redacted address (never its password).
+    """
+
+    def __init__(self, location: str, problem: str, fix: str) -> None:
+        self.location = location
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{location}: {problem}. {fix}")
+
+
 class LockTimeout(AgentStateError, TimeoutError):
     """Another writer held the lock for longer than the timeout."""
 
-    def __init__(self, path: str, timeout: float, holder_pid: int | None = None) -> None:
+    def __init__(
+        self, path: str, timeout: float, holder_pid: int | None = None, fix: str | None = None
+    ) -> None:
         self.path = path
         self.timeout = timeout
         self.holder_pid = holder_pid
         holder = f" held by pid {holder_pid}" if holder_pid is not None else ""
-        super().__init__(
-            f"could not lock {path} within {timeout:g} s: the lock is{holder or ' busy'}. "
+        fix = fix or (
             "Wait for that writer to finish, raise lock_timeout, or remove the lock file "
             "if that process is gone."
+        )
+        super().__init__(
+            f"could not lock {path} within {timeout:g} s: the lock is{holder or ' busy'}. {fix}"
         )
 
 

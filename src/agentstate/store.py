@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import immutables
 import msgspec
 
-from agentstate.backends.base import Backend, Row
+from agentstate.backends.base import Backend, RetryWrite, Row
 from agentstate.errors import (
     EntryTooLarge,
     InvalidEntry,
@@ -60,6 +60,10 @@ __all__ = [
 DEFAULT_CACHE_BYTES = 256 << 20
 DEFAULT_MAX_ENTRY_BYTES = 4 << 20
 DEFAULT_CHECK_INTERVAL = 0.25
+# A write the backend bounced (RetryWrite: a row changed under it, a lost connection)
+# runs at most this many times, pausing a little longer before each new attempt.
+WRITE_ATTEMPTS = 5
+RETRY_PAUSE = 0.01
 
 T = TypeVar("T")
 EntryInput = Mapping[str, Any]
@@ -568,8 +572,21 @@ class SessionStore:
         if self.coalesce_window <= 0:
             with self._lock:
                 self._check_open()
-                return self._apply([_Job(fn)])[0]  # type: ignore[no-any-return]
+                return self._apply_retrying(_Job(fn))  # type: ignore[no-any-return]
         return self._write_coalesced(fn)
+
+    def _apply_retrying(self, job: _Job) -> Any:
+        """Apply one job, running it again when the backend says the write surely did not
+        commit and may simply be repeated (see :class:`~agentstate.backends.base.RetryWrite`):
+        each attempt catches up first, so the job sees what got in its way."""
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                return self._apply([job])[0]
+            except RetryWrite as retry:
+                if attempt == WRITE_ATTEMPTS:
+                    raise retry.error from retry
+                time.sleep(RETRY_PAUSE * attempt)
+        raise AssertionError("unreachable")
 
     def _write_coalesced(self, fn: Callable[[Draft], T]) -> T:
         """Group commit: the first writer waits ``coalesce_window``, then commits every
@@ -631,7 +648,7 @@ class SessionStore:
             for job in jobs:
                 job.error = None
                 try:
-                    self._apply([job])
+                    self._apply_retrying(job)
                 except Exception as exc:
                     job.error = exc
                 job.finish()

@@ -22,10 +22,25 @@ from agentstate.errors import StoreCorrupt
 from agentstate.frozen import StringPool
 from agentstate.model import SessionEntry
 
-__all__ = ["Backend", "Row", "Signal"]
+__all__ = ["Backend", "RetryWrite", "Row", "Signal"]
 
 Row = tuple[str, SessionEntry]
 """(raw key, frozen entry)."""
+
+
+class RetryWrite(Exception):
+    """Raised by a backend when a write surely did not commit and may simply run again.
+
+    A database backend raises it for a row that changed under the write (a
+    writer outside the store's lock), a deadlock or a connection lost before
+    the commit. The store rolls back, catches up and re-runs the write
+    function, a bounded number of times; after the last attempt it raises
+    ``error``, the public error that says what went wrong.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Signal(Protocol):

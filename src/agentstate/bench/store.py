@@ -19,8 +19,10 @@ or hurt the next:
    value, for writes by agentstate and by another program (``sqlite3`` for
    SQLite, a plain rewrite of the file for JSON).
 
-``backend`` picks where the store lives: ``sqlite`` (a state directory) or
-``jsonfile`` (an OpenClaw sessions.json).
+``backend`` picks where the store lives: ``sqlite`` (a state directory),
+``jsonfile`` (an OpenClaw sessions.json) or ``postgres`` (a namespace of its
+own per store size in the database at ``dsn``, removed afterwards unless
+``keep``; "another program" there is plain SQL through psycopg).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from agentstate.bench.measure import in_fresh_process, machine, rate, rss_mib, settled_rss_mib
 from agentstate.bench.workload import PROFILES, make_entry, make_key
@@ -47,9 +50,11 @@ BIG_CACHE = 64 << 30  # "when they fit the cache bound": the scale runs lift the
 POPULATE_BATCH = 500
 
 
-BACKENDS = ("sqlite", "jsonfile")
+BACKENDS = ("sqlite", "jsonfile", "postgres")
 # A JSON store rewrites the whole file per commit; 100,000 sessions would take an hour to build.
-DEFAULT_SCALE = {"sqlite": 100_000, "jsonfile": 10_000}
+# PostgreSQL ships every row over a socket at load: 20,000 keeps a run to a few minutes.
+DEFAULT_SCALE = {"sqlite": 100_000, "jsonfile": 10_000, "postgres": 20_000}
+DSN_ENV = "AGENTSTATE_BENCH_POSTGRES_DSN"
 COALESCE_WRITERS = 100
 COALESCE_WINDOW = 0.02
 LAG_ROUNDS = 40
@@ -67,6 +72,8 @@ class StoreBenchOptions:
     soak_warmup_seconds: float = 5.0
     directory: str | None = None
     keep: bool = False
+    dsn: str | None = None
+    synchronous: str = "normal"
 
 
 def _open(path: str, **options: Any) -> Any:
@@ -102,6 +109,9 @@ def _populate(path: str, entries: int, profile: str) -> dict[str, int]:
 
 
 def _memory(path: str, sizes: dict[str, int]) -> dict[str, Any]:
+    if path.startswith(("postgresql://", "postgres://")):
+        # The driver's code is not the store's data: load it before the first figure.
+        import agentstate.backends.postgres  # noqa: F401
     before = settled_rss_mib()
     store = _open(path, cache_bytes=BIG_CACHE)
     store.snapshot()
@@ -121,15 +131,27 @@ def _memory(path: str, sizes: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def location(root: str, entries: int, backend: str) -> str:
+def location(root: str, entries: int, backend: str, dsn: str | None = None) -> str:
     """Where the benchmark keeps its store of ``entries`` sessions on ``backend``."""
     if backend == "jsonfile":
         return os.path.join(root, f"store-{entries}", "agents", "main", "sessions", "sessions.json")
+    if backend == "postgres":
+        if not dsn:
+            raise ValueError(f"the postgres backend needs a DSN (--dsn or {DSN_ENV})")
+        run = os.path.basename(root.rstrip(os.sep))
+        query = urlencode(
+            {
+                "namespace": f"bench-{run}-{entries}",
+                "state_dir": os.path.join(root, f"store-{entries}"),
+            },
+            quote_via=quote,
+        )
+        return f"{dsn}{'&' if '?' in dsn else '?'}{query}"
     return os.path.join(root, f"store-{entries}")
 
 
-def _rates(path: str, seconds: float) -> dict[str, Any]:
-    store = _open(path, cache_bytes=BIG_CACHE)
+def _rates(path: str, seconds: float, synchronous: str = "normal") -> dict[str, Any]:
+    store = _open(path, cache_bytes=BIG_CACHE, synchronous=synchronous)
     keys = list(store.keys())
     n = len(keys)
     get = store.get
@@ -157,9 +179,11 @@ def _rates(path: str, seconds: float) -> dict[str, Any]:
     }
 
 
-def _coalesce(path: str) -> dict[str, Any]:
+def _coalesce(path: str, synchronous: str = "normal") -> dict[str, Any]:
     """Commits that 100 concurrent patches cost with coalescing on."""
-    store = _open(path, cache_bytes=BIG_CACHE, coalesce_window=COALESCE_WINDOW)
+    store = _open(
+        path, cache_bytes=BIG_CACHE, coalesce_window=COALESCE_WINDOW, synchronous=synchronous
+    )
     keys = list(store.keys())[:COALESCE_WRITERS]
     before = store.commits
     barrier = threading.Barrier(len(keys))
@@ -187,6 +211,9 @@ def _coalesce(path: str) -> dict[str, Any]:
 
 def _outside_write(path: str, key: str, value: int) -> None:
     """Change ``key`` the way another program would: raw SQL, or rewriting the JSON."""
+    if path.startswith(("postgresql://", "postgres://")):
+        _outside_sql(path, key, f"outside-{value}")
+        return
     if path.endswith(".json"):
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -204,8 +231,39 @@ def _outside_write(path: str, key: str, value: int) -> None:
     conn.close()
 
 
-def _writer(path: str, key: str, outside: bool, go: Any, acks: Any, rounds: int) -> None:
-    store = None if outside else _open(path)
+def _outside_sql(path: str, key: str, label: str) -> None:
+    """An UPDATE by a program that knows nothing of agentstate (the trigger logs it)."""
+    import psycopg
+
+    from agentstate.backends.postgres import split_dsn
+
+    dsn, ours = split_dsn(path)
+    schema = ours.get("schema", "agentstate")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            f'UPDATE "{schema}".sessions SET entry = jsonb_set(entry, %s, to_jsonb(%s::text)) '
+            "WHERE ns = %s AND key = %s",
+            (["label"], label, ours["namespace"], key),
+        )
+
+
+def _drop_namespace(path: str) -> None:
+    """Remove a benchmark store's rows from the database."""
+    import psycopg
+
+    from agentstate.backends.postgres import split_dsn
+
+    dsn, ours = split_dsn(path)
+    schema = ours.get("schema", "agentstate")
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+        for table in ("sessions", "blobs", "changes", "namespaces"):
+            conn.execute(f'DELETE FROM "{schema}".{table} WHERE ns = %s', (ours["namespace"],))
+
+
+def _writer(
+    path: str, key: str, outside: bool, go: Any, acks: Any, rounds: int, synchronous: str
+) -> None:
+    store = None if outside else _open(path, synchronous=synchronous)
     for i in range(rounds):
         go.wait(60)
         go.clear()
@@ -218,14 +276,14 @@ def _writer(path: str, key: str, outside: bool, go: Any, acks: Any, rounds: int)
         store.close()
 
 
-def _lag(path: str, outside: bool) -> dict[str, Any]:
+def _lag(path: str, outside: bool, synchronous: str = "normal") -> dict[str, Any]:
     """Milliseconds from a write's acknowledgement in one process to a read of it in another."""
     reader = _open(path, cache_bytes=BIG_CACHE)
     key = next(iter(reader.keys()))
     ctx = multiprocessing.get_context("spawn")
     go, acks = ctx.Event(), ctx.Queue()
     rounds = LAG_ROUNDS // 4 if outside else LAG_ROUNDS
-    writer = ctx.Process(target=_writer, args=(path, key, outside, go, acks, rounds))
+    writer = ctx.Process(target=_writer, args=(path, key, outside, go, acks, rounds, synchronous))
     writer.start()
     lags = []
     try:
@@ -233,7 +291,11 @@ def _lag(path: str, outside: bool) -> dict[str, Any]:
             go.set()
             wanted = f"outside-{i}"
             while (entry := reader.get(key)) is None or entry.get("label") != wanted:
-                pass
+                # Yield the GIL between polls, as a gateway thread waiting on I/O does: a
+                # loop that never lets go would add Python's 5 ms switch interval to the
+                # lag of a backend whose news arrives on another thread (PostgreSQL's
+                # listener), which is not what this measures. It costs the others ~1 µs.
+                time.sleep(0)
             seen = time.monotonic()
             lags.append(max(0.0, seen - acks.get(timeout=60)) * 1000)
     finally:
@@ -262,8 +324,8 @@ def _baseline(entries: int, profile: str, seconds: float) -> dict[str, Any]:
     return {"entries": n, "get_per_s": round(reads, 2), "strategy": "deepcopy per read"}
 
 
-def _soak(path: str, seconds: float, warmup: float) -> dict[str, Any]:
-    store = _open(path, cache_bytes=BIG_CACHE)
+def _soak(path: str, seconds: float, warmup: float, synchronous: str = "normal") -> dict[str, Any]:
+    store = _open(path, cache_bytes=BIG_CACHE, synchronous=synchronous)
     keys = list(store.keys())
     n = len(keys)
     base = 1_795_200_000_000
@@ -305,15 +367,24 @@ def run_store_bench(
         raise ValueError(f"unknown backend {options.backend!r}; choose from {', '.join(BACKENDS)}")
     if options.scale_entries is None:
         options.scale_entries = DEFAULT_SCALE[options.backend]
+    if options.backend == "postgres":
+        options.dsn = options.dsn or os.environ.get(DSN_ENV)
+        location(".", 0, options.backend, options.dsn)  # fails early without a DSN
+    sync = options.synchronous
     root = options.directory or tempfile.mkdtemp(prefix="agentstate-bench-")
     sizes_run = sorted({options.small_entries, options.entries, options.scale_entries} - {0})
-    result: dict[str, Any] = {"machine": machine(), "options": asdict(options), "directory": root}
+    shown = asdict(options)
+    if options.dsn:
+        from agentstate.backends.postgres import redact_dsn
+
+        shown["dsn"] = redact_dsn(options.dsn)
+    result: dict[str, Any] = {"machine": machine(), "options": shown, "directory": root}
     try:
         stores: dict[int, str] = {}
         sizes: dict[int, dict[str, int]] = {}
         for n in sizes_run:
             progress(f"populating {n:,} sessions")
-            stores[n] = location(root, n, options.backend)
+            stores[n] = location(root, n, options.backend, options.dsn)
             sizes[n] = in_fresh_process(_populate, stores[n], n, options.profile)
         main = options.entries
         progress("measuring memory of the loaded store")
@@ -321,7 +392,7 @@ def run_store_bench(
         result["rates"] = {}
         for n in sizes_run:
             progress(f"measuring get, snapshot and patch at {n:,} sessions")
-            result["rates"][str(n)] = in_fresh_process(_rates, stores[n], options.seconds)
+            result["rates"][str(n)] = in_fresh_process(_rates, stores[n], options.seconds, sync)
         progress("measuring the deepcopy-per-read baseline")
         result["baseline"] = in_fresh_process(
             _baseline, main, options.profile, max(options.seconds, 3.0)
@@ -329,18 +400,21 @@ def run_store_bench(
         if options.soak_seconds > 0:
             progress(f"soak: {options.soak_seconds:g} s of 90% get / 10% patch")
             result["soak"] = in_fresh_process(
-                _soak, stores[main], options.soak_seconds, options.soak_warmup_seconds
+                _soak, stores[main], options.soak_seconds, options.soak_warmup_seconds, sync
             )
         progress(f"coalescing {COALESCE_WRITERS} concurrent patches")
-        result["coalescing"] = in_fresh_process(_coalesce, stores[main])
+        result["coalescing"] = in_fresh_process(_coalesce, stores[main], sync)
         progress("freshness across processes")
         result["freshness"] = [
-            in_fresh_process(_lag, stores[main], False),
-            in_fresh_process(_lag, stores[main], True),
+            in_fresh_process(_lag, stores[main], False, sync),
+            in_fresh_process(_lag, stores[main], True, sync),
         ]
     finally:
         if not options.keep and options.directory is None:
             shutil.rmtree(root, ignore_errors=True)
+        if not options.keep and options.backend == "postgres":
+            for path in stores.values():
+                _drop_namespace(path)
     rates = result["rates"]
     ours = rates[str(main)]
     result["ratios"] = {

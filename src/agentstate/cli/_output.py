@@ -34,7 +34,8 @@ StoreOption = Annotated[
         "--store",
         "-s",
         envvar="AGENTSTATE_STORE",
-        help="A sessions.json (OpenClaw's) or a state directory (SQLite). Env: AGENTSTATE_STORE.",
+        help="A sessions.json (OpenClaw's), a state directory (SQLite) or a postgresql:// URL "
+        "(keep its password out of the process list: pass it in AGENTSTATE_STORE).",
     ),
 ]
 

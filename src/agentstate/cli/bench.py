@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 import typer
@@ -24,12 +25,25 @@ def store(
         int | None,
         typer.Option(
             help="Sessions in the large store (scaling; 0 skips). Default: 100,000 on sqlite, "
-            "10,000 on jsonfile."
+            "10,000 on jsonfile, 20,000 on postgres."
         ),
     ] = None,
     backend: Annotated[
-        str, typer.Option(help="sqlite (a state directory) or jsonfile.")
+        str, typer.Option(help="sqlite (a state directory), jsonfile or postgres.")
     ] = "sqlite",
+    dsn: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL DSN for --backend postgres (default: $AGENTSTATE_BENCH_POSTGRES_DSN); "
+            "each store gets a namespace of its own, removed afterwards."
+        ),
+    ] = None,
+    synchronous: Annotated[
+        str,
+        typer.Option(
+            help="Durability of commits: normal, full, or (postgres) off. See open_store."
+        ),
+    ] = "normal",
     profile: Annotated[
         str, typer.Option(help="Entry shape: small (~10 KiB) or heavy (41 KiB prompts).")
     ] = "small",
@@ -43,18 +57,23 @@ def store(
     ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Measure get, snapshot and patch rates, memory and RSS growth of a SQLite store.
+    """Measure get, snapshot and patch rates, memory and RSS growth of a session store.
 
     Every phase runs in a fresh process; a deepcopy-per-read cache (the way
     OpenClaw's cache worked) is measured on the same data for comparison.
     """
-    from agentstate.bench.store import BACKENDS, StoreBenchOptions, run_store_bench
+    from agentstate.bench.store import BACKENDS, DSN_ENV, StoreBenchOptions, run_store_bench
     from agentstate.bench.workload import PROFILES
 
     if profile not in PROFILES:
         raise typer.BadParameter(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
     if backend not in BACKENDS:
         raise typer.BadParameter(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend == "postgres" and not (dsn or os.environ.get(DSN_ENV)):
+        raise typer.BadParameter(
+            f"--backend postgres needs --dsn or {DSN_ENV}; a throwaway server: "
+            "bash scripts/postgres start /tmp/agentstate-pg"
+        )
     options = StoreBenchOptions(
         entries=entries,
         small_entries=small_entries,
@@ -64,6 +83,8 @@ def store(
         seconds=seconds,
         soak_seconds=soak_seconds,
         directory=directory,
+        dsn=dsn,
+        synchronous=synchronous,
     )
     with err_console.status("starting") as status:
         result = run_store_bench(options, progress=lambda phase: status.update(phase))
@@ -75,6 +96,8 @@ def store(
 
 def _print_store_result(result: dict[str, Any]) -> None:
     backend = result["options"]["backend"]
+    if result["options"].get("synchronous", "normal") != "normal":
+        backend += f", synchronous={result['options']['synchronous']}"
     rates = Table(title=f"Session store rates, {backend} (ops/s)")
     for column in ("sessions", "get", "snapshot", "patch"):
         rates.add_column(column, justify="right")

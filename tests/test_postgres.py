@@ -1,0 +1,455 @@
+"""What only the PostgreSQL backend does: namespaces, the schema, outside writers, lost
+connections, and processes on separate connections (the conformance suite covers the rest)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import agentstate
+from agentstate.backends import postgres as pg_backend
+from agentstate.errors import (
+    ConflictError,
+    InvalidEntry,
+    LockTimeout,
+    ReadOnlyStore,
+    StoreCorrupt,
+    StoreUnavailable,
+)
+from tests.conftest import NO_POSTGRES, POSTGRES_DSN, postgres_location
+from tests.processes import RUN_TIMEOUT, START_TIMEOUT, ctx, join_all, running
+from tests.test_store_processes import COUNTER_KEY, _increment
+
+pytestmark = [pytest.mark.postgres, pytest.mark.skipif(POSTGRES_DSN is None, reason=NO_POSTGRES)]
+
+# How long another process may take to serve a committed value (a notification is
+# normally delivered within milliseconds; this only bounds a broken test).
+FRESHNESS_DEADLINE = 10.0
+
+
+@pytest.fixture
+def location(tmp_path: Path) -> str:
+    return postgres_location(tmp_path)
+
+
+@pytest.fixture
+def sql() -> Iterator[psycopg.Connection[Any]]:
+    """A plain connection to the test server: 'another program'."""
+    assert POSTGRES_DSN is not None
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        yield conn
+
+
+def namespace_of(store: agentstate.SessionStore) -> str:
+    backend = store.backend
+    assert isinstance(backend, pg_backend.PostgresBackend)
+    return backend.namespace
+
+
+def pg(store: agentstate.SessionStore) -> pg_backend.PostgresBackend:
+    backend = store.backend
+    assert isinstance(backend, pg_backend.PostgresBackend)
+    return backend
+
+
+def wait_until(check: Callable[[], bool], timeout: float = FRESHNESS_DEADLINE) -> float:
+    """Poll ``check`` until it holds; return the seconds it took."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not true after {timeout:g} s")
+        time.sleep(0.001)
+    return time.monotonic() - started
+
+
+# -- addresses, namespaces, secrets ----------------------------------------------
+
+
+def test_the_password_never_appears_in_location_or_errors(tmp_path: Path) -> None:
+    with agentstate.open_store(postgres_location(tmp_path)) as store:
+        password = psycopg.conninfo.conninfo_to_dict(POSTGRES_DSN).get("password")
+        assert password and password not in store.location
+        assert password not in repr(store) and password not in str(store.stats())
+        assert store.location.startswith("postgresql://") and "namespace=" in store.location
+    unreachable = "postgresql://someone:s3cret-pw@127.0.0.1:1/nowhere?connect_timeout=2"
+    with pytest.raises(StoreUnavailable) as info:
+        agentstate.open_store(unreachable)
+    assert "s3cret-pw" not in str(info.value) and "s3cret-pw" not in info.value.location
+    assert "127.0.0.1" in str(info.value)
+
+
+def test_redact_dsn_drops_passwords_in_both_forms() -> None:
+    assert pg_backend.redact_dsn("postgresql://u:pw@h:5/db?sslpassword=x&a=b") == (
+        "postgresql://u@h:5/db?a=b"
+    )
+    assert "pw" not in pg_backend.redact_dsn("host=h user=u password=pw dbname=d")
+    dsn, ours = pg_backend.split_dsn("postgresql://h/db?namespace=n%2F1&state_dir=/x&sslmode=off")
+    assert dsn == "postgresql://h/db?sslmode=off"
+    assert ours == {"namespace": "n/1", "state_dir": "/x"}
+
+
+def test_agents_share_a_database_without_seeing_each_other(tmp_path: Path) -> None:
+    assert POSTGRES_DSN is not None
+    ns = f"fleet-{random.randrange(1 << 30)}"
+    base = postgres_location(tmp_path, namespace=ns)
+    main = agentstate.open_store(base)
+    ops_location = postgres_location(tmp_path, namespace=ns + "-ops")
+    ops = agentstate.open_store(ops_location, agent_id="ops")
+    try:
+        main.patch("main", {"model": "a"})
+        ops.patch("main", {"model": "b"})
+        assert list(main.keys()) == ["agent:main:main"]
+        assert list(ops.keys()) == ["agent:ops:main"]
+        assert main.get("main")["model"] == "a"  # type: ignore[index]
+    finally:
+        main.close()
+        ops.close()
+    # Without a namespace the agent id is the namespace; transcripts stay local.
+    with agentstate.open_store(POSTGRES_DSN, agent_id="Nobody-Here", readonly=True) as store:
+        assert namespace_of(store) == "nobody-here"
+        assert store.backend.transcripts_dir == os.path.join(
+            os.path.expanduser("~"), ".agentstate", "nobody-here", "transcripts"
+        )
+    with agentstate.open_store(base) as store:
+        assert store.backend.transcripts_dir == str(tmp_path / "state" / "transcripts")
+
+
+# -- the schema ------------------------------------------------------------------
+
+
+def test_rows_log_and_blobs_are_plain_sql(location: str, sql: psycopg.Connection[Any]) -> None:
+    prompt = {"prompt": "skills " * 400}
+    with agentstate.open_store(location) as store:
+        ns = namespace_of(store)
+        store.upsert("agent:main:a", {"model": "m", "updatedAt": 5, "skillsSnapshot": prompt})
+        store.upsert("agent:main:b", {"updatedAt": 6, "skillsSnapshot": prompt})
+        store.patch("agent:main:a", {"totalTokens": 7})
+        store.delete("agent:main:b")
+    rows = sql.execute(
+        "SELECT key, entry->>'model', (entry->>'totalTokens')::int, updated_at, version "
+        "FROM agentstate.sessions WHERE ns = %s ORDER BY key",
+        (ns,),
+    ).fetchall()
+    assert len(rows) == 1 and rows[0][:3] == ("agent:main:a", "m", 7)
+    log = sql.execute(
+        "SELECT seq, key FROM agentstate.changes WHERE ns = %s ORDER BY seq", (ns,)
+    ).fetchall()
+    assert [seq for seq, _ in log] == [1, 2, 3, 4]  # gap-free, one per change
+    a, b = "agent:main:a", "agent:main:b"
+    assert [key for _, key in log] == [a, b, a, b]
+    assert rows[0][4] == 3  # a row's version is the position of its last change
+    head = sql.execute("SELECT seq FROM agentstate.namespaces WHERE ns = %s", (ns,)).fetchone()
+    assert head == (4,)
+    blobs = sql.execute("SELECT count(*) FROM agentstate.blobs WHERE ns = %s", (ns,)).fetchone()
+    assert blobs == (1,)  # the shared skills snapshot is stored once
+    version = sql.execute("SELECT version FROM agentstate.schema_version").fetchone()
+    assert version == (pg_backend.SCHEMA_VERSION,)
+
+
+def test_a_schema_newer_than_this_agentstate_is_refused(
+    tmp_path: Path, sql: psycopg.Connection[Any]
+) -> None:
+    schema = f"as_test_{random.randrange(1 << 30)}"
+    location = postgres_location(tmp_path, schema=schema)
+    try:
+        with pytest.raises(ReadOnlyStore, match="needs a migration"):
+            agentstate.open_store(location, readonly=True)  # nothing there yet
+        agentstate.open_store(location).close()
+        sql.execute(f"UPDATE {schema}.schema_version SET version = 99")
+        with pytest.raises(StoreCorrupt, match="newer than this agentstate knows"):
+            agentstate.open_store(location)
+    finally:
+        sql.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def test_nul_characters_are_refused_with_a_clear_error(location: str) -> None:
+    with agentstate.open_store(location) as store:
+        with pytest.raises(InvalidEntry, match="NUL"):
+            store.patch("main", {"label": "a\x00b"})
+        store.patch("main", {"label": "a\\u0000b"})  # the six characters are fine
+        assert store.get("main")["label"] == "a\\u0000b"  # type: ignore[index]
+
+
+# -- other writers -----------------------------------------------------------------
+
+
+def test_a_change_made_with_plain_sql_is_seen_without_polling(
+    location: str, sql: psycopg.Connection[Any]
+) -> None:
+    with agentstate.open_store(location, check_interval=3600) as store:
+        store.patch("main", {"label": "ours"})
+        sql.execute(
+            "UPDATE agentstate.sessions SET entry = jsonb_set(entry, '{label}', '\"theirs\"') "
+            "WHERE ns = %s AND key = 'agent:main:main'",
+            (namespace_of(store),),
+        )
+        wait_until(lambda: store.get("main")["label"] == "theirs")  # type: ignore[index]
+
+
+def test_a_row_changed_outside_the_lock_is_never_overwritten(
+    location: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A program that writes without the namespace lock races a read-modify-write: the
+    row's version check catches it and the write runs again on the new value."""
+    with agentstate.open_store(location) as store:
+        store.patch("main", {"count": 1, "label": "x"})
+        calls = []
+
+        def bump(draft: agentstate.Draft) -> None:
+            calls.append(draft["main"]["count"])
+            if len(calls) == 1:  # meanwhile, another program changes the same row
+                sql.execute(
+                    "UPDATE agentstate.sessions SET entry = jsonb_set(entry, '{label}', '\"y\"')"
+                    " WHERE ns = %s AND key = 'agent:main:main'",
+                    (namespace_of(store),),
+                )
+            draft.patch("main", {"count": draft["main"]["count"] + 1})
+
+        store.update(bump)
+        assert calls == [1, 1]  # run again, on the row as the other program left it
+        entry = store.get("main")
+        assert entry is not None and entry["count"] == 2 and entry["label"] == "y"
+
+
+def test_a_writer_that_keeps_losing_gives_up_with_a_conflict(
+    location: str, sql: psycopg.Connection[Any]
+) -> None:
+    with agentstate.open_store(location) as store:
+        store.patch("main", {"count": 1})
+
+        def always_raced(draft: agentstate.Draft) -> None:
+            sql.execute(
+                "UPDATE agentstate.sessions SET entry = entry WHERE ns = %s",
+                (namespace_of(store),),
+            )
+            draft.patch("main", {"count": 5})
+
+        with pytest.raises(ConflictError, match="namespace lock"):
+            store.update(always_raced)
+        assert store.get("main")["count"] == 1  # type: ignore[index]
+
+
+def test_a_held_namespace_lock_times_out_with_a_clear_error(
+    location: str, sql: psycopg.Connection[Any]
+) -> None:
+    with agentstate.open_store(location, lock_timeout=0.3) as store:
+        store.patch("main", {"count": 1})
+        with sql.transaction():
+            sql.execute("SELECT agentstate.lock(%s)", (namespace_of(store),))
+            with pytest.raises(LockTimeout, match="Another process is writing"):
+                store.patch("main", {"count": 2})
+        store.patch("main", {"count": 3})
+        assert store.get("main")["count"] == 3  # type: ignore[index]
+
+
+def test_a_reader_far_behind_reloads_everything(
+    location: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pg_backend, "_MAX_REPLAY", 3)
+    with (
+        agentstate.open_store(location) as writer,
+        agentstate.open_store(location, check_interval=3600) as reader,
+    ):
+        before = reader.stats().full_reloads
+        writer.update(lambda d: [d.__setitem__(f"k{i}", {"updatedAt": i}) for i in range(10)])
+        wait_until(lambda: len(reader) == 10)
+        assert reader.stats().full_reloads > before
+
+
+# -- lost connections ---------------------------------------------------------------
+
+
+@contextmanager
+def self_terminating(when: str) -> Iterator[list[int]]:
+    """The next write's connection kills itself just before or just after its COMMIT."""
+    fired: list[int] = []
+    real = psycopg.ClientCursor.execute
+    kill = "SELECT pg_terminate_backend(pg_backend_pid())"
+
+    def execute(self: psycopg.ClientCursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(query, str) and query.endswith("; COMMIT") and not fired:
+            fired.append(1)
+            if when == "before":
+                query = query.removesuffix("COMMIT") + kill + "; COMMIT"
+            else:
+                query = query + "; " + kill
+        return real(self, query, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(psycopg.ClientCursor, "execute", execute)
+        yield fired
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_connection_lost_at_commit_neither_loses_nor_repeats_the_write(
+    location: str, when: str
+) -> None:
+    """Before COMMIT: nothing was written, the write runs again. After COMMIT (the reply
+    lost): the marked change is found in the log and the write is not repeated."""
+    with agentstate.open_store(location) as store, agentstate.open_store(location) as other:
+        store.patch(COUNTER_KEY, {"count": 0})
+        with self_terminating(when) as fired:
+            store.update(lambda d: d.patch(COUNTER_KEY, {"count": d[COUNTER_KEY]["count"] + 1}))
+        assert fired
+        assert store.get(COUNTER_KEY)["count"] == 1  # type: ignore[index]
+        wait_until(lambda: other.get(COUNTER_KEY)["count"] == 1)  # type: ignore[index]
+        store.update(lambda d: d.patch(COUNTER_KEY, {"count": d[COUNTER_KEY]["count"] + 1}))
+        assert store.get(COUNTER_KEY)["count"] == 2  # type: ignore[index]
+
+
+def test_a_killed_listener_reconnects_and_catches_up(
+    location: str, sql: psycopg.Connection[Any]
+) -> None:
+    with (
+        agentstate.open_store(location, check_interval=3600) as reader,
+        agentstate.open_store(location) as writer,
+    ):
+        reader.get("main")
+        for round_ in range(3):
+            pid = pg(reader).listener_pid
+            sql.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            writer.patch("main", {"n": round_})  # likely while the listener is away
+            wait_until(lambda r=round_: (reader.get("main") or {}).get("n") == r)
+        assert pg(reader).listener_reconnects >= 1
+
+
+# -- processes on separate connections -----------------------------------------------
+
+
+def test_four_processes_patching_one_counter_lose_no_update(location: str) -> None:
+    with agentstate.open_store(location) as store:
+        store.upsert(COUNTER_KEY, {"count": 0})
+    workers, times = 4, 500
+    barrier = ctx.Barrier(workers)
+    with running(_increment, [(location, barrier, times)] * workers) as procs:
+        assert join_all(procs) == [0] * workers
+    with agentstate.open_store(location) as store:
+        assert store.get(COUNTER_KEY)["count"] == workers * times  # type: ignore[index]
+
+
+def _write_and_report(location: str, queue: Any, count: int) -> None:
+    with agentstate.open_store(location) as store:
+        for i in range(1, count + 1):
+            store.patch("agent:main:seq", {"n": i})
+            queue.put((i, store._token))  # the log position of that commit, once acknowledged
+        queue.put(None)
+
+
+def test_a_reader_process_sees_every_write_and_never_an_older_one(location: str) -> None:
+    """The reader learns of commits only by notification (no polling): each acknowledged
+    write is served within a bound, and no read returns a value older than the last
+    notification the reader had processed before it."""
+    reader = agentstate.open_store(location, check_interval=3600)
+    backend = pg(reader)
+    reader.get("agent:main:seq")
+    queue = ctx.Queue()
+    samples: list[tuple[int, int]] = []  # (position notified before the read, value read)
+    acked: dict[int, int] = {}  # write -> its log position
+    lags: list[float] = []
+    count = 200
+    try:
+        with running(_write_and_report, [(location, queue, count)]) as procs:
+            while (item := queue.get(timeout=RUN_TIMEOUT)) is not None:
+                i, position = item
+                acked[i] = position
+
+                def seen(i: int = i) -> bool:
+                    notified = backend.notified
+                    entry = reader.get("agent:main:seq")
+                    samples.append((notified, entry["n"] if entry else 0))
+                    return entry is not None and entry["n"] >= i
+
+                lags.append(wait_until(seen))
+            assert join_all(procs) == [0]
+    finally:
+        reader.close()
+    assert len(acked) == count
+    by_position = sorted((position, i) for i, position in acked.items())
+    for notified, value in samples:
+        newest = max((i for position, i in by_position if position <= notified), default=0)
+        assert value >= newest, f"served n={value} after a notification of n={newest}"
+    lags.sort()
+    assert lags[-1] < FRESHNESS_DEADLINE
+
+
+def _increment_counting(location: str, barrier: Any, times: int, out: Any) -> None:
+    done = 0
+    with agentstate.open_store(location) as store:
+        barrier.wait(START_TIMEOUT)
+        for _ in range(times):
+            store.update(lambda d: d.patch(COUNTER_KEY, {"count": d[COUNTER_KEY]["count"] + 1}))
+            done += 1
+    out.put(done)
+
+
+def test_killed_connections_lose_and_duplicate_no_write(
+    location: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Writers' pooled connections and listeners are terminated at random mid-run
+    (pg_terminate_backend); every acknowledged increment is counted exactly once."""
+    with agentstate.open_store(location) as store:
+        store.upsert(COUNTER_KEY, {"count": 0})
+        ns = namespace_of(store)
+    workers, times = 2, 300
+    barrier, out = ctx.Barrier(workers), ctx.Queue()
+    stop = threading.Event()
+    kills: list[int] = []
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+
+    def killer() -> None:
+        with psycopg.connect(POSTGRES_DSN or "", autocommit=True) as conn:
+            while not stop.wait(rng.uniform(0.01, 0.1)):
+                pids = conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name IN (%s, %s)",
+                    (f"agentstate:{ns}"[:63], f"agentstate-listen:{ns}"[:63]),
+                ).fetchall()
+                if pids:
+                    pid = rng.choice(pids)[0]
+                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                    kills.append(pid)
+
+    thread = threading.Thread(target=killer)
+    with running(_increment_counting, [(location, barrier, times, out)] * workers) as procs:
+        thread.start()
+        try:
+            codes = join_all(procs)
+        finally:
+            stop.set()
+            thread.join()
+        assert codes == [0] * workers, f"seed {seed}"
+    acknowledged = sum(out.get(timeout=10) for _ in range(workers))
+    assert acknowledged == workers * times
+    assert len(kills) > 5, f"seed {seed}: the killer hardly ran"
+    with agentstate.open_store(location) as store:
+        assert store.get(COUNTER_KEY)["count"] == acknowledged, f"seed {seed}"  # type: ignore[index]
+
+
+# -- the CLI -------------------------------------------------------------------------
+
+
+def test_the_cli_works_on_a_database_url_without_showing_its_password(location: str) -> None:
+    from typer.testing import CliRunner
+
+    from agentstate.cli import app
+
+    runner = CliRunner()
+    env = {"AGENTSTATE_STORE": location}  # off the command line, where others can read it
+    patched = runner.invoke(app, ["sessions", "patch", "main", "--set", "model=m"], env=env)
+    assert patched.exit_code == 0, patched.output
+    listed = runner.invoke(app, ["sessions", "list", "--json"], env=env)
+    assert listed.exit_code == 0 and "agent:main:main" in json.loads(listed.output)
+    stats = runner.invoke(app, ["stats", "--json"], env=env)
+    password = psycopg.conninfo.conninfo_to_dict(POSTGRES_DSN).get("password")
+    assert stats.exit_code == 0 and password and password not in stats.output
+    assert json.loads(stats.output)["backend"] == "postgres"
