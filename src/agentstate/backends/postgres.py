@@ -74,6 +74,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from agentstate.backends._blobs import load_blob, split_entry
 from agentstate.backends._pglisten import Listener, shared_signal
 from agentstate.backends._pgschema import (
     CONFLICT_SQLSTATE,
@@ -91,7 +92,7 @@ from agentstate.errors import (
     StoreCorrupt,
     StoreUnavailable,
 )
-from agentstate.frozen import FrozenMap, StringPool, decode_json, encode_json, freeze
+from agentstate.frozen import FrozenMap, StringPool, decode_json, encode_json
 from agentstate.keys import DEFAULT_AGENT_ID, normalize_agent_id
 from agentstate.model import SessionEntry, build_entry
 
@@ -109,7 +110,6 @@ MAX_NAMESPACE = 200
 # The same figures as SQLite's: object fields this large are stored once by
 # content; the log keeps this many positions per namespace, a reader further
 # behind reloads everything.
-BLOB_MIN_BYTES = 256
 BLOB_GC_EVERY = 4096
 BLOB_CACHE_BYTES = 32 << 20
 CHANGE_LOG_KEEP = 10_000
@@ -553,11 +553,9 @@ class PostgresBackend(Backend):
                 wanted.append(digest)
         if wanted:
             for digest, text in conn.execute(self._sql.blobs, (self.namespace, wanted)):
-                value: FrozenMap = freeze(decode_json(text), self.pool)
-                size = len(text.encode())
-                object.__setattr__(value, "_digest", (size, digest))
+                value = load_blob(text, digest, self.pool)
                 cache[digest] = value
-                self._blob_cache_bytes += size
+                self._blob_cache_bytes += value.json_digest()[0]
         while self._blob_cache_bytes > BLOB_CACHE_BYTES and len(cache) > len(named):
             _, old = cache.popitem(last=False)
             self._blob_cache_bytes -= old.json_digest()[0]
@@ -810,25 +808,15 @@ class PostgresBackend(Backend):
         return None if version == _UNKNOWN else version
 
     def put(self, key: str, entry: SessionEntry, previous: SessionEntry | None) -> int:
-        light: dict[str, Any] = {}
-        refs: dict[str, str] = {}
-        blob_bytes = 0
         sql = self._sql
-        for field, value in entry.pairs():
-            if isinstance(value, FrozenMap):
-                size, digest = value.json_digest()
-                if size >= BLOB_MIN_BYTES:
-                    # A value shared with the row being replaced is stored already, and
-                    # cannot be collected meanwhile: collecting takes the namespace lock
-                    # and moves the log's head, which this write checks.
-                    if previous is None or previous.get(field) is not value:
-                        text = encode_json(value)
-                        self._check_nul(key, text)
-                        self._ops.append(_Op(sql.put_blob, (self.namespace, digest, text.decode())))
-                    light[field] = refs[field] = digest
-                    blob_bytes += size - len(digest) - 2
-                    continue
-            light[field] = value
+        # A value shared with the row being replaced is stored already, and cannot
+        # be collected meanwhile: collecting takes the namespace lock and moves the
+        # log's head, which this write checks.
+        light, refs, new_blobs, blob_bytes = split_entry(entry, previous)
+        for digest, value in new_blobs:
+            text = encode_json(value)
+            self._check_nul(key, text)
+            self._ops.append(_Op(sql.put_blob, (self.namespace, digest, text.decode())))
         encoded = encode_json(light)
         self._check_nul(key, encoded)
         updated = entry.get("updatedAt")

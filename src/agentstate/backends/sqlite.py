@@ -5,7 +5,7 @@ Schema (version 1):
 - ``sessions``: one row per session: ``key``, ``session_id``, ``updated_at``
   (indexed, for listing and maintenance), ``entry`` (the entry's compact JSON)
   and ``blobs``. A top-level object field whose JSON is at least
-  ``BLOB_MIN_BYTES`` (256) long (the skills snapshot, the system-prompt report) is
+  ``BLOB_MIN_BYTES`` (256, see ``_blobs``) long (the skills snapshot, the system-prompt report) is
   stored once, by content, in ``blobs``; in ``entry`` its value is then the
   blob's sha256, and the row's ``blobs`` column maps field -> sha256.
 - ``blobs``: ``hash`` -> ``value`` (JSON text). Nine sessions sharing one
@@ -31,13 +31,12 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
-import msgspec
-
 from agentstate._signal import open_signal
 from agentstate._sqlite import Checkpointer, Translate, connect, inspect_hint
+from agentstate.backends._blobs import load_blob, split_entry
 from agentstate.backends.base import Backend, Row
 from agentstate.errors import ReadOnlyStore, StoreCorrupt
-from agentstate.frozen import SMALL_JSON, FrozenMap, StringPool, decode_json, encode_json, freeze
+from agentstate.frozen import FrozenMap, StringPool, decode_json, encode_json
 from agentstate.model import SessionEntry, build_entry
 
 __all__ = ["DB_FILENAME", "SCHEMA_VERSION", "SQLiteBackend"]
@@ -80,7 +79,6 @@ _MAX_REPLAY = 5_000
 # Object fields this large are stored by content. Besides sharing repeated
 # values, it keeps them out of the row, which is re-encoded on every patch:
 # encoding a nested map costs a Python call, reusing its digest costs nothing.
-BLOB_MIN_BYTES = SMALL_JSON  # 256: smaller maps carry their JSON with them (json_digest)
 BLOB_GC_EVERY = 4096
 # Decoded blobs kept for reuse across rows (bytes of their JSON).
 BLOB_CACHE_BYTES = 32 << 20
@@ -148,12 +146,9 @@ class SQLiteBackend(Backend):
                 f"a session refers to blob {digest[:12]}... which is missing",
                 inspect_hint(self.path),
             )
-        text: str = found[0]
-        value: FrozenMap = freeze(decode_json(text), self.pool)
-        size = len(text.encode())
-        object.__setattr__(value, "_digest", (size, digest, None))
+        value = load_blob(found[0], digest, self.pool)
         cache[digest] = value
-        self._blob_cache_bytes += size
+        self._blob_cache_bytes += value.json_digest()[0]
         while self._blob_cache_bytes > BLOB_CACHE_BYTES and cache:
             _, old = cache.popitem(last=False)
             self._blob_cache_bytes -= old.json_digest()[0]
@@ -231,29 +226,14 @@ class SQLiteBackend(Backend):
             self._conn.execute("BEGIN IMMEDIATE")
 
     def put(self, key: str, entry: SessionEntry, previous: SessionEntry | None) -> int:
-        light: dict[str, Any] = {}
-        refs: dict[str, str] = {}
-        blob_bytes = 0
+        layout = split_entry(entry, previous)
         with self._errors():
-            for field, value in entry.pairs():
-                if isinstance(value, FrozenMap):
-                    size, digest, small = value.json_digest()
-                    if small is not None:
-                        light[field] = msgspec.Raw(small)  # encoded once, reused by every patch
-                        continue
-                    if size >= BLOB_MIN_BYTES:
-                        # A value shared with the row being replaced is already
-                        # stored (the store re-read that row in this transaction).
-                        if previous is None or previous.get(field) is not value:
-                            self._conn.execute(
-                                "INSERT OR IGNORE INTO blobs (hash, value) VALUES (?, ?)",
-                                (digest, encode_json(value).decode()),
-                            )
-                        light[field] = refs[field] = digest
-                        blob_bytes += size - len(digest) - 2
-                        continue
-                light[field] = value
-            text = encode_json(light).decode()
+            for digest, value in layout.new_blobs:
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO blobs (hash, value) VALUES (?, ?)",
+                    (digest, encode_json(value).decode()),
+                )
+            text = encode_json(layout.light).decode()
             updated = entry.get("updatedAt")
             self._conn.execute(
                 "INSERT INTO sessions (key, session_id, updated_at, entry, blobs) "
@@ -265,10 +245,10 @@ class SQLiteBackend(Backend):
                     entry.session_id,
                     updated if isinstance(updated, int) else None,
                     text,
-                    encode_json(refs).decode() if refs else None,
+                    encode_json(layout.refs).decode() if layout.refs else None,
                 ),
             )
-        return len(text.encode()) + blob_bytes
+        return len(text.encode()) + layout.blob_bytes
 
     def remove(self, key: str) -> None:
         with self._errors():

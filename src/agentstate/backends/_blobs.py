@@ -1,0 +1,65 @@
+"""How the database backends lay an entry out: small fields inline, large objects by content.
+
+An object field whose JSON is at least ``BLOB_MIN_BYTES`` long (the skills
+snapshot, the system-prompt report) is stored once, by its sha256, and the
+row refers to it; nine sessions sharing a prompt share one blob, and a patch
+of a token counter rewrites ~1 KiB instead of the whole entry. Smaller maps
+stay in the row, re-emitted from the JSON they memoized (``json_digest``) so
+that a patch does not encode them again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import msgspec
+
+from agentstate.frozen import SMALL_JSON, FrozenMap, StringPool, decode_json, freeze
+from agentstate.model import SessionEntry
+
+__all__ = ["BLOB_MIN_BYTES", "Layout", "load_blob", "split_entry"]
+
+BLOB_MIN_BYTES = SMALL_JSON  # 256
+
+
+class Layout(NamedTuple):
+    light: dict[str, Any]
+    """The row's JSON: blob fields replaced by their digest."""
+    refs: dict[str, str]
+    """field -> digest of every blob field."""
+    new_blobs: list[tuple[str, FrozenMap]]
+    """(digest, value) of blob values not shared with the entry being replaced."""
+    blob_bytes: int
+    """What the blob fields add to the entry's JSON size beyond their digests."""
+
+
+def split_entry(entry: SessionEntry, previous: SessionEntry | None) -> Layout:
+    """Lay ``entry`` out for a row; ``previous`` is the entry it replaces (None if unknown).
+
+    A value shared by identity with ``previous`` is already stored: the store
+    re-read that row inside the writer's transaction, so it cannot have gone.
+    """
+    light: dict[str, Any] = {}
+    refs: dict[str, str] = {}
+    new_blobs: list[tuple[str, FrozenMap]] = []
+    blob_bytes = 0
+    for field, value in entry.pairs():
+        if isinstance(value, FrozenMap):
+            size, digest, small = value.json_digest()
+            if small is not None:
+                light[field] = msgspec.Raw(small)
+                continue
+            if previous is None or previous.get(field) is not value:
+                new_blobs.append((digest, value))
+            light[field] = refs[field] = digest
+            blob_bytes += size - len(digest) - 2
+            continue
+        light[field] = value
+    return Layout(light, refs, new_blobs, blob_bytes)
+
+
+def load_blob(text: str, digest: str, pool: StringPool) -> FrozenMap:
+    """A stored blob as a frozen value that already knows its digest (no re-hashing)."""
+    value: FrozenMap = freeze(decode_json(text), pool)
+    object.__setattr__(value, "_digest", (len(text.encode()), digest, None))
+    return value
