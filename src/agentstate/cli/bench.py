@@ -338,7 +338,13 @@ def _print_seed(report: dict[str, Any]) -> None:
     if "targets" in report:
         targets = report["targets"]
         console.print(
-            f"RSS slope <= 1 MiB/min: {targets['rss_slope_ok']}; peak RSS <= "
+            "RSS slope <= 1 MiB/min: "
+            + (
+                "not judged (run --seconds 40 or more)"
+                if targets["rss_slope_ok"] is None
+                else str(targets["rss_slope_ok"])
+            )
+            + "; peak RSS <= "
             f"{targets['peak_rss_limit_mib']} MiB: {targets['peak_rss_ok']}; "
             f"no lost writes: {targets['no_lost_writes']}"
         )
