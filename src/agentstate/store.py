@@ -179,6 +179,9 @@ class SessionStore:
     # -- cache state -------------------------------------------------------------
     def _reset_cache(self) -> None:
         self._entries: immutables.Map[str, SessionEntry] = immutables.Map()
+        # The same entries in a plain dict, for get(): one hash probe, where the
+        # trie takes a few levels (it wins for snapshots, the dict for lookups).
+        self._index: dict[str, SessionEntry] = {}
         self._account = SizeAccount(self._backend.pool.min_length)
         self._aliases: dict[str, set[str]] = {}
         self._lru: OrderedDict[str, None] | None = None
@@ -216,6 +219,7 @@ class SessionStore:
         if hasattr(rows, "close"):
             rows.close()
         self._entries = immutables.Map(building)
+        self._index = building
         if not complete:
             self._lru = OrderedDict.fromkeys(building)
             for raw in self._backend.scan_keys():
@@ -244,6 +248,7 @@ class SessionStore:
             if previous is not None:
                 account.remove(previous)
                 self._entries = self._entries.delete(key)
+                self._index.pop(key, None)
                 self._sorted_keys = None
                 if self._lru is not None:
                     self._lru.pop(key, None)
@@ -254,6 +259,7 @@ class SessionStore:
             else:
                 account.replace(previous, entry)
             self._entries = self._entries.set(key, entry)
+            self._index[key] = entry
             if self._lru is not None:
                 self._lru[key] = None
                 self._lru.move_to_end(key)
@@ -271,6 +277,7 @@ class SessionStore:
             key, _ = self._lru.popitem(last=False)
             account.remove(mutation[key])
             del mutation[key]
+            self._index.pop(key, None)
         self._entries = mutation.finish()
         self._sorted_keys = None
 
@@ -333,7 +340,7 @@ class SessionStore:
         """
         if self._signal_read() != self._seen or time.monotonic() >= self._next_check:
             self._sync()
-        entry = self._entries.get(key)
+        entry = self._index.get(key)
         if entry is not None:
             self._hits += 1
             if self._lru is not None:

@@ -125,21 +125,21 @@ class SQLiteBackend(Backend):
         return self._translate
 
     # -- reads -----------------------------------------------------------------
-    def _row(self, key: str, text: str, blobs: str | None) -> Row:
+    def _row(self, key: str, text: str, blobs: str | None, conn: Any = None) -> Row:
         data = decode_json(text)
         if blobs:
             for field, digest in decode_json(blobs).items():
-                data[field] = self._blob(digest)
+                data[field] = self._blob(digest, conn or self._conn)
         return key, build_entry(key, data, pool=self.pool, on_load=True)
 
-    def _blob(self, digest: str) -> FrozenMap:
+    def _blob(self, digest: str, conn: Any) -> FrozenMap:
         """The frozen value stored under ``digest``: one object for every row that shares it."""
         cache = self._blob_cache
         cached = cache.get(digest)
         if cached is not None:
             cache.move_to_end(digest)
             return cached
-        found = self._conn.execute("SELECT value FROM blobs WHERE hash = ?", (digest,)).fetchone()
+        found = conn.execute("SELECT value FROM blobs WHERE hash = ?", (digest,)).fetchone()
         if found is None:
             raise StoreCorrupt(
                 self.path,
@@ -159,14 +159,22 @@ class SQLiteBackend(Backend):
         return row[0] or 0
 
     def scan(self) -> tuple[Any, Iterator[Row]]:
-        # Inside a write transaction the scan simply joins it; otherwise it
-        # opens a read transaction so that the rows and the token agree.
-        own_txn = not self._conn.in_transaction
+        # Inside a write transaction the scan joins it. Otherwise it reads on a
+        # connection of its own, in one read transaction (the rows and the token
+        # agree), closed afterwards: a whole-store read would otherwise leave the
+        # writer's page cache full of pages no patch will touch again.
+        joined = self._conn.in_transaction
+        mode = "?mode=ro" if self.readonly else ""
+        conn = (
+            self._conn
+            if joined
+            else sqlite3.connect(f"file:{self.path}{mode}", uri=True, timeout=self.lock_timeout)
+        )
         with self._errors():
-            if own_txn:
-                self._conn.execute("BEGIN")
-            token = self._token()
-            cursor = self._conn.execute("SELECT key, entry, blobs FROM sessions")
+            if not joined:
+                conn.execute("BEGIN")
+            token = conn.execute("SELECT max(seq) FROM changes").fetchone()[0] or 0
+            cursor = conn.execute("SELECT key, entry, blobs FROM sessions")
 
         def rows() -> Iterator[Row]:
             try:
@@ -174,10 +182,10 @@ class SQLiteBackend(Backend):
                     # fetchmany: the blob look-ups below share the connection.
                     while batch := cursor.fetchmany(256):
                         for key, text, blobs in batch:
-                            yield self._row(key, text, blobs)
+                            yield self._row(key, text, blobs, conn)
             finally:
-                if own_txn and self._conn.in_transaction:
-                    self._conn.execute("COMMIT")
+                if not joined:
+                    conn.close()
 
         return token, rows()
 
