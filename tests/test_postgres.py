@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 import agentstate
+from agentstate.backends import _blobs
 from agentstate.backends import postgres as pg_backend
 from agentstate.errors import (
     ConflictError,
@@ -154,6 +155,21 @@ def test_rows_log_and_blobs_are_plain_sql(location: str, sql: psycopg.Connection
     assert blobs == (1,)  # the shared skills snapshot is stored once
     version = sql.execute("SELECT version FROM agentstate.schema_version").fetchone()
     assert version == (pg_backend.SCHEMA_VERSION,)
+
+
+def test_replaced_blobs_are_collected_without_help(
+    location: str, sql: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_blobs, "COLLECT_AFTER", 8)
+    with agentstate.open_store(location) as store:
+        ns = namespace_of(store)
+        for n in range(60):
+            store.upsert(f"agent:main:s{n % 4}", {"skillsSnapshot": {"prompt": f"v{n} " * 100}})
+        stored = sql.execute(
+            "SELECT count(*) FROM agentstate.blobs WHERE ns = %s", (ns,)
+        ).fetchone()
+        assert stored is not None and 4 <= stored[0] <= 4 + 8
+        assert store.get("agent:main:s3")["skillsSnapshot"]["prompt"].startswith("v59 ")  # type: ignore[index]
 
 
 def test_a_schema_newer_than_this_agentstate_is_refused(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import agentstate
+from agentstate.backends import _blobs
 from agentstate.backends import sqlite as sqlite_backend
 from agentstate.errors import StoreCorrupt
 
@@ -129,6 +130,35 @@ def test_large_objects_are_stored_once_and_collected_when_unused(tmp_path: Path)
         assert removed == 1
     with agentstate.open_store(tmp_path) as store:
         assert store.get("agent:main:s3")["skillsSnapshot"]["prompt"].startswith("other")  # type: ignore[index]
+
+
+def test_replaced_blobs_are_collected_on_their_own_and_counter_patches_never_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_blobs, "COLLECT_AFTER", 8)
+    scans = 0
+    collect = sqlite_backend.SQLiteBackend.collect_blobs
+
+    def counted(backend: sqlite_backend.SQLiteBackend) -> int:
+        nonlocal scans
+        scans += 1
+        return collect(backend)
+
+    monkeypatch.setattr(sqlite_backend.SQLiteBackend, "collect_blobs", counted)
+    with agentstate.open_store(tmp_path) as store:
+        for i in range(4):
+            store.upsert(f"agent:main:s{i}", {"skillsSnapshot": {"prompt": "first " * 100}})
+        for n in range(200):
+            store.patch(f"agent:main:s{n % 4}", {"inputTokens": n})
+        assert scans == 0
+        for n in range(60):
+            store.patch(f"agent:main:s{n % 4}", {"skillsSnapshot": {"prompt": f"v{n} " * 100}})
+        assert scans > 0
+        with raw(tmp_path) as conn:
+            stored = conn.execute("SELECT count(*) FROM blobs").fetchone()[0]
+        # Four live blobs, plus at most the garbage of the writes since the last scan.
+        assert 4 <= stored <= 4 + 8
+        assert store.get("agent:main:s3")["skillsSnapshot"]["prompt"].startswith("v59 ")  # type: ignore[index]
 
 
 def test_legacy_keys_written_by_others_fold_into_the_canonical_key(tmp_path: Path) -> None:

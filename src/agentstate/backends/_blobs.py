@@ -6,10 +6,15 @@ row refers to it; nine sessions sharing a prompt share one blob, and a patch
 of a token counter rewrites ~1 KiB instead of the whole entry. Smaller maps
 stay in the row, re-emitted from the JSON they memoized (``json_digest``) so
 that a patch does not encode them again.
+
+Blobs nobody refers to any more are deleted by a scan of every row, so the
+backends run it only when enough writes may have left one behind
+(:class:`Collector`): a patch of counters never pays for it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import msgspec
@@ -17,9 +22,11 @@ import msgspec
 from agentstate.frozen import SMALL_JSON, FrozenMap, StringPool, decode_json, freeze
 from agentstate.model import SessionEntry
 
-__all__ = ["BLOB_MIN_BYTES", "Layout", "load_blob", "split_entry"]
+__all__ = ["BLOB_MIN_BYTES", "COLLECT_AFTER", "Collector", "Layout", "load_blob", "split_entry"]
 
 BLOB_MIN_BYTES = SMALL_JSON  # 256
+# Writes that may orphan a blob before the first look at whether a scan is worth it.
+COLLECT_AFTER = 4096
 
 
 class Layout(NamedTuple):
@@ -31,6 +38,8 @@ class Layout(NamedTuple):
     """(digest, value) of blob values not shared with the entry being replaced."""
     blob_bytes: int
     """What the blob fields add to the entry's JSON size beyond their digests."""
+    may_orphan: bool
+    """Whether the write may leave a stored blob without a referrer."""
 
 
 def split_entry(entry: SessionEntry, previous: SessionEntry | None) -> Layout:
@@ -55,7 +64,47 @@ def split_entry(entry: SessionEntry, previous: SessionEntry | None) -> Layout:
             blob_bytes += size - len(digest) - 2
             continue
         light[field] = value
-    return Layout(light, refs, new_blobs, blob_bytes)
+    return Layout(light, refs, new_blobs, blob_bytes, _may_orphan(previous, refs, new_blobs))
+
+
+def _may_orphan(
+    previous: SessionEntry | None, refs: dict[str, str], new_blobs: list[tuple[str, FrozenMap]]
+) -> bool:
+    """True unless every blob ``previous`` referred to is still referred to by the new row."""
+    if previous is None or new_blobs:
+        return True
+    for field, value in previous.pairs():
+        if isinstance(value, FrozenMap):
+            _, digest, small = value.json_digest()
+            if small is None and refs.get(field) != digest:
+                return True
+    return False
+
+
+class Collector:
+    """When to scan for unreferenced blobs: once the writes that may have orphaned one
+    (a blob field replaced or dropped, a session written blind or removed) reach a
+    quarter of the sessions, so each scan's cost, spread over those writes, does not
+    grow with the store. One per backend instance; the count is this process's."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self._due = COLLECT_AFTER
+
+    def wrote(self, may_orphan: bool) -> None:
+        if may_orphan:
+            self.pending += 1
+
+    def due(self, count_sessions: Callable[[], int]) -> bool:
+        """Whether to collect in this commit; asks for the session count only now and then."""
+        if self.pending < self._due:
+            return False
+        self._due = max(COLLECT_AFTER, count_sessions() // 4)
+        if self.pending < self._due:
+            return False
+        self.pending = 0
+        self._due = COLLECT_AFTER
+        return True
 
 
 def load_blob(text: str, digest: str, pool: StringPool) -> FrozenMap:

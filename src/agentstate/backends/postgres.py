@@ -74,7 +74,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from agentstate.backends._blobs import load_blob, split_entry
+from agentstate.backends._blobs import Collector, load_blob, split_entry
 from agentstate.backends._pglisten import Listener, shared_signal
 from agentstate.backends._pgschema import (
     CONFLICT_SQLSTATE,
@@ -110,7 +110,6 @@ MAX_NAMESPACE = 200
 # The same figures as SQLite's: object fields this large are stored once by
 # content; the log keeps this many positions per namespace, a reader further
 # behind reloads everything.
-BLOB_GC_EVERY = 4096
 BLOB_CACHE_BYTES = 32 << 20
 CHANGE_LOG_KEEP = 10_000
 PRUNE_EVERY = 1024
@@ -312,6 +311,7 @@ class PostgresBackend(Backend):
         self._blob_cache: OrderedDict[str, FrozenMap] = OrderedDict()
         self._blob_cache_bytes = 0
         self._commits = 0
+        self._collector = Collector()
         self._scans = itertools.count()
         # The write transaction in progress.
         self._conn: Conn | None = None
@@ -812,7 +812,8 @@ class PostgresBackend(Backend):
         # A value shared with the row being replaced is stored already, and cannot
         # be collected meanwhile: collecting takes the namespace lock and moves the
         # log's head, which this write checks.
-        light, refs, new_blobs, blob_bytes = split_entry(entry, previous)
+        light, refs, new_blobs, blob_bytes, may_orphan = split_entry(entry, previous)
+        self._collector.wrote(may_orphan)
         for digest, value in new_blobs:
             text = encode_json(value)
             self._check_nul(key, text)
@@ -850,6 +851,7 @@ class PostgresBackend(Backend):
             )
 
     def remove(self, key: str) -> None:
+        self._collector.wrote(True)
         self._ops.append(_Op(self._sql.remove, (self.namespace, key, self._expected(key)), key))
 
     def commit(self) -> Any:
@@ -864,7 +866,7 @@ class PostgresBackend(Backend):
         if self._commits % PRUNE_EVERY == 0:
             queries.append(self._sql.prune)
             params += (self.namespace, base - CHANGE_LOG_KEEP)
-        if self._commits % BLOB_GC_EVERY == 0:
+        if self._collector.due(self.count):
             queries.append(self._sql.collect_blobs)
             params += (self.namespace, self.namespace)
         queries.append("COMMIT")

@@ -11,7 +11,8 @@ Schema (version 1):
 - ``blobs``: ``hash`` -> ``value`` (JSON text). Nine sessions sharing one
   skills prompt share one row, and a patch of a token counter rewrites ~1 KiB
   instead of the whole 10-100 KiB entry. Unreferenced blobs are collected
-  every ``BLOB_GC_EVERY`` commits, inside a write transaction.
+  inside a write transaction when ``_blobs.Collector`` says enough writes may
+  have left some behind.
 - ``changes``: triggers append every insert, update and delete of a session,
   whoever makes it (agentstate, the ``sqlite3`` shell, a script), so another
   process reloads only the keys that changed.
@@ -33,7 +34,7 @@ from typing import Any
 
 from agentstate._signal import open_signal
 from agentstate._sqlite import Checkpointer, Translate, connect, inspect_hint
-from agentstate.backends._blobs import load_blob, split_entry
+from agentstate.backends._blobs import Collector, load_blob, split_entry
 from agentstate.backends.base import Backend, Row
 from agentstate.errors import ReadOnlyStore, StoreCorrupt
 from agentstate.frozen import FrozenMap, StringPool, decode_json, encode_json
@@ -79,7 +80,6 @@ _MAX_REPLAY = 5_000
 # Object fields this large are stored by content. Besides sharing repeated
 # values, it keeps them out of the row, which is re-encoded on every patch:
 # encoding a nested map costs a Python call, reusing its digest costs nothing.
-BLOB_GC_EVERY = 4096
 # Decoded blobs kept for reuse across rows (bytes of their JSON).
 BLOB_CACHE_BYTES = 32 << 20
 # The page cache: large enough to hold the b-tree interior pages and the
@@ -115,6 +115,7 @@ class SQLiteBackend(Backend):
         )
         self.signal = open_signal(self.path + ".signal")
         self._commits = 0
+        self._collector = Collector()
         self._checkpointer = None if readonly else Checkpointer(self.path)
         self._blob_cache: OrderedDict[str, FrozenMap] = OrderedDict()
         self._blob_cache_bytes = 0
@@ -235,6 +236,7 @@ class SQLiteBackend(Backend):
 
     def put(self, key: str, entry: SessionEntry, previous: SessionEntry | None) -> int:
         layout = split_entry(entry, previous)
+        self._collector.wrote(layout.may_orphan)
         with self._errors():
             for digest, value in layout.new_blobs:
                 self._conn.execute(
@@ -259,6 +261,7 @@ class SQLiteBackend(Backend):
         return len(text.encode()) + layout.blob_bytes
 
     def remove(self, key: str) -> None:
+        self._collector.wrote(True)
         with self._errors():
             self._conn.execute("DELETE FROM sessions WHERE key = ?", (key,))
 
@@ -268,7 +271,7 @@ class SQLiteBackend(Backend):
             self._commits += 1
             if self._commits % 1024 == 0:
                 self._conn.execute("DELETE FROM changes WHERE seq <= ?", (token - CHANGE_LOG_KEEP,))
-            if self._commits % BLOB_GC_EVERY == 0:
+            if self._collector.due(self.count):
                 self.collect_blobs()
             self._conn.execute("COMMIT")
         self.signal.bump()
