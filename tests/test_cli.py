@@ -43,6 +43,7 @@ def test_bench_store_prints_figures_as_json() -> None:
     figures = json.loads(result.stdout)
     assert set(figures["rates"]) == {"30", "60"}
     assert figures["rates"]["60"]["get_per_s"] > 0 and figures["baseline"]["get_per_s"] > 0
+    assert figures["rates"]["60"]["dict_get_per_s"] > 0
     assert figures["memory"]["sessions_json_mib"] > 0
     assert figures["soak"]["ops"] > 0 and figures["ratios"]["get_vs_deepcopy"] > 1
 

@@ -8,7 +8,9 @@ or hurt the next:
 2. memory: RSS of a process before and after it opens (loads) the store,
    against the size of the same store as OpenClaw's sessions.json;
 3. rates: cached ``get`` (the cross-process freshness check included),
-   ``snapshot`` of an unchanged store, and ``patch``, at each size;
+   ``snapshot`` of an unchanged store, and ``patch``, at each size; beside
+   ``get``, the same loop over a plain dict of the same entries, the floor
+   that shows what a larger working set costs CPython and the CPU's caches;
 4. baseline: a cache that deep-copies the whole store on every read, as
    OpenClaw's ``structuredClone`` cache did, on the same data;
 5. soak: ``soak_seconds`` of 90% get / 10% patch after a warm-up, RSS before
@@ -156,6 +158,8 @@ def _rates(path: str, seconds: float, synchronous: str = "normal") -> dict[str, 
     n = len(keys)
     get = store.get
     get_rate, _ = rate(lambda i: get(keys[i % n]), seconds, batch=5000)
+    plain_get = dict(store.items()).get
+    dict_rate, _ = rate(lambda i: plain_get(keys[i % n]), seconds, batch=5000)
     snapshot = store.snapshot
     snap_rate, _ = rate(lambda i: snapshot(), seconds, batch=5000)
     patch = store.patch
@@ -170,6 +174,7 @@ def _rates(path: str, seconds: float, synchronous: str = "normal") -> dict[str, 
     return {
         "entries": n,
         "get_per_s": round(get_rate),
+        "dict_get_per_s": round(dict_rate),
         "snapshot_per_s": round(snap_rate),
         "patch_per_s": round(patch_rate),
         # For JSON every patch rewrites the file: the bytes a second that costs.
@@ -420,6 +425,7 @@ def run_store_bench(
     result["ratios"] = {
         "get_vs_deepcopy": round(ours["get_per_s"] / max(result["baseline"]["get_per_s"], 1e-9)),
         "get_scale": _ratio(rates, "get_per_s", main, options.scale_entries),
+        "dict_get_scale": _ratio(rates, "dict_get_per_s", main, options.scale_entries),
         "patch_scale": _ratio(rates, "patch_per_s", options.small_entries, options.scale_entries),
     }
     return result
