@@ -110,3 +110,16 @@ def test_size_account_replace_equals_remove_then_add() -> None:
     fresh = SizeAccount()
     fresh.add(same_shape)
     assert by_replace.bytes == fresh.bytes
+
+
+def test_dropped_values_are_the_ones_not_carried_over_by_identity() -> None:
+    before = freeze({"a": 1, "big": {"x": 1}, "keep": {"y": 2}})
+    assert isinstance(before, FrozenMap)
+    same_keys = FrozenMap._wrap({**before._as_dict(), "a": 2})
+    assert list(same_keys.dropped_values(before)) == [1]
+    fewer_keys = FrozenMap._wrap({"a": 1, "keep": before["keep"]})
+    assert list(fewer_keys.dropped_values(before)) == [before["big"]]
+    equal_copy = freeze({"a": 1, "big": {"x": 1}, "keep": {"y": 2}})
+    assert isinstance(equal_copy, FrozenMap)
+    # Equal but not the same objects: the old maps count as dropped.
+    assert list(equal_copy.dropped_values(before)) == [before["big"], before["keep"]]

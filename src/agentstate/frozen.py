@@ -156,6 +156,18 @@ class FrozenMap(_MappingBase):
         """(key, value) pairs, the fastest way to walk a map."""
         return zip(self._shape.keys, self._values, strict=True)
 
+    def dropped_values(self, previous: FrozenMap) -> Iterator[Any]:
+        """The values of ``previous`` that this map does not hold, by identity, under the
+        same key: for a map patched from ``previous``, just the replaced ones."""
+        if previous._shape is self._shape:
+            for old, value in zip(previous._values, self._values, strict=True):
+                if old is not value:
+                    yield old
+            return
+        for key, old in previous.pairs():
+            if self.get(key, _MISSING) is not old:
+                yield old
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, FrozenMap):
             if self._shape.keys == other._shape.keys:

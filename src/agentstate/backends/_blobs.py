@@ -64,21 +64,20 @@ def split_entry(entry: SessionEntry, previous: SessionEntry | None) -> Layout:
             blob_bytes += size - len(digest) - 2
             continue
         light[field] = value
-    return Layout(light, refs, new_blobs, blob_bytes, _may_orphan(previous, refs, new_blobs))
+    return Layout(light, refs, new_blobs, blob_bytes, _may_orphan(previous, entry, new_blobs))
 
 
 def _may_orphan(
-    previous: SessionEntry | None, refs: dict[str, str], new_blobs: list[tuple[str, FrozenMap]]
+    previous: SessionEntry | None, entry: SessionEntry, new_blobs: list[tuple[str, FrozenMap]]
 ) -> bool:
     """True unless every blob ``previous`` referred to is still referred to by the new row."""
     if previous is None or new_blobs:
         return True
-    for field, value in previous.pairs():
-        if isinstance(value, FrozenMap):
-            _, digest, small = value.json_digest()
-            if small is None and refs.get(field) != digest:
-                return True
-    return False
+    return any(_is_blob(value) for value in entry.dropped_values(previous))
+
+
+def _is_blob(value: Any) -> bool:
+    return isinstance(value, FrozenMap) and value.json_digest()[2] is None
 
 
 class Collector:
