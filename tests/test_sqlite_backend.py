@@ -132,10 +132,11 @@ def test_large_objects_are_stored_once_and_collected_when_unused(tmp_path: Path)
         assert store.get("agent:main:s3")["skillsSnapshot"]["prompt"].startswith("other")  # type: ignore[index]
 
 
-def test_replaced_blobs_are_collected_on_their_own_and_counter_patches_never_scan(
+def test_replaced_blobs_are_collected_on_their_own_and_counter_patches_do_not_scan(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_blobs, "COLLECT_AFTER", 8)
+    monkeypatch.setattr(_blobs, "SWEEP_AFTER_COMMITS", 1000)
     scans = 0
     collect = sqlite_backend.SQLiteBackend.collect_blobs
 
@@ -159,6 +160,26 @@ def test_replaced_blobs_are_collected_on_their_own_and_counter_patches_never_sca
         # Four live blobs, plus at most the garbage of the writes since the last scan.
         assert 4 <= stored <= 4 + 8
         assert store.get("agent:main:s3")["skillsSnapshot"]["prompt"].startswith("v59 ")  # type: ignore[index]
+
+
+def test_a_busy_store_sweeps_blobs_another_process_left_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_blobs, "SWEEP_AFTER_COMMITS", 50)
+    with agentstate.open_store(tmp_path) as busy:
+        busy.upsert("agent:main:busy", {"inputTokens": 0})
+        # A short-lived writer (a CLI run) replaces a blob a few times and exits,
+        # far below the count that would make it collect.
+        with agentstate.open_store(tmp_path) as cli:
+            for n in range(5):
+                cli.upsert("agent:main:cli", {"skillsSnapshot": {"prompt": f"v{n} " * 100}})
+        with raw(tmp_path) as conn:
+            assert conn.execute("SELECT count(*) FROM blobs").fetchone()[0] == 5
+        for n in range(60):
+            busy.patch("agent:main:busy", {"inputTokens": n})
+        with raw(tmp_path) as conn:
+            assert conn.execute("SELECT count(*) FROM blobs").fetchone()[0] == 1
+        assert busy.get("agent:main:cli")["skillsSnapshot"]["prompt"].startswith("v4 ")  # type: ignore[index]
 
 
 def test_legacy_keys_written_by_others_fold_into_the_canonical_key(tmp_path: Path) -> None:
