@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -58,3 +60,29 @@ def test_the_console_script_runs() -> None:
         [sys.executable, "-m", "agentstate", "--help"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and "sessions" in result.stdout.lower()
+
+
+def test_tables_sent_to_a_pipe_are_not_cut_to_80_columns(tmp_path: Path) -> None:
+    import agentstate
+
+    key = "agent:main:" + "a-long-channel-name-" * 4
+    with agentstate.open_store(tmp_path / "state") as store:
+        store.upsert(key, {"model": "some-model"})
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agentstate",
+            "sessions",
+            "list",
+            "--store",
+            str(tmp_path / "state"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert any(key in line for line in result.stdout.splitlines())

@@ -12,8 +12,17 @@ from rich.console import Console
 
 from agentstate.frozen import encode_json
 
-console = Console()
-err_console = Console(stderr=True)
+
+def _width(stream: Any) -> int | None:
+    """Rich's own choice on a terminal or under $COLUMNS; otherwise (a pipe, a CI log, a file)
+    wide enough that tables of figures are not cut to 80 columns and ellipsized."""
+    if os.environ.get("COLUMNS") or stream.isatty():
+        return None
+    return 160
+
+
+console = Console(width=_width(sys.stdout))
+err_console = Console(stderr=True, width=_width(sys.stderr))
 
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")
