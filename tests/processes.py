@@ -21,11 +21,12 @@ ctx = multiprocessing.get_context("spawn")
 def running(
     target: Callable[..., Any], args_list: Sequence[tuple[Any, ...]]
 ) -> Iterator[list[SpawnProcess]]:
-    """Start one process per args tuple; always kill and reap them when the block ends."""
+    """Start one process per args tuple; always kill and reap them when the block ends,
+    even when starting one of them fails."""
     procs = [ctx.Process(target=target, args=args) for args in args_list]
-    for proc in procs:
-        proc.start()
     try:
+        for proc in procs:
+            proc.start()
         yield procs
     finally:
         for proc in procs:

@@ -2,47 +2,15 @@
 
 from __future__ import annotations
 
-import multiprocessing
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agentstate.memory import open_facts
+from tests.processes import START_TIMEOUT, ctx, join_all, running
 
 pytestmark = pytest.mark.slow
-
-# Named deadlines: generous, because CI machines have two cores and neighbours.
-START_TIMEOUT = 60.0
-RUN_TIMEOUT = 120.0
-
-ctx = multiprocessing.get_context("spawn")
-
-
-@contextmanager
-def running(
-    target: Callable[..., Any], args_list: Sequence[tuple[Any, ...]]
-) -> Iterator[list[SpawnProcess]]:
-    """One process per args tuple; killed and reaped when the block ends, even on failure."""
-    procs = [ctx.Process(target=target, args=args) for args in args_list]
-    try:
-        for proc in procs:
-            proc.start()
-        yield procs
-    finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
-            proc.join(10)
-
-
-def _join(procs: Sequence[SpawnProcess]) -> list[int | None]:
-    for proc in procs:
-        proc.join(RUN_TIMEOUT)
-    return [proc.exitcode for proc in procs]
 
 
 def _add_facts(state_dir: str, barrier: Any, worker: int, count: int, batch: int) -> None:
@@ -64,7 +32,7 @@ def test_two_processes_adding_facts_lose_none(tmp_path: Path) -> None:
     barrier = ctx.Barrier(workers)
     args = [(state, barrier, w, count, 1 if w == 0 else 7) for w in range(workers)]
     with running(_add_facts, args) as procs:
-        assert _join(procs) == [0] * workers
+        assert join_all(procs) == [0] * workers
     with open_facts(state) as facts:
         assert facts.count() == workers * count
         texts = {f.text for f in facts.list(workers * count + 10)}
@@ -91,6 +59,6 @@ def test_processes_adding_the_same_facts_store_each_once(tmp_path: Path) -> None
     workers, count = 2, 150
     barrier = ctx.Barrier(workers)
     with running(_add_same_facts, [(state, barrier, count)] * workers) as procs:
-        assert _join(procs) == [0] * workers
+        assert join_all(procs) == [0] * workers
     with open_facts(state) as facts:
         assert facts.count() == count
