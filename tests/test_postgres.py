@@ -29,7 +29,7 @@ from agentstate.errors import (
 )
 from tests.conftest import NO_POSTGRES, POSTGRES_DSN, postgres_location
 from tests.processes import RUN_TIMEOUT, START_TIMEOUT, ctx, join_all, running
-from tests.test_store_processes import COUNTER_KEY, _increment
+from tests.test_store_processes import COUNTER_KEY, check_counter_race
 
 pytestmark = [pytest.mark.postgres, pytest.mark.skipif(POSTGRES_DSN is None, reason=NO_POSTGRES)]
 
@@ -343,14 +343,7 @@ def test_a_killed_listener_reconnects_and_catches_up(
 
 
 def test_four_processes_patching_one_counter_lose_no_update(location: str) -> None:
-    with agentstate.open_store(location) as store:
-        store.upsert(COUNTER_KEY, {"count": 0})
-    workers, times = 4, 500
-    barrier = ctx.Barrier(workers)
-    with running(_increment, [(location, barrier, times)] * workers) as procs:
-        assert join_all(procs) == [0] * workers
-    with agentstate.open_store(location) as store:
-        assert store.get(COUNTER_KEY)["count"] == workers * times  # type: ignore[index]
+    check_counter_race(location)
 
 
 def _write_and_report(location: str, queue: Any, count: int) -> None:

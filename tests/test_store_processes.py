@@ -27,8 +27,8 @@ def _increment(location: str, barrier: Any, times: int) -> None:
             store.update(lambda d: d.patch(COUNTER_KEY, {"count": d[COUNTER_KEY]["count"] + 1}))
 
 
-def test_four_processes_patching_one_counter_lose_no_update(tmp_path: Path) -> None:
-    location = str(tmp_path / "state")
+def check_counter_race(location: str) -> None:
+    """4 processes x 500 read-modify-write increments of one counter; none may be lost."""
     with agentstate.open_store(location) as store:
         store.upsert(COUNTER_KEY, {"count": 0})
     workers, times = 4, 500
@@ -37,6 +37,10 @@ def test_four_processes_patching_one_counter_lose_no_update(tmp_path: Path) -> N
         assert join_all(procs) == [0] * workers
     with agentstate.open_store(location) as store:
         assert store.get(COUNTER_KEY)["count"] == workers * times  # type: ignore[index]
+
+
+def test_four_processes_patching_one_counter_lose_no_update(tmp_path: Path) -> None:
+    check_counter_race(str(tmp_path / "state"))
 
 
 def _write_and_announce(location: str, queue: Any, count: int) -> None:
