@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -33,6 +34,21 @@ def print_json(value: Any) -> None:
     """Write ``value`` as indented JSON on stdout (msgspec Structs, frozen maps and plain data)."""
     sys.stdout.write(msgspec.json.format(encode_json(value), indent=2).decode() + "\n")
     sys.stdout.flush()
+
+
+def run_bench(
+    run: Callable[[Callable[[str], None]], dict[str, Any]],
+    json_output: bool,
+    print_tables: Callable[[dict[str, Any]], None],
+) -> None:
+    """Run a benchmark under a spinner that names its phase (on stderr), then print its
+    figures: all of them as JSON, or tables for people."""
+    with err_console.status("starting") as status:
+        result = run(status.update)
+    if json_output:
+        print_json(result)
+    else:
+        print_tables(result)
 
 
 DEFAULT_STORE = "~/.agentstate/main"

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agentstate.cli._output import JsonOption, console, err_console, print_json
+from agentstate.cli._output import JsonOption, console, err_console, print_json, run_bench
 
 app = typer.Typer(
     help="Auth profiles (OpenClaw's auth-profiles.json): keys, tokens, OAuth grants, cooldowns.",
@@ -353,13 +353,12 @@ def register_bench(bench_app: typer.Typer) -> None:
         from agentstate.bench.auth import AuthBenchOptions, run_auth_bench
 
         options = AuthBenchOptions(calls=calls, profiles=profiles)
-        with err_console.status("starting") as spinner:
-            result = run_auth_bench(options, progress=lambda phase: spinner.update(phase))
-        result["command"] = f"agentstate bench auth --calls {calls} --profiles {profiles}"
-        if json_output:
-            print_json(result)
-            return
-        _print_bench(result)
+        command = f"agentstate bench auth --calls {calls} --profiles {profiles}"
+        run_bench(
+            lambda progress: {**run_auth_bench(options, progress=progress), "command": command},
+            json_output,
+            _print_bench,
+        )
 
 
 def _print_bench(result: dict[str, Any]) -> None:

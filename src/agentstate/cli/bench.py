@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agentstate.cli._output import JsonOption, console, err_console, print_json
+from agentstate.cli._output import JsonOption, console, err_console, print_json, run_bench
 
 app = typer.Typer(
     help="Benchmarks: figures and ratios against the copying strategies.", no_args_is_help=True
@@ -86,12 +86,11 @@ def store(
         dsn=dsn,
         synchronous=synchronous,
     )
-    with err_console.status("starting") as status:
-        result = run_store_bench(options, progress=lambda phase: status.update(phase))
-    if json_output:
-        print_json(result)
-        return
-    _print_store_result(result)
+    run_bench(
+        lambda progress: run_store_bench(options, progress=progress),
+        json_output,
+        _print_store_result,
+    )
 
 
 def _print_store_result(result: dict[str, Any]) -> None:
@@ -169,17 +168,20 @@ def transcript(
     """Append rates, context and tail reads of a large transcript, and compaction time."""
     from agentstate.bench.transcripts import run_transcript_bench
 
-    with err_console.status("starting") as status:
-        result = run_transcript_bench(
+    run_bench(
+        lambda progress: run_transcript_bench(
             appends=appends,
             fsync_appends=fsync_appends,
             big_bytes=big_mb * 1_000_000,
             compaction_entries=compaction_entries,
-            progress=lambda phase: status.update(phase),
-        )
-    if json_output:
-        print_json(result)
-        return
+            progress=progress,
+        ),
+        json_output,
+        _print_transcript_result,
+    )
+
+
+def _print_transcript_result(result: dict[str, Any]) -> None:
     table = Table(title="Transcript appends")
     for column in ("lock", "fsync", "appends", "lines/s"):
         table.add_column(column, justify="right" if column in ("appends", "lines/s") else "left")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from agentstate.cli._output import JsonOption, console, err_console, print_json
+from agentstate.cli._output import JsonOption, console, print_json, run_bench
 
 if TYPE_CHECKING:
     from agentstate.memory import Fact, FactStore
@@ -271,12 +271,9 @@ def bench_facts(
         seed=seed,
         directory=directory,
     )
-    with err_console.status("starting") as status:
-        result = run_facts_bench(options, progress=lambda phase: status.update(phase))
-    if json_output:
-        print_json(result)
-        return
-    _print_bench(result)
+    run_bench(
+        lambda progress: run_facts_bench(options, progress=progress), json_output, _print_bench
+    )
 
 
 def _print_bench(result: dict[str, Any]) -> None:
