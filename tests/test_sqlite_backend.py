@@ -14,6 +14,7 @@ import agentstate
 from agentstate.backends import _blobs
 from agentstate.backends import sqlite as sqlite_backend
 from agentstate.errors import StoreCorrupt
+from agentstate.model import build_entry
 
 
 def db_path(location: Path) -> Path:
@@ -160,6 +161,22 @@ def test_replaced_blobs_are_collected_on_their_own_and_counter_patches_do_not_sc
         # Four live blobs, plus at most the garbage of the writes since the last scan.
         assert 4 <= stored <= 4 + 8
         assert store.get("agent:main:s3")["skillsSnapshot"]["prompt"].startswith("v59 ")  # type: ignore[index]
+
+
+def test_a_blob_reused_inside_the_collecting_transaction_is_kept(tmp_path: Path) -> None:
+    first = {"prompt": "first " * 100}
+    with agentstate.open_store(tmp_path) as store:
+        store.upsert("agent:main:a", {"skillsSnapshot": first})
+        store.patch("agent:main:a", {"skillsSnapshot": {"prompt": "second " * 100}})
+        # "first" is unreferenced in the committed store; this transaction refers to it again.
+        backend = store.backend
+        assert isinstance(backend, sqlite_backend.SQLiteBackend)
+        backend.begin()
+        backend.put("agent:main:b", build_entry("agent:main:b", {"skillsSnapshot": first}), None)
+        assert backend.collect_blobs() == 0
+        backend.commit()
+    with agentstate.open_store(tmp_path) as store:
+        assert store.get("agent:main:b")["skillsSnapshot"]["prompt"] == first["prompt"]  # type: ignore[index]
 
 
 def test_a_busy_store_sweeps_blobs_another_process_left_behind(

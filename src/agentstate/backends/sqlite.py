@@ -80,6 +80,11 @@ _MAX_REPLAY = 5_000
 # Object fields this large are stored by content. Besides sharing repeated
 # values, it keeps them out of the row, which is re-encoded on every patch:
 # encoding a nested map costs a Python call, reusing its digest costs nothing.
+_REFERENCED_BLOBS = (
+    "SELECT j.value FROM sessions, json_each(sessions.blobs) AS j WHERE sessions.blobs IS NOT NULL"
+)
+_UNREFERENCED_BLOBS = f"SELECT hash FROM blobs WHERE hash NOT IN ({_REFERENCED_BLOBS})"
+_DELETE_BATCH = 500  # below SQLite's limit on bound parameters
 # Decoded blobs kept for reuse across rows (bytes of their JSON).
 BLOB_CACHE_BYTES = 32 << 20
 # The page cache: large enough to hold the b-tree interior pages and the
@@ -280,15 +285,29 @@ class SQLiteBackend(Backend):
         return token
 
     def collect_blobs(self) -> int:
-        """Delete blobs no session refers to; inside a write transaction. Returns the count."""
-        cursor = self._conn.execute(
-            "DELETE FROM blobs WHERE hash NOT IN "
-            "(SELECT j.value FROM sessions, json_each(sessions.blobs) AS j "
-            "WHERE sessions.blobs IS NOT NULL)"
-        )
+        """Delete blobs no session refers to; inside a write transaction. Returns the count.
+
+        The candidates are found on a connection of its own, closed afterwards,
+        so that reading the whole blobs table does not leave its pages in the
+        writer's page cache (a few MiB of RSS that no patch uses). The writer
+        then deletes them only if still unreferenced, as its own transaction
+        sees the rows.
+        """
+        with contextlib.closing(
+            sqlite3.connect(f"file:{self.path}", uri=True, timeout=self.lock_timeout)
+        ) as side:
+            candidates = [digest for (digest,) in side.execute(_UNREFERENCED_BLOBS)]
+        removed = 0
+        for start in range(0, len(candidates), _DELETE_BATCH):
+            batch = candidates[start : start + _DELETE_BATCH]
+            cursor = self._conn.execute(
+                f"DELETE FROM blobs WHERE hash IN ({','.join('?' * len(batch))}) "
+                f"AND hash NOT IN ({_REFERENCED_BLOBS})",
+                batch,
+            )
+            removed += cursor.rowcount
         self._blob_cache.clear()
         self._blob_cache_bytes = 0
-        removed: int = cursor.rowcount
         return removed
 
     def rollback(self) -> None:
