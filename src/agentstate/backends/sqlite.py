@@ -77,9 +77,7 @@ SCHEMA_VERSION = len(MIGRATIONS)  # what this agentstate writes (connect migrate
 # everything instead of replaying.
 CHANGE_LOG_KEEP = 10_000
 _MAX_REPLAY = 5_000
-# Object fields this large are stored by content. Besides sharing repeated
-# values, it keeps them out of the row, which is re-encoded on every patch:
-# encoding a nested map costs a Python call, reusing its digest costs nothing.
+# The blobs some session refers to, and those none does (see collect_blobs).
 _REFERENCED_BLOBS = (
     "SELECT j.value FROM sessions, json_each(sessions.blobs) AS j WHERE sessions.blobs IS NOT NULL"
 )

@@ -17,7 +17,7 @@ from agentstate.frozen import encode_json
 def _width(stream: Any) -> int | None:
     """Rich's own choice on a terminal or under $COLUMNS; otherwise (a pipe, a CI log, a file)
     wide enough that tables of figures are not cut to 80 columns and ellipsized."""
-    if os.environ.get("COLUMNS") or stream.isatty():
+    if os.environ.get("COLUMNS") or (stream is not None and stream.isatty()):
         return None
     return 160
 
