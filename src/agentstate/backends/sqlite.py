@@ -162,18 +162,19 @@ class SQLiteBackend(Backend):
         row = self._conn.execute("SELECT max(seq) FROM changes").fetchone()
         return row[0] or 0
 
+    def _side_connection(self) -> sqlite3.Connection:
+        """A connection for one whole-table read, closed by the caller: its page cache
+        goes with it instead of staying in the writer's."""
+        mode = "?mode=ro" if self.readonly else ""
+        return sqlite3.connect(f"file:{self.path}{mode}", uri=True, timeout=self.lock_timeout)
+
     def scan(self) -> tuple[Any, Iterator[Row]]:
         # Inside a write transaction the scan joins it. Otherwise it reads on a
         # connection of its own, in one read transaction (the rows and the token
         # agree), closed afterwards: a whole-store read would otherwise leave the
         # writer's page cache full of pages no patch will touch again.
         joined = self._conn.in_transaction
-        mode = "?mode=ro" if self.readonly else ""
-        conn = (
-            self._conn
-            if joined
-            else sqlite3.connect(f"file:{self.path}{mode}", uri=True, timeout=self.lock_timeout)
-        )
+        conn = self._conn if joined else self._side_connection()
         with self._errors():
             if not joined:
                 conn.execute("BEGIN")
@@ -291,9 +292,7 @@ class SQLiteBackend(Backend):
         then deletes them only if still unreferenced, as its own transaction
         sees the rows.
         """
-        with contextlib.closing(
-            sqlite3.connect(f"file:{self.path}", uri=True, timeout=self.lock_timeout)
-        ) as side:
+        with contextlib.closing(self._side_connection()) as side:
             candidates = [digest for (digest,) in side.execute(_UNREFERENCED_BLOBS)]
         removed = 0
         for start in range(0, len(candidates), _DELETE_BATCH):
