@@ -80,7 +80,7 @@ def secret_guard(
     capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> Iterator[SecretGuard]:
     """Body of each test module's ``guard`` fixture: scan outputs and logs at teardown."""
-    caplog.set_level(logging.DEBUG, logger="agentstate")
+    caplog.set_level(logging.DEBUG, logger="flatstate")
     guard = SecretGuard()
     yield guard
     out, err = capsys.readouterr()

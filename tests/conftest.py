@@ -12,21 +12,21 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-import agentstate
-from agentstate import SessionStore
+import flatstate
+from flatstate import SessionStore
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("AGENTSTATE_SHARED", REPO.parent / "shared"))
+SHARED = Path(os.environ.get("FLATSTATE_SHARED", REPO.parent / "shared"))
 OPENCLAW_FIXTURE = SHARED / "fixtures" / "openclaw-2026.3.11"
 
 # PostgreSQL: a server given by DSN (scripts/test starts a throwaway one when the binaries
 # are installed). Without one the postgres tests skip, except where they are required (CI).
-POSTGRES_DSN = os.environ.get("AGENTSTATE_TEST_POSTGRES_DSN") or None
+POSTGRES_DSN = os.environ.get("FLATSTATE_TEST_POSTGRES_DSN") or None
 POSTGRES_REQUIRED = (
-    bool(os.environ.get("CI")) or os.environ.get("AGENTSTATE_REQUIRE_POSTGRES") == "1"
+    bool(os.environ.get("CI")) or os.environ.get("FLATSTATE_REQUIRE_POSTGRES") == "1"
 )
 NO_POSTGRES = (
-    "no PostgreSQL server: set AGENTSTATE_TEST_POSTGRES_DSN, or install PostgreSQL "
+    "no PostgreSQL server: set FLATSTATE_TEST_POSTGRES_DSN, or install PostgreSQL "
     "(apt-get install postgresql) and run bash scripts/test, which starts one"
 )
 
@@ -93,7 +93,7 @@ def open_store(tmp_path: Path, backend: str) -> Iterator[Callable[..., SessionSt
     location = store_location(backend, tmp_path)
 
     def factory(**options: Any) -> SessionStore:
-        store = agentstate.open_store(location, **options)
+        store = flatstate.open_store(location, **options)
         opened.append(store)
         return store
 
@@ -111,9 +111,7 @@ def store(open_store: Callable[..., SessionStore]) -> SessionStore:
 def openclaw_dir(tmp_path: Path) -> Path:
     """A private, writable copy of the real OpenClaw 2026.3.11 state directory."""
     if not OPENCLAW_FIXTURE.is_dir():
-        pytest.fail(
-            f"the OpenClaw fixture is missing at {OPENCLAW_FIXTURE} (set AGENTSTATE_SHARED)"
-        )
+        pytest.fail(f"the OpenClaw fixture is missing at {OPENCLAW_FIXTURE} (set FLATSTATE_SHARED)")
     target = tmp_path / "openclaw"
     shutil.copytree(OPENCLAW_FIXTURE, target)
     for path in target.rglob("*"):

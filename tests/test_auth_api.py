@@ -1,4 +1,4 @@
-"""The public surface of ``agentstate.auth``: exports, docstring examples, redaction, errors."""
+"""The public surface of ``flatstate.auth``: exports, docstring examples, redaction, errors."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 from _pytest.outcomes import Failed
 
-import agentstate.auth
-from agentstate.auth import AuthProfile, redact, secret_hint
-from agentstate.errors import AgentStateError, InvalidProfile, SecretUnavailable
+import flatstate.auth
+from flatstate.auth import AuthProfile, redact, secret_hint
+from flatstate.errors import FlatstateError, InvalidProfile, SecretUnavailable
 from tests.auth_support import SecretGuard, secret_guard
 
 MODULES = ["profiles", "refs", "rotation", "document", "disk", "store"]
@@ -31,18 +31,18 @@ def _isort_order(name: str) -> tuple[int, str]:
 
 
 def test_all_is_sorted_and_complete() -> None:
-    names = agentstate.auth.__all__
+    names = flatstate.auth.__all__
     assert names == sorted(names, key=_isort_order)
-    public = {n for n in dir(agentstate.auth) if not n.startswith("_")} - set(MODULES)
+    public = {n for n in dir(flatstate.auth) if not n.startswith("_")} - set(MODULES)
     assert public - {"annotations"} == set(names)
     for module in MODULES:
-        exported = importlib.import_module(f"agentstate.auth.{module}").__all__
+        exported = importlib.import_module(f"flatstate.auth.{module}").__all__
         assert exported == sorted(exported, key=_isort_order), module
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_docstring_examples_run(module: str) -> None:
-    result = doctest.testmod(importlib.import_module(f"agentstate.auth.{module}"))
+    result = doctest.testmod(importlib.import_module(f"flatstate.auth.{module}"))
     assert result.failed == 0
 
 
@@ -79,7 +79,7 @@ def test_auth_errors_are_typed_and_pickle() -> None:
         InvalidProfile("a:b", "a problem"),
         SecretUnavailable("a:b", "a problem", "a fix"),
     ):
-        assert isinstance(err, AgentStateError)
+        assert isinstance(err, FlatstateError)
         again = pickle.loads(pickle.dumps(err))
         assert type(again) is type(err) and str(again) == str(err)
     assert isinstance(InvalidProfile(None, "x"), ValueError)

@@ -1,4 +1,4 @@
-"""``agentstate auth``: every command, in-process and once as a real process; never a secret."""
+"""``flatstate auth``: every command, in-process and once as a real process; never a secret."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agentstate.cli import app
+from flatstate.cli import app
 from tests.auth_support import (
     FIXTURE_COOLDOWN_UNTIL,
     FIXTURE_FAILURE_AT,
@@ -24,7 +24,7 @@ from tests.auth_support import (
 )
 
 runner = CliRunner()
-CLI_MAIN = "from agentstate.cli import main; main()"
+CLI_MAIN = "from flatstate.cli import main; main()"
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def agent_dir(openclaw_dir: Path) -> str:
 
 def run(guard: SecretGuard, *args: str, code: int = 0, **kw: object) -> str:
     result = runner.invoke(app, list(args), **kw)  # type: ignore[arg-type]
-    guard.watch(result.output, where=f"agentstate {' '.join(args[:2])}")
+    guard.watch(result.output, where=f"flatstate {' '.join(args[:2])}")
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         guard.watch(result.exception)
     assert result.exit_code == code, result.output
@@ -100,7 +100,7 @@ def test_add_from_env_stdin_and_ref(
 ) -> None:
     env_secret = guard.secret("tok-from-env-5555")
     stdin_secret = guard.secret("tok-from-stdin-6666")
-    monkeypatch.setenv("AGENTSTATE_T_SECRET", env_secret)
+    monkeypatch.setenv("FLATSTATE_T_SECRET", env_secret)
     run(
         guard,
         "auth",
@@ -109,7 +109,7 @@ def test_add_from_env_stdin_and_ref(
         "--type",
         "token",
         "--secret-env",
-        "AGENTSTATE_T_SECRET",
+        "FLATSTATE_T_SECRET",
         "--agent-dir",
         agent_dir,
     )
@@ -134,13 +134,13 @@ def test_add_from_env_stdin_and_ref(
             "add",
             "x:ref",
             "--ref",
-            "env:AGENTSTATE_T_SECRET",
+            "env:FLATSTATE_T_SECRET",
             "--agent-dir",
             agent_dir,
             "--json",
         )
     )
-    assert added["secret"] == "ref env:AGENTSTATE_T_SECRET"
+    assert added["secret"] == "ref env:FLATSTATE_T_SECRET"
     profiles = read_json(Path(agent_dir) / "auth-profiles.json")["profiles"]
     assert profiles["x:env"]["token"] == env_secret
     assert profiles["x:stdin"] == {
@@ -152,7 +152,7 @@ def test_add_from_env_stdin_and_ref(
     assert profiles["x:ref"] == {
         "type": "api_key",
         "provider": "x",
-        "keyRef": "env:AGENTSTATE_T_SECRET",
+        "keyRef": "env:FLATSTATE_T_SECRET",
     }
     run(
         guard,
@@ -160,7 +160,7 @@ def test_add_from_env_stdin_and_ref(
         "add",
         "x:none",
         "--secret-env",
-        "AGENTSTATE_UNSET_VAR",
+        "FLATSTATE_UNSET_VAR",
         "--agent-dir",
         agent_dir,
         code=2,
@@ -238,7 +238,7 @@ def test_status_shows_cooldowns_with_the_time_left(agent_dir: str, guard: Secret
 def test_readonly_environment_writes_nothing(
     agent_dir: str, guard: SecretGuard, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AGENTSTATE_AUTH_READONLY", "1")
+    monkeypatch.setenv("FLATSTATE_AUTH_READONLY", "1")
     before = (Path(agent_dir) / "auth-profiles.json").read_bytes()
     out = run(guard, "auth", "remove", "openai:default", "--agent-dir", agent_dir)
     assert "read-only" in out
@@ -255,8 +255,8 @@ def test_every_command_has_help(guard: SecretGuard) -> None:
 def test_every_command_is_documented() -> None:
     docs = (Path(__file__).resolve().parents[1] / "docs" / "auth.md").read_text()
     for command in ("list", "show", "add", "remove", "order", "status"):
-        assert f"agentstate auth {command}" in docs
-    assert "agentstate bench auth" in docs
+        assert f"flatstate auth {command}" in docs
+    assert "flatstate bench auth" in docs
 
 
 def test_list_as_a_real_process(agent_dir: str, guard: SecretGuard) -> None:
@@ -275,7 +275,7 @@ def test_list_as_a_real_process(agent_dir: str, guard: SecretGuard) -> None:
 
 
 def test_bench_phases_run_in_process(tmp_path: Path, guard: SecretGuard) -> None:
-    from agentstate.bench.auth import _phase, build_auth_dir
+    from flatstate.bench.auth import _phase, build_auth_dir
 
     agent = build_auth_dir(str(tmp_path), 6)
     for phase in ("select_profile", "get", "baseline"):

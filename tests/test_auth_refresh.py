@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from agentstate.auth import AuthProfile, open_auth_store
-from agentstate.errors import ConflictError, InvalidProfile
+from flatstate.auth import AuthProfile, open_auth_store
+from flatstate.errors import ConflictError, InvalidProfile
 from tests.auth_support import (
     FIXTURE_OAUTH_EXPIRES,
     OAUTH_ID,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agentstate.auth import CooldownPolicy, open_auth_store
-from agentstate.auth.store import AuthStore
-from agentstate.errors import InvalidProfile
+from flatstate.auth import CooldownPolicy, open_auth_store
+from flatstate.auth.store import AuthStore
+from flatstate.errors import InvalidProfile
 from tests.auth_support import (
     FIXTURE_COOLDOWN_UNTIL,
     FIXTURE_FAILURE_AT,

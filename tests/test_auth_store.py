@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from agentstate.auth import AuthProfile, open_auth_store
-from agentstate.errors import InvalidProfile, SecretUnavailable, StoreCorrupt, UnsafePath
+from flatstate.auth import AuthProfile, open_auth_store
+from flatstate.errors import InvalidProfile, SecretUnavailable, StoreCorrupt, UnsafePath
 from tests.auth_support import (
     FIXTURE_COOLDOWN_UNTIL,
     OAUTH_ID,
@@ -390,24 +390,24 @@ def test_refs_resolve_at_use_time(
 ) -> None:
     guard.secret("S-env-first-1", "S-env-second-2", "S-file-3333", "S-plain-44444")
     store = open_auth_store(tmp_path)
-    store.add("a:env", {"type": "api_key", "provider": "a", "keyRef": "env:AGENTSTATE_T_KEY"})
+    store.add("a:env", {"type": "api_key", "provider": "a", "keyRef": "env:FLATSTATE_T_KEY"})
     store.add("a:file", {"type": "token", "provider": "a", "tokenRef": "file:secrets/a.txt"})
     store.add(
         "a:obj",
-        {"type": "api_key", "provider": "a", "keyRef": {"source": "env", "id": "AGENTSTATE_T_KEY"}},
+        {"type": "api_key", "provider": "a", "keyRef": {"source": "env", "id": "FLATSTATE_T_KEY"}},
     )
-    monkeypatch.setenv("AGENTSTATE_T_KEY", "S-env-first-1")
+    monkeypatch.setenv("FLATSTATE_T_KEY", "S-env-first-1")
     assert store.resolve_secret("a:env") == "S-env-first-1"
-    monkeypatch.setenv("AGENTSTATE_T_KEY", "S-env-second-2")
+    monkeypatch.setenv("FLATSTATE_T_KEY", "S-env-second-2")
     assert store.resolve_secret("a:env") == "S-env-second-2"
     assert store.resolve_secret("a:obj") == "S-env-second-2"
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "a.txt").write_text("S-file-3333\n")
     assert store.resolve_secret("a:file") == "S-file-3333"
     guard.watch(store.get("a:env"), store.get("a:file"), store.status())
-    monkeypatch.delenv("AGENTSTATE_T_KEY")
+    monkeypatch.delenv("FLATSTATE_T_KEY")
     err = catch(guard, SecretUnavailable, store.resolve_secret, "a:env")
-    assert "AGENTSTATE_T_KEY" in str(err)
+    assert "FLATSTATE_T_KEY" in str(err)
     (tmp_path / "secrets" / "a.txt").unlink()
     catch(guard, SecretUnavailable, store.resolve_secret, "a:file")
     catch(guard, SecretUnavailable, store.resolve_secret, "no:such")
@@ -524,7 +524,7 @@ def test_readonly_suppresses_every_write(
     agent_dir: Path, guard: SecretGuard, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     if how == "environment":
-        monkeypatch.setenv("AGENTSTATE_AUTH_READONLY", "1")
+        monkeypatch.setenv("FLATSTATE_AUTH_READONLY", "1")
     (agent_dir / "auth-profiles.json").chmod(0o644)
     write_json(agent_dir / "auth.json", {"legacy": {"type": "api_key", "key": "K-ro-legacy-1"}})
     guard.secret("K-ro-legacy-1", "T-ro-added-12345", "A-ro-new-12345", "R-ro-new-12345")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from agentstate.cli import app
+from flatstate.cli import app
 
 runner = CliRunner()
 
@@ -57,23 +57,23 @@ def test_unknown_profile_is_a_clear_error() -> None:
 
 def test_the_console_script_runs() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "agentstate", "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "flatstate", "--help"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and "sessions" in result.stdout.lower()
 
 
 def test_tables_sent_to_a_pipe_are_not_cut_to_80_columns(tmp_path: Path) -> None:
-    import agentstate
+    import flatstate
 
     key = "agent:main:" + "a-long-channel-name-" * 4
-    with agentstate.open_store(tmp_path / "state") as store:
+    with flatstate.open_store(tmp_path / "state") as store:
         store.upsert(key, {"model": "some-model"})
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     result = subprocess.run(
         [
             sys.executable,
             "-m",
-            "agentstate",
+            "flatstate",
             "sessions",
             "list",
             "--store",

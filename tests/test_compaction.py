@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-import agentstate
-from agentstate.compaction import (
+import flatstate
+from flatstate.compaction import (
     Summary,
     SummaryRequest,
     acompact,
@@ -23,7 +23,7 @@ from agentstate.compaction import (
     needs_compaction,
     plan_compaction,
 )
-from agentstate.transcripts import FsyncPolicy, Transcript
+from flatstate.transcripts import FsyncPolicy, Transcript
 from tests.processes import running, wait_for_content
 
 
@@ -55,20 +55,20 @@ def tool_result(text: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> agentstate.SessionStore:
-    s = agentstate.open_store(tmp_path / "state")
+def store(tmp_path: Path) -> flatstate.SessionStore:
+    s = flatstate.open_store(tmp_path / "state")
     yield s
     s.close()
 
 
-def fill(store: agentstate.SessionStore, key: str, turns: int, size: int = 400) -> Transcript:
+def fill(store: flatstate.SessionStore, key: str, turns: int, size: int = 400) -> Transcript:
     transcript = store.transcript(key)
     for i in range(turns):
         transcript.append_many([user(f"q{i} " + "u" * size), assistant(f"a{i} " + "a" * size)])
     return transcript
 
 
-def test_compaction_appends_a_summary_and_bumps_the_count(store: agentstate.SessionStore) -> None:
+def test_compaction_appends_a_summary_and_bumps_the_count(store: flatstate.SessionStore) -> None:
     transcript = fill(store, "main", 40)
     before = transcript.context()
     result = compact(store, "main", keep_recent_tokens=1000)
@@ -91,14 +91,14 @@ def test_compaction_appends_a_summary_and_bumps_the_count(store: agentstate.Sess
     assert 1000 <= sum(estimate_tokens(m) for m in after.messages[1:]) < 1300
 
 
-def test_nothing_to_compact_returns_none(store: agentstate.SessionStore) -> None:
+def test_nothing_to_compact_returns_none(store: flatstate.SessionStore) -> None:
     fill(store, "main", 2)
     assert compact(store, "main", keep_recent_tokens=20_000) is None
     assert store.get("main").compaction_count == 0  # type: ignore[union-attr]
 
 
 def test_the_cut_never_separates_a_tool_call_from_its_result(
-    store: agentstate.SessionStore,
+    store: flatstate.SessionStore,
 ) -> None:
     transcript = store.transcript("main")
     for i in range(10):
@@ -120,7 +120,7 @@ def test_the_cut_never_separates_a_tool_call_from_its_result(
 
 
 def test_a_second_compaction_hands_over_the_previous_summary(
-    store: agentstate.SessionStore,
+    store: flatstate.SessionStore,
 ) -> None:
     requests: list[SummaryRequest] = []
 
@@ -145,14 +145,14 @@ def test_the_threshold_rule() -> None:
     assert needs_compaction(175_000, 200_000, 16_384, reserve_tokens_floor=30_000)
 
 
-def test_context_window_gates_compaction(store: agentstate.SessionStore) -> None:
+def test_context_window_gates_compaction(store: flatstate.SessionStore) -> None:
     fill(store, "main", 40)
     assert compact(store, "main", keep_recent_tokens=500, context_window=1_000_000) is None
     assert compact(store, "main", keep_recent_tokens=500, context_window=5_000) is not None
 
 
 def test_hooks_get_openclaws_payloads_and_a_failing_hook_breaks_nothing(
-    store: agentstate.SessionStore, caplog: pytest.LogCaptureFixture
+    store: flatstate.SessionStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     seen: list[tuple[str, dict[str, Any]]] = []
 
@@ -179,7 +179,7 @@ def test_hooks_get_openclaws_payloads_and_a_failing_hook_breaks_nothing(
     assert len(failures) == 2
 
 
-def test_acompact_awaits_an_async_summarizer(store: agentstate.SessionStore) -> None:
+def test_acompact_awaits_an_async_summarizer(store: flatstate.SessionStore) -> None:
     async def summarizer(request: SummaryRequest) -> str:
         await asyncio.sleep(0)
         return f"{len(request.messages)} messages"
@@ -191,7 +191,7 @@ def test_acompact_awaits_an_async_summarizer(store: agentstate.SessionStore) -> 
 
 def test_compacting_the_openclaw_fixture(openclaw_dir: Path) -> None:
     path = openclaw_dir / "agents" / "main" / "sessions" / "sessions.json"
-    with agentstate.open_store(path) as store:
+    with flatstate.open_store(path) as store:
         assert store.get("main").compaction_count == 1  # type: ignore[union-attr]
         result = compact(store, "main", keep_recent_tokens=60)
         assert result is not None and result.compaction_count == 2
@@ -199,7 +199,7 @@ def test_compacting_the_openclaw_fixture(openclaw_dir: Path) -> None:
 
 
 def test_a_crash_between_the_entry_and_the_count_is_reconciled_on_open(
-    store: agentstate.SessionStore,
+    store: flatstate.SessionStore,
 ) -> None:
     transcript = fill(store, "main", 30)
     kept = transcript.tail(2)[0]["id"]
@@ -217,7 +217,7 @@ def test_a_crash_between_the_entry_and_the_count_is_reconciled_on_open(
 
 
 def _compact_until_killed(location: str, ack: str) -> None:
-    with agentstate.open_store(location, transcript_fsync=FsyncPolicy.batched()) as store:
+    with flatstate.open_store(location, transcript_fsync=FsyncPolicy.batched()) as store:
         transcript = store.transcript("main")
         fd = os.open(ack, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         i = 0
@@ -241,7 +241,7 @@ def test_kill_9_during_compaction_never_leaves_an_inconsistent_session(tmp_path:
             time.sleep(rng.uniform(0.0, 0.4))
             os.kill(procs[0].pid, signal.SIGKILL)  # type: ignore[arg-type]
             procs[0].join(10)
-        with agentstate.open_store(location) as store:
+        with flatstate.open_store(location) as store:
             transcript = store.transcript("main")  # opening reconciles the count
             entries = list(transcript.iter_entries())
             ids = {e["id"] for e in entries}
@@ -260,7 +260,7 @@ def test_kill_9_during_compaction_never_leaves_an_inconsistent_session(tmp_path:
 
 
 def test_a_compaction_made_meanwhile_wins_and_the_count_stays_true(
-    store: agentstate.SessionStore,
+    store: flatstate.SessionStore,
 ) -> None:
     fill(store, "main", 40)
     inner: list[object] = []

@@ -1,4 +1,4 @@
-"""``agentstate facts`` and ``agentstate bench facts``, in-process with Typer's runner."""
+"""``flatstate facts`` and ``flatstate bench facts``, in-process with Typer's runner."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agentstate.cli import app
+from flatstate.cli import app
 
 runner = CliRunner()
 COMMANDS = ["add", "search", "list", "show", "forget", "decay", "stats"]
@@ -40,8 +40,8 @@ def test_every_command_has_help_and_docs() -> None:
         assert command in output
         code, help_text = run("facts", command, "--help")
         assert code == 0 and "--json" in help_text and "--state-dir" in help_text
-        assert f"agentstate facts {command}" in documented
-    assert "agentstate bench facts" in documented
+        assert f"flatstate facts {command}" in documented
+    assert "flatstate bench facts" in documented
 
 
 def test_add_list_show_search_forget(state: str) -> None:
@@ -106,10 +106,10 @@ def test_errors_are_one_line_and_exit_1(state: str) -> None:
     assert code != 0
 
 
-def test_state_dir_defaults_to_agentstate_home(
+def test_state_dir_defaults_to_flatstate_home(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AGENTSTATE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FLATSTATE_HOME", str(tmp_path / "home"))
     run_json("facts", "add", "Found through the environment")
     assert (tmp_path / "home" / "facts.sqlite").exists()
     listed = run_json("facts", "list")

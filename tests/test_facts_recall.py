@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from agentstate.memory import (
+from flatstate.memory import (
     Fact,
     FactStore,
     after_compaction_context,
     estimate_tokens,
     render_fact,
 )
-from agentstate.memory.query import plan_terms
-from agentstate.memory.ranking import fill_budget, freshness, keyword_scores, relevance
+from flatstate.memory.query import plan_terms
+from flatstate.memory.ranking import fill_budget, freshness, keyword_scores, relevance
 from tests.conftest import FakeClock
 from tests.facts_support import CORPUS, DAY, OpenFacts, raw_db, stores
 

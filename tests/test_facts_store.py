@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-import agentstate.memory
-from agentstate.errors import (
-    AgentStateError,
+import flatstate.memory
+from flatstate.errors import (
     FactNotFound,
+    FlatstateError,
     InvalidFact,
     ReadOnlyStore,
     StoreCorrupt,
 )
-from agentstate.memory import Fact, FactStore, NewFact, open_facts
+from flatstate.memory import Fact, FactStore, NewFact, open_facts
 from tests.conftest import FakeClock
 from tests.facts_support import DAY, OpenFacts, raw_db, stores
 
@@ -162,7 +162,7 @@ def test_invalid_facts_are_refused_and_nothing_is_written(
 ) -> None:
     with pytest.raises(InvalidFact, match=problem) as caught:
         facts.add(text, **fields)
-    assert isinstance(caught.value, ValueError) and isinstance(caught.value, AgentStateError)
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, FlatstateError)
     assert "Nothing was written" in str(caught.value)
     assert facts.count() == 0
 
@@ -402,22 +402,22 @@ def test_a_closed_store_refuses_use(open_at: OpenFacts) -> None:
 
 
 def test_exported_members_are_sorted_and_present() -> None:
-    names = agentstate.memory.__all__
+    names = flatstate.memory.__all__
     assert names == sorted(names)
     for name in names:
-        assert hasattr(agentstate.memory, name)
+        assert hasattr(flatstate.memory, name)
 
 
 @pytest.mark.parametrize(
     "module",
     [
-        "agentstate.memory",
-        "agentstate.memory.model",
-        "agentstate.memory.query",
-        "agentstate.memory.ranking",
-        "agentstate.memory.store",
-        "agentstate.memory.context",
-        "agentstate.memory.vectors",
+        "flatstate.memory",
+        "flatstate.memory.model",
+        "flatstate.memory.query",
+        "flatstate.memory.ranking",
+        "flatstate.memory.store",
+        "flatstate.memory.context",
+        "flatstate.memory.vectors",
     ],
 )
 def test_docstring_examples_run(module: str) -> None:

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from agentstate.errors import InvalidFact, VectorsUnavailable
-from agentstate.memory import FactStore, open_facts
-from agentstate.memory import vectors as vectors_module
-from agentstate.memory.vectors import HashingEmbedder
+from flatstate.errors import InvalidFact, VectorsUnavailable
+from flatstate.memory import FactStore, open_facts
+from flatstate.memory import vectors as vectors_module
+from flatstate.memory.vectors import HashingEmbedder
 from tests.conftest import FakeClock
 from tests.facts_support import OpenFacts, raw_db, stores
 
 # The vec extra is installed by scripts/test: these tests must run, not skip.
-pytest.importorskip("sqlite_vec", reason="install agentstate[vec]")
+pytest.importorskip("sqlite_vec", reason="install flatstate[vec]")
 
 # A stand-in for a model that knows synonyms: words in one group share a direction.
 SYNONYMS = {"automobile": "car", "vehicle": "car", "auto": "car", "physician": "doctor"}
@@ -128,8 +128,8 @@ def test_vectors_unavailable_is_a_clear_error(
     def no_extensions() -> object:
         raise VectorsUnavailable("this Python's sqlite3 cannot load extensions")
 
-    monkeypatch.setattr("agentstate.memory.store.vector_driver", no_extensions)
-    with pytest.raises(VectorsUnavailable, match=r"agentstate\[vec\]") as caught:
+    monkeypatch.setattr("flatstate.memory.store.vector_driver", no_extensions)
+    with pytest.raises(VectorsUnavailable, match=r"flatstate\[vec\]") as caught:
         open_facts(tmp_path / "state", embed=synonym_embed)
     assert isinstance(caught.value, ImportError)
 

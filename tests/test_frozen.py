@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from agentstate.frozen import (
+from flatstate.frozen import (
     FrozenMap,
     SizeAccount,
     StringPool,

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-import agentstate
-from agentstate.backends.jsonfile import JsonFileBackend
-from agentstate.errors import ReadOnlyStore, UnsafePath
-from agentstate.locks import FileLock
+import flatstate
+from flatstate.backends.jsonfile import JsonFileBackend
+from flatstate.errors import ReadOnlyStore, UnsafePath
+from flatstate.locks import FileLock
 from tests.processes import START_TIMEOUT, ctx, join_all, running, wait_for_content
 from tests.test_store_processes import COUNTER_KEY, _increment
 
@@ -25,7 +25,7 @@ def sessions_json(openclaw_dir: Path) -> Path:
     return openclaw_dir / "agents" / "main" / "sessions" / "sessions.json"
 
 
-def backend_of(store: agentstate.SessionStore) -> JsonFileBackend:
+def backend_of(store: flatstate.SessionStore) -> JsonFileBackend:
     backend = store.backend
     assert isinstance(backend, JsonFileBackend)
     return backend
@@ -37,7 +37,7 @@ def backend_of(store: agentstate.SessionStore) -> JsonFileBackend:
 def test_the_fixture_loads_with_every_field(openclaw_dir: Path) -> None:
     path = sessions_json(openclaw_dir)
     original = json.loads(path.read_text())
-    with agentstate.open_store(path) as store:
+    with flatstate.open_store(path) as store:
         assert store.agent_id == "main"
         assert store.corruption is None
         assert sorted(store.keys()) == sorted(original)
@@ -48,7 +48,7 @@ def test_the_fixture_loads_with_every_field(openclaw_dir: Path) -> None:
 def test_a_save_that_changes_nothing_writes_nothing(openclaw_dir: Path) -> None:
     path = sessions_json(openclaw_dir)
     before = path.stat()
-    with agentstate.open_store(path) as store:
+    with flatstate.open_store(path) as store:
         key = "agent:main:discord:channel:987654"
         store.upsert(key, store.get(key))  # type: ignore[arg-type]
         assert backend_of(store).file_writes == 0
@@ -61,7 +61,7 @@ def test_writes_use_openclaws_formatting_and_keep_other_entries_byte_for_byte(
 ) -> None:
     path = sessions_json(openclaw_dir)
     original = json.loads(path.read_text())
-    with agentstate.open_store(path) as store:
+    with flatstate.open_store(path) as store:
         store.patch("agent:main:main", {"compactionCount": 2}, preserve_activity=True)
     text = path.read_text()
     written = json.loads(text)
@@ -87,7 +87,7 @@ def test_legacy_fields_and_keys_are_migrated_and_unknown_fields_kept(tmp_path: P
         },
     }
     path.write_text(json.dumps(legacy, indent=2))
-    with agentstate.open_store(path) as store:
+    with flatstate.open_store(path) as store:
         entry = store.get("agent:main:main")
         assert entry is not None and entry.session_id == "new"  # the freshest alias wins
         assert entry["groupChannel"] == "#ops" and entry["futureField"] == {"x": [1]}
@@ -104,12 +104,12 @@ def test_legacy_fields_and_keys_are_migrated_and_unknown_fields_kept(tmp_path: P
 
 def test_two_processes_patching_one_file_lose_no_update(tmp_path: Path) -> None:
     location = str(tmp_path / "sessions.json")
-    with agentstate.open_store(location) as store:
+    with flatstate.open_store(location) as store:
         store.upsert(COUNTER_KEY, {"count": 0})
     barrier = ctx.Barrier(2)
     with running(_increment, [(location, barrier, 150)] * 2) as procs:
         assert join_all(procs) == [0, 0]
-    with agentstate.open_store(location) as store:
+    with flatstate.open_store(location) as store:
         assert store.get(COUNTER_KEY)["count"] == 300  # type: ignore[index]
 
 
@@ -128,14 +128,14 @@ def test_a_writer_killed_while_holding_the_lock_does_not_block_the_next(tmp_path
         procs[0].join(10)
     assert Path(f"{location}.lock").exists()
     started = time.monotonic()
-    with agentstate.open_store(location, lock_timeout=5) as store:
+    with flatstate.open_store(location, lock_timeout=5) as store:
         store.patch("main", {"label": "after the crash"})
     assert time.monotonic() - started < 5
     assert not Path(f"{location}.lock").exists()
 
 
 def _write_json_until_killed(location: str, ack_path: str, start: int) -> None:
-    with agentstate.open_store(location) as store:
+    with flatstate.open_store(location) as store:
         ack = os.open(ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         i = start
         while True:
@@ -189,12 +189,10 @@ def test_a_damaged_file_opens_read_only_and_is_never_overwritten(tmp_path: Path,
     data, detail = DAMAGED[case]
     path = tmp_path / "sessions.json"
     path.write_bytes(data)
-    with agentstate.open_store(path) as store:
+    with flatstate.open_store(path) as store:
         assert store.corruption is not None
         message = str(store.corruption)
-        assert (
-            str(path) in message and detail in message and "agentstate doctor --repair" in message
-        )
+        assert str(path) in message and detail in message and "flatstate doctor --repair" in message
         with pytest.raises(ReadOnlyStore) as info:
             store.patch("main", {"label": "x"})
         assert "doctor --repair" in str(info.value)
@@ -210,8 +208,8 @@ def test_a_symlink_out_of_the_directory_is_refused_unless_allowed(tmp_path: Path
     sessions.mkdir(parents=True)
     (sessions / "sessions.json").symlink_to(outside)
     with pytest.raises(UnsafePath, match="outside"):
-        agentstate.open_store(sessions / "sessions.json")
-    with agentstate.open_store(sessions / "sessions.json", allow_symlink=True) as store:
+        flatstate.open_store(sessions / "sessions.json")
+    with flatstate.open_store(sessions / "sessions.json", allow_symlink=True) as store:
         assert len(store) == 0
 
 
@@ -220,7 +218,7 @@ def test_a_symlink_out_of_the_directory_is_refused_unless_allowed(tmp_path: Path
 
 def test_writes_by_other_programs_are_seen_within_the_check_interval(tmp_path: Path) -> None:
     path = tmp_path / "sessions.json"
-    store = agentstate.open_store(path, check_interval=0.05)
+    store = flatstate.open_store(path, check_interval=0.05)
     store.upsert("main", {"sessionId": "a", "updatedAt": 1})
     assert store.get("main").session_id == "a"  # type: ignore[union-attr]
     data = json.loads(path.read_text())
@@ -236,7 +234,7 @@ def test_entries_unchanged_by_an_outside_write_keep_their_objects(tmp_path: Path
     path.write_text(
         json.dumps({"agent:main:a": {"sessionId": "a"}, "agent:main:b": {"sessionId": "b"}})
     )
-    store = agentstate.open_store(path, check_interval=0)
+    store = flatstate.open_store(path, check_interval=0)
     a, b = store.get("agent:main:a"), store.get("agent:main:b")
     path.write_text(
         json.dumps({"agent:main:a": {"sessionId": "a"}, "agent:main:b": {"sessionId": "b2"}})
@@ -248,7 +246,7 @@ def test_entries_unchanged_by_an_outside_write_keep_their_objects(tmp_path: Path
 
 def test_coalesced_patches_share_file_replaces(tmp_path: Path) -> None:
     path = tmp_path / "sessions.json"
-    store = agentstate.open_store(path, coalesce_window=0.05)
+    store = flatstate.open_store(path, coalesce_window=0.05)
     barrier = threading.Barrier(100)
     errors: list[BaseException] = []
 
@@ -274,7 +272,7 @@ def test_coalesced_patches_share_file_replaces(tmp_path: Path) -> None:
 
 
 def test_a_failing_write_in_a_coalesced_batch_fails_alone(tmp_path: Path) -> None:
-    store = agentstate.open_store(
+    store = flatstate.open_store(
         tmp_path / "sessions.json", coalesce_window=0.05, max_entry_bytes=2000
     )
     results: dict[int, Any] = {}
@@ -292,7 +290,7 @@ def test_a_failing_write_in_a_coalesced_batch_fails_alone(tmp_path: Path) -> Non
         t.start()
     for t in threads:
         t.join(30)
-    assert isinstance(results[1], agentstate.errors.EntryTooLarge)
+    assert isinstance(results[1], flatstate.errors.EntryTooLarge)
     assert store.get("agent:main:k0") is not None and store.get("agent:main:k2") is not None
     assert store.get("agent:main:k1") is None
     store.close()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentstate.errors import InvalidSessionKey
-from agentstate.keys import agent_id_of, normalize_agent_id, normalize_key
+from flatstate.errors import InvalidSessionKey
+from flatstate.keys import agent_id_of, normalize_agent_id, normalize_key
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from agentstate.errors import LockTimeout
-from agentstate.files import atomic_write, sweep_temp_files
-from agentstate.locks import FileLock, inspect_lock
+from flatstate.errors import LockTimeout
+from flatstate.files import atomic_write, sweep_temp_files
+from flatstate.locks import FileLock, inspect_lock
 from tests.processes import START_TIMEOUT, ctx, join_all, running
 
 

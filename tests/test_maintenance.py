@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agentstate import SessionStore
-from agentstate.maintenance import (
+from flatstate import SessionStore
+from flatstate.maintenance import (
     DAY_MS,
     MaintenanceConfig,
     archive_name,
@@ -18,7 +18,7 @@ from agentstate.maintenance import (
     parse_duration_ms,
     plan_maintenance,
 )
-from agentstate.model import build_entry
+from flatstate.model import build_entry
 from tests.conftest import FakeClock
 
 StoreFactory = Callable[..., SessionStore]

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from agentstate.errors import InvalidEntry
-from agentstate.frozen import freeze
-from agentstate.model import SessionEntry, build_entry, merge_patch, normalize_fields
+from flatstate.errors import InvalidEntry
+from flatstate.frozen import freeze
+from flatstate.model import SessionEntry, build_entry, merge_patch, normalize_fields
 
 
 def test_normal_entries_are_left_exactly_as_they_are() -> None:

@@ -16,10 +16,10 @@ from typing import Any
 import psycopg
 import pytest
 
-import agentstate
-from agentstate.backends import _blobs
-from agentstate.backends import postgres as pg_backend
-from agentstate.errors import (
+import flatstate
+from flatstate.backends import _blobs
+from flatstate.backends import postgres as pg_backend
+from flatstate.errors import (
     ConflictError,
     InvalidEntry,
     LockTimeout,
@@ -51,13 +51,13 @@ def sql() -> Iterator[psycopg.Connection[Any]]:
         yield conn
 
 
-def namespace_of(store: agentstate.SessionStore) -> str:
+def namespace_of(store: flatstate.SessionStore) -> str:
     backend = store.backend
     assert isinstance(backend, pg_backend.PostgresBackend)
     return backend.namespace
 
 
-def pg(store: agentstate.SessionStore) -> pg_backend.PostgresBackend:
+def pg(store: flatstate.SessionStore) -> pg_backend.PostgresBackend:
     backend = store.backend
     assert isinstance(backend, pg_backend.PostgresBackend)
     return backend
@@ -77,14 +77,14 @@ def wait_until(check: Callable[[], bool], timeout: float = FRESHNESS_DEADLINE) -
 
 
 def test_the_password_never_appears_in_location_or_errors(tmp_path: Path) -> None:
-    with agentstate.open_store(postgres_location(tmp_path)) as store:
+    with flatstate.open_store(postgres_location(tmp_path)) as store:
         password = psycopg.conninfo.conninfo_to_dict(POSTGRES_DSN).get("password")
         assert password and password not in store.location
         assert password not in repr(store) and password not in str(store.stats())
         assert store.location.startswith("postgresql://") and "namespace=" in store.location
     unreachable = "postgresql://someone:s3cret-pw@127.0.0.1:1/nowhere?connect_timeout=2"
     with pytest.raises(StoreUnavailable) as info:
-        agentstate.open_store(unreachable)
+        flatstate.open_store(unreachable)
     assert "s3cret-pw" not in str(info.value) and "s3cret-pw" not in info.value.location
     assert "127.0.0.1" in str(info.value)
 
@@ -103,9 +103,9 @@ def test_agents_share_a_database_without_seeing_each_other(tmp_path: Path) -> No
     assert POSTGRES_DSN is not None
     ns = f"fleet-{random.randrange(1 << 30)}"
     base = postgres_location(tmp_path, namespace=ns)
-    main = agentstate.open_store(base)
+    main = flatstate.open_store(base)
     ops_location = postgres_location(tmp_path, namespace=ns + "-ops")
-    ops = agentstate.open_store(ops_location, agent_id="ops")
+    ops = flatstate.open_store(ops_location, agent_id="ops")
     try:
         main.patch("main", {"model": "a"})
         ops.patch("main", {"model": "b"})
@@ -116,12 +116,12 @@ def test_agents_share_a_database_without_seeing_each_other(tmp_path: Path) -> No
         main.close()
         ops.close()
     # Without a namespace the agent id is the namespace; transcripts stay local.
-    with agentstate.open_store(POSTGRES_DSN, agent_id="Nobody-Here", readonly=True) as store:
+    with flatstate.open_store(POSTGRES_DSN, agent_id="Nobody-Here", readonly=True) as store:
         assert namespace_of(store) == "nobody-here"
         assert store.backend.transcripts_dir == os.path.join(
-            os.path.expanduser("~"), ".agentstate", "nobody-here", "transcripts"
+            os.path.expanduser("~"), ".flatstate", "nobody-here", "transcripts"
         )
-    with agentstate.open_store(base) as store:
+    with flatstate.open_store(base) as store:
         assert store.backend.transcripts_dir == str(tmp_path / "state" / "transcripts")
 
 
@@ -130,7 +130,7 @@ def test_agents_share_a_database_without_seeing_each_other(tmp_path: Path) -> No
 
 def test_rows_log_and_blobs_are_plain_sql(location: str, sql: psycopg.Connection[Any]) -> None:
     prompt = {"prompt": "skills " * 400}
-    with agentstate.open_store(location) as store:
+    with flatstate.open_store(location) as store:
         ns = namespace_of(store)
         store.upsert("agent:main:a", {"model": "m", "updatedAt": 5, "skillsSnapshot": prompt})
         store.upsert("agent:main:b", {"updatedAt": 6, "skillsSnapshot": prompt})
@@ -138,22 +138,22 @@ def test_rows_log_and_blobs_are_plain_sql(location: str, sql: psycopg.Connection
         store.delete("agent:main:b")
     rows = sql.execute(
         "SELECT key, entry->>'model', (entry->>'totalTokens')::int, updated_at, version "
-        "FROM agentstate.sessions WHERE ns = %s ORDER BY key",
+        "FROM flatstate.sessions WHERE ns = %s ORDER BY key",
         (ns,),
     ).fetchall()
     assert len(rows) == 1 and rows[0][:3] == ("agent:main:a", "m", 7)
     log = sql.execute(
-        "SELECT seq, key FROM agentstate.changes WHERE ns = %s ORDER BY seq", (ns,)
+        "SELECT seq, key FROM flatstate.changes WHERE ns = %s ORDER BY seq", (ns,)
     ).fetchall()
     assert [seq for seq, _ in log] == [1, 2, 3, 4]  # gap-free, one per change
     a, b = "agent:main:a", "agent:main:b"
     assert [key for _, key in log] == [a, b, a, b]
     assert rows[0][4] == 3  # a row's version is the position of its last change
-    head = sql.execute("SELECT seq FROM agentstate.namespaces WHERE ns = %s", (ns,)).fetchone()
+    head = sql.execute("SELECT seq FROM flatstate.namespaces WHERE ns = %s", (ns,)).fetchone()
     assert head == (4,)
-    blobs = sql.execute("SELECT count(*) FROM agentstate.blobs WHERE ns = %s", (ns,)).fetchone()
+    blobs = sql.execute("SELECT count(*) FROM flatstate.blobs WHERE ns = %s", (ns,)).fetchone()
     assert blobs == (1,)  # the shared skills snapshot is stored once
-    version = sql.execute("SELECT version FROM agentstate.schema_version").fetchone()
+    version = sql.execute("SELECT version FROM flatstate.schema_version").fetchone()
     assert version == (pg_backend.SCHEMA_VERSION,)
 
 
@@ -161,35 +161,33 @@ def test_replaced_blobs_are_collected_without_help(
     location: str, sql: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_blobs, "COLLECT_AFTER", 8)
-    with agentstate.open_store(location) as store:
+    with flatstate.open_store(location) as store:
         ns = namespace_of(store)
         for n in range(60):
             store.upsert(f"agent:main:s{n % 4}", {"skillsSnapshot": {"prompt": f"v{n} " * 100}})
-        stored = sql.execute(
-            "SELECT count(*) FROM agentstate.blobs WHERE ns = %s", (ns,)
-        ).fetchone()
+        stored = sql.execute("SELECT count(*) FROM flatstate.blobs WHERE ns = %s", (ns,)).fetchone()
         assert stored is not None and 4 <= stored[0] <= 4 + 8
         assert store.get("agent:main:s3")["skillsSnapshot"]["prompt"].startswith("v59 ")  # type: ignore[index]
 
 
-def test_a_schema_newer_than_this_agentstate_is_refused(
+def test_a_schema_newer_than_this_flatstate_is_refused(
     tmp_path: Path, sql: psycopg.Connection[Any]
 ) -> None:
     schema = f"as_test_{random.randrange(1 << 30)}"
     location = postgres_location(tmp_path, schema=schema)
     try:
         with pytest.raises(ReadOnlyStore, match="needs a migration"):
-            agentstate.open_store(location, readonly=True)  # nothing there yet
-        agentstate.open_store(location).close()
+            flatstate.open_store(location, readonly=True)  # nothing there yet
+        flatstate.open_store(location).close()
         sql.execute(f"UPDATE {schema}.schema_version SET version = 99")
-        with pytest.raises(StoreCorrupt, match="newer than this agentstate knows"):
-            agentstate.open_store(location)
+        with pytest.raises(StoreCorrupt, match="newer than this flatstate knows"):
+            flatstate.open_store(location)
     finally:
         sql.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 def test_nul_characters_are_refused_with_a_clear_error(location: str) -> None:
-    with agentstate.open_store(location) as store:
+    with flatstate.open_store(location) as store:
         with pytest.raises(InvalidEntry, match="NUL"):
             store.patch("main", {"label": "a\x00b"})
         store.patch("main", {"label": "a\\u0000b"})  # the six characters are fine
@@ -202,10 +200,10 @@ def test_nul_characters_are_refused_with_a_clear_error(location: str) -> None:
 def test_a_change_made_with_plain_sql_is_seen_without_polling(
     location: str, sql: psycopg.Connection[Any]
 ) -> None:
-    with agentstate.open_store(location, check_interval=3600) as store:
+    with flatstate.open_store(location, check_interval=3600) as store:
         store.patch("main", {"label": "ours"})
         sql.execute(
-            "UPDATE agentstate.sessions SET entry = jsonb_set(entry, '{label}', '\"theirs\"') "
+            "UPDATE flatstate.sessions SET entry = jsonb_set(entry, '{label}', '\"theirs\"') "
             "WHERE ns = %s AND key = 'agent:main:main'",
             (namespace_of(store),),
         )
@@ -217,15 +215,15 @@ def test_a_row_changed_outside_the_lock_is_never_overwritten(
 ) -> None:
     """A program that writes without the namespace lock races a read-modify-write: the
     row's version check catches it and the write runs again on the new value."""
-    with agentstate.open_store(location) as store:
+    with flatstate.open_store(location) as store:
         store.patch("main", {"count": 1, "label": "x"})
         calls = []
 
-        def bump(draft: agentstate.Draft) -> None:
+        def bump(draft: flatstate.Draft) -> None:
             calls.append(draft["main"]["count"])
             if len(calls) == 1:  # meanwhile, another program changes the same row
                 sql.execute(
-                    "UPDATE agentstate.sessions SET entry = jsonb_set(entry, '{label}', '\"y\"')"
+                    "UPDATE flatstate.sessions SET entry = jsonb_set(entry, '{label}', '\"y\"')"
                     " WHERE ns = %s AND key = 'agent:main:main'",
                     (namespace_of(store),),
                 )
@@ -240,12 +238,12 @@ def test_a_row_changed_outside_the_lock_is_never_overwritten(
 def test_a_writer_that_keeps_losing_gives_up_with_a_conflict(
     location: str, sql: psycopg.Connection[Any]
 ) -> None:
-    with agentstate.open_store(location) as store:
+    with flatstate.open_store(location) as store:
         store.patch("main", {"count": 1})
 
-        def always_raced(draft: agentstate.Draft) -> None:
+        def always_raced(draft: flatstate.Draft) -> None:
             sql.execute(
-                "UPDATE agentstate.sessions SET entry = entry WHERE ns = %s",
+                "UPDATE flatstate.sessions SET entry = entry WHERE ns = %s",
                 (namespace_of(store),),
             )
             draft.patch("main", {"count": 5})
@@ -258,10 +256,10 @@ def test_a_writer_that_keeps_losing_gives_up_with_a_conflict(
 def test_a_held_namespace_lock_times_out_with_a_clear_error(
     location: str, sql: psycopg.Connection[Any]
 ) -> None:
-    with agentstate.open_store(location, lock_timeout=0.3) as store:
+    with flatstate.open_store(location, lock_timeout=0.3) as store:
         store.patch("main", {"count": 1})
         with sql.transaction():
-            sql.execute("SELECT agentstate.lock(%s)", (namespace_of(store),))
+            sql.execute("SELECT flatstate.lock(%s)", (namespace_of(store),))
             with pytest.raises(LockTimeout, match="Another process is writing"):
                 store.patch("main", {"count": 2})
         store.patch("main", {"count": 3})
@@ -273,8 +271,8 @@ def test_a_reader_far_behind_reloads_everything(
 ) -> None:
     monkeypatch.setattr(pg_backend, "_MAX_REPLAY", 3)
     with (
-        agentstate.open_store(location) as writer,
-        agentstate.open_store(location, check_interval=3600) as reader,
+        flatstate.open_store(location) as writer,
+        flatstate.open_store(location, check_interval=3600) as reader,
     ):
         before = reader.stats().full_reloads
         writer.update(lambda d: [d.__setitem__(f"k{i}", {"updatedAt": i}) for i in range(10)])
@@ -312,7 +310,7 @@ def test_a_connection_lost_at_commit_neither_loses_nor_repeats_the_write(
 ) -> None:
     """Before COMMIT: nothing was written, the write runs again. After COMMIT (the reply
     lost): the marked change is found in the log and the write is not repeated."""
-    with agentstate.open_store(location) as store, agentstate.open_store(location) as other:
+    with flatstate.open_store(location) as store, flatstate.open_store(location) as other:
         store.patch(COUNTER_KEY, {"count": 0})
         with self_terminating(when) as fired:
             store.update(lambda d: d.patch(COUNTER_KEY, {"count": d[COUNTER_KEY]["count"] + 1}))
@@ -327,8 +325,8 @@ def test_a_killed_listener_reconnects_and_catches_up(
     location: str, sql: psycopg.Connection[Any]
 ) -> None:
     with (
-        agentstate.open_store(location, check_interval=3600) as reader,
-        agentstate.open_store(location) as writer,
+        flatstate.open_store(location, check_interval=3600) as reader,
+        flatstate.open_store(location) as writer,
     ):
         reader.get("main")
         for round_ in range(3):
@@ -347,7 +345,7 @@ def test_four_processes_patching_one_counter_lose_no_update(location: str) -> No
 
 
 def _write_and_report(location: str, queue: Any, count: int) -> None:
-    with agentstate.open_store(location) as store:
+    with flatstate.open_store(location) as store:
         for i in range(1, count + 1):
             store.patch("agent:main:seq", {"n": i})
             queue.put((i, store._token))  # the log position of that commit, once acknowledged
@@ -358,7 +356,7 @@ def test_a_reader_process_sees_every_write_and_never_an_older_one(location: str)
     """The reader learns of commits only by notification (no polling): each acknowledged
     write is served within a bound, and no read returns a value older than the last
     notification the reader had processed before it."""
-    reader = agentstate.open_store(location, check_interval=3600)
+    reader = flatstate.open_store(location, check_interval=3600)
     backend = pg(reader)
     reader.get("agent:main:seq")
     queue = ctx.Queue()
@@ -393,7 +391,7 @@ def test_a_reader_process_sees_every_write_and_never_an_older_one(location: str)
 
 def _increment_counting(location: str, barrier: Any, times: int, out: Any) -> None:
     done = 0
-    with agentstate.open_store(location) as store:
+    with flatstate.open_store(location) as store:
         barrier.wait(START_TIMEOUT)
         for _ in range(times):
             store.update(lambda d: d.patch(COUNTER_KEY, {"count": d[COUNTER_KEY]["count"] + 1}))
@@ -406,7 +404,7 @@ def test_killed_connections_lose_and_duplicate_no_write(
 ) -> None:
     """Writers' pooled connections and listeners are terminated at random mid-run
     (pg_terminate_backend); every acknowledged increment is counted exactly once."""
-    with agentstate.open_store(location) as store:
+    with flatstate.open_store(location) as store:
         store.upsert(COUNTER_KEY, {"count": 0})
         ns = namespace_of(store)
     workers, times = 2, 300
@@ -421,7 +419,7 @@ def test_killed_connections_lose_and_duplicate_no_write(
             while not stop.wait(rng.uniform(0.01, 0.1)):
                 pids = conn.execute(
                     "SELECT pid FROM pg_stat_activity WHERE application_name IN (%s, %s)",
-                    (f"agentstate:{ns}"[:63], f"agentstate-listen:{ns}"[:63]),
+                    (f"flatstate:{ns}"[:63], f"flatstate-listen:{ns}"[:63]),
                 ).fetchall()
                 if pids:
                     pid = rng.choice(pids)[0]
@@ -440,7 +438,7 @@ def test_killed_connections_lose_and_duplicate_no_write(
     acknowledged = sum(out.get(timeout=10) for _ in range(workers))
     assert acknowledged == workers * times
     assert len(kills) > 5, f"seed {seed}: the killer hardly ran"
-    with agentstate.open_store(location) as store:
+    with flatstate.open_store(location) as store:
         assert store.get(COUNTER_KEY)["count"] == acknowledged, f"seed {seed}"  # type: ignore[index]
 
 
@@ -450,10 +448,10 @@ def test_killed_connections_lose_and_duplicate_no_write(
 def test_the_cli_works_on_a_database_url_without_showing_its_password(location: str) -> None:
     from typer.testing import CliRunner
 
-    from agentstate.cli import app
+    from flatstate.cli import app
 
     runner = CliRunner()
-    env = {"AGENTSTATE_STORE": location}  # off the command line, where others can read it
+    env = {"FLATSTATE_STORE": location}  # off the command line, where others can read it
     patched = runner.invoke(app, ["sessions", "patch", "main", "--set", "model=m"], env=env)
     assert patched.exit_code == 0, patched.output
     listed = runner.invoke(app, ["sessions", "list", "--json"], env=env)

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-import agentstate
+import flatstate
 
 PUBLIC = [
     "Draft",
@@ -22,14 +22,14 @@ PUBLIC = [
 
 
 def test_exported_members() -> None:
-    assert agentstate.__all__ == sorted(agentstate.__all__)
-    assert agentstate.__all__ == PUBLIC
+    assert flatstate.__all__ == sorted(flatstate.__all__)
+    assert flatstate.__all__ == PUBLIC
     for name in PUBLIC:
-        assert hasattr(agentstate, name)
+        assert hasattr(flatstate, name)
 
 
 def test_every_error_derives_from_the_root_and_a_builtin() -> None:
-    from agentstate import errors
+    from flatstate import errors
 
     ours = [
         cls
@@ -40,8 +40,8 @@ def test_every_error_derives_from_the_root_and_a_builtin() -> None:
     ]
     assert len(ours) >= 9
     for cls in ours:
-        assert issubclass(cls, errors.AgentStateError)
-        if cls is not errors.AgentStateError:
+        assert issubclass(cls, errors.FlatstateError)
+        if cls is not errors.FlatstateError:
             leaves = [b for b in cls.__mro__ if b.__module__ == "builtins"]
             assert leaves[0] not in (Exception, BaseException), cls
 
@@ -49,7 +49,7 @@ def test_every_error_derives_from_the_root_and_a_builtin() -> None:
 def test_errors_survive_pickling() -> None:
     import pickle
 
-    from agentstate.errors import EntryTooLarge, LockTimeout
+    from flatstate.errors import EntryTooLarge, LockTimeout
 
     for err in (EntryTooLarge("agent:main:x", 10, 5), LockTimeout("/p.lock", 1.0, 42)):
         copy = pickle.loads(pickle.dumps(err))
@@ -59,11 +59,11 @@ def test_errors_survive_pickling() -> None:
 @pytest.mark.parametrize(
     "module",
     [
-        "agentstate.frozen",
-        "agentstate.keys",
-        "agentstate.model",
-        "agentstate._open",
-        "agentstate.locks",
+        "flatstate.frozen",
+        "flatstate.keys",
+        "flatstate.model",
+        "flatstate._open",
+        "flatstate.locks",
     ],
 )
 def test_docstring_examples_run(module: str) -> None:

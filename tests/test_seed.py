@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agentstate.bench.seed import SeedOptions, run_seed, slope_mib_per_min, soak_verdict
-from agentstate.cli import app
+from flatstate.bench.seed import SeedOptions, run_seed, slope_mib_per_min, soak_verdict
+from flatstate.cli import app
 
 LEAK_MARGIN_MIB = 20.0
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import agentstate
-from agentstate.cli import app
-from agentstate.doctor import diagnose, repair, salvage
-from agentstate.transfer import export_openclaw, import_openclaw
+import flatstate
+from flatstate.cli import app
+from flatstate.doctor import diagnose, repair, salvage
+from flatstate.transfer import export_openclaw, import_openclaw
 
 runner = CliRunner()
 
@@ -153,7 +153,7 @@ def test_doctor_repair_moves_the_file_aside_and_salvages_entries(tmp_path: Path)
     assert repaired["lost"] and "k1" in repaired["lost"][0]
     assert Path(repaired["moved_to"]).read_text() == damaged
     assert Path(repaired["moved_to"]).name.startswith("sessions.json.corrupt.")
-    with agentstate.open_store(path) as store:
+    with flatstate.open_store(path) as store:
         assert store.corruption is None and len(store) == 3
 
 
@@ -172,12 +172,12 @@ def test_salvage(data: bytes, kept: list[str], lost: str) -> None:
 
 
 def test_repair_refuses_sqlite_with_the_recover_command(tmp_path: Path) -> None:
-    with pytest.raises(agentstate.errors.StoreCorrupt, match="recover"):
+    with pytest.raises(flatstate.errors.StoreCorrupt, match="recover"):
         repair(str(tmp_path / "state"))
 
 
 def test_stats(tmp_path: Path) -> None:
-    with agentstate.open_store(tmp_path / "s") as store:
+    with flatstate.open_store(tmp_path / "s") as store:
         store.patch("main", {"model": "m"})
     code, out = cli("stats", "--store", str(tmp_path / "s"), "--json")
     figures = json.loads(out)
@@ -192,19 +192,19 @@ def test_openclaw_round_trip_keeps_every_entry_and_field(
     openclaw_dir: Path, tmp_path: Path
 ) -> None:
     original = json.loads(sessions_json(openclaw_dir).read_text())
-    imported = import_openclaw(str(openclaw_dir), str(tmp_path / "agentstate"))
+    imported = import_openclaw(str(openclaw_dir), str(tmp_path / "flatstate"))
     assert [a.agent_id for a in imported.agents] == ["main"]
     agent = imported.agents[0]
     assert agent.sessions == 5 and agent.transcripts == 5 and agent.auth_profiles
-    state_dir = tmp_path / "agentstate" / "main"
+    state_dir = tmp_path / "flatstate" / "main"
     assert (state_dir / "sessions.sqlite").exists() and (state_dir / "auth-profiles.json").exists()
     assert sorted(p.name for p in (state_dir / "transcripts").iterdir()) == sorted(
         p.name for p in sessions_json(openclaw_dir).parent.glob("*.jsonl")
     )
-    with agentstate.open_store(state_dir) as store:
+    with flatstate.open_store(state_dir) as store:
         assert {k: e.to_dict() for k, e in store.items()} == original
 
-    exported = export_openclaw(str(tmp_path / "agentstate"), str(tmp_path / "back"))
+    exported = export_openclaw(str(tmp_path / "flatstate"), str(tmp_path / "back"))
     assert exported.sessions == 5
     back = tmp_path / "back" / "agents" / "main"
     assert json.loads((back / "sessions" / "sessions.json").read_text()) == original

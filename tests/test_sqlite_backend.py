@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-import agentstate
-from agentstate.backends import _blobs
-from agentstate.backends import sqlite as sqlite_backend
-from agentstate.errors import StoreCorrupt
-from agentstate.model import build_entry
+import flatstate
+from flatstate.backends import _blobs
+from flatstate.backends import sqlite as sqlite_backend
+from flatstate.errors import StoreCorrupt
+from flatstate.model import build_entry
 
 
 def db_path(location: Path) -> Path:
@@ -29,7 +29,7 @@ def test_a_file_that_is_not_a_database_is_reported_and_left_alone(tmp_path: Path
     tmp_path.joinpath("sessions.sqlite").write_bytes(b"this is not sqlite" * 100)
     before = db_path(tmp_path).read_bytes()
     with pytest.raises(StoreCorrupt) as info:
-        agentstate.open_store(tmp_path)
+        flatstate.open_store(tmp_path)
     message = str(info.value)
     assert str(db_path(tmp_path)) in message and "PRAGMA integrity_check" in message
     assert isinstance(info.value, OSError)
@@ -37,7 +37,7 @@ def test_a_file_that_is_not_a_database_is_reported_and_left_alone(tmp_path: Path
 
 
 def test_a_damaged_database_is_reported_and_never_emptied(tmp_path: Path) -> None:
-    with agentstate.open_store(tmp_path) as store:
+    with flatstate.open_store(tmp_path) as store:
         for i in range(200):
             store.upsert(f"agent:main:k{i}", {"updatedAt": i, "note": "n" * 500})
     with raw(tmp_path) as conn:
@@ -47,27 +47,27 @@ def test_a_damaged_database_is_reported_and_never_emptied(tmp_path: Path) -> Non
         data[offset : offset + 200] = b"\xff" * 200
     db_path(tmp_path).write_bytes(bytes(data))
     with pytest.raises(StoreCorrupt):
-        agentstate.open_store(tmp_path)
+        flatstate.open_store(tmp_path)
     assert db_path(tmp_path).read_bytes() == bytes(data)
 
 
 def test_a_schema_newer_than_ours_is_refused(tmp_path: Path) -> None:
-    agentstate.open_store(tmp_path).close()
+    flatstate.open_store(tmp_path).close()
     with raw(tmp_path) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
-    with pytest.raises(StoreCorrupt, match="newer than this agentstate"):
-        agentstate.open_store(tmp_path)
+    with pytest.raises(StoreCorrupt, match="newer than this flatstate"):
+        flatstate.open_store(tmp_path)
 
 
 def test_migrations_run_in_place_and_keep_the_data(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with agentstate.open_store(tmp_path) as store:
+    with flatstate.open_store(tmp_path) as store:
         store.upsert("main", {"sessionId": "kept", "updatedAt": 1})
     step = ("ALTER TABLE sessions ADD COLUMN archived_at INTEGER",)
     monkeypatch.setattr(sqlite_backend, "MIGRATIONS", [*sqlite_backend.MIGRATIONS, step])
     monkeypatch.setattr(sqlite_backend, "SCHEMA_VERSION", 2)
-    with agentstate.open_store(tmp_path) as store:
+    with flatstate.open_store(tmp_path) as store:
         assert store.get("main").session_id == "kept"  # type: ignore[union-attr]
     with raw(tmp_path) as conn:
         assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == 2
@@ -77,13 +77,13 @@ def test_migrations_run_in_place_and_keep_the_data(
 
 def test_files_are_private(tmp_path: Path) -> None:
     location = tmp_path / "state"
-    agentstate.open_store(location).close()
+    flatstate.open_store(location).close()
     assert os.stat(location).st_mode & 0o777 == 0o700
     assert os.stat(db_path(location)).st_mode & 0o777 == 0o600
 
 
 def test_writes_by_other_programs_are_seen_within_the_check_interval(tmp_path: Path) -> None:
-    store = agentstate.open_store(tmp_path, check_interval=0.05)
+    store = flatstate.open_store(tmp_path, check_interval=0.05)
     store.upsert("main", {"sessionId": "a", "updatedAt": 1})
     assert store.get("main").session_id == "a"  # type: ignore[union-attr]
     with raw(tmp_path) as conn:
@@ -100,8 +100,8 @@ def test_a_reader_behind_the_pruned_change_log_reloads_everything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sqlite_backend, "CHANGE_LOG_KEEP", 5)
-    reader = agentstate.open_store(tmp_path)
-    writer = agentstate.open_store(tmp_path)
+    reader = flatstate.open_store(tmp_path)
+    writer = flatstate.open_store(tmp_path)
     reloads = reader.stats().full_reloads
     for i in range(1100):  # the writer prunes its log every 1024 commits
         writer.patch(f"agent:main:k{i % 30}", {"n": i})
@@ -114,7 +114,7 @@ def test_a_reader_behind_the_pruned_change_log_reloads_everything(
 
 def test_large_objects_are_stored_once_and_collected_when_unused(tmp_path: Path) -> None:
     skills = {"prompt": "skills " * 1000, "skills": [{"name": "a"}]}
-    with agentstate.open_store(tmp_path) as store:
+    with flatstate.open_store(tmp_path) as store:
         for i in range(9):
             store.upsert(f"agent:main:s{i}", {"updatedAt": i, "skillsSnapshot": skills})
         with raw(tmp_path) as conn:
@@ -129,7 +129,7 @@ def test_large_objects_are_stored_once_and_collected_when_unused(tmp_path: Path)
         removed = backend.collect_blobs()
         backend.commit()
         assert removed == 1
-    with agentstate.open_store(tmp_path) as store:
+    with flatstate.open_store(tmp_path) as store:
         assert store.get("agent:main:s3")["skillsSnapshot"]["prompt"].startswith("other")  # type: ignore[index]
 
 
@@ -147,7 +147,7 @@ def test_replaced_blobs_are_collected_on_their_own_and_counter_patches_do_not_sc
         return collect(backend)
 
     monkeypatch.setattr(sqlite_backend.SQLiteBackend, "collect_blobs", counted)
-    with agentstate.open_store(tmp_path) as store:
+    with flatstate.open_store(tmp_path) as store:
         for i in range(4):
             store.upsert(f"agent:main:s{i}", {"skillsSnapshot": {"prompt": "first " * 100}})
         for n in range(200):
@@ -165,7 +165,7 @@ def test_replaced_blobs_are_collected_on_their_own_and_counter_patches_do_not_sc
 
 def test_a_blob_reused_inside_the_collecting_transaction_is_kept(tmp_path: Path) -> None:
     first = {"prompt": "first " * 100}
-    with agentstate.open_store(tmp_path) as store:
+    with flatstate.open_store(tmp_path) as store:
         store.upsert("agent:main:a", {"skillsSnapshot": first})
         store.patch("agent:main:a", {"skillsSnapshot": {"prompt": "second " * 100}})
         # "first" is unreferenced in the committed store; this transaction refers to it again.
@@ -175,7 +175,7 @@ def test_a_blob_reused_inside_the_collecting_transaction_is_kept(tmp_path: Path)
         backend.put("agent:main:b", build_entry("agent:main:b", {"skillsSnapshot": first}), None)
         assert backend.collect_blobs() == 0
         backend.commit()
-    with agentstate.open_store(tmp_path) as store:
+    with flatstate.open_store(tmp_path) as store:
         assert store.get("agent:main:b")["skillsSnapshot"]["prompt"] == first["prompt"]  # type: ignore[index]
 
 
@@ -183,11 +183,11 @@ def test_a_busy_store_sweeps_blobs_another_process_left_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_blobs, "SWEEP_AFTER_COMMITS", 50)
-    with agentstate.open_store(tmp_path) as busy:
+    with flatstate.open_store(tmp_path) as busy:
         busy.upsert("agent:main:busy", {"inputTokens": 0})
         # A short-lived writer (a CLI run) replaces a blob a few times and exits,
         # far below the count that would make it collect.
-        with agentstate.open_store(tmp_path) as cli:
+        with flatstate.open_store(tmp_path) as cli:
             for n in range(5):
                 cli.upsert("agent:main:cli", {"skillsSnapshot": {"prompt": f"v{n} " * 100}})
         with raw(tmp_path) as conn:
@@ -200,7 +200,7 @@ def test_a_busy_store_sweeps_blobs_another_process_left_behind(
 
 
 def test_legacy_keys_written_by_others_fold_into_the_canonical_key(tmp_path: Path) -> None:
-    agentstate.open_store(tmp_path).close()
+    flatstate.open_store(tmp_path).close()
     with raw(tmp_path) as conn:
         for key, session_id, updated in [
             ("Agent:Main:Main", "older", 1),
@@ -216,7 +216,7 @@ def test_legacy_keys_written_by_others_fold_into_the_canonical_key(tmp_path: Pat
                     json.dumps({"sessionId": session_id, "updatedAt": updated}),
                 ),
             )
-    with agentstate.open_store(tmp_path) as store:
+    with flatstate.open_store(tmp_path) as store:
         assert list(store.keys()) == ["agent:main:main"]
         assert store.get("Agent:Main:Main").session_id == "newest"  # type: ignore[union-attr]
         store.patch("main", {"label": "folded"})
@@ -226,13 +226,13 @@ def test_legacy_keys_written_by_others_fold_into_the_canonical_key(tmp_path: Pat
 
 
 def test_rows_with_keys_that_cannot_be_normalized_are_left_untouched(tmp_path: Path) -> None:
-    agentstate.open_store(tmp_path).close()
+    flatstate.open_store(tmp_path).close()
     with raw(tmp_path) as conn:
         conn.execute(
             "INSERT INTO sessions (key, session_id, updated_at, entry) VALUES (?, ?, ?, ?)",
             ("agent:", "x", 1, json.dumps({"sessionId": "x", "updatedAt": 1})),
         )
-    with agentstate.open_store(tmp_path) as store:
+    with flatstate.open_store(tmp_path) as store:
         assert len(store) == 0
         store.upsert("main", {"updatedAt": 1})
     with raw(tmp_path) as conn:
@@ -240,10 +240,10 @@ def test_rows_with_keys_that_cannot_be_normalized_are_left_untouched(tmp_path: P
 
 
 def test_power_loss_durability_is_an_option(tmp_path: Path) -> None:
-    with agentstate.open_store(tmp_path, synchronous="full") as store:
+    with flatstate.open_store(tmp_path, synchronous="full") as store:
         store.upsert("main", {"updatedAt": 1})
         backend = store.backend
         assert isinstance(backend, sqlite_backend.SQLiteBackend)
         assert backend._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     with pytest.raises(ValueError, match="synchronous"):
-        agentstate.open_store(tmp_path, synchronous="sometimes")
+        flatstate.open_store(tmp_path, synchronous="sometimes")

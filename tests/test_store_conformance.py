@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping
 
 import pytest
 
-from agentstate import SessionEntry, SessionStore
-from agentstate.errors import EntryTooLarge, InvalidEntry, InvalidSessionKey, ReadOnlyStore
+from flatstate import SessionEntry, SessionStore
+from flatstate.errors import EntryTooLarge, InvalidEntry, InvalidSessionKey, ReadOnlyStore
 
 StoreFactory = Callable[..., SessionStore]
 
@@ -165,7 +165,7 @@ def test_update_sets_patches_and_deletes_atomically(store: SessionStore) -> None
     store.upsert("agent:main:b", {"sessionId": "b", "updatedAt": 1})
 
     def change(draft: object) -> int:
-        from agentstate import Draft
+        from flatstate import Draft
 
         assert isinstance(draft, Draft)
         draft["agent:main:c"] = {"sessionId": "c", "updatedAt": 3}

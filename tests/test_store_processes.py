@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-import agentstate
+import flatstate
 from tests.processes import RUN_TIMEOUT, START_TIMEOUT, ctx, join_all, running, wait_for_content
 
 pytestmark = pytest.mark.slow
@@ -21,7 +21,7 @@ COUNTER_KEY = "agent:main:counter"
 
 
 def _increment(location: str, barrier: Any, times: int) -> None:
-    with agentstate.open_store(location) as store:
+    with flatstate.open_store(location) as store:
         barrier.wait(START_TIMEOUT)
         for _ in range(times):
             store.update(lambda d: d.patch(COUNTER_KEY, {"count": d[COUNTER_KEY]["count"] + 1}))
@@ -29,13 +29,13 @@ def _increment(location: str, barrier: Any, times: int) -> None:
 
 def check_counter_race(location: str) -> None:
     """4 processes x 500 read-modify-write increments of one counter; none may be lost."""
-    with agentstate.open_store(location) as store:
+    with flatstate.open_store(location) as store:
         store.upsert(COUNTER_KEY, {"count": 0})
     workers, times = 4, 500
     barrier = ctx.Barrier(workers)
     with running(_increment, [(location, barrier, times)] * workers) as procs:
         assert join_all(procs) == [0] * workers
-    with agentstate.open_store(location) as store:
+    with flatstate.open_store(location) as store:
         assert store.get(COUNTER_KEY)["count"] == workers * times  # type: ignore[index]
 
 
@@ -44,7 +44,7 @@ def test_four_processes_patching_one_counter_lose_no_update(tmp_path: Path) -> N
 
 
 def _write_and_announce(location: str, queue: Any, count: int) -> None:
-    with agentstate.open_store(location) as store:
+    with flatstate.open_store(location) as store:
         for i in range(1, count + 1):
             store.patch("agent:main:seq", {"n": i})
             queue.put(i)  # only after the write was acknowledged
@@ -52,7 +52,7 @@ def _write_and_announce(location: str, queue: Any, count: int) -> None:
 
 def test_a_reader_process_sees_each_acknowledged_write(tmp_path: Path) -> None:
     location = str(tmp_path / "state")
-    reader = agentstate.open_store(location, check_interval=3600)  # only the shared signal helps
+    reader = flatstate.open_store(location, check_interval=3600)  # only the shared signal helps
     reader.get("agent:main:seq")  # warm: the reader has a cached view before the writer starts
     queue = ctx.Queue()
     try:
@@ -67,7 +67,7 @@ def test_a_reader_process_sees_each_acknowledged_write(tmp_path: Path) -> None:
 
 
 def _write_until_killed(location: str, ack_path: str, start: int) -> None:
-    with agentstate.open_store(location) as store:
+    with flatstate.open_store(location) as store:
         ack = os.open(ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         i = start
         while True:
@@ -98,7 +98,7 @@ def test_kill_9_mid_write_never_loses_an_acknowledged_write(tmp_path: Path) -> N
             if Path(ack_path).exists()
             else []
         )
-        with agentstate.open_store(location) as store:
+        with flatstate.open_store(location) as store:
             if acked:
                 last = acked[-1]
                 # Every key written by the last acknowledged update holds it or something newer.

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-import agentstate
+import flatstate
 from tests.conftest import NO_POSTGRES, POSTGRES_DSN, FakeClock, store_location
 
 KEYS = st.sampled_from([f"agent:main:k{i}" for i in range(6)] + ["agent:ops:main", "global"])
@@ -36,7 +36,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.root = tempfile.mkdtemp(prefix="agentstate-sm-")
+        self.root = tempfile.mkdtemp(prefix="flatstate-sm-")
         self.location = store_location(self.backend, Path(self.root))
         self.clock = FakeClock()
         # A small cache bound half of the time, so eviction and backend misses are exercised.
@@ -44,8 +44,8 @@ class StoreMachine(RuleBasedStateMachine):
         self.model: dict[str, dict[str, Any]] = {}
         self.store = self._open()
 
-    def _open(self) -> agentstate.SessionStore:
-        return agentstate.open_store(self.location, clock=self.clock, cache_bytes=self.cache_bytes)
+    def _open(self) -> flatstate.SessionStore:
+        return flatstate.open_store(self.location, clock=self.clock, cache_bytes=self.cache_bytes)
 
     @rule(data=st.data())
     def shrink_cache(self, data: st.DataObject) -> None:
@@ -83,7 +83,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(keys=st.lists(KEYS, min_size=1, max_size=3, unique=True), fail=st.booleans())
     def update_many(self, keys: list[str], fail: bool) -> None:
-        def change(draft: agentstate.Draft) -> None:
+        def change(draft: flatstate.Draft) -> None:
             for i, key in enumerate(keys):
                 if i % 2 and key in draft:
                     del draft[key]
@@ -112,7 +112,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def write_from_a_second_store(self, data: st.DataObject) -> None:
         key = data.draw(st.sampled_from(sorted(self.model)))
-        with agentstate.open_store(self.location, clock=self.clock) as other:
+        with flatstate.open_store(self.location, clock=self.clock) as other:
             other.patch(key, {"label": "other"})
         self.clock.advance(0)
         self.model[key] = {**self.model[key], "label": "other", "updatedAt": self.clock.now}

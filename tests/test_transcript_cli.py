@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from agentstate.cli import app
+from flatstate.cli import app
 
 runner = CliRunner()
 

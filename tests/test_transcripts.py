@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-import agentstate
-from agentstate.bench.transcripts import write_large_transcript
-from agentstate.errors import InvalidEntry
-from agentstate.transcripts import CHUNK, FsyncPolicy, Transcript
+import flatstate
+from flatstate.bench.transcripts import write_large_transcript
+from flatstate.errors import InvalidEntry
+from flatstate.transcripts import CHUNK, FsyncPolicy, Transcript
 from tests.processes import START_TIMEOUT, ctx, join_all, running
 
 FIXTURE_CONTEXTS = {
@@ -219,7 +219,7 @@ def test_an_invalid_line_is_reported_with_its_line_number(
 
 
 def test_store_transcripts_live_beside_sessions_json(openclaw_dir: Path) -> None:
-    with agentstate.open_store(sessions_dir(openclaw_dir) / "sessions.json") as store:
+    with flatstate.open_store(sessions_dir(openclaw_dir) / "sessions.json") as store:
         transcript = store.transcript("agent:main:main")
         assert transcript.path == str(
             sessions_dir(openclaw_dir) / "162cb05f-a456-44f7-a1f5-a4d48d64ea75.jsonl"
@@ -229,7 +229,7 @@ def test_store_transcripts_live_beside_sessions_json(openclaw_dir: Path) -> None
 
 
 def test_store_transcripts_live_in_the_state_directory(tmp_path: Path) -> None:
-    with agentstate.open_store(tmp_path / "state") as store:
+    with flatstate.open_store(tmp_path / "state") as store:
         transcript = store.transcript("main")  # creates the session
         entry = store.get("main")
         assert entry is not None
@@ -248,12 +248,12 @@ def test_a_path_like_session_id_is_refused(tmp_path: Path) -> None:
     path.write_text(
         json.dumps({"agent:main:main": {"sessionId": "../../etc/passwd", "updatedAt": 1}})
     )
-    with agentstate.open_store(path) as store, pytest.raises(InvalidEntry, match="safe id"):
+    with flatstate.open_store(path) as store, pytest.raises(InvalidEntry, match="safe id"):
         store.transcript("main")
 
 
 def test_reset_and_delete_archive_as_openclaw_names_them(tmp_path: Path) -> None:
-    with agentstate.open_store(tmp_path / "state") as store:
+    with flatstate.open_store(tmp_path / "state") as store:
         store.transcript("main").append(message("before the reset"))
         old = store.get("main")
         assert old is not None
@@ -272,7 +272,7 @@ def test_reset_and_delete_archive_as_openclaw_names_them(tmp_path: Path) -> None
 
 def test_reset_can_compress_the_archive(tmp_path: Path) -> None:
     zstandard = pytest.importorskip("zstandard")
-    with agentstate.open_store(tmp_path / "state") as store:
+    with flatstate.open_store(tmp_path / "state") as store:
         store.transcript("main").append(message("squeeze me"))
         store.reset("main", compress=True)
     (archive,) = (tmp_path / "state" / "transcripts").iterdir()

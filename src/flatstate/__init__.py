@@ -1,0 +1,20 @@
+"""flatstate: the state of AI-agent gateways, with reads that share and memory that stays flat."""
+
+from flatstate import errors
+from flatstate._open import open_store
+from flatstate.frozen import FrozenMap
+from flatstate.model import SessionEntry
+from flatstate.store import Draft, SessionStore, Snapshot, StoreStats
+
+__all__ = [
+    "Draft",
+    "FrozenMap",
+    "SessionEntry",
+    "SessionStore",
+    "Snapshot",
+    "StoreStats",
+    "errors",
+    "open_store",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""``python -m flatstate``: the same as the ``flatstate`` command."""
+
+from flatstate.cli import main
+
+main()

@@ -1,0 +1,224 @@
+"""What every SQLite database of flatstate shares: opening, migrating, errors, checkpoints.
+
+The session store (``sessions.sqlite``) and the facts store (``facts.sqlite``)
+open their files the same way (created 0600 in a 0700 directory, WAL, a busy
+timeout, background checkpoints), keep a ``schema_version`` table with an
+in-place migration list, and report a damaged file without ever replacing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+from flatstate.errors import LockTimeout, ReadOnlyStore, StoreCorrupt
+
+__all__ = ["CHECKPOINT_EVERY", "Checkpointer", "Translate", "connect", "inspect_hint", "migrate"]
+
+# A background checkpoint after this many commits keeps the WAL to a few MiB.
+CHECKPOINT_EVERY = 200
+WAL_RESTART_FRAMES = 4096
+
+Migrations = Sequence[tuple[str, ...]]
+"""Step i moves the schema from version i to i + 1; a released step is never edited."""
+
+
+def inspect_hint(path: str) -> str:
+    return f"Inspect it with: sqlite3 {path} 'PRAGMA integrity_check'"
+
+
+class Translate:
+    """A context that turns a driver's errors into flatstate's, naming the file and the fix.
+
+    A class rather than a generator context manager: it wraps every call on
+    the hot path. ``driver`` is the DB-API module the connection came from
+    (the standard ``sqlite3``, or ``pysqlite3`` where vectors need it); their
+    exception classes differ.
+    """
+
+    __slots__ = ("driver", "lock_timeout", "path", "what")
+
+    def __init__(
+        self,
+        path: str,
+        lock_timeout: float,
+        driver: ModuleType = sqlite3,
+        what: str = "SQLite database",
+    ) -> None:
+        self.path = path
+        self.lock_timeout = lock_timeout
+        self.driver = driver
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if exc is None or not isinstance(exc, self.driver.DatabaseError):
+            return
+        if isinstance(exc, self.driver.IntegrityError):
+            return
+        text = str(exc)
+        if isinstance(exc, self.driver.OperationalError):
+            if "locked" in text or "busy" in text:
+                raise LockTimeout(self.path, self.lock_timeout) from exc
+            if "readonly" in text or "read-only" in text:
+                raise ReadOnlyStore(self.path, text) from exc
+            if not ("malformed" in text or "not a database" in text or "disk image" in text):
+                return
+        raise StoreCorrupt(
+            self.path, f"not a usable {self.what} ({text})", inspect_hint(self.path)
+        ) from exc
+
+
+def connect(
+    path: str,
+    migrations: Migrations,
+    *,
+    what: str,
+    lock_timeout: float,
+    readonly: bool,
+    synchronous: str,
+    page_cache_kib: int,
+    driver: ModuleType = sqlite3,
+    missing: str | None = None,
+) -> Any:
+    """Open ``path`` (creating it 0600 in a 0700 directory unless ``missing`` says why not),
+    set the pragmas, and migrate its schema in place.
+
+    Raises StoreCorrupt, naming the file and how to inspect it, when the file
+    is not a database of this kind; the file is never replaced.
+    """
+    if synchronous.lower() not in {"normal", "full"}:
+        raise ValueError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
+    if not os.path.exists(path):
+        if readonly or missing is not None:
+            raise FileNotFoundError(missing or f"{path}: no store here to open read-only")
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    if not os.path.isfile(path):
+        raise StoreCorrupt(path, "is not a regular file", inspect_hint(path))
+    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+    conn = driver.connect(
+        uri, uri=True, timeout=lock_timeout, isolation_level=None, check_same_thread=False
+    )
+    try:
+        with Translate(path, lock_timeout, driver, what):
+            conn.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
+            if not readonly:
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            conn.execute(f"PRAGMA cache_size = -{page_cache_kib}")
+            if not readonly:
+                # Checkpoints run on a thread of their own (Checkpointer).
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
+                conn.execute(f"PRAGMA journal_size_limit = {WAL_RESTART_FRAMES * 4096 * 2}")
+            migrate(conn, path, readonly, migrations, what)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def migrate(conn: Any, path: str, readonly: bool, migrations: Migrations, what: str) -> None:
+    """Bring the schema to ``len(migrations)`` in one transaction; a database is never
+    left between two versions."""
+    latest = len(migrations)
+    conn.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
+    try:
+        tables = {
+            name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        version = 0
+        if "schema_version" in tables:
+            version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
+        elif tables:
+            problem = f"is a SQLite database but not a {what} (no schema_version table)"
+            raise StoreCorrupt(path, problem, inspect_hint(path))
+        if version > latest:
+            raise StoreCorrupt(
+                path,
+                f"schema version {version} is newer than this flatstate knows ({latest})",
+                "Upgrade flatstate to open it.",
+            )
+        if version < latest and readonly:
+            raise ReadOnlyStore(path, f"schema version {version} needs a migration")
+        if "schema_version" not in tables and not readonly:
+            conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for step in migrations[version:]:
+            for statement in step:
+                conn.execute(statement)
+        if version < latest:
+            conn.execute("DELETE FROM schema_version")
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (latest,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+class Checkpointer:
+    """Copies the WAL back into the database from a thread of its own.
+
+    SQLite's automatic checkpoint runs inside whichever commit crosses its
+    threshold and fsyncs there: one commit in a few hundred took 20-60 ms
+    here, and one-fact adds ran at half the rate. A second connection in a
+    background thread keeps that off the writer's path (the driver releases
+    the GIL while it works). ``driver`` must be the writer's own: two copies
+    of SQLite in one process must never open the same file (closing one's
+    descriptor drops the other's POSIX locks).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        driver: ModuleType = sqlite3,
+        every_commits: int = CHECKPOINT_EVERY,
+        name: str = "flatstate-checkpoint",
+    ) -> None:
+        self.every = every_commits
+        self._path = path
+        self._driver = driver
+        self._commits = 0
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def committed(self) -> None:
+        self._commits += 1
+        if self._commits % self.every == 0:
+            self._wake.set()
+
+    def _run(self) -> None:
+        conn = self._driver.connect(self._path, timeout=1.0, isolation_level=None)
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stop:
+                    return
+                with contextlib.suppress(self._driver.Error):
+                    _, log_frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    # A passive checkpoint never waits, so under a steady writer
+                    # the log is never fully copied and never restarts: once it
+                    # is long, wait for a gap between commits and start it over.
+                    if log_frames >= WAL_RESTART_FRAMES:
+                        conn.execute("PRAGMA wal_checkpoint(RESTART)")
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self._wake.set()
+        self._thread.join()

@@ -1,0 +1,134 @@
+"""How the database backends lay an entry out: small fields inline, large objects by content.
+
+An object field whose JSON is at least ``BLOB_MIN_BYTES`` long (the skills
+snapshot, the system-prompt report) is stored once, by its sha256, and the
+row refers to it; nine sessions sharing a prompt share one blob, and a patch
+of a token counter rewrites ~1 KiB instead of the whole entry. Smaller maps
+stay in the row, re-emitted from the JSON they memoized (``json_digest``) so
+that a patch does not encode them again.
+
+Blobs nobody refers to any more are deleted by a scan of every row, so the
+backends run it only when enough writes may have left one behind, or rarely
+for garbage other processes left (:class:`Collector`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import msgspec
+
+from flatstate.frozen import SMALL_JSON, FrozenMap, StringPool, decode_json, freeze
+from flatstate.model import SessionEntry
+
+__all__ = [
+    "BLOB_MIN_BYTES",
+    "COLLECT_AFTER",
+    "SWEEP_AFTER_COMMITS",
+    "Collector",
+    "Layout",
+    "load_blob",
+    "split_entry",
+]
+
+BLOB_MIN_BYTES = SMALL_JSON  # 256
+# Writes that may orphan a blob before the first look at whether a scan is worth it.
+COLLECT_AFTER = 4096
+# Commits of any kind before the first look at whether a sweep for others' garbage is due.
+SWEEP_AFTER_COMMITS = 65536
+
+
+class Layout(NamedTuple):
+    light: dict[str, Any]
+    """The row's JSON: blob fields replaced by their digest."""
+    refs: dict[str, str]
+    """field -> digest of every blob field."""
+    new_blobs: list[tuple[str, FrozenMap]]
+    """(digest, value) of blob values not shared with the entry being replaced."""
+    blob_bytes: int
+    """What the blob fields add to the entry's JSON size beyond their digests."""
+    may_orphan: bool
+    """Whether the write may leave a stored blob without a referrer."""
+
+
+def split_entry(entry: SessionEntry, previous: SessionEntry | None) -> Layout:
+    """Lay ``entry`` out for a row; ``previous`` is the entry it replaces (None if unknown).
+
+    A value shared by identity with ``previous`` is already stored: the store
+    re-read that row inside the writer's transaction, so it cannot have gone.
+    """
+    light: dict[str, Any] = {}
+    refs: dict[str, str] = {}
+    new_blobs: list[tuple[str, FrozenMap]] = []
+    blob_bytes = 0
+    for field, value in entry.pairs():
+        if isinstance(value, FrozenMap):
+            size, digest, small = value.json_digest()
+            if small is not None:
+                light[field] = msgspec.Raw(small)
+                continue
+            if previous is None or previous.get(field) is not value:
+                new_blobs.append((digest, value))
+            light[field] = refs[field] = digest
+            blob_bytes += size - len(digest) - 2
+            continue
+        light[field] = value
+    return Layout(light, refs, new_blobs, blob_bytes, _may_orphan(previous, entry, new_blobs))
+
+
+def _may_orphan(
+    previous: SessionEntry | None, entry: SessionEntry, new_blobs: list[tuple[str, FrozenMap]]
+) -> bool:
+    """True unless every blob ``previous`` referred to is still referred to by the new row."""
+    if previous is None or new_blobs:
+        return True
+    return any(_is_blob(value) for value in entry.dropped_values(previous))
+
+
+def _is_blob(value: Any) -> bool:
+    return isinstance(value, FrozenMap) and value.json_digest()[2] is None
+
+
+class Collector:
+    """When to scan for unreferenced blobs.
+
+    Mostly once the writes that may have orphaned one (a blob field replaced or
+    dropped, a session written blind or removed) reach a quarter of the
+    sessions, so each scan's cost, spread over those writes, does not grow with
+    the store. The counts are this process's, and other processes (a CLI run,
+    the ``sqlite3`` shell) leave garbage it never counted: so a busy process
+    also scans after commits of any kind reach four times the sessions, which
+    spreads a scan thinly over every commit (~3 us each at 100,000 sessions).
+    """
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.commits = 0
+        self._due = COLLECT_AFTER
+        self._due_commits = SWEEP_AFTER_COMMITS
+
+    def wrote(self, may_orphan: bool) -> None:
+        if may_orphan:
+            self.pending += 1
+
+    def due(self, count_sessions: Callable[[], int]) -> bool:
+        """Whether to collect in the commit under way; counts it, and asks for the
+        session count only now and then."""
+        self.commits += 1
+        if self.pending < self._due and self.commits < self._due_commits:
+            return False
+        sessions = count_sessions()
+        self._due = max(COLLECT_AFTER, sessions // 4)
+        self._due_commits = max(SWEEP_AFTER_COMMITS, sessions * 4)
+        if self.pending < self._due and self.commits < self._due_commits:
+            return False
+        self.pending = self.commits = 0
+        return True
+
+
+def load_blob(text: str, digest: str, pool: StringPool) -> FrozenMap:
+    """A stored blob as a frozen value that already knows its digest (no re-hashing)."""
+    value: FrozenMap = freeze(decode_json(text), pool)
+    object.__setattr__(value, "_digest", (len(text.encode()), digest, None))
+    return value

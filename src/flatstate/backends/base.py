@@ -1,0 +1,122 @@
+"""The contract every storage backend fulfils for :class:`~flatstate.store.SessionStore`.
+
+A backend stores entries under raw keys (whatever is on disk, legacy aliases
+included) and knows three things the store cannot: how to read and write them
+atomically, how to say cheaply that another process may have changed them, and
+which keys changed since a point it handed out earlier (its *token*).
+
+The store calls a backend only while holding its own lock, so a backend need
+not be thread-safe. Writes happen between :meth:`Backend.begin` and
+:meth:`Backend.commit`; the store re-reads what changed (``changes_since``)
+right after ``begin``, which is what makes every read-modify-write see the
+latest committed state.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from flatstate.errors import StoreCorrupt
+from flatstate.frozen import StringPool
+from flatstate.model import SessionEntry
+
+__all__ = ["Backend", "RetryWrite", "Row", "Signal"]
+
+Row = tuple[str, SessionEntry]
+"""(raw key, frozen entry)."""
+
+
+class RetryWrite(Exception):
+    """Raised by a backend when a write surely did not commit and may simply run again.
+
+    A database backend raises it for a row that changed under the write (a
+    writer outside the store's lock), a deadlock or a connection lost before
+    the commit. The store rolls back, catches up and re-runs the write
+    function, a bounded number of times; after the last attempt it raises
+    ``error``, the public error that says what went wrong.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class Signal(Protocol):
+    """A counter that grows whenever any writer commits (see :mod:`flatstate._signal`)."""
+
+    def read(self) -> int: ...
+    def bump(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class Backend(ABC):
+    location: str
+    """Where the data lives, for messages: a path or a redacted URL."""
+    signal: Signal
+    pool: StringPool
+    readonly: bool = False
+    corruption: StoreCorrupt | None = None
+    """Why the store is read-only despite the caller (a damaged file), if it is."""
+    transcripts_dir: str
+    """Where session transcripts live (archives and disk budgets stay inside it)."""
+    store_file: str | None = None
+    """The file holding the entries, if it lives in ``transcripts_dir`` (sessions.json)."""
+    transcript_lock: str = "flock"
+    """How transcript appends exclude each other: ``"file"`` where OpenClaw may write too."""
+
+    @abstractmethod
+    def scan(self) -> tuple[Any, Iterator[Row]]:
+        """Every row at one instant, and the token of that instant."""
+
+    @abstractmethod
+    def read(self, key: str) -> Row | None:
+        """One row by raw key, at the latest committed state."""
+
+    @abstractmethod
+    def scan_keys(self) -> list[str]:
+        """Every raw key, sorted."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """The number of rows."""
+
+    @abstractmethod
+    def changes_since(self, token: Any) -> tuple[set[str] | None, Any]:
+        """Raw keys changed after ``token`` (None: too many or unknown, reload all)."""
+
+    @abstractmethod
+    def begin(self) -> None:
+        """Take the writer lock (waiting up to the lock timeout) and start a transaction."""
+
+    @abstractmethod
+    def put(self, key: str, entry: SessionEntry, previous: SessionEntry | None) -> int:
+        """Insert or replace ``key`` inside the transaction; return the entry's JSON size.
+
+        ``previous`` is the entry this one replaces as the store last read it
+        inside this transaction (None when unknown); values shared with it by
+        identity are unchanged, which lets a backend skip rewriting them. The
+        size is that of the entry's compact JSON, which the store checks
+        against its limit (rolling back when it is over).
+        """
+
+    @abstractmethod
+    def remove(self, key: str) -> None:
+        """Delete ``key`` inside the transaction (a missing key is no error)."""
+
+    @abstractmethod
+    def commit(self) -> Any:
+        """Make the transaction durable, bump the signal, and return the new token."""
+
+    @abstractmethod
+    def rollback(self) -> None:
+        """Abandon the transaction; nothing of it reaches storage."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release every resource; the backend is not used again."""
+
+    def disk_bytes(self) -> int:
+        """Bytes the store occupies on disk (0 where unknown)."""
+        return 0

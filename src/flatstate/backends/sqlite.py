@@ -1,0 +1,320 @@
+"""The embedded default: one SQLite database per state directory.
+
+Schema (version 1):
+
+- ``sessions``: one row per session: ``key``, ``session_id``, ``updated_at``
+  (indexed, for listing and maintenance), ``entry`` (the entry's compact JSON)
+  and ``blobs``. A top-level object field whose JSON is at least
+  ``BLOB_MIN_BYTES`` (256, see ``_blobs``) long (the skills snapshot, the system-prompt report) is
+  stored once, by content, in ``blobs``; in ``entry`` its value is then the
+  blob's sha256, and the row's ``blobs`` column maps field -> sha256.
+- ``blobs``: ``hash`` -> ``value`` (JSON text). Nine sessions sharing one
+  skills prompt share one row, and a patch of a token counter rewrites ~1 KiB
+  instead of the whole 10-100 KiB entry. Unreferenced blobs are collected
+  inside a write transaction when ``_blobs.Collector`` says enough writes may
+  have left some behind.
+- ``changes``: triggers append every insert, update and delete of a session,
+  whoever makes it (flatstate, the ``sqlite3`` shell, a script), so another
+  process reloads only the keys that changed.
+- ``schema_version``: the version, migrated in place on open.
+
+WAL mode: readers never block the writer, and a committed write survives a
+crash of the process (``synchronous=NORMAL``) or also of the machine
+(``synchronous=FULL``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+from flatstate._signal import open_signal
+from flatstate._sqlite import Checkpointer, Translate, connect, inspect_hint
+from flatstate.backends._blobs import Collector, load_blob, split_entry
+from flatstate.backends.base import Backend, Row
+from flatstate.errors import ReadOnlyStore, StoreCorrupt
+from flatstate.frozen import FrozenMap, StringPool, decode_json, encode_json
+from flatstate.model import SessionEntry, build_entry
+
+__all__ = ["DB_FILENAME", "SCHEMA_VERSION", "SQLiteBackend"]
+
+DB_FILENAME = "sessions.sqlite"
+TRANSCRIPTS_DIRNAME = "transcripts"
+
+# Each migration moves the schema from version i to i + 1, inside one
+# transaction; a database is never left between two versions. Never edit a
+# released step: append a new one.
+MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        """CREATE TABLE sessions (
+            key TEXT NOT NULL UNIQUE,
+            session_id TEXT NOT NULL,
+            updated_at INTEGER,
+            entry TEXT NOT NULL,
+            blobs TEXT
+        )""",
+        "CREATE TABLE blobs (hash TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+        "CREATE INDEX sessions_updated_at ON sessions (updated_at)",
+        # seq is a plain rowid (max + 1): the newest rows are never pruned, so it
+        # only grows, and there is no sqlite_sequence page to rewrite per commit.
+        "CREATE TABLE changes (seq INTEGER PRIMARY KEY, key TEXT NOT NULL)",
+        """CREATE TRIGGER sessions_insert AFTER INSERT ON sessions BEGIN
+            INSERT INTO changes (key) VALUES (new.key); END""",
+        """CREATE TRIGGER sessions_update AFTER UPDATE ON sessions BEGIN
+            INSERT INTO changes (key) VALUES (old.key);
+            INSERT INTO changes (key) SELECT new.key WHERE new.key IS NOT old.key; END""",
+        """CREATE TRIGGER sessions_delete AFTER DELETE ON sessions BEGIN
+            INSERT INTO changes (key) VALUES (old.key); END""",
+    ),
+]
+SCHEMA_VERSION = len(MIGRATIONS)  # what this flatstate writes (connect migrates to it)
+
+# The change log keeps this many recent rows; a reader further behind reloads
+# everything instead of replaying.
+CHANGE_LOG_KEEP = 10_000
+_MAX_REPLAY = 5_000
+# The blobs some session refers to, and those none does (see collect_blobs).
+_REFERENCED_BLOBS = (
+    "SELECT j.value FROM sessions, json_each(sessions.blobs) AS j WHERE sessions.blobs IS NOT NULL"
+)
+_UNREFERENCED_BLOBS = f"SELECT hash FROM blobs WHERE hash NOT IN ({_REFERENCED_BLOBS})"
+_DELETE_BATCH = 500  # below SQLite's limit on bound parameters
+# Decoded blobs kept for reuse across rows (bytes of their JSON).
+BLOB_CACHE_BYTES = 32 << 20
+# The page cache: large enough to hold the b-tree interior pages and the
+# recently written leaves of a store of tens of thousands of sessions.
+PAGE_CACHE_KIB = 8192
+
+
+class SQLiteBackend(Backend):
+    def __init__(
+        self,
+        state_dir: str,
+        *,
+        pool: StringPool,
+        lock_timeout: float = 10.0,
+        synchronous: str = "normal",
+        readonly: bool = False,
+    ) -> None:
+        self.pool = pool
+        self.readonly = readonly
+        self.lock_timeout = lock_timeout
+        self.path = os.path.join(state_dir, DB_FILENAME)
+        self.location = self.path
+        self._translate = Translate(self.path, lock_timeout, what="session store")
+        self.transcripts_dir = os.path.join(state_dir, TRANSCRIPTS_DIRNAME)
+        self._conn = connect(
+            self.path,
+            MIGRATIONS,
+            what="session store",
+            lock_timeout=lock_timeout,
+            readonly=readonly,
+            synchronous=synchronous,
+            page_cache_kib=PAGE_CACHE_KIB,
+        )
+        self.signal = open_signal(self.path + ".signal")
+        self._commits = 0
+        self._collector = Collector()
+        self._checkpointer = None if readonly else Checkpointer(self.path)
+        self._blob_cache: OrderedDict[str, FrozenMap] = OrderedDict()
+        self._blob_cache_bytes = 0
+
+    # -- errors ----------------------------------------------------------------
+    def _errors(self) -> Translate:
+        """A context that turns sqlite3's errors into flatstate's, naming the file and the fix."""
+        return self._translate
+
+    # -- reads -----------------------------------------------------------------
+    def _row(self, key: str, text: str, blobs: str | None, conn: Any = None) -> Row:
+        data = decode_json(text)
+        if blobs:
+            for field, digest in decode_json(blobs).items():
+                data[field] = self._blob(digest, conn or self._conn)
+        return key, build_entry(key, data, pool=self.pool, on_load=True)
+
+    def _blob(self, digest: str, conn: Any) -> FrozenMap:
+        """The frozen value stored under ``digest``: one object for every row that shares it."""
+        cache = self._blob_cache
+        cached = cache.get(digest)
+        if cached is not None:
+            cache.move_to_end(digest)
+            return cached
+        found = conn.execute("SELECT value FROM blobs WHERE hash = ?", (digest,)).fetchone()
+        if found is None:
+            raise StoreCorrupt(
+                self.path,
+                f"a session refers to blob {digest[:12]}... which is missing",
+                inspect_hint(self.path),
+            )
+        value = load_blob(found[0], digest, self.pool)
+        cache[digest] = value
+        self._blob_cache_bytes += value.json_digest()[0]
+        while self._blob_cache_bytes > BLOB_CACHE_BYTES and cache:
+            _, old = cache.popitem(last=False)
+            self._blob_cache_bytes -= old.json_digest()[0]
+        return value
+
+    def _token(self) -> int:
+        row = self._conn.execute("SELECT max(seq) FROM changes").fetchone()
+        return row[0] or 0
+
+    def _side_connection(self) -> sqlite3.Connection:
+        """A connection for one whole-table read, closed by the caller: its page cache
+        goes with it instead of staying in the writer's."""
+        mode = "?mode=ro" if self.readonly else ""
+        return sqlite3.connect(f"file:{self.path}{mode}", uri=True, timeout=self.lock_timeout)
+
+    def scan(self) -> tuple[Any, Iterator[Row]]:
+        # Inside a write transaction the scan joins it. Otherwise it reads on a
+        # connection of its own, in one read transaction (the rows and the token
+        # agree), closed afterwards: a whole-store read would otherwise leave the
+        # writer's page cache full of pages no patch will touch again.
+        joined = self._conn.in_transaction
+        conn = self._conn if joined else self._side_connection()
+        with self._errors():
+            if not joined:
+                conn.execute("BEGIN")
+            token = conn.execute("SELECT max(seq) FROM changes").fetchone()[0] or 0
+            cursor = conn.execute("SELECT key, entry, blobs FROM sessions")
+
+        def rows() -> Iterator[Row]:
+            try:
+                with self._errors():
+                    # fetchmany: the blob look-ups below share the connection.
+                    while batch := cursor.fetchmany(256):
+                        for key, text, blobs in batch:
+                            yield self._row(key, text, blobs, conn)
+            finally:
+                if not joined:
+                    conn.close()
+
+        return token, rows()
+
+    def read(self, key: str) -> Row | None:
+        with self._errors():
+            found = self._conn.execute(
+                "SELECT entry, blobs FROM sessions WHERE key = ?", (key,)
+            ).fetchone()
+            return self._row(key, found[0], found[1]) if found else None
+
+    def scan_keys(self) -> list[str]:
+        with self._errors():
+            return [k for (k,) in self._conn.execute("SELECT key FROM sessions ORDER BY key")]
+
+    def count(self) -> int:
+        with self._errors():
+            return int(self._conn.execute("SELECT count(*) FROM sessions").fetchone()[0])
+
+    def changes_since(self, token: Any) -> tuple[set[str] | None, Any]:
+        with self._errors():
+            rows = self._conn.execute(
+                "SELECT seq, key FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                (token, _MAX_REPLAY + 1),
+            ).fetchall()
+        if not rows:
+            return set(), token
+        newest = rows[-1][0]
+        # Committed sequence numbers are contiguous; a gap means the log was
+        # pruned past this reader, and a full page means it is far behind.
+        if rows[0][0] != token + 1 or len(rows) > _MAX_REPLAY:
+            return None, self._token()
+        return {key for _, key in rows}, newest
+
+    def disk_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                total += os.path.getsize(self.path + suffix)
+        return total
+
+    # -- writes ----------------------------------------------------------------
+    def begin(self) -> None:
+        if self.readonly:
+            raise ReadOnlyStore(self.path, "the store was opened read-only")
+        with self._errors():
+            self._conn.execute("BEGIN IMMEDIATE")
+
+    def put(self, key: str, entry: SessionEntry, previous: SessionEntry | None) -> int:
+        layout = split_entry(entry, previous)
+        self._collector.wrote(layout.may_orphan)
+        with self._errors():
+            for digest, value in layout.new_blobs:
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO blobs (hash, value) VALUES (?, ?)",
+                    (digest, encode_json(value).decode()),
+                )
+            text = encode_json(layout.light).decode()
+            updated = entry.get("updatedAt")
+            self._conn.execute(
+                "INSERT INTO sessions (key, session_id, updated_at, entry, blobs) "
+                "VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET session_id = excluded.session_id, "
+                "updated_at = excluded.updated_at, entry = excluded.entry, blobs = excluded.blobs",
+                (
+                    key,
+                    entry.session_id,
+                    updated if isinstance(updated, int) else None,
+                    text,
+                    encode_json(layout.refs).decode() if layout.refs else None,
+                ),
+            )
+        return len(text.encode()) + layout.blob_bytes
+
+    def remove(self, key: str) -> None:
+        self._collector.wrote(True)
+        with self._errors():
+            self._conn.execute("DELETE FROM sessions WHERE key = ?", (key,))
+
+    def commit(self) -> Any:
+        with self._errors():
+            token = self._token()
+            self._commits += 1
+            if self._commits % 1024 == 0:
+                self._conn.execute("DELETE FROM changes WHERE seq <= ?", (token - CHANGE_LOG_KEEP,))
+            if self._collector.due(self.count):
+                self.collect_blobs()
+            self._conn.execute("COMMIT")
+        self.signal.bump()
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
+        return token
+
+    def collect_blobs(self) -> int:
+        """Delete blobs no session refers to; inside a write transaction. Returns the count.
+
+        The candidates are found on a connection of its own, closed afterwards,
+        so that reading the whole blobs table does not leave its pages in the
+        writer's page cache (a few MiB of RSS that no patch uses). The writer
+        then deletes them only if still unreferenced, as its own transaction
+        sees the rows.
+        """
+        with contextlib.closing(self._side_connection()) as side:
+            candidates = [digest for (digest,) in side.execute(_UNREFERENCED_BLOBS)]
+        removed = 0
+        for start in range(0, len(candidates), _DELETE_BATCH):
+            batch = candidates[start : start + _DELETE_BATCH]
+            cursor = self._conn.execute(
+                f"DELETE FROM blobs WHERE hash IN ({','.join('?' * len(batch))}) "
+                f"AND hash NOT IN ({_REFERENCED_BLOBS})",
+                batch,
+            )
+            removed += cursor.rowcount
+        self._blob_cache.clear()
+        self._blob_cache_bytes = 0
+        return removed
+
+    def rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self.signal.close()
+        self._conn.close()

@@ -1,0 +1,372 @@
+"""``flatstate bench``: benchmark programs that print figures and ratios."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from flatstate.cli._output import JsonOption, console, err_console, print_json, run_bench
+
+app = typer.Typer(
+    help="Benchmarks: figures and ratios against the copying strategies.", no_args_is_help=True
+)
+
+
+@app.command("store")
+def store(
+    entries: Annotated[int, typer.Option(help="Sessions in the main store.")] = 2000,
+    small_entries: Annotated[
+        int, typer.Option(help="Sessions in the small store (patch scaling).")
+    ] = 1000,
+    scale_entries: Annotated[
+        int | None,
+        typer.Option(
+            help="Sessions in the large store (scaling; 0 skips). Default: 100,000 on sqlite, "
+            "10,000 on jsonfile, 20,000 on postgres."
+        ),
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="sqlite (a state directory), jsonfile or postgres.")
+    ] = "sqlite",
+    dsn: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL DSN for --backend postgres (default: $FLATSTATE_BENCH_POSTGRES_DSN); "
+            "each store gets a namespace of its own, removed afterwards."
+        ),
+    ] = None,
+    synchronous: Annotated[
+        str,
+        typer.Option(
+            help="Durability of commits: normal, full, or (postgres) off. See open_store."
+        ),
+    ] = "normal",
+    profile: Annotated[
+        str, typer.Option(help="Entry shape: small (~10 KiB) or heavy (41 KiB prompts).")
+    ] = "small",
+    seconds: Annotated[float, typer.Option(help="Seconds per rate measurement.")] = 2.0,
+    soak_seconds: Annotated[
+        float, typer.Option(help="Seconds of 90% get / 10% patch for the RSS check (0 skips).")
+    ] = 60.0,
+    directory: Annotated[
+        str | None,
+        typer.Option(help="Build the stores here (kept) instead of a temporary directory."),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Measure get, snapshot and patch rates, memory and RSS growth of a session store.
+
+    Every phase runs in a fresh process; a deepcopy-per-read cache (the way
+    OpenClaw's cache worked) is measured on the same data for comparison.
+    """
+    from flatstate.bench.store import BACKENDS, DSN_ENV, StoreBenchOptions, run_store_bench
+    from flatstate.bench.workload import PROFILES
+
+    if profile not in PROFILES:
+        raise typer.BadParameter(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+    if backend not in BACKENDS:
+        raise typer.BadParameter(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend == "postgres" and not (dsn or os.environ.get(DSN_ENV)):
+        raise typer.BadParameter(
+            f"--backend postgres needs --dsn or {DSN_ENV}; a throwaway server: "
+            "bash scripts/postgres start /tmp/flatstate-pg"
+        )
+    options = StoreBenchOptions(
+        entries=entries,
+        small_entries=small_entries,
+        scale_entries=scale_entries,
+        profile=profile,
+        backend=backend,
+        seconds=seconds,
+        soak_seconds=soak_seconds,
+        directory=directory,
+        dsn=dsn,
+        synchronous=synchronous,
+    )
+    run_bench(
+        lambda progress: run_store_bench(options, progress=progress),
+        json_output,
+        _print_store_result,
+    )
+
+
+def _print_store_result(result: dict[str, Any]) -> None:
+    backend = result["options"]["backend"]
+    if result["options"].get("synchronous", "normal") != "normal":
+        backend += f", synchronous={result['options']['synchronous']}"
+    rates = Table(title=f"Session store rates, {backend} (ops/s)")
+    for column in ("sessions", "get", "plain dict get", "snapshot", "patch"):
+        rates.add_column(column, justify="right")
+    for n, r in result["rates"].items():
+        patch = f"{r['patch_per_s']:,}"
+        if r.get("patch_mib_per_s") is not None:
+            patch += f" ({r['patch_mib_per_s']:,} MiB/s)"
+        rates.add_row(
+            f"{int(n):,}",
+            f"{r['get_per_s']:,}",
+            f"{r['dict_get_per_s']:,}",
+            f"{r['snapshot_per_s']:,}",
+            patch,
+        )
+    base = result["baseline"]
+    rates.add_row(f"{base['entries']:,}", f"{base['get_per_s']:,}", "-", "-", "-", style="dim")
+    rates.caption = (
+        "plain dict get: the same loop over a dict of the same entries (no freshness check); "
+        "dim row: deepcopy of the whole store per read (OpenClaw's structuredClone-era cache)"
+    )
+    console.print(rates)
+    mem = result["memory"]
+    ratios = result["ratios"]
+    console.print(
+        f"memory: loaded store {mem['loaded_mib']} MiB for a "
+        f"{mem['sessions_json_mib']} MiB sessions.json = {mem['ratio_to_sessions_json']}x "
+        f"({mem['ratio_to_compact_json']}x compact JSON); "
+        f"{mem['pooled_strings']} pooled strings"
+    )
+    console.print(
+        f"get vs deepcopy-per-read: {ratios['get_vs_deepcopy']:,}x; "
+        f"get slowdown at scale: {ratios['get_scale']}x "
+        f"(a plain dict's: {ratios['dict_get_scale']}x); "
+        f"patch slowdown at scale: {ratios['patch_scale']}x"
+    )
+    if "soak" in result:
+        soak = result["soak"]
+        console.print(
+            f"soak: {soak['ops']:,} ops in {soak['seconds']:g} s, RSS {soak['rss_start_mib']} -> "
+            f"{soak['rss_end_mib']} MiB (growth {soak['rss_growth_mib']} MiB)"
+        )
+    coalescing = result["coalescing"]
+    console.print(
+        f"coalescing: {coalescing['patches']} concurrent patches took {coalescing['commits']} "
+        f"commits (window {coalescing['window_s']} s)"
+    )
+    for lag in result["freshness"]:
+        console.print(
+            f"freshness, written by {lag['writer']}: seen after p50 {lag['p50_ms']} ms, "
+            f"p99 {lag['p99_ms']} ms, max {lag['max_ms']} ms"
+        )
+    machine = result["machine"]
+    console.print(
+        f"[dim]{machine['cpus']} CPUs, {machine['memory_gib']} GiB, Python {machine['python']}, "
+        f"flatstate {machine['flatstate']}[/dim]"
+    )
+
+
+@app.command("transcript")
+def transcript(
+    appends: Annotated[int, typer.Option(help="Appends per batched-fsync run.")] = 20_000,
+    fsync_appends: Annotated[int, typer.Option(help="Appends per fsync-each run.")] = 1_000,
+    big_mb: Annotated[int, typer.Option(help="Size of the large transcript, in MB.")] = 100,
+    compaction_entries: Annotated[
+        int, typer.Option(help="Entries in the transcript to compact.")
+    ] = 10_000,
+    json_output: JsonOption = False,
+) -> None:
+    """Append rates, context and tail reads of a large transcript, and compaction time."""
+    from flatstate.bench.transcripts import run_transcript_bench
+
+    run_bench(
+        lambda progress: run_transcript_bench(
+            appends=appends,
+            fsync_appends=fsync_appends,
+            big_bytes=big_mb * 1_000_000,
+            compaction_entries=compaction_entries,
+            progress=progress,
+        ),
+        json_output,
+        _print_transcript_result,
+    )
+
+
+def _print_transcript_result(result: dict[str, Any]) -> None:
+    table = Table(title="Transcript appends")
+    for column in ("lock", "fsync", "appends", "lines/s"):
+        table.add_column(column, justify="right" if column in ("appends", "lines/s") else "left")
+    for row in result["appends"]:
+        table.add_row(row["lock"], row["fsync"], f"{row['appends']:,}", f"{row['per_s']:,}")
+    console.print(table)
+    big = result["big"]
+    console.print(
+        f"{big['file_mib']} MiB transcript ({big['entries']:,} entries): context() cold "
+        f"{big['context_cold_ms']} ms (max {big['context_cold_max_ms']} ms, "
+        f"{big['context_bytes_read']:,} bytes read), warm {big['context_warm_ms']} ms; "
+        f"tail(20) cold {big['tail20_cold_ms']} ms"
+    )
+    comp = result["compaction"]
+    console.print(
+        f"compact() of {comp['entries']:,} entries ({comp['file_mib']} MiB): "
+        f"{comp['compact_ms']} ms, "
+        f"{comp['summarized_messages']:,} messages summarized, "
+        f"{comp['tokens_before']:,} -> {comp['tokens_after']:,} tokens"
+    )
+
+
+@app.command("seed")
+def seed(
+    entries: Annotated[int, typer.Option(help="Sessions in the store.")] = 2000,
+    read: Annotated[str, typer.Option(help="entry (get), store (snapshot) or mixed.")] = "entry",
+    write_every: Annotated[int, typer.Option(help="One patch every N operations.")] = 10,
+    compaction_every: Annotated[float, typer.Option(help="Seconds between compactions.")] = 5.0,
+    facts: Annotated[int, typer.Option(help="Facts recalled after each compaction.")] = 8467,
+    strategy: Annotated[
+        str, typer.Option(help="snapshot (ours), deepcopy, json, orjson, pickle, or all.")
+    ] = "all",
+    profile: Annotated[str, typer.Option(help="small (~10 KiB entries) or heavy.")] = "small",
+    seconds: Annotated[float, typer.Option(help="Seconds each strategy runs.")] = 10.0,
+    backend: Annotated[str, typer.Option(help="sqlite or jsonfile.")] = "sqlite",
+    processes: Annotated[int, typer.Option(help="Worker processes sharing the store (ours).")] = 1,
+    json_out: Annotated[
+        str | None, typer.Option(help="Write every figure to this JSON file.")
+    ] = None,
+    plot: Annotated[str | None, typer.Option(help="Draw RSS and latency to this PNG.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """The workload that grew OpenClaw's gateway ~1 GB a minute, against copying caches."""
+    from flatstate.bench.seed import SeedOptions, run_seed
+
+    options = SeedOptions(
+        entries=entries, read=read, write_every=write_every, compaction_every=compaction_every,
+        facts=facts, strategy=strategy, profile=profile, seconds=seconds, backend=backend,
+        processes=processes,
+    )  # fmt: skip
+    try:
+        report = _run_live(lambda progress: run_seed(options, progress), options.chosen())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    _finish(report, json_out, plot, json_output, _print_seed)
+
+
+@app.command("soak")
+def soak(
+    minutes: Annotated[float, typer.Option(help="How long to run.")] = 5.0,
+    entries: Annotated[int, typer.Option(help="Sessions in the store.")] = 2000,
+    read: Annotated[str, typer.Option(help="entry, store or mixed.")] = "entry",
+    profile: Annotated[str, typer.Option(help="small or heavy.")] = "small",
+    backend: Annotated[str, typer.Option(help="sqlite or jsonfile.")] = "sqlite",
+    json_out: Annotated[
+        str | None, typer.Option(help="Write every figure to this JSON file.")
+    ] = None,
+    plot: Annotated[str | None, typer.Option(help="Draw RSS over time to this PNG.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """The seed workload (ours only) for longer: has RSS levelled off?"""
+    from flatstate.bench.seed import SeedOptions, run_seed, soak_verdict
+
+    options = SeedOptions(
+        entries=entries, read=read, strategy="snapshot", profile=profile,
+        seconds=minutes * 60, backend=backend,
+    )  # fmt: skip
+    report = _run_live(lambda progress: run_seed(options, progress), ["snapshot"])
+    report["soak"] = soak_verdict(report["runs"][0])
+    _finish(report, json_out, plot, json_output, _print_seed)
+
+
+def _run_live(run: Any, strategies: list[str]) -> Any:
+    """Run with a live table of operations and RSS per strategy."""
+    from rich.live import Live
+
+    state: dict[str, tuple[int, float, float]] = {}
+
+    def render() -> Table:
+        table = Table(title="flatstate bench (live)")
+        for column in ("strategy", "seconds", "ops", "ops/s", "RSS MiB"):
+            table.add_column(column, justify="right")
+        for name in strategies:
+            ops, elapsed, rss = state.get(name, (0, 0.0, 0.0))
+            rate = f"{ops / elapsed:,.0f}" if elapsed else "-"
+            table.add_row(name, f"{elapsed:.0f}", f"{ops:,}", rate, f"{rss:.1f}")
+        return table
+
+    with Live(render(), console=err_console, refresh_per_second=4, transient=True) as live:
+
+        def progress(message: tuple[Any, ...]) -> None:
+            strategy, worker, ops, elapsed, rss = message
+            if strategy == "setup":
+                live.update(Table(title="building the store, transcripts and facts..."))
+                return
+            if worker == 0:
+                state[strategy] = (ops, elapsed, rss)
+                live.update(render())
+
+        return run(progress)
+
+
+def _finish(
+    report: Any, json_out: str | None, plot: str | None, json_output: bool, show: Any
+) -> None:
+    if json_out:
+        import msgspec
+
+        with open(json_out, "wb") as f:
+            f.write(msgspec.json.format(msgspec.json.encode(report), indent=2))
+    if plot:
+        from flatstate.bench.plot import plot_seed
+
+        plot_seed(report, plot)
+    if json_output:
+        print_json(report)
+    else:
+        show(report)
+
+
+def _print_seed(report: dict[str, Any]) -> None:
+    store = report["store"]
+    options = report["options"]
+    table = Table(
+        title=f"Seed workload: {store['entries']:,} sessions ({store['sessions_json_mib']} MiB "
+        f"sessions.json, {store['backend']}), read={options['read']}, "
+        f"one patch every {options['write_every']} ops"
+    )
+    columns = ("strategy", "ops/s", "reads/s", "writes/s", "read p50/p99 ms", "patch p50/p99 ms",
+               "RSS start/peak MiB", "slope MiB/min", "lost writes")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="right")
+    for run in report["runs"]:
+        read = run["latency"].get("get") or run["latency"].get("snapshot") or {}
+        patch = run["latency"].get("patch") or {}
+        table.add_row(
+            f"{run['strategy']}" + (f" x{run['processes']}" if run["processes"] > 1 else ""),
+            f"{run['ops_per_s']:,.0f}",
+            f"{run['reads_per_s']:,.0f}",
+            f"{run['writes_per_s']:,.0f}",
+            f"{read.get('p50_ms', '-')}/{read.get('p99_ms', '-')}",
+            f"{patch.get('p50_ms', '-')}/{patch.get('p99_ms', '-')}",
+            f"{run['rss_start_mib']}/{run['rss_peak_mib']}",
+            f"{run['rss_slope_mib_per_min']}",
+            f"{run['lost_writes']}",
+        )
+    console.print(table)
+    if "ratios" in report:
+        ratios = report["ratios"]
+        console.print(
+            f"snapshot vs best copying strategy ({ratios['best_copying_strategy']}): "
+            f"{ratios['ops_vs_best_copying']:,}x the operations a second"
+        )
+    if "targets" in report:
+        targets = report["targets"]
+        console.print(
+            "RSS slope <= 1 MiB/min: "
+            + (
+                "not judged (run --seconds 40 or more)"
+                if targets["rss_slope_ok"] is None
+                else str(targets["rss_slope_ok"])
+            )
+            + "; peak RSS <= "
+            f"{targets['peak_rss_limit_mib']} MiB: {targets['peak_rss_ok']}; "
+            f"no lost writes: {targets['no_lost_writes']}"
+        )
+    if "soak" in report:
+        verdict = report["soak"]
+        console.print(
+            f"soak: RSS slope over the last half {verdict['last_half_slope_mib_per_min']} MiB/min "
+            f"({'levelled off' if verdict['levelled_off'] else 'still growing'}); "
+            f"largest growth of the cache: {verdict['cache_bytes_growth']:,} bytes"
+        )
+    machine = report["machine"]
+    console.print(
+        f"[dim]{machine['cpus']} CPUs, {machine['memory_gib']} GiB, Python {machine['python']}, "
+        f"flatstate {machine['flatstate']}[/dim]"
+    )

@@ -1,0 +1,212 @@
+"""Typed errors: one root, each leaf also a matching builtin.
+
+Every message names the subject (a key, a path, a profile), the cause, and the
+fix. No message ever carries a secret: callers pass identifiers, never values.
+
+    FlatstateError
+    ├── InvalidSessionKey   (ValueError)
+    ├── InvalidEntry        (ValueError)
+    │   └── EntryTooLarge
+    ├── InvalidProfile      (ValueError)
+    ├── SessionNotFound     (KeyError)
+    ├── SecretUnavailable   (LookupError)
+    ├── InvalidFact         (ValueError)
+    ├── FactNotFound        (LookupError)
+    ├── VectorsUnavailable  (ImportError)
+    ├── StoreCorrupt        (OSError)
+    ├── StoreUnavailable    (ConnectionError)
+    ├── LockTimeout         (TimeoutError)
+    ├── ReadOnlyStore       (PermissionError)
+    ├── UnsafePath          (PermissionError)
+    └── ConflictError       (RuntimeError)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FlatstateError(Exception):
+    """Root of every error flatstate raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take keyword-only details; rebuild from the same arguments
+        # so errors cross process boundaries (multiprocessing) intact.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[FlatstateError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
+
+class InvalidSessionKey(FlatstateError, ValueError):
+    """A session key that cannot be stored: empty, malformed or unsafe."""
+
+    def __init__(self, key: object, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(
+            f"invalid session key {key!r}: {problem}. "
+            "Use a key such as 'agent:main:main' or 'agent:<agentId>:<channel>:<kind>:<id>'."
+        )
+
+
+class InvalidEntry(FlatstateError, ValueError):
+    """An entry that cannot be stored: not an object, unsafe sessionId, bad field."""
+
+    def __init__(self, key: str | None, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        where = f"entry for {key!r}" if key is not None else "entry"
+        super().__init__(f"invalid {where}: {problem}. Nothing was written.")
+
+
+class EntryTooLarge(InvalidEntry):
+    """An entry whose JSON exceeds the store's ``max_entry_bytes``."""
+
+    def __init__(self, key: str | None, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            key,
+            f"{size:,} bytes of JSON exceeds the limit of {limit:,} bytes "
+            "(raise max_entry_bytes when opening the store, or shrink the entry)",
+        )
+
+
+class InvalidProfile(FlatstateError, ValueError):
+    """An auth profile, or a request about one, that cannot be honoured."""
+
+    def __init__(self, profile_id: str | None, problem: str) -> None:
+        self.profile_id = profile_id
+        self.problem = problem
+        where = f"auth profile {profile_id!r}" if profile_id is not None else "auth profile"
+        super().__init__(f"{where}: {problem}. Nothing was written.")
+
+
+class SecretUnavailable(FlatstateError, LookupError):
+    """A profile whose secret cannot be had now: no plaintext, or a ref that does not resolve.
+
+    The message names the profile and the ref (``env:NAME``, ``file:PATH``), which
+    are not secret, and never the value.
+    """
+
+    def __init__(self, profile_id: str, problem: str, fix: str) -> None:
+        self.profile_id = profile_id
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"auth profile {profile_id!r}: {problem}. {fix}")
+
+
+class SessionNotFound(FlatstateError, KeyError):
+    """An operation that needs an existing session found none under the key."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"no session {key!r}; create it first (e.g. store.patch({key!r}, {{}}))")
+
+    def __str__(self) -> str:  # KeyError would show the message quoted
+        return str(self.args[0])
+
+
+class InvalidFact(FlatstateError, ValueError):
+    """A memory fact that cannot be stored: empty text, a bad field value."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"invalid fact: {problem}. Nothing was written.")
+
+
+class FactNotFound(FlatstateError, LookupError):
+    """An operation named a fact id that the facts database does not hold."""
+
+    def __init__(self, fact_id: str, path: str) -> None:
+        self.fact_id = fact_id
+        self.path = path
+        super().__init__(
+            f"no fact with id {fact_id!r} in {path}. "
+            "List ids with: flatstate facts list (or search)."
+        )
+
+
+class VectorsUnavailable(FlatstateError, ImportError):
+    """Vector search was asked for but sqlite-vec cannot be loaded here."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(
+            f"vector search is unavailable: {problem}. "
+            "Install it with: pip install 'flatstate[vec]', or open the facts without embed=."
+        )
+
+
+class StoreCorrupt(FlatstateError, OSError):
+    """A store file that is not what it should be; it is left untouched."""
+
+    def __init__(self, path: str, problem: str, fix: str) -> None:
+        self.path = path
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{path}: {problem}. The file was not changed. {fix}")
+
+
+class StoreUnavailable(FlatstateError, ConnectionError):
+    """The database server cannot be reached, or the connection broke mid-operation.
+
+    ``location`` is the store's redacted address (never its password).
+    """
+
+    def __init__(self, location: str, problem: str, fix: str) -> None:
+        self.location = location
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{location}: {problem}. {fix}")
+
+
+class LockTimeout(FlatstateError, TimeoutError):
+    """Another writer held the lock for longer than the timeout."""
+
+    def __init__(
+        self, path: str, timeout: float, holder_pid: int | None = None, fix: str | None = None
+    ) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.holder_pid = holder_pid
+        holder = f" held by pid {holder_pid}" if holder_pid is not None else ""
+        fix = fix or (
+            "Wait for that writer to finish, raise lock_timeout, or remove the lock file "
+            "if that process is gone."
+        )
+        super().__init__(
+            f"could not lock {path} within {timeout:g} s: the lock is{holder or ' busy'}. {fix}"
+        )
+
+
+class ReadOnlyStore(FlatstateError, PermissionError):
+    """A write to a store opened read-only (or made read-only by a problem)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path} is read-only: {reason}. Nothing was written.")
+
+
+class UnsafePath(FlatstateError, PermissionError):
+    """A path that escapes its directory or is a link where none is allowed."""
+
+    def __init__(self, path: str, problem: str, fix: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}. {fix}")
+
+
+class ConflictError(FlatstateError, RuntimeError):
+    """A compare-and-swap lost: the data changed under the caller."""
+
+    def __init__(self, subject: str, problem: str) -> None:
+        self.subject = subject
+        self.problem = problem
+        super().__init__(f"{subject}: {problem}")

@@ -1,0 +1,49 @@
+"""Durable memory facts: preferences, decisions and entities that survive compaction.
+
+Open a state directory's facts with :func:`open_facts`; see ``docs/facts.md``.
+
+>>> import tempfile
+>>> from flatstate.memory import open_facts
+>>> with open_facts(tempfile.mkdtemp()) as facts:
+...     _ = facts.add("Prefers dark mode", category="preference", entity="user", key="theme")
+...     [f.text for f in facts.recall("which theme does the user like? dark?")]
+['Prefers dark mode']
+"""
+
+from flatstate.memory.context import MemoryContext, after_compaction_context
+from flatstate.memory.model import (
+    DECAY_CLASSES,
+    DECAY_TTL_MS,
+    DecayReport,
+    Fact,
+    Hit,
+    NewFact,
+    classify_decay,
+    estimate_tokens,
+    normalized_hash,
+    render_fact,
+)
+from flatstate.memory.query import fts_query, query_terms
+from flatstate.memory.store import FactStats, FactStore, open_facts
+from flatstate.memory.vectors import Embed
+
+__all__ = [
+    "DECAY_CLASSES",
+    "DECAY_TTL_MS",
+    "DecayReport",
+    "Embed",
+    "Fact",
+    "FactStats",
+    "FactStore",
+    "Hit",
+    "MemoryContext",
+    "NewFact",
+    "after_compaction_context",
+    "classify_decay",
+    "estimate_tokens",
+    "fts_query",
+    "normalized_hash",
+    "open_facts",
+    "query_terms",
+    "render_fact",
+]

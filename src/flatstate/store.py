@@ -1,0 +1,925 @@
+"""SessionStore: reads that share, writes that copy only what they change.
+
+The cache is an immutable hash-array-mapped trie (``immutables.Map``) from
+canonical session key to frozen :class:`~flatstate.model.SessionEntry`.
+
+- A read checks one shared counter (see :mod:`flatstate._signal`) and returns
+  the cached object itself: no copy, no parse, no allocation that grows with
+  the store. Two reads of an unchanged entry return the same object.
+- A write takes the backend's writer lock, catches up on what other processes
+  committed, builds the new entries from the old ones, commits, and swaps in a
+  new map that shares every untouched entry with the old one.
+- A snapshot is the map at one instant, wrapped read-only; it stays valid
+  (and unchanged) however the store moves on.
+
+When the store outgrows ``cache_bytes`` the cache keeps the most recently used
+entries, a miss reads from the backend, and listings stream from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from typing import Any, TypeVar
+
+import immutables
+import msgspec
+
+from flatstate.backends.base import Backend, RetryWrite, Row
+from flatstate.errors import (
+    EntryTooLarge,
+    InvalidEntry,
+    InvalidSessionKey,
+    SessionNotFound,
+    StoreCorrupt,
+)
+from flatstate.frozen import SizeAccount
+from flatstate.keys import DEFAULT_AGENT_ID, normalize_agent_id, normalize_key
+from flatstate.maintenance import (
+    MaintenanceConfig,
+    MaintenancePlan,
+    MaintenanceReport,
+    plan_maintenance,
+)
+from flatstate.model import Clock, SessionEntry, build_entry, merge_patch, now_ms
+from flatstate.transcripts import FsyncPolicy, Transcript, archive, transcript_path
+
+__all__ = [
+    "DEFAULT_CACHE_BYTES",
+    "DEFAULT_MAX_ENTRY_BYTES",
+    "SessionStore",
+    "Snapshot",
+    "StoreStats",
+]
+
+DEFAULT_CACHE_BYTES = 256 << 20
+DEFAULT_MAX_ENTRY_BYTES = 4 << 20
+DEFAULT_CHECK_INTERVAL = 0.25
+# A write the backend bounced (RetryWrite: a row changed under it, a lost connection)
+# runs at most this many times, pausing a little longer before each new attempt.
+WRITE_ATTEMPTS = 5
+RETRY_PAUSE = 0.01
+
+T = TypeVar("T")
+EntryInput = Mapping[str, Any]
+
+
+class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``store.stats()`` reports; every figure is cheap to compute."""
+
+    backend: str
+    location: str
+    entries: int
+    cached_entries: int
+    cache_bytes: int
+    cache_limit: int
+    cache_complete: bool
+    pooled_strings: int
+    pooled_bytes: int
+    disk_bytes: int
+    hits: int
+    misses: int
+    syncs: int
+    full_reloads: int
+
+
+class Snapshot(Mapping[str, SessionEntry]):
+    """The whole store at one instant: immutable, shared, iterated in key order."""
+
+    __slots__ = ("_keys", "_map")
+    _map: immutables.Map[str, SessionEntry]
+    _keys: tuple[str, ...] | None
+
+    def __init__(
+        self, entries: immutables.Map[str, SessionEntry], keys: tuple[str, ...] | None = None
+    ):
+        object.__setattr__(self, "_map", entries)
+        object.__setattr__(self, "_keys", keys)
+
+    def __getitem__(self, key: str) -> SessionEntry:
+        return self._map[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._map.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._map
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.sorted_keys())
+
+    def sorted_keys(self) -> tuple[str, ...]:
+        keys = self._keys
+        if keys is None:
+            keys = tuple(sorted(self._map.keys()))
+            object.__setattr__(self, "_keys", keys)
+        return keys
+
+    def __repr__(self) -> str:
+        return f"<Snapshot of {len(self._map)} sessions>"
+
+    def _immutable(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a Snapshot is immutable; write through the store instead")
+
+    __setitem__ = __delitem__ = __setattr__ = __delattr__ = _immutable
+    pop = popitem = clear = update = setdefault = _immutable
+
+
+class SessionStore:
+    """Sessions keyed by session key, shared across threads and processes.
+
+    Open one with :func:`flatstate.open_store`. Reads (``get``, ``snapshot``,
+    ``keys``, iteration) return shared immutable objects; writes (``upsert``,
+    ``patch``, ``delete``, ``update``) are atomic, durable when they return,
+    and visible to the next read in any process that opened the same store.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        agent_id: str = DEFAULT_AGENT_ID,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+        check_interval: float = DEFAULT_CHECK_INTERVAL,
+        coalesce_window: float = 0.0,
+        maintenance: MaintenanceConfig | None = None,
+        transcript_fsync: FsyncPolicy | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._backend = backend
+        self.maintenance = maintenance or MaintenanceConfig()
+        self.transcript_fsync = transcript_fsync or FsyncPolicy()
+        self._transcripts: OrderedDict[str, Transcript] = OrderedDict()
+        self.coalesce_window = coalesce_window
+        self._queue: list[_Job] = []
+        self._queue_lock = threading.Lock()
+        self._leading = False
+        self.commits = 0
+        self.agent_id = normalize_agent_id(agent_id)
+        self.cache_limit = cache_bytes
+        self.max_entry_bytes = max_entry_bytes
+        self.check_interval = check_interval
+        self._clock: Clock = clock or now_ms
+        self._lock = threading.RLock()
+        self._signal_read = backend.signal.read
+        self._closed = False
+        self._hits = self._misses = self._syncs = self._reloads = 0
+        with self._lock:
+            self._load_all()
+
+    # -- cache state -------------------------------------------------------------
+    def _reset_cache(self) -> None:
+        self._entries: immutables.Map[str, SessionEntry] = immutables.Map()
+        # The same entries in a plain dict, for get(): one hash probe, where the
+        # trie takes a few levels (it wins for snapshots, the dict for lookups).
+        self._index: dict[str, SessionEntry] = {}
+        self._account = SizeAccount(self._backend.pool.min_length)
+        self._aliases: dict[str, set[str]] = {}
+        self._lru: OrderedDict[str, None] | None = None
+        self._snapshot: Snapshot | None = None
+        self._sorted_keys: tuple[str, ...] | None = None
+
+    def _canonical(self, key: str) -> str:
+        return normalize_key(key, self.agent_id)
+
+    def _load_all(self) -> None:
+        """Read every row into a fresh cache, folding legacy keys as we go."""
+        self._seen = self._signal_read()
+        self._reset_cache()
+        token, rows = self._backend.scan()
+        building: dict[str, SessionEntry] = {}
+        complete = True
+        account = self._account
+        for raw, entry in rows:
+            canon = self._canonical_or_none(raw)
+            if canon is None:
+                continue
+            if canon != raw:
+                self._aliases.setdefault(canon, set()).add(raw)
+            older = building.get(canon)
+            if older is not None:
+                if not _fresher(entry, older):
+                    continue
+                account.remove(older)
+            account.add(entry)
+            if account.bytes > self.cache_limit:
+                account.remove(entry)
+                complete = False
+                break
+            building[canon] = entry
+        if hasattr(rows, "close"):
+            rows.close()
+        self._entries = immutables.Map(building)
+        self._index = building
+        if not complete:
+            self._lru = OrderedDict.fromkeys(building)
+            for raw in self._backend.scan_keys():
+                canon = self._canonical_or_none(raw)
+                if canon is not None and canon != raw:
+                    self._aliases.setdefault(canon, set()).add(raw)
+        self._token = token
+        self._next_check = time.monotonic() + self.check_interval
+        self._reloads += 1
+
+    def _canonical_or_none(self, raw: str) -> str | None:
+        try:
+            return self._canonical(raw)
+        except InvalidSessionKey:
+            return None  # left on disk untouched; `flatstate doctor` reports it
+
+    @property
+    def _complete(self) -> bool:
+        return self._lru is None
+
+    def _set_cached(self, key: str, entry: SessionEntry | None) -> None:
+        """Put ``entry`` (or its absence) in the cache; the caller holds the lock."""
+        previous = self._entries.get(key)
+        account = self._account
+        if entry is None:
+            if previous is not None:
+                account.remove(previous)
+                self._entries = self._entries.delete(key)
+                self._index.pop(key, None)
+                self._sorted_keys = None
+                if self._lru is not None:
+                    self._lru.pop(key, None)
+        else:
+            if previous is None:
+                account.add(entry)
+                self._sorted_keys = None
+            else:
+                account.replace(previous, entry)
+            self._entries = self._entries.set(key, entry)
+            self._index[key] = entry
+            if self._lru is not None:
+                self._lru[key] = None
+                self._lru.move_to_end(key)
+        self._snapshot = None
+        if account.bytes > self.cache_limit:
+            self._evict()
+
+    def _evict(self) -> None:
+        if self._lru is None:
+            # The store just outgrew the bound: from now on keep recent entries only.
+            self._lru = OrderedDict.fromkeys(self._entries.keys())
+        mutation = self._entries.mutate()
+        account = self._account
+        while account.bytes > self.cache_limit and self._lru:
+            key, _ = self._lru.popitem(last=False)
+            account.remove(mutation[key])
+            del mutation[key]
+            self._index.pop(key, None)
+        self._entries = mutation.finish()
+        self._sorted_keys = None
+
+    # -- freshness -------------------------------------------------------------
+    def _sync(self) -> None:
+        with self._lock:
+            self._check_open()
+            self._sync_locked()
+
+    def _sync_locked(self) -> None:
+        seen = self._signal_read()
+        changed, token = self._backend.changes_since(self._token)
+        self._syncs += 1
+        if changed is None:
+            self._load_all()
+            self._seen = seen
+            return
+        for raw in changed:
+            canon = self._canonical_or_none(raw)
+            if canon is not None:
+                self._reload_key(canon, raw)
+        self._token = token
+        self._seen = seen
+        self._next_check = time.monotonic() + self.check_interval
+
+    def _reload_key(self, canon: str, raw: str, *, admit: bool = False) -> None:
+        """Re-read one canonical key from every raw row that maps to it.
+
+        A key that is not cached stays out of a partial cache unless ``admit``.
+        """
+        if canon != raw:
+            self._aliases.setdefault(canon, set()).add(raw)
+        best: Row | None = None
+        for candidate in (canon, *sorted(self._aliases.get(canon, ()))):
+            row = self._backend.read(candidate)
+            if row is None:
+                if candidate != canon:
+                    self._aliases[canon].discard(candidate)
+                continue
+            if best is None or _fresher(row[1], best[1]):
+                best = row
+        if not self._aliases.get(canon):
+            self._aliases.pop(canon, None)
+        if best is None:
+            self._set_cached(canon, None)
+        elif self._complete or admit or canon in self._entries:
+            self._set_cached(canon, best[1])
+
+    def _fresh(self) -> None:
+        if self._signal_read() != self._seen or time.monotonic() >= self._next_check:
+            self._sync()
+
+    # -- reads -----------------------------------------------------------------
+    def get(self, key: str) -> SessionEntry | None:
+        """The entry for ``key``, shared with every other reader; None if absent.
+
+        ``key`` may be any alias of the canonical key (``main``, mixed case).
+        Raises :class:`~flatstate.errors.InvalidSessionKey` for a key that can
+        never be stored.
+        """
+        if self._signal_read() != self._seen or time.monotonic() >= self._next_check:
+            self._sync()
+        entry = self._index.get(key)
+        if entry is not None:
+            self._hits += 1
+            if self._lru is not None:
+                self._touch(key)
+            return entry
+        return self._get_slow(key)
+
+    def _touch(self, key: str) -> None:
+        with self._lock:
+            if self._lru is not None and key in self._lru:
+                self._lru.move_to_end(key)
+
+    def _get_slow(self, key: str) -> SessionEntry | None:
+        canon = self._canonical(key)
+        if canon != key:
+            entry = self._entries.get(canon)
+            if entry is not None:
+                self._hits += 1
+                return entry
+        if self._complete:
+            return None
+        with self._lock:
+            self._misses += 1
+            entry = self._entries.get(canon)
+            if entry is None:
+                self._reload_key(canon, canon, admit=True)
+                entry = self._entries.get(canon)
+                if entry is None:
+                    return self._lookup_uncached(canon)
+            return entry
+
+    def _lookup_uncached(self, canon: str) -> SessionEntry | None:
+        """A read that bypasses the cache (an entry too large to keep, or absent)."""
+        best: Row | None = None
+        for candidate in (canon, *self._aliases.get(canon, ())):
+            row = self._backend.read(candidate)
+            if row is not None and (best is None or _fresher(row[1], best[1])):
+                best = row
+        return best[1] if best else None
+
+    def snapshot(self) -> Snapshot:
+        """The whole store at one instant, as an immutable mapping shared by all callers.
+
+        While the store fits the cache this costs nothing once built; beyond the
+        cache bound it reads every row in one transaction (a full scan).
+        """
+        self._fresh()
+        snap = self._snapshot
+        if snap is not None:
+            return snap
+        with self._lock:
+            if self._snapshot is None:
+                if self._complete:
+                    self._snapshot = Snapshot(self._entries, self._sorted_keys)
+                else:
+                    return self._scan_snapshot()
+            return self._snapshot
+
+    def _scan_snapshot(self) -> Snapshot:
+        _, rows = self._backend.scan()
+        building: dict[str, SessionEntry] = {}
+        for raw, entry in rows:
+            canon = self._canonical_or_none(raw)
+            if canon is None:
+                continue
+            older = building.get(canon)
+            if older is None or _fresher(entry, older):
+                building[canon] = self._entries.get(canon) or entry
+        return Snapshot(immutables.Map(building))
+
+    def keys(self) -> tuple[str, ...]:
+        """Every canonical key, sorted."""
+        self._fresh()
+        if self._complete:
+            keys = self._sorted_keys
+            if keys is None:
+                with self._lock:
+                    keys = self._sorted_keys = tuple(sorted(self._entries.keys()))
+            return keys
+        with self._lock:
+            found = {self._canonical_or_none(raw) for raw in self._backend.scan_keys()}
+            return tuple(sorted(k for k in found if k is not None))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def items(self) -> Iterator[tuple[str, SessionEntry]]:
+        """(key, entry) pairs in key order; streams from the backend beyond the cache bound."""
+        for key in self.keys():
+            entry = self.get(key)
+            if entry is not None:
+                yield key, entry
+
+    def __len__(self) -> int:
+        self._fresh()
+        if self._complete:
+            return len(self._entries)
+        return len(self.keys())
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        try:
+            return self.get(key) is not None
+        except InvalidSessionKey:
+            return False
+
+    # -- writes ----------------------------------------------------------------
+    def upsert(self, key: str, entry: EntryInput) -> SessionEntry:
+        """Store ``entry`` whole under ``key`` (replacing any existing one).
+
+        A missing ``sessionId`` is generated and a missing ``updatedAt`` set to
+        now. Returns the stored, frozen entry.
+        """
+        canon = self._canonical(key)
+        built = build_entry(canon, entry, clock=self._clock, pool=self._backend.pool)
+        return self._write(lambda draft: draft._set(canon, built))
+
+    def patch(
+        self,
+        key: str,
+        changes: EntryInput,
+        *,
+        preserve_activity: bool = False,
+        create: bool = True,
+    ) -> SessionEntry | None:
+        """Merge ``changes`` into the entry for ``key`` with OpenClaw's rules.
+
+        See :func:`flatstate.model.merge_patch`. Creates the entry when it is
+        missing, unless ``create=False`` (then returns None and writes nothing).
+        The read of the existing entry happens inside the write transaction, so
+        concurrent patches from any number of processes never lose an update.
+        """
+        canon = self._canonical(key)
+        if not isinstance(changes, Mapping):
+            raise InvalidEntry(canon, f"a patch is a JSON object, not {type(changes).__name__}")
+
+        def apply(draft: Draft) -> SessionEntry | None:
+            if not create and canon not in draft:
+                return None
+            return draft.patch(canon, changes, preserve_activity=preserve_activity)
+
+        return self._write(apply)
+
+    def delete(self, key: str, *, archive: bool = True) -> bool:
+        """Remove ``key`` (and any legacy alias of it); whether anything was there.
+
+        Its transcript is archived as ``<file>.deleted.<time>`` unless another
+        session still uses it, or ``archive=False``.
+        """
+        canon = self._canonical(key)
+
+        def apply(draft: Draft) -> SessionEntry | None:
+            entry = draft.get(canon)
+            if entry is not None:
+                del draft[canon]
+            return entry
+
+        removed = self._write(apply)
+        if removed is not None and archive:
+            self._archive_transcript(canon, removed, "deleted", compress=False)
+        return removed is not None
+
+    # -- transcripts -----------------------------------------------------------
+    def transcript(self, key: str, *, create: bool = True, reconcile: bool = True) -> Transcript:
+        """The transcript of session ``key`` (see :mod:`flatstate.transcripts`).
+
+        A missing session is created first unless ``create=False`` (then
+        :class:`~flatstate.errors.SessionNotFound`, a ``KeyError``). Opening
+        reconciles ``compactionCount`` with the transcript (see
+        :func:`flatstate.compaction.reconcile`).
+        """
+        canon = self._canonical(key)
+        entry = self.get(canon)
+        if entry is None:
+            if not create:
+                raise SessionNotFound(canon)
+            entry = self.patch(canon, {})
+            assert entry is not None
+        backend = self._backend
+        path = transcript_path(backend.transcripts_dir, entry, canon)
+        with self._lock:
+            found = self._transcripts.get(path)
+            if found is None:
+                os.makedirs(backend.transcripts_dir, mode=0o700, exist_ok=True)
+                found = Transcript(
+                    path,
+                    session_id=entry.session_id,
+                    fsync=self.transcript_fsync,
+                    lock=backend.transcript_lock,
+                )
+                self._transcripts[path] = found
+                while len(self._transcripts) > 256:
+                    self._transcripts.popitem(last=False)
+            self._transcripts.move_to_end(path)
+        if reconcile:
+            from flatstate.compaction import reconcile as reconcile_count
+
+            reconcile_count(self, canon, found)
+        return found
+
+    def reset(self, key: str, *, compress: bool = False) -> SessionEntry:
+        """Start session ``key`` afresh: a new sessionId, the old transcript archived
+        as ``<file>.reset.<time>`` (``.zst`` with ``compress``), as /new does."""
+        canon = self._canonical(key)
+        old = self.get(canon)
+        entry = self.patch(canon, {"sessionId": str(uuid.uuid4())})
+        assert entry is not None
+        if old is not None:
+            self._archive_transcript(canon, old, "reset", compress=compress)
+        return entry
+
+    def _archive_transcript(
+        self, canon: str, entry: SessionEntry, reason: str, *, compress: bool
+    ) -> None:
+        directory = self._backend.transcripts_dir
+        path = transcript_path(directory, entry, canon)
+        others = self._entries.values() if self._complete else (e for _, e in self.items())
+        in_use = any(other.session_id == entry.session_id for other in others)
+        if not in_use:
+            archive(
+                path, reason, self._clock(), compress=compress, lock=self._backend.transcript_lock
+            )
+
+    def update(self, fn: Callable[[Draft], T]) -> T:
+        """Run ``fn`` on a mutable draft of the whole store and commit what it changed.
+
+        The draft reflects the latest committed state (re-read under the writer
+        lock). All of ``fn``'s changes commit in one transaction; if ``fn``
+        raises, nothing is written and the exception propagates. Readers never
+        see the draft before it commits.
+        """
+        return self._write(fn)
+
+    def _write(self, fn: Callable[[Draft], T]) -> T:
+        if self.coalesce_window <= 0:
+            with self._lock:
+                self._check_open()
+                return self._apply_retrying(_Job(fn))  # type: ignore[no-any-return]
+        return self._write_coalesced(fn)
+
+    def _apply_retrying(self, job: _Job) -> Any:
+        """Apply one job, running it again when the backend says the write surely did not
+        commit and may simply be repeated (see :class:`~flatstate.backends.base.RetryWrite`):
+        each attempt catches up first, so the job sees what got in its way."""
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                return self._apply([job])[0]
+            except RetryWrite as retry:
+                if attempt == WRITE_ATTEMPTS:
+                    raise retry.error from retry
+                time.sleep(RETRY_PAUSE * attempt)
+        raise AssertionError("unreachable")
+
+    def _write_coalesced(self, fn: Callable[[Draft], T]) -> T:
+        """Group commit: the first writer waits ``coalesce_window``, then commits every
+        write queued meanwhile in one transaction; each caller returns (or raises)
+        only once that transaction is durable."""
+        job = _Job(fn, waits=True)
+        with self._queue_lock:
+            self._queue.append(job)
+            leader = not self._leading
+            self._leading = True
+        if leader:
+            time.sleep(self.coalesce_window)
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+                self._leading = False
+            with self._lock:
+                try:
+                    self._check_open()
+                    self._apply(batch)
+                except BaseException as exc:
+                    for queued in batch:
+                        if queued.done is not None and not queued.done.is_set():
+                            queued.error = exc
+                            queued.finish()
+        assert job.done is not None
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[no-any-return]
+
+    def _apply(self, jobs: list[_Job]) -> list[Any]:
+        """Run ``jobs`` on one draft and commit them together; the caller holds the lock.
+
+        A single job's exception propagates. In a batch, a job that raises is
+        undone alone; if the commit itself fails (an entry over the size
+        limit), each job is retried on its own so only the guilty one fails.
+        """
+        backend = self._backend
+        backend.begin()
+        try:
+            self._sync_locked()
+            before_commit = self._signal_read()
+            draft = Draft(self)
+            for job in jobs:
+                saved = dict(draft._changes)
+                try:
+                    job.result = job.fn(draft)
+                except Exception as exc:
+                    if len(jobs) == 1:
+                        raise
+                    draft._changes = saved
+                    job.error = exc
+            staged = self._stage(draft)
+            token = backend.commit() if staged else None
+        except BaseException:
+            backend.rollback()
+            if len(jobs) == 1:
+                raise
+            for job in jobs:
+                job.error = None
+                try:
+                    self._apply_retrying(job)
+                except Exception as exc:
+                    job.error = exc
+                job.finish()
+            return [job.result for job in jobs]
+        if not staged:
+            backend.rollback()
+        else:
+            for canon, entry in staged:
+                self._aliases.pop(canon, None)
+                self._set_cached(canon, entry)
+            self._token = token
+            self.commits += 1
+            # Our own commit bumped the signal exactly once; if nothing else
+            # did meanwhile, this process is already up to date.
+            if self._signal_read() == before_commit + 1:
+                self._seen = before_commit + 1
+        for job in jobs:
+            job.finish()
+        return [job.result for job in jobs]
+
+    def _stage(self, draft: Draft) -> list[tuple[str, SessionEntry | None]]:
+        """Hand the draft's changes to the backend, folding aliases; check sizes."""
+        backend = self._backend
+        staged: list[tuple[str, SessionEntry | None]] = []
+        for canon, entry in draft._changes.items():
+            for alias in sorted(self._aliases.get(canon, ())):
+                backend.remove(alias)
+            if entry is None:
+                backend.remove(canon)
+            else:
+                size = backend.put(canon, entry, self._entries.get(canon))
+                if size > self.max_entry_bytes:
+                    raise EntryTooLarge(canon, size, self.max_entry_bytes)
+            staged.append((canon, entry))
+        return staged
+
+    # -- maintenance -----------------------------------------------------------
+    def maintain(
+        self,
+        config: MaintenanceConfig | None = None,
+        *,
+        active_key: str | None = None,
+        dry_run: bool = False,
+    ) -> MaintenanceReport:
+        """Prune, cap, archive and keep the disk budget (see :mod:`flatstate.maintenance`).
+
+        ``config`` defaults to the store's ``maintenance`` (OpenClaw's defaults,
+        warn mode). ``active_key`` is never removed. With ``dry_run`` or in warn
+        mode nothing changes and the report says what would. Entry removals
+        commit in one transaction first; transcript archiving follows.
+        """
+        config = config or self.maintenance
+        active = self._canonical(active_key) if active_key else None
+        backend = self._backend
+        enforce = config.mode == "enforce" and not dry_run
+
+        def plan_on(view: Mapping[str, SessionEntry]) -> MaintenancePlan:
+            store_bytes = backend.disk_bytes() if backend.store_file else 0
+            return plan_maintenance(
+                view,
+                config,
+                now_ms=self._clock(),
+                active_key=active,
+                directory=backend.transcripts_dir,
+                store_file=backend.store_file,
+                store_bytes=store_bytes,
+            )
+
+        if not enforce:
+            plan = plan_on(self.snapshot())
+        else:
+
+            def remove(draft: Draft) -> MaintenancePlan:
+                found = plan_on({key: draft[key] for key in draft})
+                for key in found.removed_keys:
+                    del draft[key]
+                return found
+
+            plan = self.update(remove)
+            for source, target in plan.archive:
+                if os.path.exists(source) and not os.path.exists(target):
+                    os.rename(source, target)
+            for path in [*plan.remove_archives, *plan.remove_files]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        removed = plan.removed_keys
+        return MaintenanceReport(
+            mode=config.mode,
+            dry_run=dry_run,
+            before_count=plan.before_count,
+            after_count=plan.before_count - (len(removed) if enforce else 0),
+            pruned=plan.pruned,
+            capped=plan.capped,
+            archived=[target for _, target in plan.archive],
+            removed_archives=plan.remove_archives,
+            disk_budget=plan.disk_budget,
+            warnings=plan.warnings,
+        )
+
+    # -- lifecycle -------------------------------------------------------------
+    def stats(self) -> StoreStats:
+        """Sizes and counters: entries, cache bytes against the bound, pool, disk."""
+        with self._lock:
+            self._fresh()
+            return StoreStats(
+                backend=type(self._backend).__name__.removesuffix("Backend").lower(),
+                location=self._backend.location,
+                entries=len(self),
+                cached_entries=len(self._entries),
+                cache_bytes=self._account.bytes,
+                cache_limit=self.cache_limit,
+                cache_complete=self._complete,
+                pooled_strings=len(self._backend.pool),
+                pooled_bytes=self._backend.pool.bytes,
+                disk_bytes=self._backend.disk_bytes(),
+                hits=self._hits,
+                misses=self._misses,
+                syncs=self._syncs,
+                full_reloads=self._reloads,
+            )
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def corruption(self) -> StoreCorrupt | None:
+        """Why a damaged store opened read-only (None when it is sound)."""
+        return self._backend.corruption
+
+    @property
+    def location(self) -> str:
+        return self._backend.location
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"the store at {self._backend.location} is closed")
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._backend.close()
+
+    def __enter__(self) -> SessionStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<SessionStore {self._backend.location}>"
+
+
+class _Job:
+    """One caller's write function, its outcome, and the event it waits on."""
+
+    __slots__ = ("done", "error", "fn", "result")
+
+    def __init__(self, fn: Callable[[Draft], Any], waits: bool = False) -> None:
+        self.fn = fn
+        self.result: Any = None
+        self.error: BaseException | None = None
+        # Only a queued (coalesced) write waits on an event; making one costs ~20 µs.
+        self.done = threading.Event() if waits else None
+
+    def finish(self) -> None:
+        if self.done is not None:
+            self.done.set()
+
+
+def _fresher(a: SessionEntry, b: SessionEntry) -> bool:
+    """Whether ``a`` beats ``b`` when two legacy keys fold into one (newest updatedAt)."""
+    ua, ub = a.get("updatedAt"), b.get("updatedAt")
+    return isinstance(ua, int | float) and (not isinstance(ub, int | float) or ua > ub)
+
+
+class Draft(MutableMapping[str, SessionEntry]):
+    """A mutable view of the store inside :meth:`SessionStore.update`.
+
+    Reads see committed state plus this draft's own changes; assignments take
+    plain dicts or entries and are validated at once. Nothing reaches storage
+    until the update function returns.
+    """
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+        self._changes: dict[str, SessionEntry | None] = {}
+
+    def _key(self, key: str) -> str:
+        return self._store._canonical(key)
+
+    def _set(self, canon: str, entry: SessionEntry) -> SessionEntry:
+        self._changes[canon] = entry
+        return entry
+
+    def __getitem__(self, key: str) -> SessionEntry:
+        entry = self._lookup(self._key(key))
+        if entry is None:
+            raise KeyError(key)
+        return entry
+
+    def _lookup(self, canon: str) -> SessionEntry | None:
+        if canon in self._changes:
+            entry = self._changes[canon]
+        else:
+            store = self._store
+            entry = store._entries.get(canon)
+            if entry is None and not store._complete:
+                entry = store._lookup_uncached(canon)
+        return entry
+
+    def __setitem__(self, key: str, value: EntryInput) -> None:
+        canon = self._key(key)
+        store = self._store
+        self._set(canon, build_entry(canon, value, clock=store._clock, pool=store._backend.pool))
+
+    def __delitem__(self, key: str) -> None:
+        canon = self._key(key)
+        if canon not in self:
+            raise KeyError(key)
+        self._changes[canon] = None
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        try:
+            self[key]
+        except (KeyError, InvalidSessionKey):
+            return False
+        return True
+
+    def _keys(self) -> list[str]:
+        store = self._store
+        if store._complete:
+            base = set(store._entries.keys())
+        else:
+            base = {k for k in map(store._canonical_or_none, store._backend.scan_keys()) if k}
+        for canon, entry in self._changes.items():
+            if entry is None:
+                base.discard(canon)
+            else:
+                base.add(canon)
+        return sorted(base)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def patch(
+        self, key: str, changes: EntryInput, *, preserve_activity: bool = False
+    ) -> SessionEntry:
+        """Merge ``changes`` into ``key`` with the same rules as :meth:`SessionStore.patch`."""
+        canon = self._key(key)
+        store = self._store
+        existing = self._lookup(canon)
+        merged = merge_patch(
+            canon,
+            existing,
+            changes,
+            preserve_activity=preserve_activity,
+            clock=store._clock,
+            pool=store._backend.pool,
+        )
+        return self._set(canon, merged)

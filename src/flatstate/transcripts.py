@@ -1,0 +1,752 @@
+"""Session transcripts: OpenClaw's append-only JSONL, read from the end.
+
+A transcript file starts with a header line (``{"type": "session", "version":
+3, "id", "timestamp", "cwd"}``) followed by entries that carry ``id``,
+``parentId`` and ``timestamp`` and form a tree; the *leaf* is the last line.
+Entry types are ``message``, ``custom_message``, ``custom``, ``compaction``,
+``branch_summary``, ``model_change``, ``thinking_level_change``, ``label``
+and ``session_info``; unknown types and fields are kept as they are.
+
+Appends take ``<file>.lock`` (OpenClaw's lock-file protocol) so that two
+writers never interleave and every ``parentId`` names the true leaf; each
+entry is one ``write()`` of one complete line. Reads never grow with the file:
+``tail(n)`` and ``context()`` read backwards from the end, stopping as soon as
+they have what they need, and remember the result keyed by the file's
+identity, mtime and size (appends by this or another process extend it by
+reading only the new bytes). Returned entries are frozen and shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from flatstate.errors import InvalidEntry, LockTimeout, StoreCorrupt
+from flatstate.frozen import FrozenMap, encode_json, freeze
+from flatstate.locks import FileLock
+
+__all__ = [
+    "CONTEXT_TYPES",
+    "SESSION_VERSION",
+    "Context",
+    "FsyncPolicy",
+    "LineProblem",
+    "Transcript",
+    "iso_now",
+    "to_epoch_ms",
+]
+
+log = logging.getLogger("flatstate.transcripts")
+
+SESSION_VERSION = 3
+CONTEXT_TYPES = frozenset({"message", "custom_message", "branch_summary"})
+"""Entry types that reach the model (``custom`` and the rest do not)."""
+CHUNK = 64 * 1024
+LOCK_STALE_SECONDS = 30 * 60.0  # OpenClaw's transcript locks: stale after 30 minutes
+_decoder = msgspec.json.Decoder()
+
+
+_last_stamp: tuple[int, str] = (0, "")
+
+
+def iso_now() -> str:
+    """The current UTC time as JavaScript's ``toISOString()`` writes it (formatted once per ms)."""
+    global _last_stamp
+    ms = time.time_ns() // 1_000_000
+    if _last_stamp[0] != ms:
+        when = datetime.fromtimestamp(ms / 1000, UTC)
+        _last_stamp = (ms, when.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+    return _last_stamp[1]
+
+
+def to_epoch_ms(stamp: object) -> int:
+    """Epoch milliseconds of an ISO timestamp (as ``new Date(s).getTime()``), 0 if unreadable."""
+    if not isinstance(stamp, str):
+        return 0
+    try:
+        return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return 0
+
+
+@dataclass(frozen=True)
+class FsyncPolicy:
+    """When appends reach the disk itself, not only the operating system.
+
+    ``every`` 1 syncs each append before it returns (survives power loss).
+    Larger values sync after that many appends or ``seconds`` since the last
+    sync, whichever comes first; a process crash loses nothing either way,
+    a power loss at most that window.
+    """
+
+    every: int = 1
+    seconds: float = 1.0
+
+    @classmethod
+    def batched(cls, every: int = 256, seconds: float = 0.05) -> FsyncPolicy:
+        return cls(every=every, seconds=seconds)
+
+
+class LineProblem(msgspec.Struct, frozen=True):
+    """A line that is not a JSON object: where it is and why. Never dropped silently."""
+
+    line: int | None
+    offset: int
+    problem: str
+
+
+class Context(msgspec.Struct, frozen=True, gc=False):
+    """What the model sees: the latest compaction's summary, then the kept entries.
+
+    ``messages`` are in pi-coding-agent's message format (``compactionSummary``,
+    ``custom``, ``branchSummary`` or the stored message); ``entries`` are the
+    transcript entries they came from (the compaction entry for the summary).
+    """
+
+    messages: tuple[FrozenMap, ...]
+    entries: tuple[FrozenMap, ...]
+    compaction: FrozenMap | None
+    leaf_id: str | None
+
+
+def _message_of(entry: FrozenMap) -> FrozenMap | None:
+    kind = entry.get("type")
+    if kind == "message":
+        message = entry.get("message")
+        return message if isinstance(message, FrozenMap) else None
+    if kind == "custom_message":
+        return FrozenMap._wrap(
+            {
+                "role": "custom",
+                "customType": entry.get("customType"),
+                "content": entry.get("content"),
+                "display": entry.get("display"),
+                "details": entry.get("details"),
+                "timestamp": to_epoch_ms(entry.get("timestamp")),
+            }
+        )
+    if kind == "branch_summary" and entry.get("summary"):
+        return FrozenMap._wrap(
+            {
+                "role": "branchSummary",
+                "summary": entry.get("summary"),
+                "fromId": entry.get("fromId"),
+                "timestamp": to_epoch_ms(entry.get("timestamp")),
+            }
+        )
+    return None
+
+
+def _summary_message(compaction: FrozenMap) -> FrozenMap:
+    return FrozenMap._wrap(
+        {
+            "role": "compactionSummary",
+            "summary": compaction.get("summary"),
+            "tokensBefore": compaction.get("tokensBefore"),
+            "timestamp": to_epoch_ms(compaction.get("timestamp")),
+        }
+    )
+
+
+def build_context(path_entries: list[FrozenMap], compaction: FrozenMap | None) -> Context:
+    """The context of a root-to-leaf path, as OpenClaw (pi-coding-agent) builds it."""
+    messages: list[FrozenMap] = []
+    sources: list[FrozenMap] = []
+
+    def emit(entry: FrozenMap) -> None:
+        message = _message_of(entry)
+        if message is not None:
+            messages.append(message)
+            sources.append(entry)
+
+    if compaction is None:
+        for entry in path_entries:
+            emit(entry)
+    else:
+        messages.append(_summary_message(compaction))
+        sources.append(compaction)
+        at = next(i for i, e in enumerate(path_entries) if e is compaction)
+        keep = False
+        for entry in path_entries[:at]:
+            keep = keep or entry.get("id") == compaction.get("firstKeptEntryId")
+            if keep:
+                emit(entry)
+        for entry in path_entries[at + 1 :]:
+            emit(entry)
+    leaf = path_entries[-1].get("id") if path_entries else None
+    return Context(tuple(messages), tuple(sources), compaction, leaf)
+
+
+class _Cached:
+    """What one file version yielded: enough to answer context() and extend on append."""
+
+    __slots__ = ("context", "ident", "path_entries", "size")
+
+    def __init__(
+        self,
+        ident: tuple[int, int, int],
+        size: int,
+        path_entries: list[FrozenMap],
+        context: Context,
+    ):
+        self.ident = ident  # (st_dev, st_ino, st_mtime_ns)
+        self.size = size
+        self.path_entries = path_entries  # from the first entry the context needs to the leaf
+        self.context = context
+
+
+# Keyed by real path; bounded, least recently used first out.
+_index: OrderedDict[str, _Cached] = OrderedDict()
+_index_lock = threading.Lock()
+INDEX_SIZE = 256
+
+
+def _index_get(path: str) -> _Cached | None:
+    with _index_lock:
+        found = _index.get(path)
+        if found is not None:
+            _index.move_to_end(path)
+        return found
+
+
+def _index_put(path: str, cached: _Cached) -> None:
+    with _index_lock:
+        _index[path] = cached
+        _index.move_to_end(path)
+        while len(_index) > INDEX_SIZE:
+            _index.popitem(last=False)
+
+
+class Transcript:
+    """One session's transcript file. Cheap to create; state lives in the file and the index.
+
+    ``session_id`` names the session in a header written on the first append;
+    ``cwd`` goes into that header too.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        session_id: str | None = None,
+        cwd: str | None = None,
+        fsync: FsyncPolicy | None = None,
+        lock: str = "file",
+        lock_timeout: float = 60.0,
+    ) -> None:
+        if lock not in ("file", "flock"):
+            raise ValueError(f"lock is 'file' (OpenClaw's lock file) or 'flock', not {lock!r}")
+        self.path = os.path.abspath(path)
+        self.session_id = session_id
+        self.cwd = cwd if cwd is not None else os.getcwd()
+        self.fsync = fsync or FsyncPolicy()
+        self.lock_mode = lock
+        self.lock_timeout = lock_timeout
+        self._file_lock = FileLock(self.path, timeout=lock_timeout, stale=LOCK_STALE_SECONDS)
+        self._unsynced = 0
+        self._last_sync = time.monotonic()
+        self.bytes_read = 0
+        """Bytes this object has read from the file (for tests and benchmarks)."""
+        self._known_leaf: tuple[int, int, str | None] | None = None  # (inode, size, leaf id)
+        self.problems: list[LineProblem] = []
+
+    # -- reading -------------------------------------------------------------
+    def _stat(self) -> os.stat_result | None:
+        try:
+            return os.stat(self.path)
+        except FileNotFoundError:
+            return None
+
+    def _read_at(self, fd: int, offset: int, size: int) -> bytes:
+        data = os.pread(fd, size, offset)
+        self.bytes_read += len(data)
+        return data
+
+    def _lines_backward(self, fd: int, end: int) -> Iterator[tuple[int, bytes]]:
+        """(offset, line) pairs from ``end`` back to the start of the file.
+
+        A last line without its newline is a write that never finished: it is
+        reported and skipped (the next append cuts it off).
+        """
+        position = end
+        carry = b""  # the start of a line whose end was in the block read before
+        first = True
+        while position > 0:
+            size = min(CHUNK, position)
+            position -= size
+            block = self._read_at(fd, position, size) + carry
+            if first:
+                first = False
+                cut = block.rfind(b"\n") + 1
+                if cut < len(block):
+                    self._problem(None, position + cut, "incomplete last line (ignored)")
+                    block = block[:cut]
+            lines = block.split(b"\n")
+            starts = [position]
+            for line in lines[:-1]:
+                starts.append(starts[-1] + len(line) + 1)
+            carry = lines[0]
+            for i in range(len(lines) - 1, 0, -1):
+                if lines[i].strip():
+                    yield starts[i], lines[i]
+        if carry.strip():
+            yield 0, carry
+
+    def _problem(self, line: int | None, offset: int, problem: str) -> None:
+        found = LineProblem(line, offset, problem)
+        if found not in self.problems:
+            self.problems.append(found)
+            where = f"line {line}" if line is not None else f"byte {offset}"
+            log.warning("%s: %s: %s", self.path, where, problem)
+
+    def _line_number(self, fd: int, offset: int) -> int:
+        """1-based line number of the line at ``offset`` (only on the error path)."""
+        count, position = 1, 0
+        while position < offset:
+            data = os.pread(fd, min(CHUNK, offset - position), position)
+            count += data.count(b"\n")
+            position += len(data)
+        return count
+
+    def _parse(self, fd: int, offset: int, line: bytes) -> FrozenMap | None:
+        try:
+            value = _decoder.decode(line)
+        except msgspec.DecodeError as exc:
+            self._problem(self._line_number(fd, offset), offset, f"not JSON ({exc})")
+            return None
+        if not isinstance(value, dict):
+            self._problem(self._line_number(fd, offset), offset, "not a JSON object")
+            return None
+        frozen: FrozenMap = freeze(value)
+        return frozen
+
+    def header(self) -> FrozenMap | None:
+        """The first line, when it is a session header."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            data = self._read_at(fd, 0, CHUNK)
+            line, newline, _ = data.partition(b"\n")
+            if not newline:
+                return None
+            first = self._parse(fd, 0, line)
+        finally:
+            os.close(fd)
+        return first if first is not None and first.get("type") == "session" else None
+
+    def iter_entries(self) -> Iterator[FrozenMap]:
+        """Every entry after the header, first to last (reads the whole file, streaming)."""
+        try:
+            f = open(self.path, "rb")  # noqa: SIM115 - closed by the generator's finally
+        except FileNotFoundError:
+            return
+        try:
+            offset = 0
+            number = 0
+            for raw in f:
+                number += 1
+                self.bytes_read += len(raw)
+                start, offset = offset, offset + len(raw)
+                if not raw.endswith(b"\n"):
+                    self._problem(number, start, "incomplete last line (ignored)")
+                    break
+                if not raw.strip():
+                    continue
+                try:
+                    value = _decoder.decode(raw)
+                except msgspec.DecodeError as exc:
+                    self._problem(number, start, f"not JSON ({exc})")
+                    continue
+                if not isinstance(value, dict):
+                    self._problem(number, start, "not a JSON object")
+                    continue
+                if value.get("type") == "session" and number == 1:
+                    continue
+                yield freeze(value)
+        finally:
+            f.close()
+
+    def tail(self, n: int) -> tuple[FrozenMap, ...]:
+        """The last ``n`` entries in file order, read from the end (header excluded)."""
+        if n <= 0:
+            return ()
+        found: list[FrozenMap] = []
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return ()
+        try:
+            end = os.fstat(fd).st_size
+            for offset, line in self._lines_backward(fd, end):
+                entry = self._parse(fd, offset, line)
+                if entry is None or (offset == 0 and entry.get("type") == "session"):
+                    continue
+                found.append(entry)
+                if len(found) >= n:
+                    break
+        finally:
+            os.close(fd)
+        found.reverse()
+        return tuple(found)
+
+    def context(self) -> Context:
+        """The model context: the latest compaction's summary plus the entries from its
+        ``firstKeptEntryId`` on, along the path from the root to the leaf.
+
+        Reads backwards from the end and stops at the first kept entry; an
+        unchanged file costs one ``stat``, a grown one only its new bytes.
+        """
+        st = self._stat()
+        if st is None:
+            return Context((), (), None, None)
+        ident = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        cached = _index_get(self.path)
+        if cached is not None:
+            if cached.ident == ident and cached.size == st.st_size:
+                return cached.context
+            if cached.ident[:2] == ident[:2] and cached.size < st.st_size:
+                extended = self._extend(cached, st.st_size, ident)
+                if extended is not None:
+                    return extended.context
+        fresh = self._read_context(ident)
+        return fresh.context
+
+    def _extend(self, cached: _Cached, size: int, ident: tuple[int, int, int]) -> _Cached | None:
+        """Add appended entries to a cached context; None when they do not simply extend it."""
+        with open(self.path, "rb") as f:
+            f.seek(cached.size)
+            data = f.read(size - cached.size)
+            self.bytes_read += len(data)
+        if not data.endswith(b"\n"):
+            return None
+        path_entries = list(cached.path_entries)
+        leaf = cached.context.leaf_id
+        for line in data.split(b"\n")[:-1]:
+            if not line.strip():
+                continue
+            try:
+                value = _decoder.decode(line)
+            except msgspec.DecodeError:
+                return None
+            if not isinstance(value, dict) or value.get("type") == "compaction":
+                return None
+            if value.get("parentId") != leaf:
+                return None  # a branch: the path changed; rebuild from the end
+            entry: FrozenMap = freeze(value)
+            path_entries.append(entry)
+            leaf = entry.get("id")
+        context = build_context(path_entries, cached.context.compaction)
+        fresh = _Cached(ident, size, path_entries, context)
+        _index_put(self.path, fresh)
+        return fresh
+
+    def _read_context(self, ident: tuple[int, int, int]) -> _Cached:
+        path_entries: list[FrozenMap] = []
+        compaction: FrozenMap | None = None
+        wanted: Any = None  # the parentId we follow next; None before the leaf is found
+        leaf_found = False
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return _Cached(ident, 0, [], Context((), (), None, None))
+        try:
+            size = os.fstat(fd).st_size
+            for offset, line in self._lines_backward(fd, size):
+                entry = self._parse(fd, offset, line)
+                if entry is None or entry.get("type") == "session":
+                    continue
+                if leaf_found and entry.get("id") != wanted:
+                    continue  # on another branch
+                leaf_found = True
+                path_entries.append(entry)
+                wanted = entry.get("parentId")
+                if compaction is None and entry.get("type") == "compaction":
+                    compaction = entry
+                if compaction is not None and entry.get("id") == compaction.get("firstKeptEntryId"):
+                    break
+                if wanted is None:
+                    break
+        finally:
+            os.close(fd)
+        path_entries.reverse()
+        if compaction is not None and not any(
+            e.get("id") == compaction.get("firstKeptEntryId") for e in path_entries
+        ):
+            self._problem(
+                None,
+                0,
+                f"compaction {compaction.get('id')} keeps from a missing entry; "
+                "the context is its summary and what follows it",
+            )
+        cached = _Cached(ident, size, path_entries, build_context(path_entries, compaction))
+        _index_put(self.path, cached)
+        return cached
+
+    @property
+    def leaf_id(self) -> str | None:
+        """The id of the last entry (the parent of the next append)."""
+        last = self.tail(1)
+        leaf = last[0].get("id") if last else None
+        return leaf if isinstance(leaf, str) else None
+
+    # -- writing -------------------------------------------------------------
+    def append(self, entry: Mapping[str, Any]) -> str:
+        """Append one entry as a child of the leaf; returns its id.
+
+        Missing ``id`` (8 hex characters), ``parentId`` (the current leaf) and
+        ``timestamp`` are filled in. The first append writes the header.
+        """
+        return self.append_many([entry])[0]
+
+    def append_many(
+        self, entries: Sequence[Mapping[str, Any]], *, guard: Callable[[], bool] | None = None
+    ) -> list[str]:
+        """Append entries in order under one lock hold; each is its own complete line.
+
+        ``guard``, if given, runs under the lock first: when it returns False
+        nothing is written and the result is empty (a compare-and-append).
+        """
+        for entry in entries:
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("type"), str):
+                raise InvalidEntry(
+                    None, f"a transcript entry is an object with a 'type', not {entry!r:.80}"
+                )
+        ids: list[str] = []
+        with self._exclusive() as (fd, st):
+            if guard is not None and not guard():
+                return ids
+            inode, size = st.st_ino, st.st_size
+            lines: list[bytes] = []
+            known = self._known_leaf
+            if known is not None and known[:2] == (inode, size) and size:
+                leaf = known[2]  # nobody appended since our own last (complete) append
+            else:
+                size = self._repair_tail(fd, size)
+                leaf = self._leaf_from(fd, size) if size else None
+            if size == 0:
+                lines.append(encode_json(self._new_header()) + b"\n")
+            for entry in entries:
+                record = dict(entry)
+                record.setdefault("id", os.urandom(4).hex())
+                record.setdefault("parentId", leaf)
+                record.setdefault("timestamp", iso_now())
+                leaf = record["id"]
+                ids.append(record["id"])
+                lines.append(encode_json(record) + b"\n")
+            data = memoryview(b"".join(lines))
+            while data:  # one write() in practice; a short write continues where it stopped
+                data = data[os.write(fd, data) :]
+            size += sum(map(len, lines))
+            self._known_leaf = (inode, size, leaf)
+            self._maybe_sync(fd, len(lines))
+        return ids
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[tuple[int, os.stat_result]]:
+        """The transcript opened for appending, with every other writer kept out.
+
+        Every flatstate writer takes an ``flock`` on the file. ``lock="file"``
+        also takes OpenClaw's ``<file>.lock``, so that an OpenClaw gateway
+        writing the same transcript is excluded too; ``"flock"`` alone (for
+        state directories only flatstate writes) creates no file per append.
+        """
+        if self.lock_mode == "file":
+            with self._file_lock, self._flocked() as held:
+                yield held
+        else:
+            with self._flocked() as held:
+                yield held
+
+    @contextlib.contextmanager
+    def _flocked(self) -> Iterator[tuple[int, os.stat_result]]:
+        with _thread_lock(self.path):
+            deadline = time.monotonic() + self.lock_timeout
+            while True:
+                fd = _open_current(self.path)
+                try:
+                    waited = _flock(fd, deadline, self.path, self.lock_timeout)
+                    st = os.fstat(fd)
+                    # Archiving renames the file under this lock: whoever had to
+                    # wait for it may hold the old file and must reopen.
+                    if not waited or st.st_ino == os.stat(self.path).st_ino:
+                        break
+                except BaseException:
+                    os.close(fd)
+                    raise
+                os.close(fd)
+            try:
+                yield fd, st
+            finally:
+                os.close(fd)  # closing releases the flock
+
+    def _new_header(self) -> dict[str, Any]:
+        return {
+            "type": "session",
+            "version": SESSION_VERSION,
+            "id": self.session_id or str(uuid.uuid4()),
+            "timestamp": iso_now(),
+            "cwd": self.cwd,
+        }
+
+    def _repair_tail(self, fd: int, size: int) -> int:
+        """Cut an incomplete last line (a write that never finished); return the size."""
+        if size == 0:
+            return 0
+        if os.pread(fd, 1, size - 1) == b"\n":
+            return size
+        good = size
+        while good > 0:
+            start = max(0, good - CHUNK)
+            block = os.pread(fd, good - start, start)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                good = start + cut + 1
+                break
+            good = start
+        log.warning("%s: removed an incomplete last line (%d bytes)", self.path, size - good)
+        os.ftruncate(fd, good)
+        return good
+
+    def _leaf_from(self, fd: int, size: int) -> str | None:
+        for offset, line in self._lines_backward(fd, size):
+            try:
+                entry = _decoder.decode(line)
+            except msgspec.DecodeError:
+                self._parse(fd, offset, line)  # reports it
+                continue
+            if not isinstance(entry, dict):
+                continue
+            if entry.get("type") == "session":
+                return None
+            leaf = entry.get("id")
+            return leaf if isinstance(leaf, str) else None
+        return None
+
+    def _maybe_sync(self, fd: int, count: int) -> None:
+        self._unsynced += count
+        now = time.monotonic()
+        policy = self.fsync
+        if self._unsynced >= policy.every or now - self._last_sync >= policy.seconds:
+            os.fsync(fd)
+            self._unsynced = 0
+            self._last_sync = now
+
+    def flush(self) -> None:
+        """Sync appends still waiting for a batched fsync."""
+        if self._unsynced:
+            with contextlib.suppress(FileNotFoundError):
+                fd = os.open(self.path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            self._unsynced = 0
+            self._last_sync = time.monotonic()
+
+    def __repr__(self) -> str:
+        return f"<Transcript {self.path}>"
+
+
+def _open_current(path: str) -> int:
+    return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def _flock(fd: int, deadline: float, path: str, timeout: float) -> bool:
+    """Take an exclusive flock on ``fd``; whether we had to wait for it."""
+    delay = 0.001
+    waited = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return waited
+        except BlockingIOError:
+            waited = True
+            if time.monotonic() >= deadline:
+                raise LockTimeout(path, timeout) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+_thread_locks: dict[str, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+def _thread_lock(path: str) -> threading.Lock:
+    """One mutex per transcript per process: threads queue here, not on the flock."""
+    with _thread_locks_guard:
+        lock = _thread_locks.get(path)
+        if lock is None:
+            lock = _thread_locks[path] = threading.Lock()
+        return lock
+
+
+def check_inside(directory: str, path: str) -> str:
+    """``path`` resolved, if it lies directly in ``directory``; StoreCorrupt otherwise."""
+    resolved = os.path.realpath(path)
+    if os.path.dirname(resolved) != os.path.realpath(directory):
+        raise StoreCorrupt(
+            path,
+            f"the transcript path leaves {directory}",
+            "Fix the entry's sessionFile (it must name a file in the sessions directory).",
+        )
+    return resolved
+
+
+def transcript_path(directory: str, entry: Mapping[str, Any], key: str) -> str:
+    """Where an entry's transcript lives: its ``sessionFile`` or ``<sessionId>.jsonl``.
+
+    Refuses a path-like session id and a ``sessionFile`` outside ``directory``.
+    """
+    from flatstate.model import validate_session_id
+
+    session_id = validate_session_id(entry.get("sessionId"), key)
+    session_file = entry.get("sessionFile")
+    name = session_file if isinstance(session_file, str) and session_file else f"{session_id}.jsonl"
+    return check_inside(directory, os.path.join(directory, name))
+
+
+def archive(
+    path: str, reason: str, now_ms: int, *, compress: bool = False, lock: str = "file"
+) -> str | None:
+    """Rename a transcript to ``<file>.<reason>.<time>`` (``.zst`` compressed if asked).
+
+    Takes the transcript's lock so that no append lands in the old file after
+    it is archived. Returns the archive's path, or None if there was no file.
+    """
+    from flatstate.maintenance import archive_name
+
+    if not os.path.exists(path):
+        return None
+    target = archive_name(path, reason, now_ms)
+    holder = Transcript(path, lock=lock)
+    with holder._exclusive():
+        os.rename(path, target)
+    if not compress:
+        return target
+    try:
+        import zstandard
+    except ImportError as exc:
+        raise ImportError(
+            "compressed archives need the zstd extra: pip install 'flatstate[zstd]'"
+        ) from exc
+    with open(target, "rb") as source, open(target + ".zst", "wb") as sink:
+        zstandard.ZstdCompressor().copy_stream(source, sink)
+        sink.flush()
+        os.fsync(sink.fileno())
+    os.chmod(target + ".zst", 0o600)
+    os.unlink(target)
+    return target + ".zst"
