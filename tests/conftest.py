@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -15,9 +17,7 @@ import pytest
 import flatstate
 from flatstate import SessionStore
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FLATSTATE_SHARED", REPO.parent / "shared"))
-OPENCLAW_FIXTURE = SHARED / "fixtures" / "openclaw-2026.3.11"
+OPENCLAW_FIXTURE = Path(__file__).parent / "fixtures" / "openclaw-2026.3.11"
 
 # PostgreSQL: a server given by DSN (scripts/test starts a throwaway one when the binaries
 # are installed). Without one the postgres tests skip, except where they are required (CI).
@@ -29,6 +29,22 @@ NO_POSTGRES = (
     "no PostgreSQL server: set FLATSTATE_TEST_POSTGRES_DSN, or install PostgreSQL "
     "(apt-get install postgresql) and run bash scripts/test, which starts one"
 )
+
+# Optional extras (vec, zstd, bench): their tests skip where the extra is missing, except where
+# they are required (CI), so that a missing install step fails the run instead of hiding.
+EXTRAS_REQUIRED = os.environ.get("FLATSTATE_REQUIRE_EXTRAS") == "1"
+
+
+def require_extra(module: str, extra: str) -> ModuleType:
+    """Import ``module`` from the ``flatstate[extra]`` extra, or skip (fail under CI) saying so."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        why = f"{module} is missing: pip install 'flatstate[{extra}]' ({exc})"
+        if EXTRAS_REQUIRED:
+            pytest.fail(f"FLATSTATE_REQUIRE_EXTRAS=1 but {why}", pytrace=False)
+        pytest.skip(why)
+
 
 # Every backend the conformance suite runs against; later backends add themselves here.
 BACKENDS = ["sqlite", "jsonfile", *(["postgres"] if POSTGRES_DSN else [])]
@@ -111,7 +127,7 @@ def store(open_store: Callable[..., SessionStore]) -> SessionStore:
 def openclaw_dir(tmp_path: Path) -> Path:
     """A private, writable copy of the real OpenClaw 2026.3.11 state directory."""
     if not OPENCLAW_FIXTURE.is_dir():
-        pytest.fail(f"the OpenClaw fixture is missing at {OPENCLAW_FIXTURE} (set FLATSTATE_SHARED)")
+        pytest.fail(f"the OpenClaw fixture is missing at {OPENCLAW_FIXTURE}")
     target = tmp_path / "openclaw"
     shutil.copytree(OPENCLAW_FIXTURE, target)
     for path in target.rglob("*"):

@@ -11,11 +11,11 @@ from flatstate.errors import InvalidFact, VectorsUnavailable
 from flatstate.memory import FactStore, open_facts
 from flatstate.memory import vectors as vectors_module
 from flatstate.memory.vectors import HashingEmbedder
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, require_extra
 from tests.facts_support import OpenFacts, raw_db, stores
 
-# The vec extra is installed by scripts/test: these tests must run, not skip.
-pytest.importorskip("sqlite_vec", reason="install flatstate[vec]")
+# scripts/test installs the vec extra; under FLATSTATE_REQUIRE_EXTRAS=1 (CI) a missing one fails.
+require_extra("sqlite_vec", "vec")
 
 # A stand-in for a model that knows synonyms: words in one group share a direction.
 SYNONYMS = {"automobile": "car", "vehicle": "car", "auto": "car", "physician": "doctor"}

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from flatstate.bench.seed import SeedOptions, run_seed, slope_mib_per_min, soak_verdict
 from flatstate.cli import app
+from tests.conftest import require_extra
 
 LEAK_MARGIN_MIB = 20.0
 
@@ -45,7 +46,7 @@ def test_two_processes_share_the_store_and_lose_nothing() -> None:
 
 
 def test_the_command_writes_json_and_a_chart(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
+    require_extra("matplotlib", "bench")
     out, chart = tmp_path / "seed.json", tmp_path / "seed.png"
     result = CliRunner().invoke(
         app,

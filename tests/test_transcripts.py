@@ -15,6 +15,7 @@ import flatstate
 from flatstate.bench.transcripts import write_large_transcript
 from flatstate.errors import InvalidEntry
 from flatstate.transcripts import CHUNK, FsyncPolicy, Transcript
+from tests.conftest import require_extra
 from tests.processes import START_TIMEOUT, ctx, join_all, running
 
 FIXTURE_CONTEXTS = {
@@ -271,7 +272,7 @@ def test_reset_and_delete_archive_as_openclaw_names_them(tmp_path: Path) -> None
 
 
 def test_reset_can_compress_the_archive(tmp_path: Path) -> None:
-    zstandard = pytest.importorskip("zstandard")
+    zstandard = require_extra("zstandard", "zstd")
     with flatstate.open_store(tmp_path / "state") as store:
         store.transcript("main").append(message("squeeze me"))
         store.reset("main", compress=True)
