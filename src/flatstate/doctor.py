@@ -11,7 +11,6 @@ was lost.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import time
@@ -19,10 +18,11 @@ from typing import Any
 
 import msgspec
 
-from flatstate.backends.jsonfile import format_store, parse_store
+from flatstate.backends.jsonfile import entry_problem, format_store, load_entry, parse_store
 from flatstate.backends.sqlite import DB_FILENAME, TRANSCRIPTS_DIRNAME
 from flatstate.errors import InvalidEntry, InvalidSessionKey, StoreCorrupt
 from flatstate.files import TEMP_STALE_SECONDS, atomic_write
+from flatstate.frozen import decode_json, strict_decoder
 from flatstate.keys import normalize_key
 from flatstate.locks import FileLock, inspect_lock
 from flatstate.maintenance import archive_name
@@ -123,13 +123,19 @@ def _read_json_entries(path: str, findings: list[Finding]) -> dict[str, Any]:
     except StoreCorrupt as exc:
         findings.append(Finding("corrupt", path, f"{exc.problem}. {exc.fix}"))
         return {}
+    entries = {
+        key: bytes(value) for key, value in raw.items() if bytes(value).lstrip().startswith(b"{")
+    }
+    for key, text in entries.items():
+        try:
+            load_entry(key, text)
+        except (msgspec.MsgspecError, InvalidEntry) as exc:
+            problems.append(entry_problem(data, key, text, exc))
     for problem in problems:
         findings.append(
             Finding("corrupt", path, f"{problem}. Repair with: flatstate doctor --repair")
         )
-    return {
-        key: bytes(value) for key, value in raw.items() if bytes(value).lstrip().startswith(b"{")
-    }
+    return entries
 
 
 def _read_sqlite_entries(path: str, findings: list[Finding]) -> dict[str, Any]:
@@ -164,8 +170,8 @@ def _check_entry(key: str, text: bytes, agent_id: str, limit: int, findings: lis
             Finding("oversized", key, f"{len(text):,} bytes of JSON, over the {limit:,}-byte limit")
         )
     try:
-        entry = json.loads(text)
-    except ValueError:
+        entry = decode_json(text)
+    except msgspec.MsgspecError:
         return
     session_id = entry.get("sessionId") if isinstance(entry, dict) else None
     if session_id is not None:
@@ -211,7 +217,7 @@ def salvage(data: bytes) -> tuple[dict[str, Any], list[str]]:
     spaces), so entries before and after the damage both survive.
     """
     text = data.decode("utf-8", errors="replace")
-    decoder = json.JSONDecoder()
+    decoder = strict_decoder
     kept: dict[str, Any] = {}
     lost: list[str] = []
     i = _skip(text, 0)
@@ -235,7 +241,7 @@ def salvage(data: bytes) -> tuple[dict[str, Any], list[str]]:
             if not isinstance(key, str) or text[j : j + 1] != ":":
                 raise ValueError("not a member")
             value, i = decoder.raw_decode(text, _skip(text, j + 1))
-        except ValueError:
+        except (ValueError, RecursionError):
             resume = text.find('\n  "', i + 1)
             why = "damaged" if resume >= 0 else "cut off: the file ends inside it"
             lost.append(f"{key!r} ({why})" if isinstance(key, str) else f"bytes from {i} ({why})")
@@ -271,5 +277,6 @@ def repair(location: str) -> RepairReport:
         kept, lost = salvage(data)
         aside = archive_name(path, "corrupt", int(time.time() * 1000))
         os.link(path, aside)  # the damaged original stays, under a new name
+        os.chmod(aside, 0o600)  # as private as the store it was, whatever its mode had been
         atomic_write(path, format_store(kept), mode=0o600)
     return RepairReport(moved_to=aside, kept=list(kept), lost=lost)

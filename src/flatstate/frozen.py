@@ -17,19 +17,24 @@ each while it is in use.
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
 __all__ = [
+    "MAX_DEPTH",
     "FrozenMap",
+    "NotJSON",
     "SizeAccount",
     "StringPool",
     "decode_json",
     "encode_json",
     "freeze",
     "json_size",
+    "strict_decoder",
     "thaw",
 ]
 
@@ -88,9 +93,9 @@ class FrozenMap(_MappingBase):
     _digest: tuple[int, str, bytes | None] | None
 
     def __init__(self, data: Mapping[str, Any] = ()) -> None:  # type: ignore[assignment]
-        plain = dict(data)
-        object.__setattr__(self, "_shape", _shape_of(tuple(map(str, plain))))
-        object.__setattr__(self, "_values", tuple(freeze(v) for v in plain.values()))
+        frozen: FrozenMap = freeze(dict(data))
+        object.__setattr__(self, "_shape", frozen._shape)
+        object.__setattr__(self, "_values", frozen._values)
         object.__setattr__(self, "_digest", None)
 
     @classmethod
@@ -208,7 +213,6 @@ class FrozenMap(_MappingBase):
 
 Mapping.register(FrozenMap)
 
-_SCALARS = frozenset({int, float, bool, type(None)})
 _new_map = FrozenMap.__new__
 # The slot descriptors' setters, which FrozenMap's own __setattr__ refuses.
 _slots: Any = vars(FrozenMap)
@@ -216,36 +220,113 @@ _set_shape = _slots["_shape"].__set__
 _set_values = _slots["_values"].__set__
 _set_digest = _slots["_digest"].__set__
 
+MAX_DEPTH = 64
+"""How deeply objects and arrays may nest inside one value (the value itself is level 1).
 
-def freeze(value: Any, pool: StringPool | None = None) -> Any:
+Session entries nest four or five levels; the limit keeps every walk over a value (freezing,
+encoding, comparing) far inside Python's recursion limit, whatever a file or a caller holds.
+"""
+
+
+class NotJSON(ValueError):
+    """A value JSON cannot carry, found by :func:`freeze`; ``path`` says where inside it."""
+
+    def __init__(self, problem: str, path: list[str | int] | None = None) -> None:
+        self.problem = problem
+        self.path = path if path is not None else []
+        super().__init__(problem)
+
+    def where(self) -> str:
+        """The path as people write it: ``v.k[2]``, or ``the value`` at the top."""
+        text = ""
+        for step in self.path[:8]:
+            text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else step)
+        return (text + ("..." if len(self.path) > 8 else "")) or "the value"
+
+
+def freeze(value: Any, pool: StringPool | None = None, *, decoded: bool = False) -> Any:
     """Return ``value`` with every dict made a FrozenMap and every list a tuple.
 
-    Already-frozen parts are returned as they are, so freezing is cheap to repeat.
+    Already-frozen parts are returned as they are, so freezing is cheap to repeat. Raises
+    :class:`NotJSON` for anything that would not read back as it was written: NaN and
+    infinities, bytes, sets, non-string keys, objects of other types, nesting deeper than
+    :data:`MAX_DEPTH`, and text with a lone surrogate. ``decoded`` says the value was just
+    decoded from JSON text, where a lone surrogate is a faithful ``\\udXXXX`` escape (Node
+    writes one when it cuts a string mid-emoji) and is kept.
     """
+    return _freeze(value, pool, MAX_DEPTH, not decoded)
+
+
+def _freeze(value: Any, pool: StringPool | None, room: int, strict: bool) -> Any:
     kind = type(value)
     # Exact-type checks first, most common first: isinstance against the
     # Mapping ABC costs more than the rest of a small value's freezing.
     if kind is str:
+        if strict and not value.isascii():
+            _check_text(value)
         return pool.intern(value) if pool is not None else value
-    if kind in _SCALARS:
+    if kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        if value - value != 0.0:  # NaN or an infinity: JSON has no such number
+            raise NotJSON(f"{value!r} is not a number JSON can carry")
         return value
     if kind is dict:
+        if room <= 1:
+            raise _too_deep()
+        values = []
+        for key, item in value.items():
+            if type(key) is not str:
+                raise NotJSON(f"the key {key!r} is not a string, as JSON keys must be")
+            try:
+                values.append(_freeze(item, pool, room - 1, strict))
+            except NotJSON as exc:
+                exc.path.insert(0, key)
+                raise
         obj = _new_map(FrozenMap)
         _set_shape(obj, _shape_of(tuple(value)))
-        _set_values(obj, tuple([freeze(v, pool) for v in value.values()]))
+        _set_values(obj, tuple(values))
         _set_digest(obj, None)
         return obj
-    if kind is list:
-        return tuple([freeze(v, pool) for v in value])
+    if kind is list or kind is tuple:
+        if room <= 1:
+            raise _too_deep()
+        items = []
+        for index, item in enumerate(value):
+            try:
+                items.append(_freeze(item, pool, room - 1, strict))
+            except NotJSON as exc:
+                exc.path.insert(0, index)
+                raise
+        return tuple(items)
     if isinstance(value, FrozenMap):
         return value
-    if isinstance(value, str):
-        return pool.intern(str(value)) if pool is not None else str(value)
+    # Subclasses (str and int enums, numpy floats, OrderedDict): the plain value they equal.
+    for plain in (str, int, float):
+        if isinstance(value, plain):
+            return _freeze(plain(value), pool, room, strict)
     if isinstance(value, Mapping):
-        return FrozenMap._wrap({str(k): freeze(v, pool) for k, v in value.items()})
+        return _freeze(dict(value.items()), pool, room, strict)
     if isinstance(value, list | tuple):
-        return tuple([freeze(v, pool) for v in value])
-    return value
+        return _freeze(list(value), pool, room, strict)
+    raise NotJSON(
+        f"a {type(value).__name__} is not a JSON value "
+        "(use str, int, float, bool, None, dict or list)"
+    )
+
+
+def _too_deep() -> NotJSON:
+    return NotJSON(f"objects and arrays nest deeper than {MAX_DEPTH} levels")
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise NotJSON(
+            f"the text holds a lone surrogate {text[exc.start]!r} at character {exc.start}, "
+            "which UTF-8 cannot carry; pass whole characters"
+        ) from None
 
 
 class SizeAccount:
@@ -397,13 +478,57 @@ def _enc_hook(obj: Any) -> Any:
 
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 _decoder = msgspec.json.Decoder()
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def encode_json(value: Any) -> bytes:
-    """Compact JSON bytes of a plain or frozen value."""
-    return _encoder.encode(value)
+def encode_json(value: Any, *, indent: int | None = None) -> bytes:
+    """JSON bytes of a plain or frozen value: compact, or indented as ``JSON.stringify`` does.
+
+    Text holding a lone surrogate (kept from a file that had one) is written as Node writes
+    it, a ``\\udXXXX`` escape, so such an entry reads back as it was.
+    """
+    try:
+        compact = _encoder.encode(value)
+        return compact if indent is None else msgspec.json.format(compact, indent=indent)
+    except UnicodeEncodeError:
+        separators = (",", ":") if indent is None else (",", ": ")
+        text = json.dumps(
+            value, ensure_ascii=False, indent=indent, separators=separators, default=_enc_hook
+        )
+        return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode()
 
 
 def decode_json(data: bytes | str) -> Any:
-    """Plain Python values (dicts and lists) from JSON text."""
-    return _decoder.decode(data)
+    """Plain Python values (dicts and lists) from JSON text.
+
+    Raises ``msgspec.DecodeError`` (or ``ValidationError`` for a number out of range) for text
+    that is not JSON or nests past Python's recursion limit. A lone surrogate escape, which
+    msgspec refuses, is valid JSON: such text is decoded by the standard library instead.
+    """
+    try:
+        return _decoder.decode(data)
+    except RecursionError:
+        raise msgspec.DecodeError(
+            f"objects and arrays nest deeper than {MAX_DEPTH} levels"
+        ) from None
+    except msgspec.DecodeError as exc:
+        try:
+            return strict_decoder.decode(data if isinstance(data, str) else data.decode())
+        except (ValueError, RecursionError):
+            raise exc from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value - value != 0.0:
+        raise ValueError(f"the number {text} is out of range")
+    return value
+
+
+strict_decoder = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+"""The standard library's decoder, refusing what JSON does not allow (NaN, 1e400) as msgspec
+does, for the texts msgspec cannot read (lone surrogates) and for salvage member by member."""

@@ -27,6 +27,7 @@ _AGENT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 # Control characters (including newlines and NUL) never belong in a key: they
 # break logs, lock names and the JSON tools people point at sessions.json.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def normalize_agent_id(agent_id: str) -> str:
@@ -66,6 +67,8 @@ def normalize_key(key: str, agent_id: str = DEFAULT_AGENT_ID) -> str:
         raise InvalidSessionKey(key[:40] + "...", f"longer than {MAX_KEY_LENGTH} characters")
     if _CONTROL.search(value):
         raise InvalidSessionKey(key, "it contains control characters")
+    if _SURROGATE.search(value):
+        raise InvalidSessionKey(key, "it holds a lone surrogate, which UTF-8 cannot carry")
     if value == "global":
         return value
     if value.startswith("agent:"):

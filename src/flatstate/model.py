@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from flatstate.errors import InvalidEntry
-from flatstate.frozen import FrozenMap, StringPool, freeze
+from flatstate.frozen import FrozenMap, NotJSON, StringPool, freeze
 
 __all__ = [
     "SessionEntry",
@@ -296,7 +296,7 @@ def build_entry(
     if isinstance(value, SessionEntry) and not on_load:
         data = value._as_dict()
     elif isinstance(value, Mapping):
-        data = {str(k): freeze(v, pool) for k, v in value.items()}
+        data = _frozen_fields(key, value, pool, decoded=on_load)
     else:
         raise InvalidEntry(key, f"an entry is a JSON object, not {type(value).__name__}")
     if not on_load:
@@ -338,7 +338,7 @@ def merge_patch(
         raise InvalidEntry(key, f"a patch is a JSON object, not {type(patch).__name__}")
     now = clock()
     if existing is not None:
-        quick = _merge_in_place(existing, patch, now, preserve_activity, pool)
+        quick = _merge_in_place(key, existing, patch, now, preserve_activity, pool)
         if quick is not None:
             return quick
     data: dict[str, Any] = existing._as_dict() if existing is not None else {}
@@ -349,11 +349,11 @@ def merge_patch(
         # which would otherwise win the re-derivation below.
         for _, mirror in _ROUTE_MIRROR:
             data.pop(mirror, None)
-    for field, value in patch.items():
+    for field, value in _frozen_fields(key, patch, pool).items():
         if value is None:
             data.pop(field, None)
         else:
-            data[str(field)] = freeze(value, pool)
+            data[field] = value
 
     old_id = existing.get("sessionId") if existing is not None else None
     session_id = patch.get("sessionId") or old_id or str(uuid.uuid4())
@@ -382,7 +382,32 @@ def merge_patch(
     return SessionEntry._wrap(data)  # type: ignore[return-value]
 
 
+def _frozen_fields(
+    key: str | None, fields: Mapping[Any, Any], pool: StringPool | None, *, decoded: bool = False
+) -> dict[str, Any]:
+    """``fields`` frozen, or :class:`InvalidEntry` naming the field that JSON cannot carry."""
+    out: dict[str, Any] = {}
+    for field, value in fields.items():
+        if type(field) is not str:
+            raise InvalidEntry(
+                key, f"the field name {field!r} is not a string, as JSON keys must be"
+            )
+        out[field] = _freeze_field(key, field, value, pool, decoded)
+    return out
+
+
+def _freeze_field(
+    key: str | None, field: str, value: Any, pool: StringPool | None, decoded: bool = False
+) -> Any:
+    try:
+        return freeze(value, pool, decoded=decoded)
+    except NotJSON as exc:
+        exc.path.insert(0, field)
+        raise InvalidEntry(key, f"{exc.where()}: {exc.problem}") from None
+
+
 def _merge_in_place(
+    key: str,
     existing: SessionEntry,
     patch: Mapping[str, Any],
     now: int,
@@ -405,7 +430,7 @@ def _merge_in_place(
         at = index.get(field)
         if at is None or value is None:
             return None
-        values[at] = freeze(value, pool)
+        values[at] = _freeze_field(key, field, value, pool)
     slot = index["updatedAt"]
     old_updated = existing._values[slot]
     if not (preserve_activity and _is_number(old_updated)):

@@ -34,7 +34,7 @@ from typing import Any
 import msgspec
 
 from flatstate.errors import InvalidEntry, LockTimeout, StoreCorrupt
-from flatstate.frozen import FrozenMap, encode_json, freeze
+from flatstate.frozen import FrozenMap, NotJSON, encode_json, freeze
 from flatstate.locks import FileLock
 
 __all__ = [
@@ -329,7 +329,11 @@ class Transcript:
         if not isinstance(value, dict):
             self._problem(self._line_number(fd, offset), offset, "not a JSON object")
             return None
-        frozen: FrozenMap = freeze(value)
+        try:
+            frozen: FrozenMap = freeze(value, decoded=True)
+        except NotJSON as exc:
+            self._problem(self._line_number(fd, offset), offset, exc.problem)
+            return None
         return frozen
 
     def header(self) -> FrozenMap | None:
@@ -376,7 +380,10 @@ class Transcript:
                     continue
                 if value.get("type") == "session" and number == 1:
                     continue
-                yield freeze(value)
+                try:
+                    yield freeze(value, decoded=True)
+                except NotJSON as exc:
+                    self._problem(number, start, exc.problem)
         finally:
             f.close()
 
@@ -446,7 +453,10 @@ class Transcript:
                 return None
             if value.get("parentId") != leaf:
                 return None  # a branch: the path changed; rebuild from the end
-            entry: FrozenMap = freeze(value)
+            try:
+                entry: FrozenMap = freeze(value, decoded=True)
+            except NotJSON:
+                return None
             path_entries.append(entry)
             leaf = entry.get("id")
         context = build_context(path_entries, cached.context.compaction)
@@ -520,11 +530,17 @@ class Transcript:
         ``guard``, if given, runs under the lock first: when it returns False
         nothing is written and the result is empty (a compare-and-append).
         """
-        for entry in entries:
+        for number, entry in enumerate(entries):
             if not isinstance(entry, Mapping) or not isinstance(entry.get("type"), str):
                 raise InvalidEntry(
                     None, f"a transcript entry is an object with a 'type', not {entry!r:.80}"
                 )
+            try:
+                freeze(entry)
+            except NotJSON as exc:
+                raise InvalidEntry(
+                    None, f"transcript entry {number}, {exc.where()}: {exc.problem}"
+                ) from None
         ids: list[str] = []
         with self._exclusive() as (fd, st):
             if guard is not None and not guard():

@@ -24,7 +24,7 @@ from flatstate.auth.profiles import (
 )
 from flatstate.auth.rotation import Plan, build_plans, pick, provider_key
 from flatstate.errors import StoreCorrupt
-from flatstate.frozen import FrozenMap, decode_json, freeze
+from flatstate.frozen import FrozenMap, NotJSON, decode_json, freeze
 
 __all__ = [
     "AuthDocument",
@@ -102,7 +102,10 @@ class AuthDocument:
             )
             doc = {"version": 1, "profiles": {}}
         assert doc is not None
-        raw: FrozenMap = freeze(doc)
+        try:
+            raw: FrozenMap = freeze(doc, decoded=True)
+        except NotJSON as exc:
+            raise StoreCorrupt(path, f"{exc.where()}: {exc.problem}", _FIX_JSON) from None
         self.raw = raw
         self.profiles: dict[str, AuthProfile] = {}
         for profile_id, value in _section(raw, "profiles", path, problems).pairs():

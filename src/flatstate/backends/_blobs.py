@@ -30,6 +30,7 @@ __all__ = [
     "Layout",
     "load_blob",
     "split_entry",
+    "updated_at_column",
 ]
 
 BLOB_MIN_BYTES = SMALL_JSON  # 256
@@ -127,8 +128,21 @@ class Collector:
         return True
 
 
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def updated_at_column(entry: SessionEntry) -> int | None:
+    """The value of the indexed ``updated_at`` column: the entry's updatedAt when it is an
+    integer a 64-bit column holds, else NULL. The column only orders rows; the entry itself
+    keeps the exact value, so every backend reads back what was written."""
+    updated = entry.get("updatedAt")
+    if type(updated) is int and _INT64_MIN <= updated <= _INT64_MAX:
+        return updated
+    return None
+
+
 def load_blob(text: str, digest: str, pool: StringPool) -> FrozenMap:
     """A stored blob as a frozen value that already knows its digest (no re-hashing)."""
-    value: FrozenMap = freeze(decode_json(text), pool)
+    value: FrozenMap = freeze(decode_json(text), pool, decoded=True)
     object.__setattr__(value, "_digest", (len(text.encode()), digest, None))
     return value

@@ -55,7 +55,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
             session_id text NOT NULL,
             updated_at bigint,
             version bigint NOT NULL DEFAULT 0,
-            entry jsonb NOT NULL,
+            entry json NOT NULL,
             blobs jsonb,
             PRIMARY KEY (ns, key)
         ) WITH (fillfactor = 80)""",
@@ -65,7 +65,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         """CREATE TABLE {s}.blobs (
             ns text NOT NULL,
             hash text NOT NULL,
-            value jsonb NOT NULL,
+            value json NOT NULL,
             PRIMARY KEY (ns, hash)
         )""",
         """CREATE TABLE {s}.changes (
@@ -144,7 +144,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # Writes a row if it is still at p_expected: a version, 0 for "absent", NULL for
         # "unknown" (write whatever is there). Returns the new version (its log position).
         """CREATE FUNCTION {s}.put(p_ns text, p_key text, p_session_id text,
-                p_updated_at bigint, p_entry jsonb, p_blobs jsonb, p_expected bigint)
+                p_updated_at bigint, p_entry json, p_blobs jsonb, p_expected bigint)
             RETURNS bigint LANGUAGE plpgsql AS $$
         DECLARE
             v bigint;

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,13 +30,20 @@ import msgspec
 
 from flatstate._signal import open_signal
 from flatstate.backends.base import Backend, Row
-from flatstate.errors import ReadOnlyStore, StoreCorrupt, UnsafePath
+from flatstate.errors import InvalidEntry, ReadOnlyStore, StoreCorrupt, UnsafePath
 from flatstate.files import atomic_write, sweep_temp_files
-from flatstate.frozen import StringPool, decode_json, encode_json, json_size
+from flatstate.frozen import MAX_DEPTH, StringPool, decode_json, encode_json, json_size
 from flatstate.locks import FileLock
 from flatstate.model import SessionEntry, build_entry
 
-__all__ = ["JsonFileBackend", "format_store", "parse_store", "repair_hint"]
+__all__ = [
+    "JsonFileBackend",
+    "entry_problem",
+    "format_store",
+    "load_entry",
+    "parse_store",
+    "repair_hint",
+]
 
 LOCK_STALE_SECONDS = 30.0
 SWEEP_EVERY_SECONDS = 60.0
@@ -46,7 +54,7 @@ Stat = tuple[int, int, int]
 
 def format_store(entries: dict[str, Any]) -> bytes:
     """The bytes OpenClaw writes for ``entries``: JSON.stringify(store, null, 2)."""
-    return msgspec.json.format(encode_json(entries), indent=2)
+    return encode_json(entries, indent=2)
 
 
 def _position(data: bytes, problem: str) -> str:
@@ -58,6 +66,71 @@ def _position(data: bytes, problem: str) -> str:
     except UnicodeDecodeError as exc:
         return f"not UTF-8 text at byte {exc.start}"
     return problem
+
+
+def load_entry(key: str, text: bytes, pool: StringPool | None = None) -> SessionEntry:
+    """One stored entry from its JSON; raises msgspec's errors or :class:`InvalidEntry`
+    (nested too deeply) for one that cannot be loaded as it was written."""
+    return build_entry(key, decode_json(text), pool=pool, on_load=True)
+
+
+def entry_problem(data: bytes, key: str, text: bytes, exc: Exception) -> str:
+    """Why entry ``key`` (whose JSON is ``text``) cannot be loaded, and where it is in the file."""
+    start = max(data.find(text), 0)
+    at = start
+    problem = exc.problem if isinstance(exc, InvalidEntry) else str(exc).split(" - at ")[0]
+    if "UTF-8" in problem:
+        try:
+            text.decode()
+        except UnicodeDecodeError as bad:
+            at = start + bad.start
+            problem = f"not UTF-8 text at byte {at}"
+    if "out of range" in problem:
+        for number in _EXPONENT.finditer(text):
+            if float(number.group()) in (float("inf"), float("-inf")):
+                at = start + number.start()
+                problem = f"the number {number.group().decode()} is out of range"
+                break
+    return f"entry {key!r} at {_line_column(data, at)}: {problem}"
+
+
+_EXPONENT = re.compile(rb"-?\d+(?:\.\d+)?[eE][+-]?\d+")
+
+
+def _too_deep(data: bytes) -> str:
+    """Where a file nests objects and arrays past what can be read (strings skipped)."""
+    problem = f"objects and arrays nest deeper than {MAX_DEPTH}"
+    depth = 0
+    for token in _STRUCTURE.finditer(data):
+        char = token.group()
+        if char in (b"[", b"{"):
+            depth += 1
+            if depth > MAX_DEPTH + 1:  # the file's own object is one level more
+                return f"{_line_column(data, token.start())}: {problem}"
+        elif char in (b"]", b"}"):
+            depth -= 1
+    return problem
+
+
+_STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _line_column(data: bytes, at: int) -> str:
+    line = data.count(b"\n", 0, at) + 1
+    column = at - (data.rfind(b"\n", 0, at) + 1) + 1
+    return f"line {line}, column {column}"
+
+
+def _decode_slowly(data: bytes) -> dict[str, msgspec.Raw] | None:
+    """The raw entries of a file msgspec refuses but that is valid JSON (a lone surrogate
+    escape), each re-encoded the way it is written; None if it is not a JSON object."""
+    try:
+        doc = decode_json(data)
+    except msgspec.MsgspecError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    return {key: msgspec.Raw(encode_json(value)) for key, value in doc.items()}
 
 
 def repair_hint(path: str) -> str:
@@ -73,13 +146,18 @@ def parse_store(path: str, data: bytes) -> tuple[dict[str, msgspec.Raw], list[st
         raise StoreCorrupt(path, "the file is empty", repair_hint(path))
     try:
         raw = _raw_decoder.decode(data)
+    except RecursionError:
+        raise StoreCorrupt(path, _too_deep(data), repair_hint(path)) from None
     except msgspec.ValidationError as exc:
         raise StoreCorrupt(
             path, f"the top level is not a JSON object ({exc})", repair_hint(path)
         ) from exc
     except msgspec.DecodeError as exc:
-        problem = f"invalid JSON: {_position(data, str(exc))}"
-        raise StoreCorrupt(path, problem, repair_hint(path)) from exc
+        slow = _decode_slowly(data)
+        if slow is None:
+            problem = f"invalid JSON: {_position(data, str(exc))}"
+            raise StoreCorrupt(path, problem, repair_hint(path)) from exc
+        raw = slow
     problems = [
         f"entry {key!r} is not a JSON object"
         for key, value in raw.items()
@@ -175,7 +253,11 @@ class JsonFileBackend(Backend):
             if known is not None and self._hashes.get(key) == digest:
                 doc[key] = known
             else:
-                doc[key] = build_entry(key, decode_json(text), pool=self.pool, on_load=True)
+                try:
+                    doc[key] = load_entry(key, text, self.pool)
+                except (msgspec.MsgspecError, InvalidEntry) as exc:
+                    problems.append(entry_problem(data, key, text, exc))
+                    continue
                 changed.add(key)
             hashes[key] = digest
         changed.update(key for key in self._doc if key not in doc)

@@ -3,7 +3,7 @@
 Open it with ``open_store("postgresql://user:password@host/db")``. The schema
 (:mod:`flatstate.backends._pgschema`) keeps every agent's sessions in one set
 of tables, each row tagged with its *namespace* (the agent id unless told
-otherwise): one row per session (``key``, ``entry`` as jsonb, ``session_id``,
+otherwise): one row per session (``key``, ``entry`` as json text, kept exactly, ``session_id``,
 ``updated_at``, ``version``), large object fields stored once by content in
 ``blobs`` as on SQLite, a change log numbered per namespace, and
 ``schema_version`` for migrations.
@@ -74,7 +74,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from flatstate.backends._blobs import Collector, load_blob, split_entry
+from flatstate.backends._blobs import Collector, load_blob, split_entry, updated_at_column
 from flatstate.backends._pglisten import Listener, shared_signal
 from flatstate.backends._pgschema import (
     CONFLICT_SQLSTATE,
@@ -86,7 +86,6 @@ from flatstate.backends._pgschema import (
 from flatstate.backends.base import Backend, RetryWrite, Row
 from flatstate.errors import (
     ConflictError,
-    InvalidEntry,
     LockTimeout,
     ReadOnlyStore,
     StoreCorrupt,
@@ -130,8 +129,6 @@ _RETRYABLE = {CONFLICT_SQLSTATE, "40P01", "40001"}
 # Connection exceptions (class 08) and the server shutting a session down (57P0x).
 _LOST_PREFIXES = ("08", "57P")
 
-_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
-_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 T = TypeVar("T")
@@ -816,13 +813,9 @@ class PostgresBackend(Backend):
         self._collector.wrote(may_orphan)
         for digest, value in new_blobs:
             text = encode_json(value)
-            self._check_nul(key, text)
             self._ops.append(_Op(sql.put_blob, (self.namespace, digest, text.decode())))
         encoded = encode_json(light)
-        self._check_nul(key, encoded)
-        updated = entry.get("updatedAt")
-        if not (isinstance(updated, int) and _INT64_MIN <= updated <= _INT64_MAX):
-            updated = None  # the column is for ordering; the entry keeps the exact value
+        updated = updated_at_column(entry)
         self._ops.append(
             _Op(
                 sql.put,
@@ -840,15 +833,6 @@ class PostgresBackend(Backend):
             )
         )
         return len(encoded) + blob_bytes
-
-    @staticmethod
-    def _check_nul(key: str, encoded: bytes) -> None:
-        if b"\\u0000" in encoded and _NUL.search(encoded):
-            raise InvalidEntry(
-                key,
-                "PostgreSQL's jsonb cannot hold the NUL character (\\u0000); remove it from "
-                "the value",
-            )
 
     def remove(self, key: str) -> None:
         self._collector.wrote(True)
@@ -1048,9 +1032,9 @@ class _Queries:
         self.committed = (
             f"SELECT EXISTS (SELECT 1 FROM {s}.changes WHERE ns = %s AND seq > %s AND txn = %s)"
         )
-        self.put = f"SELECT {s}.put(%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s)"
+        self.put = f"SELECT {s}.put(%s, %s, %s, %s, %s::json, %s::jsonb, %s)"
         self.put_blob = (
-            f"INSERT INTO {s}.blobs (ns, hash, value) VALUES (%s, %s, %s::jsonb) "
+            f"INSERT INTO {s}.blobs (ns, hash, value) VALUES (%s, %s, %s::json) "
             "ON CONFLICT DO NOTHING"
         )
         self.remove = f"SELECT {s}.remove(%s, %s, %s)"

@@ -34,7 +34,7 @@ from typing import Any
 
 from flatstate._signal import open_signal
 from flatstate._sqlite import Checkpointer, Translate, connect, inspect_hint
-from flatstate.backends._blobs import Collector, load_blob, split_entry
+from flatstate.backends._blobs import Collector, load_blob, split_entry, updated_at_column
 from flatstate.backends.base import Backend, Row
 from flatstate.errors import ReadOnlyStore, StoreCorrupt
 from flatstate.frozen import FrozenMap, StringPool, decode_json, encode_json
@@ -248,7 +248,6 @@ class SQLiteBackend(Backend):
                     (digest, encode_json(value).decode()),
                 )
             text = encode_json(layout.light).decode()
-            updated = entry.get("updatedAt")
             self._conn.execute(
                 "INSERT INTO sessions (key, session_id, updated_at, entry, blobs) "
                 "VALUES (?, ?, ?, ?, ?) "
@@ -257,7 +256,7 @@ class SQLiteBackend(Backend):
                 (
                     key,
                     entry.session_id,
-                    updated if isinstance(updated, int) else None,
+                    updated_at_column(entry),
                     text,
                     encode_json(layout.refs).decode() if layout.refs else None,
                 ),
