@@ -16,9 +16,18 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from flatstate.errors import LockTimeout, ReadOnlyStore, StoreCorrupt
+from flatstate.errors import DiskFull, LockTimeout, ReadOnlyStore, StoreCorrupt, is_disk_full
+from flatstate.files import READ_ONLY_FS, on_read_only_fs
 
-__all__ = ["CHECKPOINT_EVERY", "Checkpointer", "Translate", "connect", "inspect_hint", "migrate"]
+__all__ = [
+    "CHECKPOINT_EVERY",
+    "Checkpointer",
+    "Translate",
+    "connect",
+    "file_uri",
+    "inspect_hint",
+    "migrate",
+]
 
 # A background checkpoint after this many commits keeps the WAL to a few MiB.
 CHECKPOINT_EVERY = 200
@@ -66,6 +75,8 @@ class Translate:
         if isinstance(exc, self.driver.IntegrityError):
             return
         text = str(exc)
+        if is_disk_full(exc):
+            raise DiskFull(self.path) from exc
         if isinstance(exc, self.driver.OperationalError):
             if "locked" in text or "busy" in text:
                 raise LockTimeout(self.path, self.lock_timeout) from exc
@@ -106,9 +117,14 @@ def connect(
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     if not os.path.isfile(path):
         raise StoreCorrupt(path, "is not a regular file", inspect_hint(path))
-    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+    if not readonly and on_read_only_fs(path):
+        raise ReadOnlyStore(path, READ_ONLY_FS)
     conn = driver.connect(
-        uri, uri=True, timeout=lock_timeout, isolation_level=None, check_same_thread=False
+        file_uri(path, readonly),
+        uri=True,
+        timeout=lock_timeout,
+        isolation_level=None,
+        check_same_thread=False,
     )
     try:
         with Translate(path, lock_timeout, driver, what):
@@ -126,6 +142,27 @@ def connect(
         conn.close()
         raise
     return conn
+
+
+def file_uri(path: str, readonly: bool) -> str:
+    """The URI that opens ``path``: read-write, read-only, or immutable where nothing can
+    change it (a read-only file system)."""
+    if not readonly:
+        return f"file:{path}"
+    return f"file:{path}?mode=ro" + ("&immutable=1" if _unchangeable(path) else "")
+
+
+def _unchangeable(path: str) -> bool:
+    """Whether ``path`` sits on a read-only file system with no WAL beside it to replay.
+
+    SQLite cannot make the shared-memory file a read there, and no writer can change the
+    database, so it is opened as immutable; a WAL left by a crashed writer is still read the
+    ordinary way (SQLite can, with its -shm beside it)."""
+    try:
+        wal = os.path.getsize(path + "-wal") if os.path.exists(path + "-wal") else 0
+    except OSError:
+        return False
+    return wal == 0 and on_read_only_fs(path)
 
 
 def migrate(conn: Any, path: str, readonly: bool, migrations: Migrations, what: str) -> None:

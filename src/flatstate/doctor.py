@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from flatstate._sqlite import file_uri
 from flatstate.backends.jsonfile import entry_problem, format_store, load_entry, parse_store
 from flatstate.backends.sqlite import DB_FILENAME, TRANSCRIPTS_DIRNAME
 from flatstate.errors import InvalidEntry, InvalidSessionKey, StoreCorrupt
@@ -140,7 +141,7 @@ def _read_json_entries(path: str, findings: list[Finding]) -> dict[str, Any]:
 
 def _read_sqlite_entries(path: str, findings: list[Finding]) -> dict[str, Any]:
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = sqlite3.connect(file_uri(path, readonly=True), uri=True)
         try:
             check = conn.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":

@@ -15,6 +15,7 @@ fix. No message ever carries a secret: callers pass identifiers, never values.
     ├── VectorsUnavailable  (ImportError)
     ├── StoreCorrupt        (OSError)
     ├── StoreUnavailable    (ConnectionError)
+    ├── DiskFull            (OSError)
     ├── LockTimeout         (TimeoutError)
     ├── ReadOnlyStore       (PermissionError)
     ├── UnsafePath          (PermissionError)
@@ -23,6 +24,7 @@ fix. No message ever carries a secret: callers pass identifiers, never values.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 
@@ -164,6 +166,24 @@ class StoreUnavailable(FlatstateError, ConnectionError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{location}: {problem}. {fix}")
+
+
+class DiskFull(FlatstateError, OSError):
+    """The file system holding a store has no room left: the write was not made."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"{path}: the disk is full, so this write was not made (every write acknowledged "
+            "before it is kept). Free space on the file system that holds it, then retry."
+        )
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an OSError (or a driver's error text) says the disk or the quota is full."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "database or disk is full" in str(exc)
 
 
 class LockTimeout(FlatstateError, TimeoutError):

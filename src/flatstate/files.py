@@ -10,11 +10,32 @@ leftovers.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 import uuid
 
-__all__ = ["TEMP_STALE_SECONDS", "atomic_write", "fsync_dir", "sweep_temp_files"]
+from flatstate.errors import DiskFull, ReadOnlyStore, is_disk_full
+
+__all__ = [
+    "READ_ONLY_FS",
+    "TEMP_STALE_SECONDS",
+    "atomic_write",
+    "fsync_dir",
+    "on_read_only_fs",
+    "sweep_temp_files",
+]
+
+READ_ONLY_FS = "it is on a read-only file system; open it with readonly=True to read it"
+
+
+def on_read_only_fs(path: str) -> bool:
+    """Whether the file system holding ``path`` (or its directory) is mounted read-only."""
+    try:
+        return bool(os.statvfs(os.path.dirname(path) or ".").f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
 
 TEMP_STALE_SECONDS = 300.0
 
@@ -44,9 +65,13 @@ def atomic_write(path: str, data: bytes, *, mode: int = 0o600, durable: bool = T
         finally:
             os.close(fd)
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
+        if is_disk_full(exc):
+            raise DiskFull(path) from exc
+        if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+            raise ReadOnlyStore(path, READ_ONLY_FS) from exc
         raise
     if durable:
         fsync_dir(directory)

@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from flatstate.errors import LockTimeout
+from flatstate.errors import DiskFull, LockTimeout, is_disk_full
 
 __all__ = ["FileLock", "LockInfo", "inspect_lock", "process_start_time"]
 
@@ -198,6 +198,11 @@ class FileLock:
                 # empty lock; LockInfo calls that stale after EMPTY_LOCK_GRACE.
                 try:
                     os.write(fd, data)
+                except OSError as exc:
+                    os.unlink(self.path)  # ours, just made: no other writer is shut out by it
+                    if is_disk_full(exc):
+                        raise DiskFull(self.path) from exc
+                    raise
                 finally:
                     os.close(fd)
                 return

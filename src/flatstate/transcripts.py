@@ -33,7 +33,7 @@ from typing import Any
 
 import msgspec
 
-from flatstate.errors import InvalidEntry, LockTimeout, StoreCorrupt
+from flatstate.errors import DiskFull, InvalidEntry, LockTimeout, StoreCorrupt, is_disk_full
 from flatstate.frozen import FrozenMap, NotJSON, encode_json, freeze
 from flatstate.locks import FileLock
 
@@ -564,8 +564,14 @@ class Transcript:
                 ids.append(record["id"])
                 lines.append(encode_json(record) + b"\n")
             data = memoryview(b"".join(lines))
-            while data:  # one write() in practice; a short write continues where it stopped
-                data = data[os.write(fd, data) :]
+            try:
+                while data:  # one write() in practice; a short write continues where it stopped
+                    data = data[os.write(fd, data) :]
+            except OSError as exc:
+                os.ftruncate(fd, size)  # no half line stays behind
+                if is_disk_full(exc):
+                    raise DiskFull(self.path) from exc
+                raise
             size += sum(map(len, lines))
             self._known_leaf = (inode, size, leaf)
             self._maybe_sync(fd, len(lines))

@@ -31,7 +31,7 @@ import msgspec
 from flatstate._signal import open_signal
 from flatstate.backends.base import Backend, Row
 from flatstate.errors import InvalidEntry, ReadOnlyStore, StoreCorrupt, UnsafePath
-from flatstate.files import atomic_write, sweep_temp_files
+from flatstate.files import READ_ONLY_FS, atomic_write, on_read_only_fs, sweep_temp_files
 from flatstate.frozen import MAX_DEPTH, StringPool, decode_json, encode_json, json_size
 from flatstate.locks import FileLock
 from flatstate.model import SessionEntry, build_entry
@@ -308,6 +308,8 @@ class JsonFileBackend(Backend):
     def begin(self) -> None:
         if self.readonly:
             raise ReadOnlyStore(self.path, "the store was opened read-only")
+        if on_read_only_fs(self.path):
+            raise ReadOnlyStore(self.path, READ_ONLY_FS)
         self._lock.acquire()
         try:
             self._fresh_doc()

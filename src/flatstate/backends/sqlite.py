@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from flatstate._signal import open_signal
-from flatstate._sqlite import Checkpointer, Translate, connect, inspect_hint
+from flatstate._sqlite import Checkpointer, Translate, connect, file_uri, inspect_hint
 from flatstate.backends._blobs import Collector, load_blob, split_entry, updated_at_column
 from flatstate.backends.base import Backend, Row
 from flatstate.errors import ReadOnlyStore, StoreCorrupt
@@ -165,8 +165,9 @@ class SQLiteBackend(Backend):
     def _side_connection(self) -> sqlite3.Connection:
         """A connection for one whole-table read, closed by the caller: its page cache
         goes with it instead of staying in the writer's."""
-        mode = "?mode=ro" if self.readonly else ""
-        return sqlite3.connect(f"file:{self.path}{mode}", uri=True, timeout=self.lock_timeout)
+        return sqlite3.connect(
+            file_uri(self.path, self.readonly), uri=True, timeout=self.lock_timeout
+        )
 
     def scan(self) -> tuple[Any, Iterator[Row]]:
         # Inside a write transaction the scan joins it. Otherwise it reads on a

@@ -1,0 +1,122 @@
+"""A full disk and a read-only file system, made for real with tmpfs and bind mounts (the
+tests run as root in CI; elsewhere they skip, saying why)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import flatstate
+from flatstate.doctor import diagnose
+from flatstate.errors import DiskFull, ReadOnlyStore
+from flatstate.memory import open_facts
+
+
+def mount(*args: str) -> None:
+    done = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount here ({done.stderr.strip()}); run as root to test this")
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    where.mkdir()
+    mount("-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where))
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@contextlib.contextmanager
+def read_only_view(source: Path, where: Path) -> Iterator[Path]:
+    """``source`` seen again at ``where`` through a read-only bind mount."""
+    where.mkdir()
+    mount("--bind", str(source), str(where))
+    try:
+        mount("-o", "remount,ro,bind", str(where))
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(directory: Path) -> None:
+    """Take every free byte of the file system holding ``directory``."""
+    with open(directory / "ballast", "wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+
+
+@pytest.mark.parametrize("location", ["state", "agents/main/sessions/sessions.json"])
+def test_a_full_disk_gives_a_typed_error_and_loses_nothing(tmp_path: Path, location: str) -> None:
+    with tmpfs(tmp_path / "disk", "2m") as disk:
+        path = str(disk / location)
+        with flatstate.open_store(path) as store:
+            store.patch("main", {"n": 0})
+            for n in range(1, 5):
+                store.patch("main", {"n": n})
+            fill(disk)
+            with pytest.raises(DiskFull) as caught:
+                for n in range(5, 100_000):
+                    store.patch("main", {"n": n, "pad": "x" * 65536})
+            assert path in str(caught.value) or str(disk) in str(caught.value)
+            assert "Free space" in str(caught.value)
+            acknowledged = store.get("main")
+        os.unlink(disk / "ballast")
+        with flatstate.open_store(path) as reopened:
+            assert reopened.get("main") == acknowledged
+
+
+def test_a_transcript_append_on_a_full_disk_leaves_no_half_line(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "disk", "1m") as disk, flatstate.open_store(str(disk / "state")) as store:
+        transcript = store.transcript("main")
+        transcript.append({"type": "custom", "n": 0})
+        fill(disk)
+        with pytest.raises(DiskFull):
+            for n in range(1, 10_000):
+                transcript.append({"type": "custom", "n": n, "pad": "y" * 65536})
+        os.unlink(disk / "ballast")
+        written = list(transcript.iter_entries())
+        assert not transcript.problems
+        assert Path(transcript.path).read_bytes().endswith(b"\n")
+        assert [e["n"] for e in written] == list(range(len(written)))
+
+
+def test_a_store_on_a_read_only_mount_can_be_read(tmp_path: Path) -> None:
+    state = tmp_path / "data" / "state"
+    with flatstate.open_store(str(state)) as store:
+        store.patch("main", {"label": "kept"})
+        store.transcript("main").append({"type": "custom", "n": 1})
+    with open_facts(str(state)) as facts:
+        facts.add("the sky is blue")
+    with read_only_view(tmp_path / "data", tmp_path / "ro") as view:
+        before = sorted(p.name for p in (view / "state").iterdir())
+        with flatstate.open_store(str(view / "state"), readonly=True) as store:
+            assert store.get("main")["label"] == "kept"  # type: ignore[index]
+            assert store.transcript("main").tail(1)[0]["n"] == 1
+            with pytest.raises(ReadOnlyStore):
+                store.patch("main", {"label": "changed"})
+        with open_facts(str(view / "state"), readonly=True) as facts:
+            assert [fact.text for fact in facts.recall("sky")] == ["the sky is blue"]
+        with pytest.raises(ReadOnlyStore):
+            flatstate.open_store(str(view / "state")).patch("main", {"label": "x"})
+        assert not [f for f in diagnose(str(view / "state")).findings if f.kind == "corrupt"]
+        assert sorted(p.name for p in (view / "state").iterdir()) == before
+
+
+def test_a_sessions_json_on_a_read_only_mount_can_be_read(
+    openclaw_dir: Path, tmp_path: Path
+) -> None:
+    with read_only_view(openclaw_dir, tmp_path / "ro") as view:
+        path = view / "agents" / "main" / "sessions" / "sessions.json"
+        with flatstate.open_store(str(path), readonly=True) as store:
+            assert len(store) == 5
+        with flatstate.open_store(str(path)) as store, pytest.raises(ReadOnlyStore) as caught:
+            store.patch("main", {"label": "x"})
+        assert "read-only file system" in str(caught.value)
