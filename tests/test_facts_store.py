@@ -17,6 +17,7 @@ from flatstate.errors import (
     FlatstateError,
     InvalidFact,
     ReadOnlyStore,
+    StoreClosed,
     StoreCorrupt,
 )
 from flatstate.memory import Fact, FactStore, NewFact, open_facts
@@ -394,8 +395,10 @@ def test_a_closed_store_refuses_use(open_at: OpenFacts) -> None:
     store = open_at()
     store.close()
     store.close()  # twice is fine
-    with pytest.raises(ValueError, match="closed"):
-        store.count()
+    for use in (store.count, lambda: store.recall("x"), lambda: store.add("y")):
+        with pytest.raises(StoreClosed, match="was closed; open it again") as info:
+            use()
+        assert info.value.location == store.path
 
 
 # -- the public surface -------------------------------------------------------------------

@@ -15,6 +15,7 @@ fix. No message ever carries a secret: callers pass identifiers, never values.
     ├── VectorsUnavailable  (ImportError)
     ├── StoreCorrupt        (OSError)
     ├── StoreUnavailable    (ConnectionError)
+    ├── StoreClosed         (ValueError)
     ├── LockTimeout         (TimeoutError)
     ├── ReadOnlyStore       (PermissionError)
     ├── UnsafePath          (PermissionError)
@@ -164,6 +165,17 @@ class StoreUnavailable(FlatstateError, ConnectionError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{location}: {problem}. {fix}")
+
+
+class StoreClosed(FlatstateError, ValueError):
+    """A read or write of a store after its ``close()``.
+
+    ``location`` is the store's redacted address (never its password).
+    """
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        super().__init__(f"the store at {location} was closed; open it again to read or write it")
 
 
 class LockTimeout(FlatstateError, TimeoutError):
