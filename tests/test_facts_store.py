@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
 import os
 import stat
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ from flatstate.errors import (
     StoreCorrupt,
 )
 from flatstate.memory import Fact, FactStore, NewFact, open_facts
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, check_docstring_examples
 from tests.facts_support import DAY, OpenFacts, raw_db, stores
 
 
@@ -424,5 +422,4 @@ def test_exported_members_are_sorted_and_present() -> None:
     ],
 )
 def test_docstring_examples_run(module: str) -> None:
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
+    check_docstring_examples(module)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
 import inspect
 import pickle
 import typing
@@ -12,6 +10,7 @@ import pytest
 
 import flatstate
 from flatstate import errors
+from tests.conftest import check_docstring_examples
 
 PUBLIC = [
     "Draft",
@@ -91,5 +90,4 @@ def test_errors_survive_pickling(cls: type[Exception]) -> None:
     ],
 )
 def test_docstring_examples_run(module: str) -> None:
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0
+    check_docstring_examples(module)
