@@ -86,7 +86,7 @@ def test_the_password_never_appears_in_location_or_errors(tmp_path: Path) -> Non
         assert store.location.startswith("postgresql://") and "namespace=" in store.location
     with pytest.raises(StoreClosed) as closed:
         store.get("main")
-    assert password not in str(closed.value) and store.location in str(closed.value)
+    assert str(password) not in str(closed.value) and store.location in str(closed.value)
     unreachable = "postgresql://someone:s3cret-pw@127.0.0.1:1/nowhere?connect_timeout=2"
     with pytest.raises(StoreUnavailable) as info:
         flatstate.open_store(unreachable)
