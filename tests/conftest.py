@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import importlib
 import os
 import shutil
@@ -44,6 +45,13 @@ def require_extra(module: str, extra: str) -> ModuleType:
         if EXTRAS_REQUIRED:
             pytest.fail(f"FLATSTATE_REQUIRE_EXTRAS=1 but {why}", pytrace=False)
         pytest.skip(why)
+
+
+def check_docstring_examples(module: str) -> None:
+    """Run the docstring examples of ``module``: there must be some, and none may fail."""
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, f"{module} has no docstring examples"
+    assert result.failed == 0
 
 
 # Every backend the conformance suite runs against; later backends add themselves here.

@@ -110,13 +110,15 @@ def test_the_cut_never_separates_a_tool_call_from_its_result(
                 assistant("ok"),
             ]
         )
+    context = transcript.context()
+    ids = [e["id"] for e in context.entries]
     for keep in range(50, 1500, 37):
-        plan = plan_compaction(transcript.context(), keep_recent_tokens=keep)
+        plan = plan_compaction(context, keep_recent_tokens=keep)
         assert plan is not None
-        first = next(e for e in transcript.context().entries if e["id"] == plan.first_kept_entry_id)
-        assert first["message"]["role"] != "toolResult"
-        kept_roles = [m["role"] for m in transcript.context().messages[-len(plan.to_summarize) :]]
-        assert kept_roles  # sanity: something remains on both sides
+        cut = ids.index(plan.first_kept_entry_id)
+        # Something on both sides, and the summary gets exactly what comes before the cut.
+        assert 0 < cut < len(ids) and plan.to_summarize == context.messages[:cut]
+        assert context.messages[cut]["role"] != "toolResult"
 
 
 def test_a_second_compaction_hands_over_the_previous_summary(

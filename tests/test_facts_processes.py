@@ -13,7 +13,11 @@ from tests.processes import START_TIMEOUT, ctx, join_all, running
 pytestmark = pytest.mark.slow
 
 
-def _add_facts(state_dir: str, barrier: Any, worker: int, count: int, batch: int) -> None:
+def _add_facts(
+    state_dir: str, barrier: Any, worker: int, count: int, batch: int, recalls: Any
+) -> None:
+    """Add ``count`` facts, recalling after each batch; report how many facts were recalled."""
+    recalled = 0
     with open_facts(state_dir) as facts:
         barrier.wait(START_TIMEOUT)
         for i in range(0, count, batch):
@@ -22,17 +26,20 @@ def _add_facts(state_dir: str, barrier: Any, worker: int, count: int, batch: int
                 facts.add(texts[0], session_key=f"agent:main:w{worker}")
             else:
                 facts.add_many(texts)
-            facts.recall(f"worker {worker} fact {i}")  # reads and counters interleaved
+            recalled += len(facts.recall(f"worker {worker} fact {i}"))  # reads and counters
+    recalls.put(recalled)  # after close, which writes the counters still waiting
 
 
 def test_two_processes_adding_facts_lose_none(tmp_path: Path) -> None:
     state = str(tmp_path / "state")
     open_facts(state).close()  # created before the race, as a gateway would
     workers, count = 2, 300
-    barrier = ctx.Barrier(workers)
-    args = [(state, barrier, w, count, 1 if w == 0 else 7) for w in range(workers)]
+    barrier, recalls = ctx.Barrier(workers), ctx.Queue()
+    args = [(state, barrier, w, count, 1 if w == 0 else 7, recalls) for w in range(workers)]
     with running(_add_facts, args) as procs:
         assert join_all(procs) == [0] * workers
+    counted = [recalls.get(timeout=START_TIMEOUT) for _ in range(workers)]
+    assert all(n > 0 for n in counted)
     with open_facts(state) as facts:
         assert facts.count() == workers * count
         texts = {f.text for f in facts.list(workers * count + 10)}
@@ -42,8 +49,8 @@ def test_two_processes_adding_facts_lose_none(tmp_path: Path) -> None:
             assert facts.search(f"worker {w} fact {count - 1}", limit=1)[0].fact.text == (
                 f"worker {w} fact {count - 1}"
             )
-        recalled = sum(f.recall_count for f in facts.list(workers * count))
-        assert recalled > 0  # both processes' counters reached the database on close
+        # Every recall of both processes reached the database: none lost, none counted twice.
+        assert sum(f.recall_count for f in facts.list(workers * count)) == sum(counted)
 
 
 def _add_same_facts(state_dir: str, barrier: Any, count: int) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
 import os
 import stat
 from collections.abc import Iterator
@@ -17,10 +15,11 @@ from flatstate.errors import (
     FlatstateError,
     InvalidFact,
     ReadOnlyStore,
+    StoreClosed,
     StoreCorrupt,
 )
 from flatstate.memory import Fact, FactStore, NewFact, open_facts
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, check_docstring_examples
 from tests.facts_support import DAY, OpenFacts, raw_db, stores
 
 
@@ -394,8 +393,10 @@ def test_a_closed_store_refuses_use(open_at: OpenFacts) -> None:
     store = open_at()
     store.close()
     store.close()  # twice is fine
-    with pytest.raises(ValueError, match="closed"):
-        store.count()
+    for use in (store.count, lambda: store.recall("x"), lambda: store.add("y")):
+        with pytest.raises(StoreClosed, match="was closed; open it again") as info:
+            use()
+        assert info.value.location == store.path
 
 
 # -- the public surface -------------------------------------------------------------------
@@ -421,5 +422,4 @@ def test_exported_members_are_sorted_and_present() -> None:
     ],
 )
 def test_docstring_examples_run(module: str) -> None:
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
+    check_docstring_examples(module)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -122,16 +125,19 @@ def test_an_unusable_embedding_is_refused_for_facts_not_queries(open_at: OpenFac
     assert [h.fact.id for h in facts.search("anything")] == [fact.id]
 
 
-def test_vectors_unavailable_is_a_clear_error(
+def test_without_a_driver_that_loads_extensions_vectors_are_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_extensions() -> object:
-        raise VectorsUnavailable("this Python's sqlite3 cannot load extensions")
-
-    monkeypatch.setattr("flatstate.memory.store.vector_driver", no_extensions)
-    with pytest.raises(VectorsUnavailable, match=r"flatstate\[vec\]") as caught:
+    """The real detection, on this Python's own sqlite3, with pysqlite3 made unimportable."""
+    if hasattr(sqlite3.Connection, "enable_load_extension"):
+        pytest.skip("this Python's sqlite3 loads extensions, so no driver is ever missing")
+    monkeypatch.setitem(sys.modules, "pysqlite3", None)
+    monkeypatch.setitem(sys.modules, "pysqlite3.dbapi2", None)
+    assert vectors_module.fact_driver() is sqlite3
+    with pytest.raises(VectorsUnavailable, match=r"pysqlite3 is not installed.*flatstate\[vec\]"):
         open_facts(tmp_path / "state", embed=synonym_embed)
-    assert isinstance(caught.value, ImportError)
+    with open_facts(tmp_path / "state") as plain:  # without vectors, the standard sqlite3 serves
+        assert not plain.vectors and plain.count() == 0
 
 
 def test_a_missing_sqlite_vec_is_a_clear_error(
@@ -155,10 +161,18 @@ def test_a_missing_sqlite_vec_is_a_clear_error(
         assert plain.count() == 0
 
 
-def test_the_driver_is_one_per_process() -> None:
-    driver = vectors_module.fact_driver()
-    assert vectors_module.vector_driver() is driver
-    assert hasattr(driver.Connection, "enable_load_extension")
+def test_the_driver_is_the_first_that_loads_extensions(tmp_path: Path) -> None:
+    """This Python's sqlite3 if it can load extensions, else pysqlite3; for every store."""
+    if hasattr(sqlite3.Connection, "enable_load_extension"):
+        expected: ModuleType = sqlite3
+    else:
+        expected = require_extra("pysqlite3.dbapi2", "vec")
+    assert vectors_module.fact_driver() is expected
+    assert vectors_module.vector_driver() is expected
+    with open_facts(tmp_path / "state", embed=synonym_embed) as facts:
+        assert facts.vectors and isinstance(facts._conn, expected.Connection)
+    with open_facts(tmp_path / "state") as plain:  # one driver with or without vectors
+        assert isinstance(plain._conn, expected.Connection)
 
 
 def test_hashing_embedder_is_deterministic() -> None:

@@ -178,9 +178,28 @@ def test_disk_budget_removes_archives_first_then_the_oldest_sessions(
     assert not archive.exists()
 
 
-def test_plan_is_pure() -> None:
-    plan = plan_maintenance({}, MaintenanceConfig(), now_ms=0)
-    assert plan.removed_keys == [] and plan.disk_budget is None
+def test_plan_is_pure(tmp_path: Path) -> None:
+    """A plan that prunes, caps, archives and frees disk changes neither the snapshot nor a
+    file, and planning again gives the same plan."""
+    now = 100 * DAY_MS
+    snapshot = {}
+    for i, age_days in enumerate([40, 20, 10, 5, 1]):
+        key = f"agent:main:s{i}"
+        entry = {"sessionId": f"s{i}", "updatedAt": now - age_days * DAY_MS}
+        snapshot[key] = build_entry(key, entry, on_load=True)
+        (tmp_path / f"s{i}.jsonl").write_text("x" * 1000)
+    Path(archive_name(str(tmp_path / "gone.jsonl"), "deleted", now - 40 * DAY_MS)).write_text("y")
+    config = MaintenanceConfig(mode="enforce", max_entries=3, max_disk_bytes=2000)
+    entries_before = dict(snapshot)
+    files_before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    plan = plan_maintenance(snapshot, config, now_ms=now, directory=str(tmp_path))
+    assert plan.pruned == ["agent:main:s0"] and plan.capped == ["agent:main:s1"]
+    assert plan.archive and plan.remove_archives
+    assert plan.disk_budget is not None and plan.disk_budget.removed_entries
+    assert snapshot == entries_before
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files_before
+    assert plan_maintenance(snapshot, config, now_ms=now, directory=str(tmp_path)) == plan
 
 
 def test_parsing_durations_and_sizes() -> None:

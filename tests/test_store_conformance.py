@@ -11,7 +11,13 @@ from collections.abc import Callable, Mapping
 import pytest
 
 from flatstate import SessionEntry, SessionStore
-from flatstate.errors import EntryTooLarge, InvalidEntry, InvalidSessionKey, ReadOnlyStore
+from flatstate.errors import (
+    EntryTooLarge,
+    InvalidEntry,
+    InvalidSessionKey,
+    ReadOnlyStore,
+    StoreClosed,
+)
 
 StoreFactory = Callable[..., SessionStore]
 
@@ -407,12 +413,44 @@ def test_readonly_store_refuses_writes(open_store: StoreFactory) -> None:
         ro.patch("main", {"model": "m"})
 
 
-def test_closed_store_refuses_use(open_store: StoreFactory) -> None:
-    store = open_store()
+# Every read and write of the store, each run on a closed one.
+USES: dict[str, Callable[[SessionStore], object]] = {
+    "get": lambda s: s.get("main"),
+    "get of an absent key": lambda s: s.get("agent:main:absent"),
+    "snapshot": lambda s: s.snapshot(),
+    "keys": lambda s: s.keys(),
+    "items": lambda s: list(s.items()),
+    "len": len,
+    "in": lambda s: "main" in s,
+    "iteration": list,
+    "transcript": lambda s: s.transcript("main"),
+    "stats": lambda s: s.stats(),
+    "maintain": lambda s: s.maintain(),
+    "upsert": lambda s: s.upsert("main", {}),
+    "patch": lambda s: s.patch("main", {}),
+    "update": lambda s: s.update(lambda draft: None),
+    "delete": lambda s: s.delete("main"),
+    "reset": lambda s: s.reset("main"),
+}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"cache_bytes": 1, "coalesce_window": 0.001}],
+    ids=["cached", "uncached-coalesced"],
+)
+@pytest.mark.parametrize("use", list(USES))
+def test_a_closed_store_refuses_every_read_and_write(
+    open_store: StoreFactory, use: str, options: dict[str, object]
+) -> None:
+    store = open_store(**options)
+    store.upsert("main", {"updatedAt": 1})
     store.close()
-    with pytest.raises(ValueError, match="closed"):
-        store.patch("main", {})
     store.close()  # closing twice is harmless
+    with pytest.raises(StoreClosed, match="was closed; open it again") as info:
+        USES[use](store)
+    assert isinstance(info.value, ValueError) and info.value.location == store.location
+    assert store.location in str(info.value)
 
 
 def test_entries_are_mappings(store: SessionStore) -> None:

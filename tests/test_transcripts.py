@@ -157,26 +157,33 @@ def test_two_processes_appending_lose_no_line_and_never_interleave(tmp_path: Pat
 
 
 @pytest.fixture(scope="module")
-def big_transcript(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 100 MB transcript with a compaction near its end (the benchmark's own)."""
+def big_transcript(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """A 100 MB transcript with a compaction near its end (the benchmark's own), and the
+    number of entries e0, e1, ... before the compaction."""
     path = tmp_path_factory.mktemp("big") / "big.jsonl"
-    write_large_transcript(str(path), 100_000_000)
-    return path
+    return path, write_large_transcript(str(path), 100_000_000)
 
 
-def test_tail_of_a_100_mb_transcript_reads_a_bounded_number_of_bytes(big_transcript: Path) -> None:
-    transcript = Transcript(str(big_transcript))
+def test_tail_of_a_100_mb_transcript_reads_a_bounded_number_of_bytes(
+    big_transcript: tuple[Path, int],
+) -> None:
+    path, _ = big_transcript
+    transcript = Transcript(str(path))
     last = transcript.tail(10)
     assert [e["id"] for e in last] == [f"t{k}" for k in range(10)]
-    assert os.path.getsize(big_transcript) >= 100_000_000
+    assert os.path.getsize(path) >= 100_000_000
     assert transcript.bytes_read <= 2 * CHUNK
 
 
-def test_context_of_a_100_mb_transcript_reads_only_its_kept_part(big_transcript: Path) -> None:
-    transcript = Transcript(str(big_transcript))
+def test_context_of_a_100_mb_transcript_reads_only_its_kept_part(
+    big_transcript: tuple[Path, int],
+) -> None:
+    path, count = big_transcript
+    transcript = Transcript(str(path))
     context = transcript.context()
-    assert [e["id"] for e in context.entries[:2]] == ["c1", f"e{int(context.entries[1]['id'][1:])}"]
-    assert len(context.messages) == 1 + 20 + 10
+    # The summary, the 20 entries the compaction keeps, then the 10 after it.
+    kept = [f"e{i}" for i in range(count - 20, count)]
+    assert [e["id"] for e in context.entries] == ["c1", *kept, *(f"t{k}" for k in range(10))]
     assert transcript.bytes_read <= 2 * CHUNK
 
 

@@ -16,6 +16,7 @@ fix. No message ever carries a secret: callers pass identifiers, never values.
     ├── StoreCorrupt        (OSError)
     ├── StoreUnavailable    (ConnectionError)
     ├── DiskFull            (OSError)
+    ├── StoreClosed         (ValueError)
     ├── LockTimeout         (TimeoutError)
     ├── ReadOnlyStore       (PermissionError)
     ├── UnsafePath          (PermissionError)
@@ -184,6 +185,17 @@ def is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     return "database or disk is full" in str(exc)
+
+
+class StoreClosed(FlatstateError, ValueError):
+    """A read or write of a store after its ``close()``.
+
+    ``location`` is the store's redacted address (never its password).
+    """
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        super().__init__(f"the store at {location} was closed; open it again to read or write it")
 
 
 class LockTimeout(FlatstateError, TimeoutError):

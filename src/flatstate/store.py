@@ -36,6 +36,7 @@ from flatstate.errors import (
     InvalidEntry,
     InvalidSessionKey,
     SessionNotFound,
+    StoreClosed,
     StoreCorrupt,
 )
 from flatstate.frozen import SizeAccount
@@ -792,12 +793,19 @@ class SessionStore:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ValueError(f"the store at {self._backend.location} is closed")
+            raise StoreClosed(self._backend.location)
+
+    def _read_closed(self) -> int:
+        raise StoreClosed(self._backend.location)
 
     def close(self) -> None:
+        """Release the backend; every later read or write raises StoreClosed."""
         with self._lock:
             if not self._closed:
                 self._closed = True
+                # Every read starts by reading the change signal: swapping it for one that
+                # raises refuses all of them at no cost to the reads of an open store.
+                self._signal_read = self._read_closed
                 self._backend.close()
 
     def __enter__(self) -> SessionStore:

@@ -68,7 +68,20 @@ def _safe(text: str) -> str:
 
 
 class AuthFile:
-    """The auth store file of one agent directory."""
+    """The auth store file of one agent directory.
+
+    >>> import tempfile
+    >>> home = tempfile.TemporaryDirectory()
+    >>> auth = AuthFile(home.name, readonly=False, allow_symlink=False,
+    ...                 lock_timeout=5, refresh_lock_timeout=5)
+    >>> def add_key(doc):
+    ...     doc["profiles"]["openai:default"] = {"type": "api_key", "provider": "openai"}
+    ...     return True
+    >>> saved = auth.update(add_key)
+    >>> list(saved.profiles), saved is auth.current(), oct(os.stat(auth.path).st_mode & 0o777)
+    (['openai:default'], True, '0o600')
+    >>> home.cleanup()
+    """
 
     def __init__(
         self,

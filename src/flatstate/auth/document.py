@@ -78,7 +78,15 @@ def _kind(value: Any) -> str:
 
 
 class AuthDocument:
-    """One file's content, frozen; built once per change of the file."""
+    """One file's content, frozen; built once per change of the file.
+
+    A profile that cannot be used is skipped and reported, and kept as read:
+
+    >>> data = b'{"profiles": {"openai:default": {"type": "api_key", "provider": "openai"},'
+    >>> doc = AuthDocument("auth-profiles.json", decode_document("", data + b' "bad": 3}}'))
+    >>> list(doc.profiles), [problem.kind for problem in doc.problems], doc.raw["profiles"]["bad"]
+    (['openai:default'], ['non_object'], 3)
+    """
 
     __slots__ = (
         "corrupt",

@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 
 from flatstate._sqlite import Checkpointer, Translate
-from flatstate.errors import FactNotFound, InvalidFact, ReadOnlyStore
+from flatstate.errors import FactNotFound, InvalidFact, ReadOnlyStore, StoreClosed
 from flatstate.memory.access import AccessLog
 from flatstate.memory.model import (
     DECAY_TTL_MS,
@@ -191,7 +191,7 @@ class FactStore:
 
     def _check_open(self, write: bool = False) -> None:
         if self._closed:
-            raise ValueError(f"{self.path}: the fact store is closed")
+            raise StoreClosed(self.path)
         if write and self.readonly:
             raise ReadOnlyStore(self.path, "the facts were opened read-only")
 
