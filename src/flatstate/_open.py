@@ -91,6 +91,8 @@ def open_store(
     'claude-opus-4-5'
     """
     location = os.fspath(path)
+    if not location.startswith(POSTGRES_SCHEMES):
+        location = os.path.expanduser(location)  # "~/.flatstate/main", as the docs write it
     pool = StringPool()
     backend: Backend
     if location.startswith(POSTGRES_SCHEMES):

@@ -778,7 +778,7 @@ def open_facts(
     (True, 1)
     """
     return FactStore(
-        state_dir,
+        os.path.expanduser(state_dir),
         embed=embed,
         embed_model=embed_model,
         clock=clock,
