@@ -13,6 +13,7 @@ fix. No message ever carries a secret: callers pass identifiers, never values.
     ├── InvalidFact         (ValueError)
     ├── FactNotFound        (LookupError)
     ├── VectorsUnavailable  (ImportError)
+    ├── ExtraMissing        (ImportError)
     ├── StoreCorrupt        (OSError)
     ├── StoreUnavailable    (ConnectionError)
     ├── DiskFull            (OSError)
@@ -143,6 +144,18 @@ class VectorsUnavailable(FlatstateError, ImportError):
         super().__init__(
             f"vector search is unavailable: {problem}. "
             "Install it with: pip install 'flatstate[vec]', or open the facts without embed=."
+        )
+
+
+class ExtraMissing(FlatstateError, ImportError):
+    """Something asked for needs an optional extra that is not installed."""
+
+    def __init__(self, what: str, extra: str) -> None:
+        self.what = what
+        self.extra = extra
+        super().__init__(
+            f"{what} needs the {extra} extra, which is not installed. "
+            f"Install it with: pip install 'flatstate[{extra}]'. Nothing was changed."
         )
 
 

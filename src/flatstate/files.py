@@ -50,8 +50,12 @@ def fsync_dir(directory: str) -> None:
 
 
 def atomic_write(path: str, data: bytes, *, mode: int = 0o600, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` atomically (and durably unless ``durable=False``)."""
-    directory = os.path.dirname(os.path.abspath(path))
+    """Replace ``path`` with ``data`` atomically (and durably unless ``durable=False``).
+
+    A symlink is followed: the file it points at is replaced and the link stays, so a
+    store kept elsewhere through a link gets the write."""
+    path = os.path.realpath(path)
+    directory = os.path.dirname(path)
     temp = os.path.join(directory, f"{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4()}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:

@@ -48,7 +48,7 @@ from flatstate.maintenance import (
     plan_maintenance,
 )
 from flatstate.model import Clock, SessionEntry, build_entry, merge_patch, now_ms
-from flatstate.transcripts import FsyncPolicy, Transcript, archive, transcript_path
+from flatstate.transcripts import FsyncPolicy, Transcript, archive, transcript_path, zstd
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -64,6 +64,41 @@ DEFAULT_CHECK_INTERVAL = 0.25
 # A write the backend bounced (RetryWrite: a row changed under it, a lost connection)
 # runs at most this many times, pausing a little longer before each new attempt.
 WRITE_ATTEMPTS = 5
+
+# What a reset does to the entry, as OpenClaw's new-session path does (its reply/session.ts):
+# the old run's token and cost counters, model cache, prompt caches and run status go; the
+# token count of the new, empty transcript is a known zero; the compaction count restarts.
+RESET_CLEARS = (
+    "inputTokens",
+    "outputTokens",
+    "cacheRead",
+    "cacheWrite",
+    "contextTokens",
+    "contextBudgetStatus",
+    "estimatedCostUsd",
+    "model",
+    "modelProvider",
+    "systemPromptReport",
+    "skillsSnapshot",
+    "memoryFlushAt",
+    "memoryFlushCompactionCount",
+    "memoryFlushContextHash",
+    "fallbackNoticeSelectedModel",
+    "fallbackNoticeActiveModel",
+    "fallbackNoticeReason",
+    "startedAt",
+    "endedAt",
+    "runtimeMs",
+    "status",
+    "goal",
+)
+RESET_SETS = {
+    "compactionCount": 0,
+    "totalTokens": 0,
+    "totalTokensFresh": True,
+    "systemSent": False,
+    "abortedLastRun": False,
+}
 RETRY_PAUSE = 0.01
 
 T = TypeVar("T")
@@ -544,11 +579,16 @@ class SessionStore:
         return found
 
     def reset(self, key: str, *, compress: bool = False) -> SessionEntry:
-        """Start session ``key`` afresh: a new sessionId, the old transcript archived
-        as ``<file>.reset.<time>`` (``.zst`` with ``compress``), as /new does."""
+        """Start session ``key`` afresh, as OpenClaw's /new and /reset do: a new sessionId,
+        the old transcript archived as ``<file>.reset.<time>`` (``.zst`` with ``compress``),
+        the counters of the old run zeroed or dropped (:data:`RESET_CLEARS`), and the rest of
+        the entry (route, labels, overrides, fields we do not know) kept."""
+        if compress:
+            zstd()  # a missing extra fails here, before the reset is committed
         canon = self._canonical(key)
         old = self.get(canon)
-        entry = self.patch(canon, {"sessionId": str(uuid.uuid4())})
+        cleared = dict.fromkeys(k for k in RESET_CLEARS if old is not None and k in old)
+        entry = self.patch(canon, {**cleared, **RESET_SETS, "sessionId": str(uuid.uuid4())})
         assert entry is not None
         if old is not None:
             self._archive_transcript(canon, old, "reset", compress=compress)

@@ -33,7 +33,14 @@ from typing import Any
 
 import msgspec
 
-from flatstate.errors import DiskFull, InvalidEntry, LockTimeout, StoreCorrupt, is_disk_full
+from flatstate.errors import (
+    DiskFull,
+    ExtraMissing,
+    InvalidEntry,
+    LockTimeout,
+    StoreCorrupt,
+    is_disk_full,
+)
 from flatstate.frozen import FrozenMap, NotJSON, encode_json, freeze
 from flatstate.locks import FileLock
 
@@ -741,6 +748,15 @@ def transcript_path(directory: str, entry: Mapping[str, Any], key: str) -> str:
     return check_inside(directory, os.path.join(directory, name))
 
 
+def zstd() -> Any:
+    """The zstandard module, or ExtraMissing naming the extra: checked before any write."""
+    try:
+        import zstandard
+    except ImportError:
+        raise ExtraMissing("a compressed transcript archive", "zstd") from None
+    return zstandard
+
+
 def archive(
     path: str, reason: str, now_ms: int, *, compress: bool = False, lock: str = "file"
 ) -> str | None:
@@ -751,20 +767,15 @@ def archive(
     """
     from flatstate.maintenance import archive_name
 
+    zstandard = zstd() if compress else None
     if not os.path.exists(path):
         return None
     target = archive_name(path, reason, now_ms)
     holder = Transcript(path, lock=lock)
     with holder._exclusive():
         os.rename(path, target)
-    if not compress:
+    if zstandard is None:
         return target
-    try:
-        import zstandard
-    except ImportError as exc:
-        raise ImportError(
-            "compressed archives need the zstd extra: pip install 'flatstate[zstd]'"
-        ) from exc
     with open(target, "rb") as source, open(target + ".zst", "wb") as sink:
         zstandard.ZstdCompressor().copy_stream(source, sink)
         sink.flush()
