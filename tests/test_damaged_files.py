@@ -139,3 +139,32 @@ def test_a_write_through_a_symlink_goes_to_the_target(tmp_path: Path, outside: b
     assert link.is_symlink()
     with flatstate.open_store(str(real)) as store:
         assert store.get("main")["label"] == "through the link"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "location", ["state", "directory/sessions.json", "file/state", "file/sessions.json"]
+)
+def test_a_path_of_the_wrong_kind_is_named(tmp_path: Path, location: str) -> None:
+    (tmp_path / "state").write_text("a file where the state directory belongs")
+    (tmp_path / "directory" / "sessions.json").mkdir(parents=True)
+    (tmp_path / "file").write_text("a file where a directory belongs")
+    with pytest.raises(StoreCorrupt) as caught:
+        flatstate.open_store(str(tmp_path / location))
+    assert caught.value.path == str(tmp_path / location.split("/")[0]) or caught.value.path == str(
+        tmp_path / location
+    )
+    assert "where the store needs" in caught.value.problem
+    assert (tmp_path / "state").read_text().startswith("a file")
+
+
+def test_deleting_an_entry_whose_transcript_is_outside_leaves_that_file_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text('{"type": "session"}\n')
+    with flatstate.open_store(str(tmp_path / "state")) as store:
+        store.upsert("main", {"sessionId": "s1", "sessionFile": str(outside)})
+        assert store.delete("main") is True
+        assert store.get("main") is None
+    assert outside.read_text() == '{"type": "session"}\n'
+    assert any("left where it is" in r.getMessage() for r in caplog.records)

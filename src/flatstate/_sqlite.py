@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from flatstate.errors import DiskFull, LockTimeout, ReadOnlyStore, StoreCorrupt, is_disk_full
-from flatstate.files import READ_ONLY_FS, on_read_only_fs
+from flatstate.files import READ_ONLY_FS, check_place, on_read_only_fs
 
 __all__ = [
     "CHECKPOINT_EVERY",
@@ -109,6 +109,8 @@ def connect(
     """
     if synchronous.lower() not in {"normal", "full"}:
         raise ValueError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
+    check_place(os.path.dirname(path), directory=True)
+    check_place(path, directory=False)
     if not os.path.exists(path):
         if readonly or missing is not None:
             raise FileNotFoundError(missing or f"{path}: no store here to open read-only")

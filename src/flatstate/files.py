@@ -15,18 +15,35 @@ import os
 import time
 import uuid
 
-from flatstate.errors import DiskFull, ReadOnlyStore, is_disk_full
+from flatstate.errors import DiskFull, ReadOnlyStore, StoreCorrupt, is_disk_full
 
 __all__ = [
     "READ_ONLY_FS",
     "TEMP_STALE_SECONDS",
     "atomic_write",
+    "check_place",
     "fsync_dir",
     "on_read_only_fs",
     "sweep_temp_files",
 ]
 
 READ_ONLY_FS = "it is on a read-only file system; open it with readonly=True to read it"
+
+
+def check_place(path: str, *, directory: bool) -> None:
+    """Refuse a location whose existing parts are of the wrong kind (a directory where the
+    store's file belongs, a file where one of its directories must be), naming that part."""
+    fix = "Move it aside, or point flatstate at another location."
+    path = os.path.abspath(path)
+    if os.path.exists(path) and os.path.isdir(path) != directory:
+        wanted = "a directory" if directory else "a file"
+        found = "a file" if directory else "a directory"
+        raise StoreCorrupt(path, f"is {found}, where the store needs {wanted}", fix)
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise StoreCorrupt(parent, f"is a file, where the store needs a directory for {path}", fix)
 
 
 def on_read_only_fs(path: str) -> bool:

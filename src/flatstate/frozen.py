@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -446,25 +447,27 @@ class StringPool:
         self.max_strings = max_strings
         self.max_bytes = max_bytes
         self._strings: dict[str, str] = {}
+        self._lock = threading.Lock()
         self.bytes = 0
         self.hits = 0
 
     def intern(self, s: str) -> str:
         if len(s) < self.min_length:
             return s
-        strings = self._strings
-        found = strings.pop(s, None)
-        if found is not None:
-            strings[found] = found  # most recently seen goes last
-            self.hits += 1
-            return found
-        strings[s] = s
-        self.bytes += len(s)
-        while len(strings) > self.max_strings or self.bytes > self.max_bytes:
-            oldest = next(iter(strings))
-            del strings[oldest]
-            self.bytes -= len(oldest)
-        return s
+        with self._lock:  # threads of one store share the pool
+            strings = self._strings
+            found = strings.pop(s, None)
+            if found is not None:
+                strings[found] = found  # most recently seen goes last
+                self.hits += 1
+                return found
+            strings[s] = s
+            self.bytes += len(s)
+            while len(strings) > self.max_strings or self.bytes > self.max_bytes:
+                oldest = next(iter(strings))
+                del strings[oldest]
+                self.bytes -= len(oldest)
+            return s
 
     def __len__(self) -> int:
         return len(self._strings)

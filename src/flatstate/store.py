@@ -19,6 +19,7 @@ entries, a miss reads from the backend, and listings stream from it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -63,6 +64,8 @@ DEFAULT_MAX_ENTRY_BYTES = 4 << 20
 DEFAULT_CHECK_INTERVAL = 0.25
 # A write the backend bounced (RetryWrite: a row changed under it, a lost connection)
 # runs at most this many times, pausing a little longer before each new attempt.
+log = logging.getLogger("flatstate.store")
+
 WRITE_ATTEMPTS = 5
 
 # What a reset does to the entry, as OpenClaw's new-session path does (its reply/session.ts):
@@ -598,7 +601,11 @@ class SessionStore:
         self, canon: str, entry: SessionEntry, reason: str, *, compress: bool
     ) -> None:
         directory = self._backend.transcripts_dir
-        path = transcript_path(directory, entry, canon)
+        try:
+            path = transcript_path(directory, entry, canon)
+        except (StoreCorrupt, InvalidEntry) as exc:
+            log.warning("%s: transcript of %r left where it is: %s", directory, canon, exc)
+            return
         others = self._entries.values() if self._complete else (e for _, e in self.items())
         in_use = any(other.session_id == entry.session_id for other in others)
         if not in_use:

@@ -710,17 +710,15 @@ def _flock(fd: int, deadline: float, path: str, timeout: float) -> bool:
             delay = min(delay * 2, 0.05)
 
 
-_thread_locks: dict[str, threading.Lock] = {}
-_thread_locks_guard = threading.Lock()
+# Threads queue on a mutex before the flock. A fixed table of them, chosen by path, keeps
+# the registry bounded however many transcripts a process touches; reentrant, so a thread
+# whose two transcripts share a slot never waits on itself.
+_thread_locks = tuple(threading.RLock() for _ in range(256))
 
 
-def _thread_lock(path: str) -> threading.Lock:
-    """One mutex per transcript per process: threads queue here, not on the flock."""
-    with _thread_locks_guard:
-        lock = _thread_locks.get(path)
-        if lock is None:
-            lock = _thread_locks[path] = threading.Lock()
-        return lock
+def _thread_lock(path: str) -> threading.RLock:
+    """The mutex of a transcript in this process: threads queue here, not on the flock."""
+    return _thread_locks[hash(path) % len(_thread_locks)]
 
 
 def check_inside(directory: str, path: str) -> str:

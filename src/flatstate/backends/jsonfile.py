@@ -31,7 +31,13 @@ import msgspec
 from flatstate._signal import open_signal
 from flatstate.backends.base import Backend, Row
 from flatstate.errors import InvalidEntry, ReadOnlyStore, StoreCorrupt, UnsafePath
-from flatstate.files import READ_ONLY_FS, atomic_write, on_read_only_fs, sweep_temp_files
+from flatstate.files import (
+    READ_ONLY_FS,
+    atomic_write,
+    check_place,
+    on_read_only_fs,
+    sweep_temp_files,
+)
 from flatstate.frozen import MAX_DEPTH, StringPool, decode_json, encode_json, json_size
 from flatstate.locks import FileLock
 from flatstate.model import SessionEntry, build_entry
@@ -187,6 +193,7 @@ class JsonFileBackend(Backend):
         self.lock_timeout = lock_timeout
         self.corruption: StoreCorrupt | None = None
         self.file_writes = 0
+        check_place(self.path, directory=False)
         self._check_link(allow_symlink)
         if not readonly:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
