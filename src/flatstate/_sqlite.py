@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
+from flatstate._schema import needs_migration
 from flatstate.errors import DiskFull, LockTimeout, ReadOnlyStore, StoreCorrupt, is_disk_full
 from flatstate.files import READ_ONLY_FS, check_place, on_read_only_fs
 
@@ -182,20 +183,12 @@ def migrate(conn: Any, path: str, readonly: bool, migrations: Migrations, what: 
         elif tables:
             problem = f"is a SQLite database but not a {what} (no schema_version table)"
             raise StoreCorrupt(path, problem, inspect_hint(path))
-        if version > latest:
-            raise StoreCorrupt(
-                path,
-                f"schema version {version} is newer than this flatstate knows ({latest})",
-                "Upgrade flatstate to open it.",
-            )
-        if version < latest and readonly:
-            raise ReadOnlyStore(path, f"schema version {version} needs a migration")
-        if "schema_version" not in tables and not readonly:
-            conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        for step in migrations[version:]:
-            for statement in step:
-                conn.execute(statement)
-        if version < latest:
+        if needs_migration(path, version, latest, readonly=readonly):
+            if "schema_version" not in tables:
+                conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            for step in migrations[version:]:
+                for statement in step:
+                    conn.execute(statement)
             conn.execute("DELETE FROM schema_version")
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (latest,))
         conn.execute("COMMIT")

@@ -62,10 +62,10 @@ __all__ = [
 DEFAULT_CACHE_BYTES = 256 << 20
 DEFAULT_MAX_ENTRY_BYTES = 4 << 20
 DEFAULT_CHECK_INTERVAL = 0.25
-# A write the backend bounced (RetryWrite: a row changed under it, a lost connection)
-# runs at most this many times, pausing a little longer before each new attempt.
 log = logging.getLogger("flatstate.store")
 
+# A write the backend bounced (RetryWrite: a row changed under it, a lost connection)
+# runs at most this many times, pausing a little longer before each new attempt.
 WRITE_ATTEMPTS = 5
 
 # What a reset does to the entry, as OpenClaw's new-session path does (its reply/session.ts):

@@ -14,6 +14,7 @@ for garbage other processes left (:class:`Collector`).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -23,17 +24,30 @@ from flatstate.frozen import SMALL_JSON, FrozenMap, StringPool, decode_json, fre
 from flatstate.model import SessionEntry
 
 __all__ = [
+    "BLOB_CACHE_BYTES",
     "BLOB_MIN_BYTES",
+    "CHANGE_LOG_KEEP",
     "COLLECT_AFTER",
+    "MAX_REPLAY",
+    "PRUNE_EVERY",
     "SWEEP_AFTER_COMMITS",
+    "BlobCache",
     "Collector",
     "Layout",
     "load_blob",
+    "replayable",
     "split_entry",
     "updated_at_column",
 ]
 
 BLOB_MIN_BYTES = SMALL_JSON  # 256
+# Decoded blobs kept for reuse across rows (bytes of their JSON).
+BLOB_CACHE_BYTES = 32 << 20
+# The change log keeps this many recent positions, pruned every PRUNE_EVERY commits; a
+# reader further behind than MAX_REPLAY positions reloads everything instead of replaying.
+CHANGE_LOG_KEEP = 10_000
+PRUNE_EVERY = 1024
+MAX_REPLAY = 5_000
 # Writes that may orphan a blob before the first look at whether a scan is worth it.
 COLLECT_AFTER = 4096
 # Commits of any kind before the first look at whether a sweep for others' garbage is due.
@@ -126,6 +140,46 @@ class Collector:
             return False
         self.pending = self.commits = 0
         return True
+
+
+class BlobCache:
+    """Decoded blobs by digest, least recently used first out, bounded by their JSON's bytes:
+    one frozen object for every row that shares a blob."""
+
+    def __init__(self, limit: int = BLOB_CACHE_BYTES) -> None:
+        self.limit = limit
+        self.bytes = 0
+        self._values: OrderedDict[str, FrozenMap] = OrderedDict()
+
+    def get(self, digest: str) -> FrozenMap | None:
+        value = self._values.get(digest)
+        if value is not None:
+            self._values.move_to_end(digest)
+        return value
+
+    def add(self, digest: str, value: FrozenMap) -> None:
+        if digest not in self._values:
+            self._values[digest] = value
+            self.bytes += value.json_digest()[0]
+
+    def trim(self, keep: int = 0) -> None:
+        """Drop the oldest blobs past the bound, but never the ``keep`` newest (the rows
+        being built need them)."""
+        values = self._values
+        while self.bytes > self.limit and len(values) > keep:
+            _, old = values.popitem(last=False)
+            self.bytes -= old.json_digest()[0]
+
+    def clear(self) -> None:
+        self._values.clear()
+        self.bytes = 0
+
+
+def replayable(positions: list[int], token: int) -> bool:
+    """Whether log ``positions`` read after ``token`` (at most MAX_REPLAY + 1 of them) can
+    be replayed: committed positions are gap-free, so a gap means the log was pruned past
+    this reader, and a full page means it is far behind."""
+    return positions[0] == token + 1 and len(positions) <= MAX_REPLAY
 
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from flatstate.errors import StoreCorrupt
+from flatstate.errors import ReadOnlyStore, StoreCorrupt
 from flatstate.frozen import StringPool
 from flatstate.model import SessionEntry
 
@@ -86,9 +86,16 @@ class Backend(ABC):
     def changes_since(self, token: Any) -> tuple[set[str] | None, Any]:
         """Raw keys changed after ``token`` (None: too many or unknown, reload all)."""
 
-    @abstractmethod
     def begin(self) -> None:
-        """Take the writer lock (waiting up to the lock timeout) and start a transaction."""
+        """Refuse a store opened read-only, then take the writer lock (waiting up to the
+        lock timeout) and start a transaction (:meth:`_begin`)."""
+        if self.readonly:
+            raise ReadOnlyStore(self.location, "the store was opened read-only")
+        self._begin()
+
+    @abstractmethod
+    def _begin(self) -> None:
+        """Take the writer lock and start a transaction; the store may be written."""
 
     @abstractmethod
     def put(self, key: str, entry: SessionEntry, previous: SessionEntry | None) -> int:

@@ -312,9 +312,7 @@ class JsonFileBackend(Backend):
             return 0
 
     # -- writing ---------------------------------------------------------------
-    def begin(self) -> None:
-        if self.readonly:
-            raise ReadOnlyStore(self.path, "the store was opened read-only")
+    def _begin(self) -> None:
         if on_read_only_fs(self.path):
             raise ReadOnlyStore(self.path, READ_ONLY_FS)
         self._lock.acquire()

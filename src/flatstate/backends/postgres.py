@@ -65,7 +65,6 @@ import os
 import re
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -74,7 +73,18 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from flatstate.backends._blobs import Collector, load_blob, split_entry, updated_at_column
+from flatstate._schema import needs_migration
+from flatstate.backends._blobs import (
+    CHANGE_LOG_KEEP,
+    MAX_REPLAY,
+    PRUNE_EVERY,
+    BlobCache,
+    Collector,
+    load_blob,
+    replayable,
+    split_entry,
+    updated_at_column,
+)
 from flatstate.backends._pglisten import Listener, shared_signal
 from flatstate.backends._pgschema import (
     CONFLICT_SQLSTATE,
@@ -91,7 +101,7 @@ from flatstate.errors import (
     StoreCorrupt,
     StoreUnavailable,
 )
-from flatstate.frozen import FrozenMap, StringPool, decode_json, encode_json
+from flatstate.frozen import StringPool, decode_json, encode_json
 from flatstate.keys import DEFAULT_AGENT_ID, normalize_agent_id
 from flatstate.model import SessionEntry, build_entry
 
@@ -106,13 +116,6 @@ _SECRET_PARAMS = ("password", "sslpassword")
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 MAX_NAMESPACE = 200
 
-# The same figures as SQLite's: object fields this large are stored once by
-# content; the log keeps this many positions per namespace, a reader further
-# behind reloads everything.
-BLOB_CACHE_BYTES = 32 << 20
-CHANGE_LOG_KEEP = 10_000
-PRUNE_EVERY = 1024
-_MAX_REPLAY = 5_000
 SCAN_BATCH = 1000
 # Between attempts after a lost connection: this, doubling up to 1 s.
 RECONNECT_PAUSE = 0.01
@@ -305,8 +308,7 @@ class PostgresBackend(Backend):
         self.notified = 0  # the newest log position the listener has announced
         self._versions: dict[str, int] = {}
         self._versions_complete = False
-        self._blob_cache: OrderedDict[str, FrozenMap] = OrderedDict()
-        self._blob_cache_bytes = 0
+        self._blob_cache = BlobCache()
         self._commits = 0
         self._collector = Collector()
         self._scans = itertools.count()
@@ -465,17 +467,8 @@ class PostgresBackend(Backend):
     def _migrate(self, conn: Conn) -> None:
         """Create or upgrade the schema, and register the namespace; serialized by a lock."""
         version = self._schema_version(conn)
-        if version == SCHEMA_VERSION and (self.readonly or self._namespace_exists(conn)):
-            return
-        if version > SCHEMA_VERSION:
-            raise StoreCorrupt(
-                self.location,
-                f"schema version {version} is newer than this flatstate knows ({SCHEMA_VERSION})",
-                "Upgrade flatstate to open it.",
-            )
-        if version < SCHEMA_VERSION and self.readonly:
-            raise ReadOnlyStore(self.location, f"schema version {version} needs a migration")
-        if self.readonly:
+        migrating = needs_migration(self.location, version, SCHEMA_VERSION, readonly=self.readonly)
+        if self.readonly or (not migrating and self._namespace_exists(conn)):
             return
         try:
             with conn.transaction():
@@ -522,12 +515,10 @@ class PostgresBackend(Backend):
     def _row(self, key: str, text: str, blobs: str | None) -> Row:
         data = decode_json(text)
         if blobs:
-            cache = self._blob_cache
             for field, digest in decode_json(blobs).items():
-                value = cache.get(digest)
+                value = self._blob_cache.get(digest)
                 if value is None:
                     raise _MissingBlob(digest)
-                cache.move_to_end(digest)
                 data[field] = value
         return key, build_entry(key, data, pool=self.pool, on_load=True)
 
@@ -542,20 +533,11 @@ class PostgresBackend(Backend):
         if not named:
             return
         cache = self._blob_cache
-        wanted = []
-        for digest in named:
-            if digest in cache:
-                cache.move_to_end(digest)
-            else:
-                wanted.append(digest)
+        wanted = [digest for digest in named if cache.get(digest) is None]
         if wanted:
             for digest, text in conn.execute(self._sql.blobs, (self.namespace, wanted)):
-                value = load_blob(text, digest, self.pool)
-                cache[digest] = value
-                self._blob_cache_bytes += value.json_digest()[0]
-        while self._blob_cache_bytes > BLOB_CACHE_BYTES and len(cache) > len(named):
-            _, old = cache.popitem(last=False)
-            self._blob_cache_bytes -= old.json_digest()[0]
+                cache.add(digest, load_blob(text, digest, self.pool))
+        cache.trim(keep=len(named))
 
     def _missing_blob(self, digest: str) -> StoreCorrupt:
         return StoreCorrupt(
@@ -713,15 +695,13 @@ class PostgresBackend(Backend):
 
         def fetch(conn: Conn) -> tuple[set[str] | None, int]:
             rows = conn.execute(
-                self._sql.changes, (self.namespace, token, _MAX_REPLAY + 1)
+                self._sql.changes, (self.namespace, token, MAX_REPLAY + 1)
             ).fetchall()
             if not rows:
                 if self._writing and self._txn_head is not None and token > self._txn_head:
                     return None, self._position(conn)  # the log went backwards: reload
                 return set(), token
-            # Positions are gap-free in commit order: a gap means the log was pruned past
-            # this reader, and a full page means it is far behind.
-            if rows[0][0] != token + 1 or len(rows) > _MAX_REPLAY:
+            if not replayable([position for position, _ in rows], token):
                 return None, self._position(conn)
             return {key for _, key in rows}, rows[-1][0]
 
@@ -740,10 +720,8 @@ class PostgresBackend(Backend):
         return self._reading(fetch)
 
     # -- writes --------------------------------------------------------------------
-    def begin(self) -> None:
+    def _begin(self) -> None:
         """Start a write: BEGIN, then the namespace lock and the log's head (one round trip)."""
-        if self.readonly:
-            raise ReadOnlyStore(self.location, "the store was opened read-only")
         self._writing = True
         self._ops = []
         self._touched = set()

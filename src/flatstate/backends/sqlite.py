@@ -28,15 +28,24 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
 from flatstate._signal import open_signal
 from flatstate._sqlite import Checkpointer, Translate, connect, file_uri, inspect_hint
-from flatstate.backends._blobs import Collector, load_blob, split_entry, updated_at_column
+from flatstate.backends._blobs import (
+    CHANGE_LOG_KEEP,
+    MAX_REPLAY,
+    PRUNE_EVERY,
+    BlobCache,
+    Collector,
+    load_blob,
+    replayable,
+    split_entry,
+    updated_at_column,
+)
 from flatstate.backends.base import Backend, Row
-from flatstate.errors import ReadOnlyStore, StoreCorrupt
+from flatstate.errors import StoreCorrupt
 from flatstate.frozen import FrozenMap, StringPool, decode_json, encode_json
 from flatstate.model import SessionEntry, build_entry
 
@@ -73,18 +82,12 @@ MIGRATIONS: list[tuple[str, ...]] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)  # what this flatstate writes (connect migrates to it)
 
-# The change log keeps this many recent rows; a reader further behind reloads
-# everything instead of replaying.
-CHANGE_LOG_KEEP = 10_000
-_MAX_REPLAY = 5_000
 # The blobs some session refers to, and those none does (see collect_blobs).
 _REFERENCED_BLOBS = (
     "SELECT j.value FROM sessions, json_each(sessions.blobs) AS j WHERE sessions.blobs IS NOT NULL"
 )
 _UNREFERENCED_BLOBS = f"SELECT hash FROM blobs WHERE hash NOT IN ({_REFERENCED_BLOBS})"
 _DELETE_BATCH = 500  # below SQLite's limit on bound parameters
-# Decoded blobs kept for reuse across rows (bytes of their JSON).
-BLOB_CACHE_BYTES = 32 << 20
 # The page cache: large enough to hold the b-tree interior pages and the
 # recently written leaves of a store of tens of thousands of sessions.
 PAGE_CACHE_KIB = 8192
@@ -120,8 +123,7 @@ class SQLiteBackend(Backend):
         self._commits = 0
         self._collector = Collector()
         self._checkpointer = None if readonly else Checkpointer(self.path)
-        self._blob_cache: OrderedDict[str, FrozenMap] = OrderedDict()
-        self._blob_cache_bytes = 0
+        self._blob_cache = BlobCache()
 
     # -- errors ----------------------------------------------------------------
     def _errors(self) -> Translate:
@@ -138,10 +140,8 @@ class SQLiteBackend(Backend):
 
     def _blob(self, digest: str, conn: Any) -> FrozenMap:
         """The frozen value stored under ``digest``: one object for every row that shares it."""
-        cache = self._blob_cache
-        cached = cache.get(digest)
+        cached = self._blob_cache.get(digest)
         if cached is not None:
-            cache.move_to_end(digest)
             return cached
         found = conn.execute("SELECT value FROM blobs WHERE hash = ?", (digest,)).fetchone()
         if found is None:
@@ -151,11 +151,8 @@ class SQLiteBackend(Backend):
                 inspect_hint(self.path),
             )
         value = load_blob(found[0], digest, self.pool)
-        cache[digest] = value
-        self._blob_cache_bytes += value.json_digest()[0]
-        while self._blob_cache_bytes > BLOB_CACHE_BYTES and cache:
-            _, old = cache.popitem(last=False)
-            self._blob_cache_bytes -= old.json_digest()[0]
+        self._blob_cache.add(digest, value)
+        self._blob_cache.trim()
         return value
 
     def _token(self) -> int:
@@ -214,16 +211,13 @@ class SQLiteBackend(Backend):
         with self._errors():
             rows = self._conn.execute(
                 "SELECT seq, key FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
-                (token, _MAX_REPLAY + 1),
+                (token, MAX_REPLAY + 1),
             ).fetchall()
         if not rows:
             return set(), token
-        newest = rows[-1][0]
-        # Committed sequence numbers are contiguous; a gap means the log was
-        # pruned past this reader, and a full page means it is far behind.
-        if rows[0][0] != token + 1 or len(rows) > _MAX_REPLAY:
+        if not replayable([seq for seq, _ in rows], token):
             return None, self._token()
-        return {key for _, key in rows}, newest
+        return {key for _, key in rows}, rows[-1][0]
 
     def disk_bytes(self) -> int:
         total = 0
@@ -233,9 +227,7 @@ class SQLiteBackend(Backend):
         return total
 
     # -- writes ----------------------------------------------------------------
-    def begin(self) -> None:
-        if self.readonly:
-            raise ReadOnlyStore(self.path, "the store was opened read-only")
+    def _begin(self) -> None:
         with self._errors():
             self._conn.execute("BEGIN IMMEDIATE")
 
@@ -273,7 +265,7 @@ class SQLiteBackend(Backend):
         with self._errors():
             token = self._token()
             self._commits += 1
-            if self._commits % 1024 == 0:
+            if self._commits % PRUNE_EVERY == 0:
                 self._conn.execute("DELETE FROM changes WHERE seq <= ?", (token - CHANGE_LOG_KEEP,))
             if self._collector.due(self.count):
                 self.collect_blobs()
@@ -304,7 +296,6 @@ class SQLiteBackend(Backend):
             )
             removed += cursor.rowcount
         self._blob_cache.clear()
-        self._blob_cache_bytes = 0
         return removed
 
     def rollback(self) -> None:
