@@ -278,7 +278,7 @@ def test_a_held_namespace_lock_times_out_with_a_clear_error(
 def test_a_reader_far_behind_reloads_everything(
     location: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pg_backend, "_MAX_REPLAY", 3)
+    monkeypatch.setattr(_blobs, "MAX_REPLAY", 3)
     with (
         flatstate.open_store(location) as writer,
         flatstate.open_store(location, check_interval=3600) as reader,
