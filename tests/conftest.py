@@ -55,7 +55,7 @@ def check_docstring_examples(module: str) -> None:
 
 
 # Every backend the conformance suite runs against; later backends add themselves here.
-BACKENDS = ["sqlite", "jsonfile", *(["postgres"] if POSTGRES_DSN else [])]
+BACKENDS = ["sqlite", "jsonfile", "memory", *(["postgres"] if POSTGRES_DSN else [])]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -100,6 +100,8 @@ def store_location(backend: str, root: Path) -> str:
         return str(root / "agents" / "main" / "sessions" / "sessions.json")
     if backend == "postgres":
         return postgres_location(root)
+    if backend == "memory":  # a database of its own, transcripts under the test's directory
+        return f"memory://{uuid.uuid4().hex}?state_dir={quote(str(root / 'state'))}"
     raise ValueError(backend)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import urllib.parse
 from typing import Any
 
 from flatstate.backends.base import Backend
@@ -23,6 +24,7 @@ from flatstate.transcripts import FsyncPolicy
 __all__ = ["open_store"]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+MEMORY_SCHEME = "memory://"
 
 log = logging.getLogger("flatstate")
 
@@ -47,7 +49,9 @@ def open_store(
 
     ``path`` picks the backend: a ``postgresql://`` (or ``postgres://``) URL is
     a PostgreSQL database shared by many processes and hosts (see
-    :mod:`flatstate.backends.postgres` and docs/postgres.md); a path ending in
+    :mod:`flatstate.backends.postgres` and docs/postgres.md); ``memory://NAME`` is a
+    store in this process's memory, shared by every store opened under that name (for
+    tests; ``?state_dir=DIR`` for its transcripts); a path ending in
     ``.json`` is an OpenClaw ``sessions.json`` (its agent id is taken from
     ``agents/<id>/sessions/``); anything else is a state directory holding the
     SQLite database, created if missing. A damaged sessions.json opens
@@ -91,7 +95,7 @@ def open_store(
     'claude-opus-4-5'
     """
     location = os.fspath(path)
-    if not location.startswith(POSTGRES_SCHEMES):
+    if not location.startswith((*POSTGRES_SCHEMES, MEMORY_SCHEME)):
         location = os.path.expanduser(location)  # "~/.flatstate/main", as the docs write it
     pool = StringPool()
     backend: Backend
@@ -106,6 +110,14 @@ def open_store(
             synchronous=synchronous,
             readonly=readonly,
             **backend_options,
+        )
+    elif location.startswith(MEMORY_SCHEME):
+        from flatstate.backends.memory import MemoryBackend, database
+
+        name, _, query = location[len(MEMORY_SCHEME) :].partition("?")
+        state_dir = dict(urllib.parse.parse_qsl(query)).get("state_dir")
+        backend = MemoryBackend(
+            database(name, state_dir), pool=pool, lock_timeout=lock_timeout, readonly=readonly
         )
     elif location.endswith(".json"):
         from flatstate.backends.jsonfile import JsonFileBackend
