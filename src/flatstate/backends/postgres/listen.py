@@ -1,7 +1,7 @@
 """LISTEN on a thread of its own: how a PostgreSQL store learns of other processes' commits.
 
 Every change to a namespace's sessions sends ``NOTIFY <channel>, '<position>'``
-when its transaction commits (see :mod:`flatstate.backends._pgschema`). A
+when its transaction commits (see :mod:`flatstate.backends.postgres.schema`). A
 :class:`Listener` holds one connection outside the pool, waits on its socket
 and, for each notification, calls back with the position; the backend bumps
 its :class:`NotifySignal` when that position is newer than what the store has

@@ -1,79 +1,20 @@
-"""The distributed engine: one PostgreSQL database shared by gateways on many hosts.
-
-Open it with ``open_store("postgresql://user:password@host/db")``. The schema
-(:mod:`flatstate.backends._pgschema`) keeps every agent's sessions in one set
-of tables, each row tagged with its *namespace* (the agent id unless told
-otherwise): one row per session (``key``, ``entry`` as json text, kept exactly, ``session_id``,
-``updated_at``, ``version``), large object fields stored once by content in
-``blobs`` as on SQLite, a change log numbered per namespace, and
-``schema_version`` for migrations.
-
-Writes. A write transaction takes the namespace's advisory lock first (one
-round trip, sent with BEGIN), so the writers of a namespace, in every
-process on every host, take turns, as SQLite's BEGIN IMMEDIATE makes them do
-on one machine. Inside the lock the store catches up on the change log and
-only then reads what it modifies: a read-modify-write (``patch``,
-``update(fn)``) always works on the latest committed state, which is what
-makes 4 processes x 500 increments of one counter come out at 2,000. Each
-row write is also checked against the row's ``version`` as the store last
-read it (``UPDATE ... WHERE version = expected``, in the server functions
-``put``/``remove``): under the lock no flatstate writer can fail that check,
-but a program that writes the table without taking the lock can, and then
-the write is retried from the start (caught up, re-run) a bounded number of
-times instead of overwriting that program's change unseen. A patch costs two
-round trips and one commit: "BEGIN; lock" in one query, then the row
-functions, blob inserts and COMMIT in another. Writes bind their parameters
-on the client (psycopg's ClientCursor) and send each batch as one
-multi-statement query: on this machine that cost half the client CPU of the
-same statements in pipeline mode, and a pooler sees no prepared statement.
-
-Why a lock and not optimistic transactions alone or SERIALIZABLE: a gateway's
-writes to one agent are few and short (a lock is held for two round trips),
-while optimistic retries under contention (many processes patching one
-counter) redo work and can starve; SERIALIZABLE would abort and retry the same
-way and still needs a commit-ordered change log, which the lock gives for
-free. A write that takes the lock only at commit (one round trip less) was
-tried and dropped: a write that ends up writing nothing, or whose function
-raises, would then have acted on a view nobody checked. Different agents
-(namespaces) never wait for each other.
-
-Freshness. Every committed change notifies the namespace's channel with its
-log position. Each backend LISTENs on a dedicated connection in a thread
-(:mod:`flatstate.backends._pglisten`) and bumps the store's signal when a
-position is newer than what the store has seen, so the next read reloads just
-the keys the log names. After a lost connection the listener reconnects and
-asks for a catch-up from the log by position, which misses nothing; the
-store's periodic check (``check_interval``) is a backstop besides. A
-process's own writes are in its cache as soon as they return.
-
-A connection lost during a commit is settled before anything is retried:
-each write sets a random marker that the trigger logs with its changes; on a
-new connection, under the namespace lock (granted only once the old
-transaction has ended), the marker is in the log or it never will be. So a
-write is neither lost nor applied twice. Other lost connections are retried
-on a fresh one for up to ``lock_timeout``.
-
-Transcripts (and the facts and auth stores) stay in a local state directory
-(``state_dir``, default ``~/.flatstate/<namespace>``).
-"""
+"""The PostgreSQL backend: reads, the write protocol and the listener's hand-off (the
+package docstring, :mod:`flatstate.backends.postgres`, tells the design)."""
 
 from __future__ import annotations
 
 import contextlib
 import itertools
 import os
-import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from flatstate._schema import needs_migration
 from flatstate.backends._blobs import (
     CHANGE_LOG_KEEP,
     MAX_REPLAY,
@@ -85,40 +26,28 @@ from flatstate.backends._blobs import (
     split_entry,
     updated_at_column,
 )
-from flatstate.backends._pglisten import Listener, shared_signal
-from flatstate.backends._pgschema import (
-    CONFLICT_SQLSTATE,
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    channel_name,
-    statements,
-)
 from flatstate.backends.base import Backend, RetryWrite, Row
-from flatstate.errors import (
-    ConflictError,
-    LockTimeout,
-    ReadOnlyStore,
-    StoreCorrupt,
-    StoreUnavailable,
+from flatstate.backends.postgres.connection import (
+    RECONNECT_PAUSE,
+    LostWhilePreparing,
+    Patience,
+    lost,
+    translate,
+    unavailable,
 )
+from flatstate.backends.postgres.dsn import resolve, split_dsn
+from flatstate.backends.postgres.listen import Listener, shared_signal
+from flatstate.backends.postgres.queries import Op, Queries
+from flatstate.backends.postgres.schema import channel_name, migrate
+from flatstate.errors import StoreCorrupt, StoreUnavailable
 from flatstate.frozen import StringPool, decode_json, encode_json
-from flatstate.keys import DEFAULT_AGENT_ID, normalize_agent_id
 from flatstate.model import SessionEntry, build_entry
 
-__all__ = ["DEFAULT_SCHEMA", "PostgresBackend", "redact_dsn", "split_dsn"]
+__all__ = ["PostgresBackend"]
 
-DEFAULT_SCHEMA = "flatstate"
 DEFAULT_POOL_SIZE = 4
 TRANSCRIPTS_DIRNAME = "transcripts"
-# The DSN's query parameters that are flatstate's, not libpq's.
-OWN_PARAMS = ("namespace", "schema", "state_dir")
-_SECRET_PARAMS = ("password", "sslpassword")
-_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-MAX_NAMESPACE = 200
-
 SCAN_BATCH = 1000
-# Between attempts after a lost connection: this, doubling up to 1 s.
-RECONNECT_PAUSE = 0.01
 # How long to keep asking whether a commit whose reply was lost happened.
 OUTCOME_PATIENCE = 30.0
 
@@ -126,73 +55,8 @@ OUTCOME_PATIENCE = 30.0
 _ABSENT = 0
 _UNKNOWN = -1
 
-# SQLSTATEs a write may simply retry after: a row changed under it, a deadlock with a
-# writer outside the lock, a serialization failure.
-_RETRYABLE = {CONFLICT_SQLSTATE, "40P01", "40001"}
-# Connection exceptions (class 08) and the server shutting a session down (57P0x).
-_LOST_PREFIXES = ("08", "57P")
-
-
 Conn = psycopg.Connection[tuple[Any, ...]]
 T = TypeVar("T")
-
-
-def split_dsn(dsn: str) -> tuple[str, dict[str, str]]:
-    """Separate flatstate's own URL parameters (``namespace``, ``schema``, ``state_dir``)
-    from the DSN that libpq sees."""
-    if "://" not in dsn:
-        return dsn, {}
-    parts = urlsplit(dsn)
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    ours = {k: v for k, v in pairs if k in OWN_PARAMS}
-    rest = [(k, v) for k, v in pairs if k not in OWN_PARAMS]
-    return urlunsplit(parts._replace(query=urlencode(rest, quote_via=quote))), ours
-
-
-def redact_dsn(dsn: str) -> str:
-    """``dsn`` without its password (for messages, logs and ``location``)."""
-    if "://" not in dsn:
-        try:
-            fields = conninfo_to_dict(dsn)
-        except psycopg.ProgrammingError:
-            return "<unparsable DSN>"
-        return make_conninfo(
-            "", **{k: v for k, v in fields.items() if k not in _SECRET_PARAMS and v is not None}
-        )
-    parts = urlsplit(dsn)
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    netloc = (userinfo.split(":", 1)[0] + at + hosts) if at else parts.netloc
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    query = urlencode([(k, v) for k, v in pairs if k not in _SECRET_PARAMS], quote_via=quote)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-def _safe_dirname(namespace: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", namespace) or "_"
-
-
-def _lost(exc: BaseException) -> bool:
-    """Whether ``exc`` means the connection is gone (not that the statement was wrong)."""
-    if not isinstance(exc, psycopg.Error):
-        return isinstance(exc, OSError)
-    state = exc.sqlstate
-    if state is None:
-        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
-    return state.startswith(_LOST_PREFIXES)
-
-
-class _Op:
-    """One statement of a pending write: a row's ``put`` or ``remove``, or a blob insert."""
-
-    __slots__ = ("key", "params", "put", "query")
-
-    def __init__(
-        self, query: str, params: tuple[Any, ...], key: str | None = None, put: bool = False
-    ) -> None:
-        self.query = query
-        self.params = params
-        self.key = key
-        self.put = put
 
 
 class PostgresBackend(Backend):
@@ -237,44 +101,27 @@ class PostgresBackend(Backend):
         listen_dsn: str | None = None,
         connect_timeout: float = 10.0,
     ) -> None:
-        libpq_dsn, url_options = split_dsn(dsn)
-        namespace = namespace or url_options.get("namespace")
-        if not namespace:
-            namespace = normalize_agent_id(agent_id or DEFAULT_AGENT_ID)
-        schema = schema or url_options.get("schema") or DEFAULT_SCHEMA
-        state_dir = state_dir or url_options.get("state_dir")
-        if not _SCHEMA_NAME.fullmatch(schema):
-            raise ValueError(
-                f"schema must be a lower-case identifier (letters, digits, _), not {schema!r}"
-            )
-        if len(namespace) > MAX_NAMESPACE or "\x00" in namespace:
-            raise ValueError(f"namespace must be at most {MAX_NAMESPACE} characters, without NUL")
         sync = synchronous.lower()
         if sync not in {"normal", "full", "off"}:
             raise ValueError(f"synchronous must be 'normal', 'full' or 'off', not {synchronous!r}")
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, not {pool_size}")
+        where = resolve(
+            dsn, agent_id=agent_id, namespace=namespace, schema=schema, state_dir=state_dir
+        )
+        libpq_dsn, namespace = where.libpq_dsn, where.namespace
         self.pool = pool
         self.readonly = readonly
         self.lock_timeout = lock_timeout
         self.namespace = namespace
-        self.schema = schema
-        query = urlencode(
-            [("namespace", namespace)] + ([("schema", schema)] if schema != DEFAULT_SCHEMA else []),
-            quote_via=quote,
-        )
-        redacted = redact_dsn(libpq_dsn)
-        self.location = redacted + ("&" if "?" in redacted else "?") + query
-        if "://" not in redacted:
-            self.location = f"{redacted} (namespace {namespace!r}, schema {schema!r})"
-        self.state_dir = os.path.expanduser(
-            state_dir or os.path.join("~", ".flatstate", _safe_dirname(namespace))
-        )
+        self.schema = where.schema
+        self.location = where.redacted
+        self.state_dir = where.state_dir
         self.transcripts_dir = os.path.join(self.state_dir, TRANSCRIPTS_DIRNAME)
-        self.channel = channel_name(schema, namespace)
+        self.channel = channel_name(self.schema, namespace)
         self._synchronous = {"normal": None, "full": "on", "off": "off"}[sync]
         self._lock_timeout_ms = f"{max(1, int(lock_timeout * 1000))}ms"
-        self._sql = _Queries(schema)
+        self._sql = Queries(self.schema)
 
         try:
             params = conninfo_to_dict(libpq_dsn)
@@ -315,7 +162,7 @@ class PostgresBackend(Backend):
         # The write transaction in progress.
         self._conn: Conn | None = None
         self._writing = False
-        self._ops: list[_Op] = []
+        self._ops: list[Op] = []
         self._touched: set[str] = set()
         self._txn_head: int | None = None  # the log's head read under the lock (eager)
         self._txn_token = 0  # where the store caught up to for this write
@@ -328,7 +175,7 @@ class PostgresBackend(Backend):
             try:
                 first = self._connect_listener(migrate=True)
                 break
-            except _LostWhilePreparing as lost:
+            except LostWhilePreparing as lost:
                 if not patience.again():
                     raise lost.error from lost
         try:
@@ -354,19 +201,13 @@ class PostgresBackend(Backend):
 
     # -- connections ---------------------------------------------------------------
     def _unavailable(self, exc: BaseException, doing: str) -> StoreUnavailable:
-        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return StoreUnavailable(
-            self.location,
-            f"could not {doing}: {cause}",
-            "Check that PostgreSQL is running and that the DSN (host, port, user, password, "
-            "database) is right.",
-        )
+        return unavailable(self.location, exc, doing)
 
     def _connect_listener(self, migrate: bool = False) -> Conn:
         """A new listening connection (migrating the schema first, when opening).
 
         A server that cannot be reached fails at once; a connection lost after it
-        was made raises :class:`_LostWhilePreparing`, worth another try.
+        was made raises :class:`LostWhilePreparing`, worth another try.
         """
         try:
             conn: Conn = psycopg.connect(self._listen_dsn, **self._listen_kwargs)
@@ -378,8 +219,8 @@ class PostgresBackend(Backend):
             conn.execute(f'LISTEN "{self.channel}"')
         except psycopg.Error as exc:
             conn.close()
-            if _lost(exc):
-                raise _LostWhilePreparing(self._unavailable(exc, "prepare the store")) from exc
+            if lost(exc):
+                raise LostWhilePreparing(self._unavailable(exc, "prepare the store")) from exc
             raise self._translate(exc, "prepare the store") from exc
         except BaseException:
             conn.close()
@@ -405,8 +246,8 @@ class PostgresBackend(Backend):
         with contextlib.suppress(Exception):
             self._pool.putconn(conn)
 
-    def _patience(self) -> _Patience:
-        return _Patience(self.lock_timeout)
+    def _patience(self) -> Patience:
+        return Patience(self.lock_timeout)
 
     def _drop_dead_connections(self) -> None:
         """After one connection was found dead, test the idle others (a server restart or
@@ -431,7 +272,7 @@ class PostgresBackend(Backend):
             try:
                 return fn(conn)
             except psycopg.Error as exc:
-                if not _lost(exc) or not patience.again():
+                if not lost(exc) or not patience.again():
                     raise self._translate(exc, "read") from exc
             finally:
                 self._putconn(conn)
@@ -439,74 +280,24 @@ class PostgresBackend(Backend):
 
     def _translate(self, exc: psycopg.Error, doing: str) -> Exception:
         """The flatstate error for a psycopg one; retryable ones wrapped in RetryWrite."""
-        state = exc.sqlstate or ""
-        if state in _RETRYABLE:
-            return RetryWrite(
-                ConflictError(
-                    self.location,
-                    "the write kept meeting concurrent changes "
-                    f"({exc.diag.message_primary or state}); a program writing the sessions "
-                    "table without taking the namespace lock "
-                    f"(SELECT {self.schema}.lock(namespace)) can cause this",
-                )
-            )
-        if state == "55P03":
-            return LockTimeout(
-                self.location,
-                self.lock_timeout,
-                fix="Another process is writing this namespace; wait for it or raise lock_timeout.",
-            )
-        if state in ("25006", "42501"):
-            return ReadOnlyStore(self.location, f"the server refused the write ({state}: {exc})")
-        if _lost(exc):
-            error = self._unavailable(exc, doing)
-            return RetryWrite(error) if self._conn is not None else error
-        return exc
+        return translate(
+            exc,
+            doing,
+            location=self.location,
+            schema=self.schema,
+            lock_timeout=self.lock_timeout,
+            writing=self._conn is not None,
+        )
 
     # -- schema --------------------------------------------------------------------
     def _migrate(self, conn: Conn) -> None:
         """Create or upgrade the schema, and register the namespace; serialized by a lock."""
-        version = self._schema_version(conn)
-        migrating = needs_migration(self.location, version, SCHEMA_VERSION, readonly=self.readonly)
-        if self.readonly or (not migrating and self._namespace_exists(conn)):
-            return
         try:
-            with conn.transaction():
-                conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                    (f"flatstate-migrate/{self.schema}",),
-                )
-                version = self._schema_version(conn)  # again, under the lock
-                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-                conn.execute(
-                    f'CREATE TABLE IF NOT EXISTS "{self.schema}".schema_version '
-                    "(version integer NOT NULL)"
-                )
-                for step in MIGRATIONS[version:]:
-                    for statement in statements(step, self.schema):
-                        conn.execute(statement.encode())
-                if version < SCHEMA_VERSION:
-                    conn.execute(f'DELETE FROM "{self.schema}".schema_version')
-                    conn.execute(
-                        f'INSERT INTO "{self.schema}".schema_version (version) VALUES (%s)',
-                        (SCHEMA_VERSION,),
-                    )
+            migrate(conn, self.schema, readonly=self.readonly, location=self.location)
+            if not self.readonly:
                 conn.execute(self._sql.add_namespace, (self.namespace, self.namespace))
         except psycopg.Error as exc:
-            if exc.sqlstate == "42501":
-                raise ReadOnlyStore(
-                    self.location,
-                    f"the role may not create the schema {self.schema!r} ({exc})",
-                ) from exc
             raise self._translate(exc, "migrate the schema") from exc
-
-    def _schema_version(self, conn: Conn) -> int:
-        table = f'"{self.schema}".schema_version'
-        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
-        if not row or not row[0]:
-            return 0
-        found = conn.execute(f"SELECT max(version) FROM {table}").fetchone()
-        return int(found[0] or 0) if found else 0
 
     def _namespace_exists(self, conn: Conn) -> bool:
         return conn.execute(self._sql.namespace_exists, (self.namespace,)).fetchone() is not None
@@ -573,7 +364,7 @@ class PostgresBackend(Backend):
                 cursor = self._open_scan(conn, None)
             except psycopg.Error as exc:
                 self._end_read(conn)
-                if not _lost(exc) or not patience.again():
+                if not lost(exc) or not patience.again():
                     raise self._translate(exc, "read the sessions") from exc
                 self._drop_dead_connections()
                 continue
@@ -616,7 +407,7 @@ class PostgresBackend(Backend):
                             break
                         self._load_blobs(conn, [blobs for _, _, _, blobs in batch])
                     except psycopg.Error as exc:
-                        if not (own and _lost(exc)) or not patience.again():
+                        if not (own and lost(exc)) or not patience.again():
                             raise self._translate(exc, "read the sessions") from exc
                         self._end_read(conn)
                         holding = False
@@ -740,13 +531,13 @@ class PostgresBackend(Backend):
                 row = cursor.fetchone()
             except psycopg.Error as exc:
                 self._abandon(conn)
-                if _lost(exc) and patience.again():
+                if lost(exc) and patience.again():
                     self._drop_dead_connections()
                     continue  # nothing was done yet: try again on another connection
                 self._end_write()
                 error = self._translate(exc, "start a write")
                 # Still nothing done: the store may try the whole write again, after a pause.
-                raise (RetryWrite(error) if _lost(exc) else error) from exc
+                raise (RetryWrite(error) if lost(exc) else error) from exc
             assert row is not None
             self._conn = conn
             self._txn_head = self._txn_token = int(row[0])
@@ -791,11 +582,11 @@ class PostgresBackend(Backend):
         self._collector.wrote(may_orphan)
         for digest, value in new_blobs:
             text = encode_json(value)
-            self._ops.append(_Op(sql.put_blob, (self.namespace, digest, text.decode())))
+            self._ops.append(Op(sql.put_blob, (self.namespace, digest, text.decode())))
         encoded = encode_json(light)
         updated = updated_at_column(entry)
         self._ops.append(
-            _Op(
+            Op(
                 sql.put,
                 (
                     self.namespace,
@@ -814,7 +605,7 @@ class PostgresBackend(Backend):
 
     def remove(self, key: str) -> None:
         self._collector.wrote(True)
-        self._ops.append(_Op(self._sql.remove, (self.namespace, key, self._expected(key)), key))
+        self._ops.append(Op(self._sql.remove, (self.namespace, key, self._expected(key)), key))
 
     def commit(self) -> Any:
         assert self._writing, "commit() without begin()"
@@ -832,7 +623,7 @@ class PostgresBackend(Backend):
             queries.append(self._sql.collect_blobs)
             params += (self.namespace, self.namespace)
         queries.append("COMMIT")
-        written: list[tuple[_Op, Any]] = []
+        written: list[tuple[Op, Any]] = []
         try:
             cursor = psycopg.ClientCursor(conn)
             cursor.execute("; ".join(queries), params)
@@ -873,7 +664,7 @@ class PostgresBackend(Backend):
 
     def _commit_failed(self, conn: Conn, exc: psycopg.Error, keys: list[str], base: int) -> int:
         """Settle a commit that raised: retry it, report it, or find that it did commit."""
-        if not _lost(exc):
+        if not lost(exc):
             self._abandon(conn)
             raise self._translate(exc, "commit") from exc
         self._putconn(conn)  # broken: the pool discards it
@@ -921,7 +712,7 @@ class PostgresBackend(Backend):
                 row = cursor.fetchone()
                 return bool(row and row[0])
             except psycopg.Error as exc:
-                if not _lost(exc):
+                if not lost(exc):
                     return None
                 self._drop_dead_connections()
                 time.sleep(RECONNECT_PAUSE)
@@ -952,79 +743,7 @@ class PostgresBackend(Backend):
         return self._listener.reconnects
 
 
-class _Patience:
-    """How long an operation keeps trying through lost connections: the lock timeout,
-    the time a writer would also wait for another writer. The first retry is at once
-    (one killed session says nothing of the next); later ones back off."""
-
-    def __init__(self, seconds: float) -> None:
-        self.deadline = time.monotonic() + seconds
-        self.tries = 0
-
-    def again(self) -> bool:
-        self.tries += 1
-        if time.monotonic() >= self.deadline:
-            return False
-        if self.tries > 1:
-            time.sleep(min(RECONNECT_PAUSE * 2 ** (self.tries - 2), 1.0))
-        return True
-
-
-class _LostWhilePreparing(Exception):
-    def __init__(self, error: StoreUnavailable) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
 class _MissingBlob(Exception):
     def __init__(self, digest: str) -> None:
         super().__init__(digest)
         self.digest = digest
-
-
-class _Queries:
-    """Every statement, with the schema filled in once."""
-
-    def __init__(self, schema: str) -> None:
-        s = f'"{schema}"'
-        self.add_namespace = (
-            f"INSERT INTO {s}.namespaces (ns, channel) VALUES (%s, {s}.channel(%s)) "
-            "ON CONFLICT DO NOTHING"
-        )
-        self.namespace_exists = f"SELECT 1 FROM {s}.namespaces WHERE ns = %s"
-        self.position = f"SELECT seq FROM {s}.namespaces WHERE ns = %s"
-        self.read = (
-            f"SELECT version, entry::text, blobs::text FROM {s}.sessions WHERE ns = %s AND key = %s"
-        )
-        rows = f"SELECT key, version, entry::text, blobs::text FROM {s}.sessions WHERE ns = %s"
-        self.scan = f"{rows} ORDER BY key"
-        self.scan_after = f"{rows} AND key > %s ORDER BY key"
-        self.keys = f'SELECT key FROM {s}.sessions WHERE ns = %s ORDER BY key COLLATE "C"'
-        self.count = f"SELECT count(*) FROM {s}.sessions WHERE ns = %s"
-        self.blobs = f"SELECT hash, value::text FROM {s}.blobs WHERE ns = %s AND hash = ANY(%s)"
-        self.changes = (
-            f"SELECT seq, key FROM {s}.changes WHERE ns = %s AND seq > %s ORDER BY seq LIMIT %s"
-        )
-        self.begin_write = f"SELECT {s}.begin_write(%s, %s, %s, %s::bigint)"
-        self.lock = f"SELECT {s}.lock(%s)"
-        self.committed = (
-            f"SELECT EXISTS (SELECT 1 FROM {s}.changes WHERE ns = %s AND seq > %s AND txn = %s)"
-        )
-        self.put = f"SELECT {s}.put(%s, %s, %s, %s, %s::json, %s::jsonb, %s)"
-        self.put_blob = (
-            f"INSERT INTO {s}.blobs (ns, hash, value) VALUES (%s, %s, %s::json) "
-            "ON CONFLICT DO NOTHING"
-        )
-        self.remove = f"SELECT {s}.remove(%s, %s, %s)"
-        self.prune = f"DELETE FROM {s}.changes WHERE ns = %s AND seq <= %s"
-        self.collect_blobs = (
-            f"DELETE FROM {s}.blobs b WHERE b.ns = %s AND b.hash NOT IN "
-            f"(SELECT j.value FROM {s}.sessions t, jsonb_each_text(t.blobs) AS j "
-            "WHERE t.ns = %s AND t.blobs IS NOT NULL)"
-        )
-        self.disk_bytes = (
-            f"SELECT (SELECT coalesce(sum(pg_column_size(t.*)), 0) FROM {s}.sessions t "
-            "WHERE t.ns = %s) "
-            f"+ (SELECT coalesce(sum(pg_column_size(b.*)), 0) FROM {s}.blobs b WHERE b.ns = %s) "
-            f"+ (SELECT coalesce(sum(pg_column_size(c.*)), 0) FROM {s}.changes c WHERE c.ns = %s)"
-        )

@@ -1,4 +1,4 @@
-"""The PostgreSQL schema of :mod:`flatstate.backends.postgres`, as numbered migrations.
+"""The PostgreSQL schema of :mod:`flatstate.backends.postgres.backend`, as numbered migrations.
 
 Every table carries ``ns`` (the namespace, by default the agent id), so many
 agents, or many gateways, share one database and one schema. ``{s}`` in the
@@ -34,9 +34,19 @@ Never edit a released step: append a new one.
 
 from __future__ import annotations
 
-__all__ = ["CONFLICT_SQLSTATE", "MIGRATIONS", "SCHEMA_VERSION", "channel_name", "statements"]
+__all__ = [
+    "CONFLICT_SQLSTATE",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "channel_name",
+    "migrate",
+    "statements",
+]
 
 import hashlib
+from typing import Any
+
+from flatstate._schema import needs_migration
 
 # Raised by put() and remove() when the row is not at the version the writer based its
 # change on (a custom SQLSTATE: class "AS" is not used by PostgreSQL).
@@ -208,3 +218,40 @@ def channel_name(schema: str, namespace: str) -> str:
     """The LISTEN channel of a namespace; the same as the SQL function ``channel``."""
     digest = hashlib.sha256(f"{schema}/{namespace}".encode()).hexdigest()
     return "flatstate_" + digest[:32]
+
+
+def schema_version(conn: Any, schema: str) -> int:
+    """The version of ``schema`` in the database (0: not created yet)."""
+    table = f'"{schema}".schema_version'
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    if not row or not row[0]:
+        return 0
+    found = conn.execute(f"SELECT max(version) FROM {table}").fetchone()
+    return int(found[0] or 0) if found else 0
+
+
+def migrate(conn: Any, schema: str, *, readonly: bool, location: str) -> None:
+    """Create or upgrade ``schema`` to SCHEMA_VERSION in one transaction, serialized across
+    processes by an advisory lock; a read-only caller only checks the version."""
+    if not needs_migration(
+        location, schema_version(conn, schema), SCHEMA_VERSION, readonly=readonly
+    ):
+        return
+    with conn.transaction():
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            (f"flatstate-migrate/{schema}",),
+        )
+        version = schema_version(conn, schema)  # again, under the lock
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        conn.execute(
+            f'CREATE TABLE IF NOT EXISTS "{schema}".schema_version (version integer NOT NULL)'
+        )
+        for step in MIGRATIONS[version:]:
+            for statement in statements(step, schema):
+                conn.execute(statement.encode())
+        if version < SCHEMA_VERSION:
+            conn.execute(f'DELETE FROM "{schema}".schema_version')
+            conn.execute(
+                f'INSERT INTO "{schema}".schema_version (version) VALUES (%s)', (SCHEMA_VERSION,)
+            )
