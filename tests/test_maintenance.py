@@ -13,12 +13,12 @@ from flatstate import SessionStore
 from flatstate.maintenance import (
     DAY_MS,
     MaintenanceConfig,
-    archive_name,
     parse_bytes,
     parse_duration_ms,
     plan_maintenance,
 )
 from flatstate.model import build_entry
+from flatstate.transcripts import archive_name
 from tests.conftest import FakeClock
 
 StoreFactory = Callable[..., SessionStore]

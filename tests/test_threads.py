@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import flatstate
-from flatstate import transcripts
 from flatstate.frozen import StringPool
+from flatstate.transcripts import file as transcripts
 
 
 def run_threads(count: int, work: Callable[[int], None]) -> list[BaseException]:

@@ -14,7 +14,8 @@ import pytest
 import flatstate
 from flatstate.bench.transcripts import write_large_transcript
 from flatstate.errors import InvalidEntry
-from flatstate.transcripts import CHUNK, FsyncPolicy, Transcript
+from flatstate.transcripts import FsyncPolicy, Transcript
+from flatstate.transcripts.file import CHUNK
 from tests.conftest import require_extra
 from tests.processes import START_TIMEOUT, ctx, join_all, running
 

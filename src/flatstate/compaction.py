@@ -28,15 +28,14 @@ import inspect
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from flatstate.frozen import FrozenMap, encode_json
+from flatstate.store import SessionStore
 from flatstate.transcripts import Context, Transcript
-
-if TYPE_CHECKING:
-    from flatstate.store import SessionStore
+from flatstate.transcripts.reconcile import reconcile as reconcile_count
 
 __all__ = [
     "CompactionResult",
@@ -225,33 +224,11 @@ def builtin_summarizer(request: SummaryRequest) -> Summary:
     return Summary(" ".join(parts), {"readFiles": read, "modifiedFiles": modified})
 
 
-def _recorded_count(compaction: FrozenMap | None) -> int:
-    details = compaction.get("details") if compaction is not None else None
-    count = details.get("compactionCount") if isinstance(details, Mapping) else None
-    return count if isinstance(count, int) and not isinstance(count, bool) else 0
-
-
 def reconcile(store: SessionStore, key: str, transcript: Transcript | None = None) -> int:
-    """Raise ``compactionCount`` to what the transcript records; return the count.
-
-    Only ever raises it: a crash after the compaction entry was written but
-    before the session was patched is repaired here.
-    """
+    """Raise ``compactionCount`` to what the transcript records; return the count (see
+    :mod:`flatstate.transcripts.reconcile`, which the store runs on every open)."""
     transcript = transcript or store.transcript(key, reconcile=False)
-    recorded = _recorded_count(transcript.context().compaction)
-    entry = store.get(key)
-    current = entry.compaction_count if entry is not None else 0
-    if recorded > current:
-
-        def raise_count(draft: Any) -> None:
-            existing = draft.get(key)
-            if existing is not None and existing.compaction_count < recorded:
-                draft.patch(key, {"compactionCount": recorded}, preserve_activity=True)
-
-        store.update(raise_count)
-        log.info("%s: compactionCount raised to %d from its transcript", key, recorded)
-        return recorded
-    return current
+    return reconcile_count(store, key, transcript)
 
 
 def _payload_before(plan: CompactionPlan, transcript: Transcript) -> dict[str, Any]:

@@ -26,8 +26,8 @@ from flatstate.files import TEMP_STALE_SECONDS, atomic_write
 from flatstate.frozen import decode_json, strict_decoder
 from flatstate.keys import normalize_key
 from flatstate.locks import FileLock, inspect_lock
-from flatstate.maintenance import archive_name
 from flatstate.model import validate_session_id
+from flatstate.transcripts import archive_name
 
 __all__ = ["DoctorReport", "Finding", "RepairReport", "diagnose", "repair", "salvage"]
 

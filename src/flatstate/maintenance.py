@@ -19,31 +19,26 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Literal
 
 import msgspec
 
 from flatstate.frozen import encode_json
 from flatstate.model import SessionEntry
+from flatstate.transcripts.layout import archive_name, archive_time_ms, transcript_file
 
 __all__ = [
     "DiskBudgetReport",
     "MaintenanceConfig",
     "MaintenancePlan",
     "MaintenanceReport",
-    "archive_name",
     "parse_bytes",
     "parse_duration_ms",
     "plan_maintenance",
-    "transcript_file",
 ]
 
 DAY_MS = 86_400_000
 TEMP_STALE_MS = 5 * 60_000
-_ARCHIVE = re.compile(
-    r"^(?P<base>.+)\.(?P<reason>deleted|reset|bak)\.(?P<ts>[0-9TZ:.\-]+?)(?:\.zst)?$"
-)
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": DAY_MS, "w": 7 * DAY_MS}
 _UNITS_BYTES = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
                 "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40, "k": 1 << 10,
@@ -146,39 +141,6 @@ class MaintenancePlan:
         return [*self.pruned, *self.capped, *self.evicted]
 
 
-def archive_name(path: str, reason: str, now_ms: int) -> str:
-    """OpenClaw's archive name: ``<file>.<reason>.<ISO time with ':' as '-'>``."""
-    stamp = datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(timespec="milliseconds")
-    return f"{path}.{reason}.{stamp.replace('+00:00', 'Z').replace(':', '-')}"
-
-
-def _archive_time_ms(name: str) -> tuple[str, int] | None:
-    match = _ARCHIVE.match(name)
-    if not match:
-        return None
-    stamp = match.group("ts")
-    date, _, clock = stamp.partition("T")
-    try:
-        when = datetime.fromisoformat(f"{date}T{clock.replace('-', ':')}".replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return match.group("reason"), int(when.timestamp() * 1000)
-
-
-def transcript_file(entry: Mapping[str, object], directory: str) -> str | None:
-    """The transcript path an entry points at, if it lies inside ``directory``."""
-    session_file, session_id = entry.get("sessionFile"), entry.get("sessionId")
-    if isinstance(session_file, str) and session_file:
-        name = session_file
-    elif isinstance(session_id, str) and session_id:
-        name = f"{session_id}.jsonl"
-    else:
-        return None
-    path = os.path.realpath(os.path.join(directory, name))
-    root = os.path.realpath(directory)
-    return path if os.path.dirname(path) == root else None
-
-
 def _chunk_bytes(key: str, entry: SessionEntry) -> int:
     """Bytes the entry takes in an indented sessions.json, separator included."""
     return len(msgspec.json.format(encode_json({key: entry}), indent=2)) - 4 + 2
@@ -270,7 +232,7 @@ def _plan_files(
         ),
     }
     for name in names:
-        found = _archive_time_ms(name)
+        found = archive_time_ms(name)
         if found is None:
             continue
         reason, when = found
@@ -315,7 +277,7 @@ def _plan_disk_budget(
             continue
         total += st.st_size
         removable = (
-            _archive_time_ms(name) is not None
+            archive_time_ms(name) is not None
             or (name.endswith(".tmp") and st.st_mtime * 1000 < plan.now_ms - TEMP_STALE_MS)
             or (name.endswith(".jsonl") and path not in referenced)
         )

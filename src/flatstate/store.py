@@ -49,7 +49,15 @@ from flatstate.maintenance import (
     plan_maintenance,
 )
 from flatstate.model import Clock, SessionEntry, build_entry, merge_patch, now_ms
-from flatstate.transcripts import FsyncPolicy, Transcript, archive, transcript_path, zstd
+from flatstate.transcripts import (
+    FsyncPolicy,
+    Transcript,
+    archive,
+    move_aside,
+    transcript_path,
+    zstd,
+)
+from flatstate.transcripts.reconcile import reconcile as reconcile_count
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -550,7 +558,7 @@ class SessionStore:
         A missing session is created first unless ``create=False`` (then
         :class:`~flatstate.errors.SessionNotFound`, a ``KeyError``). Opening
         reconciles ``compactionCount`` with the transcript (see
-        :func:`flatstate.compaction.reconcile`).
+        :mod:`flatstate.transcripts.reconcile`).
         """
         canon = self._canonical(key)
         entry = self.get(canon)
@@ -576,8 +584,6 @@ class SessionStore:
                     self._transcripts.popitem(last=False)
             self._transcripts.move_to_end(path)
         if reconcile:
-            from flatstate.compaction import reconcile as reconcile_count
-
             reconcile_count(self, canon, found)
         return found
 
@@ -785,7 +791,7 @@ class SessionStore:
             plan = self.update(remove)
             for source, target in plan.archive:
                 if os.path.exists(source) and not os.path.exists(target):
-                    os.rename(source, target)
+                    move_aside(source, target, lock=backend.transcript_lock)
             for path in [*plan.remove_archives, *plan.remove_files]:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)

@@ -100,7 +100,7 @@ def _timed(fn: Callable[[], Any], rounds: int) -> tuple[float, float]:
 
 
 def _big_reads(root: str, size: int) -> dict[str, Any]:
-    from flatstate import transcripts
+    from flatstate.transcripts import file as transcripts
 
     path = os.path.join(root, "big.jsonl")
     entries = write_large_transcript(path, size)

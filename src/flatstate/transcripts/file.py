@@ -1,4 +1,4 @@
-"""Session transcripts: OpenClaw's append-only JSONL, read from the end.
+"""One transcript file: OpenClaw's append-only JSONL, appended under a lock, read from the end.
 
 A transcript file starts with a header line (``{"type": "session", "version":
 3, "id", "timestamp", "cwd"}``) followed by entries that carry ``id``,
@@ -28,64 +28,23 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
-from flatstate.errors import (
-    DiskFull,
-    ExtraMissing,
-    InvalidEntry,
-    LockTimeout,
-    StoreCorrupt,
-    is_disk_full,
-)
+from flatstate.errors import DiskFull, InvalidEntry, LockTimeout, is_disk_full
 from flatstate.frozen import FrozenMap, NotJSON, encode_json, freeze
 from flatstate.locks import FileLock
+from flatstate.transcripts.context import Context, build_context, iso_now
 
-__all__ = [
-    "CONTEXT_TYPES",
-    "SESSION_VERSION",
-    "Context",
-    "FsyncPolicy",
-    "LineProblem",
-    "Transcript",
-    "iso_now",
-    "to_epoch_ms",
-]
+__all__ = ["SESSION_VERSION", "FsyncPolicy", "LineProblem", "Transcript"]
 
 log = logging.getLogger("flatstate.transcripts")
 
 SESSION_VERSION = 3
-CONTEXT_TYPES = frozenset({"message", "custom_message", "branch_summary"})
-"""Entry types that reach the model (``custom`` and the rest do not)."""
 CHUNK = 64 * 1024
 LOCK_STALE_SECONDS = 30 * 60.0  # OpenClaw's transcript locks: stale after 30 minutes
 _decoder = msgspec.json.Decoder()
-
-
-_last_stamp: tuple[int, str] = (0, "")
-
-
-def iso_now() -> str:
-    """The current UTC time as JavaScript's ``toISOString()`` writes it (formatted once per ms)."""
-    global _last_stamp
-    ms = time.time_ns() // 1_000_000
-    if _last_stamp[0] != ms:
-        when = datetime.fromtimestamp(ms / 1000, UTC)
-        _last_stamp = (ms, when.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
-    return _last_stamp[1]
-
-
-def to_epoch_ms(stamp: object) -> int:
-    """Epoch milliseconds of an ISO timestamp (as ``new Date(s).getTime()``), 0 if unreadable."""
-    if not isinstance(stamp, str):
-        return 0
-    try:
-        return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000)
-    except ValueError:
-        return 0
 
 
 @dataclass(frozen=True)
@@ -112,88 +71,6 @@ class LineProblem(msgspec.Struct, frozen=True):
     line: int | None
     offset: int
     problem: str
-
-
-class Context(msgspec.Struct, frozen=True, gc=False):
-    """What the model sees: the latest compaction's summary, then the kept entries.
-
-    ``messages`` are in pi-coding-agent's message format (``compactionSummary``,
-    ``custom``, ``branchSummary`` or the stored message); ``entries`` are the
-    transcript entries they came from (the compaction entry for the summary).
-    """
-
-    messages: tuple[FrozenMap, ...]
-    entries: tuple[FrozenMap, ...]
-    compaction: FrozenMap | None
-    leaf_id: str | None
-
-
-def _message_of(entry: FrozenMap) -> FrozenMap | None:
-    kind = entry.get("type")
-    if kind == "message":
-        message = entry.get("message")
-        return message if isinstance(message, FrozenMap) else None
-    if kind == "custom_message":
-        return FrozenMap._wrap(
-            {
-                "role": "custom",
-                "customType": entry.get("customType"),
-                "content": entry.get("content"),
-                "display": entry.get("display"),
-                "details": entry.get("details"),
-                "timestamp": to_epoch_ms(entry.get("timestamp")),
-            }
-        )
-    if kind == "branch_summary" and entry.get("summary"):
-        return FrozenMap._wrap(
-            {
-                "role": "branchSummary",
-                "summary": entry.get("summary"),
-                "fromId": entry.get("fromId"),
-                "timestamp": to_epoch_ms(entry.get("timestamp")),
-            }
-        )
-    return None
-
-
-def _summary_message(compaction: FrozenMap) -> FrozenMap:
-    return FrozenMap._wrap(
-        {
-            "role": "compactionSummary",
-            "summary": compaction.get("summary"),
-            "tokensBefore": compaction.get("tokensBefore"),
-            "timestamp": to_epoch_ms(compaction.get("timestamp")),
-        }
-    )
-
-
-def build_context(path_entries: list[FrozenMap], compaction: FrozenMap | None) -> Context:
-    """The context of a root-to-leaf path, as OpenClaw (pi-coding-agent) builds it."""
-    messages: list[FrozenMap] = []
-    sources: list[FrozenMap] = []
-
-    def emit(entry: FrozenMap) -> None:
-        message = _message_of(entry)
-        if message is not None:
-            messages.append(message)
-            sources.append(entry)
-
-    if compaction is None:
-        for entry in path_entries:
-            emit(entry)
-    else:
-        messages.append(_summary_message(compaction))
-        sources.append(compaction)
-        at = next(i for i, e in enumerate(path_entries) if e is compaction)
-        keep = False
-        for entry in path_entries[:at]:
-            keep = keep or entry.get("id") == compaction.get("firstKeptEntryId")
-            if keep:
-                emit(entry)
-        for entry in path_entries[at + 1 :]:
-            emit(entry)
-    leaf = path_entries[-1].get("id") if path_entries else None
-    return Context(tuple(messages), tuple(sources), compaction, leaf)
 
 
 class _Cached:
@@ -719,65 +596,3 @@ _thread_locks = tuple(threading.RLock() for _ in range(256))
 def _thread_lock(path: str) -> threading.RLock:
     """The mutex of a transcript in this process: threads queue here, not on the flock."""
     return _thread_locks[hash(path) % len(_thread_locks)]
-
-
-def check_inside(directory: str, path: str) -> str:
-    """``path`` resolved, if it lies directly in ``directory``; StoreCorrupt otherwise."""
-    resolved = os.path.realpath(path)
-    if os.path.dirname(resolved) != os.path.realpath(directory):
-        raise StoreCorrupt(
-            path,
-            f"the transcript path leaves {directory}",
-            "Fix the entry's sessionFile (it must name a file in the sessions directory).",
-        )
-    return resolved
-
-
-def transcript_path(directory: str, entry: Mapping[str, Any], key: str) -> str:
-    """Where an entry's transcript lives: its ``sessionFile`` or ``<sessionId>.jsonl``.
-
-    Refuses a path-like session id and a ``sessionFile`` outside ``directory``.
-    """
-    from flatstate.model import validate_session_id
-
-    session_id = validate_session_id(entry.get("sessionId"), key)
-    session_file = entry.get("sessionFile")
-    name = session_file if isinstance(session_file, str) and session_file else f"{session_id}.jsonl"
-    return check_inside(directory, os.path.join(directory, name))
-
-
-def zstd() -> Any:
-    """The zstandard module, or ExtraMissing naming the extra: checked before any write."""
-    try:
-        import zstandard
-    except ImportError:
-        raise ExtraMissing("a compressed transcript archive", "zstd") from None
-    return zstandard
-
-
-def archive(
-    path: str, reason: str, now_ms: int, *, compress: bool = False, lock: str = "file"
-) -> str | None:
-    """Rename a transcript to ``<file>.<reason>.<time>`` (``.zst`` compressed if asked).
-
-    Takes the transcript's lock so that no append lands in the old file after
-    it is archived. Returns the archive's path, or None if there was no file.
-    """
-    from flatstate.maintenance import archive_name
-
-    zstandard = zstd() if compress else None
-    if not os.path.exists(path):
-        return None
-    target = archive_name(path, reason, now_ms)
-    holder = Transcript(path, lock=lock)
-    with holder._exclusive():
-        os.rename(path, target)
-    if zstandard is None:
-        return target
-    with open(target, "rb") as source, open(target + ".zst", "wb") as sink:
-        zstandard.ZstdCompressor().copy_stream(source, sink)
-        sink.flush()
-        os.fsync(sink.fileno())
-    os.chmod(target + ".zst", 0o600)
-    os.unlink(target)
-    return target + ".zst"
