@@ -9,8 +9,8 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-from flatstate.memory import FactStore, open_facts
-from flatstate.memory.vectors import fact_driver
+from flatstate.facts import FactStore, open_facts
+from flatstate.facts.vectors import fact_driver
 from tests.conftest import FakeClock
 
 HOUR = 3_600_000

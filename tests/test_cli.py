@@ -22,7 +22,7 @@ from typer.core import TyperGroup
 from typer.testing import CliRunner
 
 from flatstate.cli import app
-from flatstate.memory import open_facts
+from flatstate.facts import open_facts
 from flatstate.transfer import import_openclaw
 from tests.test_docs import PAGES
 

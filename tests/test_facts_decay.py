@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flatstate.memory import DECAY_TTL_MS, DecayReport, FactStore
+from flatstate.facts import DECAY_TTL_MS, DecayReport, FactStore
 from tests.conftest import FakeClock
 from tests.facts_support import DAY, HOUR, OpenFacts, stores
 
@@ -108,7 +108,7 @@ def test_recall_does_not_extend_a_life(facts: FactStore, clock: FakeClock) -> No
 def test_the_outcome_does_not_depend_on_how_often_decay_runs(
     open_at: OpenFacts, tmp_path: Path
 ) -> None:
-    from flatstate.memory import open_facts
+    from flatstate.facts import open_facts
 
     def run(every: int) -> list[tuple[str, float]]:
         clock = FakeClock()

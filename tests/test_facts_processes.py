@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flatstate.memory import open_facts
+from flatstate.facts import open_facts
 from tests.processes import START_TIMEOUT, ctx, join_all, running
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flatstate.memory import FactStore, fts_query, query_terms
+from flatstate.facts import FactStore, fts_query, query_terms
 from tests.conftest import FakeClock
 from tests.facts_support import OpenFacts, stores
 

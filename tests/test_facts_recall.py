@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from flatstate.memory import (
+from flatstate.facts import (
     Fact,
     FactStore,
     after_compaction_context,
     estimate_tokens,
     render_fact,
 )
-from flatstate.memory.query import plan_terms
-from flatstate.memory.ranking import fill_budget, freshness, keyword_scores, relevance
+from flatstate.facts.query import plan_terms
+from flatstate.facts.ranking import fill_budget, freshness, keyword_scores, relevance
 from tests.conftest import FakeClock
 from tests.facts_support import CORPUS, DAY, OpenFacts, raw_db, stores
 

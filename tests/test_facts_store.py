@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import flatstate.memory
+import flatstate.facts
 from flatstate.errors import (
     FactNotFound,
     FlatstateError,
@@ -18,7 +18,7 @@ from flatstate.errors import (
     StoreClosed,
     StoreCorrupt,
 )
-from flatstate.memory import Fact, FactStore, NewFact, open_facts
+from flatstate.facts import Fact, FactStore, NewFact, open_facts
 from tests.conftest import FakeClock, check_docstring_examples
 from tests.facts_support import DAY, OpenFacts, raw_db, stores
 
@@ -403,22 +403,22 @@ def test_a_closed_store_refuses_use(open_at: OpenFacts) -> None:
 
 
 def test_exported_members_are_sorted_and_present() -> None:
-    names = flatstate.memory.__all__
+    names = flatstate.facts.__all__
     assert names == sorted(names)
     for name in names:
-        assert hasattr(flatstate.memory, name)
+        assert hasattr(flatstate.facts, name)
 
 
 @pytest.mark.parametrize(
     "module",
     [
-        "flatstate.memory",
-        "flatstate.memory.model",
-        "flatstate.memory.query",
-        "flatstate.memory.ranking",
-        "flatstate.memory.store",
-        "flatstate.memory.context",
-        "flatstate.memory.vectors",
+        "flatstate.facts",
+        "flatstate.facts.model",
+        "flatstate.facts.query",
+        "flatstate.facts.ranking",
+        "flatstate.facts.store",
+        "flatstate.facts.context",
+        "flatstate.facts.vectors",
     ],
 )
 def test_docstring_examples_run(module: str) -> None:

@@ -11,9 +11,9 @@ from types import ModuleType
 import pytest
 
 from flatstate.errors import InvalidFact, VectorsUnavailable
-from flatstate.memory import FactStore, open_facts
-from flatstate.memory import vectors as vectors_module
-from flatstate.memory.vectors import HashingEmbedder
+from flatstate.facts import FactStore, open_facts
+from flatstate.facts import vectors as vectors_module
+from flatstate.facts.vectors import HashingEmbedder
 from tests.conftest import FakeClock, require_extra
 from tests.facts_support import OpenFacts, raw_db, stores
 

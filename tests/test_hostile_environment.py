@@ -14,7 +14,7 @@ import pytest
 import flatstate
 from flatstate.doctor import diagnose
 from flatstate.errors import DiskFull, ReadOnlyStore
-from flatstate.memory import open_facts
+from flatstate.facts import open_facts
 
 
 def mount(*args: str) -> None:

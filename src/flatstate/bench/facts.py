@@ -198,7 +198,7 @@ def make_queries(count: int, seed: int) -> list[str]:
 
 
 def _populate(state_dir: str, count: int, seed: int) -> dict[str, Any]:
-    from flatstate.memory import NewFact, open_facts
+    from flatstate.facts import NewFact, open_facts
 
     start = time.perf_counter()
     with open_facts(state_dir) as facts:
@@ -230,8 +230,8 @@ def _percentiles(samples_ns: list[int]) -> dict[str, float]:
 
 
 def _recall_latency(state_dir: str, recalls: int, seed: int, vectors: bool) -> dict[str, Any]:
-    from flatstate.memory import open_facts
-    from flatstate.memory.vectors import HashingEmbedder
+    from flatstate.facts import open_facts
+    from flatstate.facts.vectors import HashingEmbedder
 
     queries = make_queries(recalls + WARMUP_RECALLS, seed)
     embed = HashingEmbedder(EMBED_DIMENSIONS) if vectors else None
@@ -256,7 +256,7 @@ def _recall_latency(state_dir: str, recalls: int, seed: int, vectors: bool) -> d
 
 
 def _add_rate(state_dir: str, adds: int, seed: int) -> dict[str, Any]:
-    from flatstate.memory import open_facts
+    from flatstate.facts import open_facts
 
     # Another seed: new facts, not restatements of the stored ones.
     fresh = list(make_facts(adds, seed + 1000))
@@ -286,7 +286,7 @@ def _add_rate(state_dir: str, adds: int, seed: int) -> dict[str, Any]:
 
 
 def _soak(state_dir: str, recalls: int, seed: int) -> dict[str, Any]:
-    from flatstate.memory import open_facts
+    from flatstate.facts import open_facts
 
     queries = make_queries(2000, seed + 2)
     with open_facts(state_dir) as facts:
@@ -312,7 +312,7 @@ def _soak(state_dir: str, recalls: int, seed: int) -> dict[str, Any]:
 
 def _vectors_available() -> bool:
     from flatstate.errors import VectorsUnavailable
-    from flatstate.memory.vectors import load_sqlite_vec, vector_driver
+    from flatstate.facts.vectors import load_sqlite_vec, vector_driver
 
     try:
         conn = vector_driver().connect(":memory:")
@@ -326,7 +326,7 @@ def _vectors_available() -> bool:
 
 
 def _sqlite_version() -> str:
-    from flatstate.memory.vectors import fact_driver
+    from flatstate.facts.vectors import fact_driver
 
     version: str = fact_driver().sqlite_version
     return version

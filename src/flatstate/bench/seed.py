@@ -182,7 +182,7 @@ def _setup(options: SeedOptions, root: str) -> dict[str, Any]:
     from flatstate import open_store
     from flatstate.bench.facts import make_facts
     from flatstate.bench.store import _populate
-    from flatstate.memory import NewFact, open_facts
+    from flatstate.facts import NewFact, open_facts
     from flatstate.transcripts import FsyncPolicy
 
     path = location(root, options.entries, options.backend)
@@ -216,7 +216,7 @@ def _worker(
 ) -> dict[str, Any]:
     from flatstate import open_store
     from flatstate.compaction import compact
-    from flatstate.memory import after_compaction_context, open_facts
+    from flatstate.facts import after_compaction_context, open_facts
     from flatstate.transcripts import FsyncPolicy
 
     store = open_store(setup["store"], transcript_fsync=FsyncPolicy.batched(), cache_bytes=1 << 30)

@@ -17,7 +17,7 @@ from rich.table import Table
 from flatstate.cli._output import JsonOption, console, print_json, run_bench
 
 if TYPE_CHECKING:
-    from flatstate.memory import Fact, FactStore
+    from flatstate.facts import Fact, FactStore
 
 app = typer.Typer(help="Durable memory facts: add, search, list, show, forget, decay, stats.")
 
@@ -41,7 +41,7 @@ StateDirOption = Annotated[
 
 
 def _open(state_dir: str | None, *, create: bool = False) -> FactStore:
-    from flatstate.memory import open_facts
+    from flatstate.facts import open_facts
 
     return open_facts(state_dir or default_state_dir(), create=create)
 

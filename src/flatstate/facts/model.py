@@ -179,7 +179,7 @@ class NewFact(msgspec.Struct, frozen=True, kw_only=True):
     """A fact to add; every field but ``text`` is optional.
 
     ``decay_class`` None picks one from the text and category
-    (:func:`~flatstate.memory.model.classify_decay`). ``supersedes`` names a
+    (:func:`~flatstate.facts.model.classify_decay`). ``supersedes`` names a
     fact this one replaces, in the same transaction.
     """
 
@@ -268,7 +268,7 @@ def estimate_tokens(text: str) -> int:
 def render_fact(fact: Fact, max_chars: int = 300) -> str:
     """One prompt line for ``fact``: its category and text, long text cut with an ellipsis.
 
-    >>> from flatstate.memory.model import _example_fact
+    >>> from flatstate.facts.model import _example_fact
     >>> render_fact(_example_fact("The deploy target is fly.io"))
     '- [decision] The deploy target is fly.io'
     """

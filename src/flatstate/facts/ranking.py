@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
-from flatstate.memory.model import DAY_MS, Fact, Hit
+from flatstate.facts.model import DAY_MS, Fact, Hit
 
 __all__ = [
     "FRESHNESS_HALF_LIFE_MS",
@@ -51,7 +51,7 @@ _W_IMP = WEIGHTS["importance"]
 def freshness(fact: Fact, now: int) -> float:
     """1.0 for a fact confirmed just now, halving every 30 days since.
 
-    >>> from flatstate.memory.model import _example_fact
+    >>> from flatstate.facts.model import _example_fact
     >>> freshness(_example_fact("x"), FRESHNESS_HALF_LIFE_MS)
     0.5
     """

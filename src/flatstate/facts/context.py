@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import msgspec
 
-from flatstate.memory.model import Fact, estimate_tokens, render_fact
-from flatstate.memory.store import FactStore
+from flatstate.facts.model import Fact, estimate_tokens, render_fact
+from flatstate.facts.store import FactStore
 
 __all__ = ["MemoryContext", "after_compaction_context"]
 
@@ -51,7 +51,7 @@ def after_compaction_context(
     have their access counters bumped, as any recall does.
 
     >>> import tempfile
-    >>> from flatstate.memory import open_facts
+    >>> from flatstate.facts import open_facts
     >>> with open_facts(tempfile.mkdtemp()) as store:
     ...     _ = store.add("Deploys go to fly.io", category="decision")
     ...     _ = store.add("Prefers tabs over spaces", category="preference")

@@ -26,8 +26,8 @@ import msgspec
 
 from flatstate._sqlite import Checkpointer, Translate
 from flatstate.errors import FactNotFound, InvalidFact, ReadOnlyStore, StoreClosed
-from flatstate.memory.access import AccessLog
-from flatstate.memory.model import (
+from flatstate.facts.access import AccessLog
+from flatstate.facts.model import (
     DECAY_TTL_MS,
     DecayReport,
     Fact,
@@ -39,10 +39,10 @@ from flatstate.memory.model import (
     ttl_of,
     validated,
 )
-from flatstate.memory.query import QueryPlanner
-from flatstate.memory.ranking import fill_budget, keyword_scores, score_hit
-from flatstate.memory.schema import DB_FILENAME, SCHEMA_VERSION, WHAT, connect
-from flatstate.memory.vectors import (
+from flatstate.facts.query import QueryPlanner
+from flatstate.facts.ranking import fill_budget, keyword_scores, score_hit
+from flatstate.facts.schema import DB_FILENAME, SCHEMA_VERSION, WHAT, connect
+from flatstate.facts.vectors import (
     DUPLICATE_SIMILARITY,
     Embed,
     VectorIndex,
@@ -623,7 +623,7 @@ class FactStore:
         """The best live facts for ``query`` that fit ``budget_tokens``, best first.
 
         Each fact costs the tokens of its prompt line
-        (:func:`~flatstate.memory.model.render_fact` with ``preview_chars``)
+        (:func:`~flatstate.facts.model.render_fact` with ``preview_chars``)
         plus one for its newline. Recalled facts are returned with
         ``recall_count`` + 1 and ``last_accessed_at`` = now; the database has
         those counts within about a second (see :meth:`flush`).

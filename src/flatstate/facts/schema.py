@@ -5,7 +5,7 @@ Schema (version 1), in ``<state_dir>/facts.sqlite``:
 - ``facts``: one row per fact. ``seq`` is the integer rowid the full-text
   index, the counters and the vectors hang off; ``id`` is the fact's public,
   stable UUID. ``decayed_at`` (when confidence was last halved) is
-  bookkeeping for ``decay()`` and not part of :class:`~flatstate.memory.Fact`.
+  bookkeeping for ``decay()`` and not part of :class:`~flatstate.facts.Fact`.
 - ``fact_access``: ``recall_count`` and ``last_accessed_at`` of the facts
   that were ever recalled, in a narrow table of their own (see ``access``).
 - ``facts_fts``: FTS5 (porter stemming over unicode61) over text, category,

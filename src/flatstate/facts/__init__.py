@@ -3,15 +3,15 @@
 Open a state directory's facts with :func:`open_facts`; see ``docs/facts.md``.
 
 >>> import tempfile
->>> from flatstate.memory import open_facts
+>>> from flatstate.facts import open_facts
 >>> with open_facts(tempfile.mkdtemp()) as facts:
 ...     _ = facts.add("Prefers dark mode", category="preference", entity="user", key="theme")
 ...     [f.text for f in facts.recall("which theme does the user like? dark?")]
 ['Prefers dark mode']
 """
 
-from flatstate.memory.context import MemoryContext, after_compaction_context
-from flatstate.memory.model import (
+from flatstate.facts.context import MemoryContext, after_compaction_context
+from flatstate.facts.model import (
     DECAY_CLASSES,
     DECAY_TTL_MS,
     DecayReport,
@@ -23,9 +23,9 @@ from flatstate.memory.model import (
     normalized_hash,
     render_fact,
 )
-from flatstate.memory.query import fts_query, query_terms
-from flatstate.memory.store import FactStats, FactStore, open_facts
-from flatstate.memory.vectors import Embed
+from flatstate.facts.query import fts_query, query_terms
+from flatstate.facts.store import FactStats, FactStore, open_facts
+from flatstate.facts.vectors import Embed
 
 __all__ = [
     "DECAY_CLASSES",

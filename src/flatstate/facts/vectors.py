@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from flatstate.errors import InvalidFact, VectorsUnavailable
-from flatstate.memory.query import query_terms
+from flatstate.facts.query import query_terms
 
 __all__ = [
     "Embed",
