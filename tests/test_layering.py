@@ -13,8 +13,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "flatstate"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("values", ("errors", "frozen", "keys", "model", "files", "locks", "_signal", "_schema")),
     ("storage", ("_sqlite", "backends", "transcripts", "maintenance")),
-    ("store", ("store", "_open", "")),  # "" is the package itself (flatstate/__init__.py)
-    ("features", ("compaction", "doctor", "transfer", "memory", "facts", "auth")),
+    (
+        "store",
+        ("_cache", "snapshot", "store", "_open", ""),
+    ),  # "" is the package itself (flatstate/__init__.py)
+    ("features", ("compaction", "doctor", "transfer", "facts", "auth")),
     ("apps", ("cli", "bench", "__main__")),
 ]
 

@@ -4,7 +4,8 @@ from flatstate import errors
 from flatstate._open import open_store
 from flatstate.frozen import FrozenMap
 from flatstate.model import SessionEntry
-from flatstate.store import Draft, SessionStore, Snapshot, StoreStats
+from flatstate.snapshot import Draft, Snapshot
+from flatstate.store import SessionStore, StoreStats
 
 __all__ = [
     "Draft",

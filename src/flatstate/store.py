@@ -25,13 +25,14 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import immutables
 import msgspec
 
-from flatstate.backends.base import Backend, RetryWrite, Row
+from flatstate._cache import EntryCache, fresher, freshest
+from flatstate.backends.base import Backend, RetryWrite
 from flatstate.errors import (
     EntryTooLarge,
     InvalidEntry,
@@ -40,7 +41,6 @@ from flatstate.errors import (
     StoreClosed,
     StoreCorrupt,
 )
-from flatstate.frozen import SizeAccount
 from flatstate.keys import DEFAULT_AGENT_ID, normalize_agent_id, normalize_key
 from flatstate.maintenance import (
     MaintenanceConfig,
@@ -49,6 +49,7 @@ from flatstate.maintenance import (
     plan_maintenance,
 )
 from flatstate.model import Clock, SessionEntry, build_entry, merge_patch, now_ms
+from flatstate.snapshot import Draft, EntryInput, Snapshot
 from flatstate.transcripts import (
     FsyncPolicy,
     Transcript,
@@ -63,7 +64,6 @@ __all__ = [
     "DEFAULT_CACHE_BYTES",
     "DEFAULT_MAX_ENTRY_BYTES",
     "SessionStore",
-    "Snapshot",
     "StoreStats",
 ]
 
@@ -113,7 +113,6 @@ RESET_SETS = {
 RETRY_PAUSE = 0.01
 
 T = TypeVar("T")
-EntryInput = Mapping[str, Any]
 
 
 class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -133,51 +132,6 @@ class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
     misses: int
     syncs: int
     full_reloads: int
-
-
-class Snapshot(Mapping[str, SessionEntry]):
-    """The whole store at one instant: immutable, shared, iterated in key order."""
-
-    __slots__ = ("_keys", "_map")
-    _map: immutables.Map[str, SessionEntry]
-    _keys: tuple[str, ...] | None
-
-    def __init__(
-        self, entries: immutables.Map[str, SessionEntry], keys: tuple[str, ...] | None = None
-    ):
-        object.__setattr__(self, "_map", entries)
-        object.__setattr__(self, "_keys", keys)
-
-    def __getitem__(self, key: str) -> SessionEntry:
-        return self._map[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._map.get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._map
-
-    def __len__(self) -> int:
-        return len(self._map)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.sorted_keys())
-
-    def sorted_keys(self) -> tuple[str, ...]:
-        keys = self._keys
-        if keys is None:
-            keys = tuple(sorted(self._map.keys()))
-            object.__setattr__(self, "_keys", keys)
-        return keys
-
-    def __repr__(self) -> str:
-        return f"<Snapshot of {len(self._map)} sessions>"
-
-    def _immutable(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError("a Snapshot is immutable; write through the store instead")
-
-    __setitem__ = __delitem__ = __setattr__ = __delattr__ = _immutable
-    pop = popitem = clear = update = setdefault = _immutable
 
 
 class SessionStore:
@@ -220,113 +174,45 @@ class SessionStore:
         self._signal_read = backend.signal.read
         self._closed = False
         self._hits = self._misses = self._syncs = self._reloads = 0
+        self._cache = EntryCache(cache_bytes, backend.pool.min_length)
+        self._index = self._cache.index  # read by get() without the lock
+        self._snapshot: Snapshot | None = None
         with self._lock:
             self._load_all()
 
     # -- cache state -------------------------------------------------------------
-    def _reset_cache(self) -> None:
-        self._entries: immutables.Map[str, SessionEntry] = immutables.Map()
-        # The same entries in a plain dict, for get(): one hash probe, where the
-        # trie takes a few levels (it wins for snapshots, the dict for lookups).
-        self._index: dict[str, SessionEntry] = {}
-        self._account = SizeAccount(self._backend.pool.min_length)
-        self._aliases: dict[str, set[str]] = {}
-        self._lru: OrderedDict[str, None] | None = None
-        self._snapshot: Snapshot | None = None
-        self._sorted_keys: tuple[str, ...] | None = None
-
-    def _canonical(self, key: str) -> str:
+    def canonical_key(self, key: str) -> str:
+        """The key as the store keeps it (``main`` -> ``agent:main:main``); raises
+        InvalidSessionKey for a key that can never be stored."""
         return normalize_key(key, self.agent_id)
 
     def _load_all(self) -> None:
         """Read every row into a fresh cache, folding legacy keys as we go."""
         self._seen = self._signal_read()
-        self._reset_cache()
+        self._snapshot = None
         token, rows = self._backend.scan()
-        building: dict[str, SessionEntry] = {}
-        complete = True
-        account = self._account
-        for raw, entry in rows:
-            canon = self._canonical_or_none(raw)
-            if canon is None:
-                continue
-            if canon != raw:
-                self._aliases.setdefault(canon, set()).add(raw)
-            older = building.get(canon)
-            if older is not None:
-                if not _fresher(entry, older):
-                    continue
-                account.remove(older)
-            account.add(entry)
-            if account.bytes > self.cache_limit:
-                account.remove(entry)
-                complete = False
-                break
-            building[canon] = entry
+        complete = self._cache.fill(rows, self._canonical_or_none)
         if hasattr(rows, "close"):
             rows.close()
-        self._entries = immutables.Map(building)
-        self._index = building
         if not complete:
-            self._lru = OrderedDict.fromkeys(building)
             for raw in self._backend.scan_keys():
                 canon = self._canonical_or_none(raw)
-                if canon is not None and canon != raw:
-                    self._aliases.setdefault(canon, set()).add(raw)
+                if canon is not None:
+                    self._cache.note_alias(canon, raw)
         self._token = token
         self._next_check = time.monotonic() + self.check_interval
         self._reloads += 1
 
     def _canonical_or_none(self, raw: str) -> str | None:
         try:
-            return self._canonical(raw)
+            return self.canonical_key(raw)
         except InvalidSessionKey:
             return None  # left on disk untouched; `flatstate doctor` reports it
 
-    @property
-    def _complete(self) -> bool:
-        return self._lru is None
-
     def _set_cached(self, key: str, entry: SessionEntry | None) -> None:
         """Put ``entry`` (or its absence) in the cache; the caller holds the lock."""
-        previous = self._entries.get(key)
-        account = self._account
-        if entry is None:
-            if previous is not None:
-                account.remove(previous)
-                self._entries = self._entries.delete(key)
-                self._index.pop(key, None)
-                self._sorted_keys = None
-                if self._lru is not None:
-                    self._lru.pop(key, None)
-        else:
-            if previous is None:
-                account.add(entry)
-                self._sorted_keys = None
-            else:
-                account.replace(previous, entry)
-            self._entries = self._entries.set(key, entry)
-            self._index[key] = entry
-            if self._lru is not None:
-                self._lru[key] = None
-                self._lru.move_to_end(key)
+        self._cache.set(key, entry)
         self._snapshot = None
-        if account.bytes > self.cache_limit:
-            self._evict()
-
-    def _evict(self) -> None:
-        if self._lru is None:
-            # The store just outgrew the bound: from now on keep recent entries only.
-            self._lru = OrderedDict.fromkeys(self._entries.keys())
-        mutation = self._entries.mutate()
-        account = self._account
-        while account.bytes > self.cache_limit and self._lru:
-            key, _ = self._lru.popitem(last=False)
-            account.remove(mutation[key])
-            del mutation[key]
-            self._index.pop(key, None)
-        self._entries = mutation.finish()
-        self._sorted_keys = None
 
     # -- freshness -------------------------------------------------------------
     def _sync(self) -> None:
@@ -355,22 +241,18 @@ class SessionStore:
 
         A key that is not cached stays out of a partial cache unless ``admit``.
         """
-        if canon != raw:
-            self._aliases.setdefault(canon, set()).add(raw)
-        best: Row | None = None
-        for candidate in (canon, *sorted(self._aliases.get(canon, ()))):
-            row = self._backend.read(candidate)
-            if row is None:
-                if candidate != canon:
-                    self._aliases[canon].discard(candidate)
-                continue
-            if best is None or _fresher(row[1], best[1]):
-                best = row
-        if not self._aliases.get(canon):
-            self._aliases.pop(canon, None)
+        cache = self._cache
+        cache.note_alias(canon, raw)
+        rows = {candidate: self._backend.read(candidate) for candidate in cache.candidates(canon)}
+        aliases = cache.aliases.get(canon)
+        if aliases is not None:
+            aliases.difference_update(k for k, row in rows.items() if row is None)
+            if not aliases:
+                del cache.aliases[canon]
+        best = freshest(rows.values())
         if best is None:
             self._set_cached(canon, None)
-        elif self._complete or admit or canon in self._entries:
+        elif cache.complete or admit or canon in cache.entries:
             self._set_cached(canon, best[1])
 
     def _fresh(self) -> None:
@@ -390,42 +272,35 @@ class SessionStore:
         entry = self._index.get(key)
         if entry is not None:
             self._hits += 1
-            if self._lru is not None:
-                self._touch(key)
+            if self._cache.lru is not None:
+                with self._lock:
+                    self._cache.touch(key)
             return entry
         return self._get_slow(key)
 
-    def _touch(self, key: str) -> None:
-        with self._lock:
-            if self._lru is not None and key in self._lru:
-                self._lru.move_to_end(key)
-
     def _get_slow(self, key: str) -> SessionEntry | None:
-        canon = self._canonical(key)
+        canon = self.canonical_key(key)
+        cache = self._cache
         if canon != key:
-            entry = self._entries.get(canon)
+            entry = cache.entries.get(canon)
             if entry is not None:
                 self._hits += 1
                 return entry
-        if self._complete:
+        if cache.complete:
             return None
         with self._lock:
             self._misses += 1
-            entry = self._entries.get(canon)
+            entry = cache.entries.get(canon)
             if entry is None:
                 self._reload_key(canon, canon, admit=True)
-                entry = self._entries.get(canon)
+                entry = cache.entries.get(canon)
                 if entry is None:
                     return self._lookup_uncached(canon)
             return entry
 
     def _lookup_uncached(self, canon: str) -> SessionEntry | None:
         """A read that bypasses the cache (an entry too large to keep, or absent)."""
-        best: Row | None = None
-        for candidate in (canon, *self._aliases.get(canon, ())):
-            row = self._backend.read(candidate)
-            if row is not None and (best is None or _fresher(row[1], best[1])):
-                best = row
+        best = freshest(map(self._backend.read, self._cache.candidates(canon)))
         return best[1] if best else None
 
     def snapshot(self) -> Snapshot:
@@ -440,8 +315,9 @@ class SessionStore:
             return snap
         with self._lock:
             if self._snapshot is None:
-                if self._complete:
-                    self._snapshot = Snapshot(self._entries, self._sorted_keys)
+                cache = self._cache
+                if cache.complete:
+                    self._snapshot = Snapshot(cache.entries, cache.sorted_keys)
                 else:
                     return self._scan_snapshot()
             return self._snapshot
@@ -454,19 +330,18 @@ class SessionStore:
             if canon is None:
                 continue
             older = building.get(canon)
-            if older is None or _fresher(entry, older):
-                building[canon] = self._entries.get(canon) or entry
+            if older is None or fresher(entry, older):
+                building[canon] = self._cache.entries.get(canon) or entry
         return Snapshot(immutables.Map(building))
 
     def keys(self) -> tuple[str, ...]:
         """Every canonical key, sorted."""
         self._fresh()
-        if self._complete:
-            keys = self._sorted_keys
-            if keys is None:
-                with self._lock:
-                    keys = self._sorted_keys = tuple(sorted(self._entries.keys()))
-            return keys
+        if self._cache.complete:
+            if self._cache.sorted_keys is not None:
+                return self._cache.sorted_keys
+            with self._lock:
+                return self._cache.keys()
         with self._lock:
             found = {self._canonical_or_none(raw) for raw in self._backend.scan_keys()}
             return tuple(sorted(k for k in found if k is not None))
@@ -483,8 +358,8 @@ class SessionStore:
 
     def __len__(self) -> int:
         self._fresh()
-        if self._complete:
-            return len(self._entries)
+        if self._cache.complete:
+            return len(self._cache.entries)
         return len(self.keys())
 
     def __contains__(self, key: object) -> bool:
@@ -502,7 +377,7 @@ class SessionStore:
         A missing ``sessionId`` is generated and a missing ``updatedAt`` set to
         now. Returns the stored, frozen entry.
         """
-        canon = self._canonical(key)
+        canon = self.canonical_key(key)
         built = build_entry(canon, entry, clock=self._clock, pool=self._backend.pool)
         return self._write(lambda draft: draft._set(canon, built))
 
@@ -521,7 +396,7 @@ class SessionStore:
         The read of the existing entry happens inside the write transaction, so
         concurrent patches from any number of processes never lose an update.
         """
-        canon = self._canonical(key)
+        canon = self.canonical_key(key)
         if not isinstance(changes, Mapping):
             raise InvalidEntry(canon, f"a patch is a JSON object, not {type(changes).__name__}")
 
@@ -538,7 +413,7 @@ class SessionStore:
         Its transcript is archived as ``<file>.deleted.<time>`` unless another
         session still uses it, or ``archive=False``.
         """
-        canon = self._canonical(key)
+        canon = self.canonical_key(key)
 
         def apply(draft: Draft) -> SessionEntry | None:
             entry = draft.get(canon)
@@ -560,7 +435,7 @@ class SessionStore:
         reconciles ``compactionCount`` with the transcript (see
         :mod:`flatstate.transcripts.reconcile`).
         """
-        canon = self._canonical(key)
+        canon = self.canonical_key(key)
         entry = self.get(canon)
         if entry is None:
             if not create:
@@ -594,7 +469,7 @@ class SessionStore:
         the entry (route, labels, overrides, fields we do not know) kept."""
         if compress:
             zstd()  # a missing extra fails here, before the reset is committed
-        canon = self._canonical(key)
+        canon = self.canonical_key(key)
         old = self.get(canon)
         cleared = dict.fromkeys(k for k in RESET_CLEARS if old is not None and k in old)
         entry = self.patch(canon, {**cleared, **RESET_SETS, "sessionId": str(uuid.uuid4())})
@@ -612,7 +487,8 @@ class SessionStore:
         except (StoreCorrupt, InvalidEntry) as exc:
             log.warning("%s: transcript of %r left where it is: %s", directory, canon, exc)
             return
-        others = self._entries.values() if self._complete else (e for _, e in self.items())
+        cache = self._cache
+        others = cache.entries.values() if cache.complete else (e for _, e in self.items())
         in_use = any(other.session_id == entry.session_id for other in others)
         if not in_use:
             archive(
@@ -718,7 +594,7 @@ class SessionStore:
             backend.rollback()
         else:
             for canon, entry in staged:
-                self._aliases.pop(canon, None)
+                self._cache.aliases.pop(canon, None)
                 self._set_cached(canon, entry)
             self._token = token
             self.commits += 1
@@ -735,16 +611,55 @@ class SessionStore:
         backend = self._backend
         staged: list[tuple[str, SessionEntry | None]] = []
         for canon, entry in draft._changes.items():
-            for alias in sorted(self._aliases.get(canon, ())):
+            for alias in self._cache.candidates(canon)[1:]:
                 backend.remove(alias)
             if entry is None:
                 backend.remove(canon)
             else:
-                size = backend.put(canon, entry, self._entries.get(canon))
+                size = backend.put(canon, entry, self._cache.entries.get(canon))
                 if size > self.max_entry_bytes:
                     raise EntryTooLarge(canon, size, self.max_entry_bytes)
             staged.append((canon, entry))
         return staged
+
+    # -- what a draft reads through (snapshot.Committed) ------------------------------
+    def _committed(self, canon: str) -> SessionEntry | None:
+        entry = self._cache.entries.get(canon)
+        if entry is None and not self._cache.complete:
+            entry = self._lookup_uncached(canon)
+        return entry
+
+    def _committed_keys(self) -> set[str]:
+        if self._cache.complete:
+            return set(self._cache.entries.keys())
+        return {k for k in map(self._canonical_or_none, self._backend.scan_keys()) if k}
+
+    def _build(self, canon: str, value: EntryInput) -> SessionEntry:
+        return build_entry(canon, value, clock=self._clock, pool=self._backend.pool)
+
+    def _merge(
+        self,
+        canon: str,
+        existing: SessionEntry | None,
+        changes: EntryInput,
+        preserve_activity: bool,
+    ) -> SessionEntry:
+        return merge_patch(
+            canon,
+            existing,
+            changes,
+            preserve_activity=preserve_activity,
+            clock=self._clock,
+            pool=self._backend.pool,
+        )
+
+    def preview_patch(
+        self, key: str, changes: EntryInput, *, preserve_activity: bool = False
+    ) -> SessionEntry:
+        """The entry :meth:`patch` would store for these changes now, writing nothing
+        (``flatstate sessions patch --dry-run``)."""
+        canon = self.canonical_key(key)
+        return self._merge(canon, self.get(canon), changes, preserve_activity)
 
     # -- maintenance -----------------------------------------------------------
     def maintain(
@@ -762,7 +677,7 @@ class SessionStore:
         commit in one transaction first; transcript archiving follows.
         """
         config = config or self.maintenance
-        active = self._canonical(active_key) if active_key else None
+        active = self.canonical_key(active_key) if active_key else None
         backend = self._backend
         enforce = config.mode == "enforce" and not dry_run
 
@@ -818,10 +733,10 @@ class SessionStore:
                 backend=type(self._backend).__name__.removesuffix("Backend").lower(),
                 location=self._backend.location,
                 entries=len(self),
-                cached_entries=len(self._entries),
-                cache_bytes=self._account.bytes,
+                cached_entries=len(self._cache.entries),
+                cache_bytes=self._cache.account.bytes,
                 cache_limit=self.cache_limit,
-                cache_complete=self._complete,
+                cache_complete=self._cache.complete,
                 pooled_strings=len(self._backend.pool),
                 pooled_bytes=self._backend.pool.bytes,
                 disk_bytes=self._backend.disk_bytes(),
@@ -886,101 +801,3 @@ class _Job:
     def finish(self) -> None:
         if self.done is not None:
             self.done.set()
-
-
-def _fresher(a: SessionEntry, b: SessionEntry) -> bool:
-    """Whether ``a`` beats ``b`` when two legacy keys fold into one (newest updatedAt)."""
-    ua, ub = a.get("updatedAt"), b.get("updatedAt")
-    return isinstance(ua, int | float) and (not isinstance(ub, int | float) or ua > ub)
-
-
-class Draft(MutableMapping[str, SessionEntry]):
-    """A mutable view of the store inside :meth:`SessionStore.update`.
-
-    Reads see committed state plus this draft's own changes; assignments take
-    plain dicts or entries and are validated at once. Nothing reaches storage
-    until the update function returns.
-    """
-
-    def __init__(self, store: SessionStore) -> None:
-        self._store = store
-        self._changes: dict[str, SessionEntry | None] = {}
-
-    def _key(self, key: str) -> str:
-        return self._store._canonical(key)
-
-    def _set(self, canon: str, entry: SessionEntry) -> SessionEntry:
-        self._changes[canon] = entry
-        return entry
-
-    def __getitem__(self, key: str) -> SessionEntry:
-        entry = self._lookup(self._key(key))
-        if entry is None:
-            raise KeyError(key)
-        return entry
-
-    def _lookup(self, canon: str) -> SessionEntry | None:
-        if canon in self._changes:
-            entry = self._changes[canon]
-        else:
-            store = self._store
-            entry = store._entries.get(canon)
-            if entry is None and not store._complete:
-                entry = store._lookup_uncached(canon)
-        return entry
-
-    def __setitem__(self, key: str, value: EntryInput) -> None:
-        canon = self._key(key)
-        store = self._store
-        self._set(canon, build_entry(canon, value, clock=store._clock, pool=store._backend.pool))
-
-    def __delitem__(self, key: str) -> None:
-        canon = self._key(key)
-        if canon not in self:
-            raise KeyError(key)
-        self._changes[canon] = None
-
-    def __contains__(self, key: object) -> bool:
-        if not isinstance(key, str):
-            return False
-        try:
-            self[key]
-        except (KeyError, InvalidSessionKey):
-            return False
-        return True
-
-    def _keys(self) -> list[str]:
-        store = self._store
-        if store._complete:
-            base = set(store._entries.keys())
-        else:
-            base = {k for k in map(store._canonical_or_none, store._backend.scan_keys()) if k}
-        for canon, entry in self._changes.items():
-            if entry is None:
-                base.discard(canon)
-            else:
-                base.add(canon)
-        return sorted(base)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._keys())
-
-    def __len__(self) -> int:
-        return len(self._keys())
-
-    def patch(
-        self, key: str, changes: EntryInput, *, preserve_activity: bool = False
-    ) -> SessionEntry:
-        """Merge ``changes`` into ``key`` with the same rules as :meth:`SessionStore.patch`."""
-        canon = self._key(key)
-        store = self._store
-        existing = self._lookup(canon)
-        merged = merge_patch(
-            canon,
-            existing,
-            changes,
-            preserve_activity=preserve_activity,
-            clock=store._clock,
-            pool=store._backend.pool,
-        )
-        return self._set(canon, merged)

@@ -22,7 +22,8 @@ from flatstate._open import open_store
 from flatstate.backends.jsonfile import JsonFileBackend
 from flatstate.backends.sqlite import DB_FILENAME, TRANSCRIPTS_DIRNAME
 from flatstate.errors import InvalidSessionKey
-from flatstate.store import Draft, SessionStore
+from flatstate.snapshot import Draft
+from flatstate.store import SessionStore
 
 __all__ = ["AgentTransfer", "TransferReport", "export_openclaw", "import_openclaw"]
 
@@ -118,7 +119,7 @@ def _skipped(source: SessionStore) -> list[str]:
 def _folds(store: SessionStore, raw: str) -> bool:
     """Whether ``raw`` is a legacy alias that folds into a stored canonical key."""
     try:
-        return store._canonical(raw) in store
+        return store.canonical_key(raw) in store
     except InvalidSessionKey:
         return False
 

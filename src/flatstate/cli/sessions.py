@@ -129,7 +129,7 @@ def patch(
     with open_store(store_path(store), readonly=dry_run) as s:
         if dry_run:
             entry = merge_patch(
-                s._canonical(key), s.get(key), changes, preserve_activity=preserve_activity
+                s.canonical_key(key), s.get(key), changes, preserve_activity=preserve_activity
             )
         else:
             result = s.patch(key, changes, preserve_activity=preserve_activity)
