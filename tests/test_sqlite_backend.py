@@ -66,7 +66,6 @@ def test_migrations_run_in_place_and_keep_the_data(
         store.upsert("main", {"sessionId": "kept", "updatedAt": 1})
     step = ("ALTER TABLE sessions ADD COLUMN archived_at INTEGER",)
     monkeypatch.setattr(sqlite_backend, "MIGRATIONS", [*sqlite_backend.MIGRATIONS, step])
-    monkeypatch.setattr(sqlite_backend, "SCHEMA_VERSION", 2)
     with flatstate.open_store(tmp_path) as store:
         assert store.get("main").session_id == "kept"  # type: ignore[union-attr]
     with raw(tmp_path) as conn:

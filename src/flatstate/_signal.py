@@ -66,6 +66,7 @@ class ChangeSignal:
         self._unpack = _COUNTER.unpack_from
 
     def read(self) -> int:
+        # unpack_from is typed as returning Any; an int() here would cost every read a call.
         return self._unpack(self._map, 0)[0]  # type: ignore[no-any-return]
 
     def bump(self) -> None:

@@ -93,7 +93,6 @@ class CompactionPlan(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     previous_compaction_id: str | None
     previous_summary: str | None
     tokens_before: int
-    tokens_kept: int
     messages_before: int
 
 
@@ -162,7 +161,6 @@ def plan_compaction(
     # A tool result never starts the kept part: keep the call that asked for it too.
     while cut > 0 and _is_tool_result(entries[cut]):
         cut -= 1
-        kept += costs[cut]
     if cut == 0:
         return None
     first_kept = entries[cut].get("id")
@@ -175,7 +173,6 @@ def plan_compaction(
         previous_compaction_id=previous.get("id") if previous is not None else None,
         previous_summary=summary if isinstance(summary, str) else None,
         tokens_before=tokens_before,
-        tokens_kept=kept,
         messages_before=len(context.messages),
     )
 

@@ -59,10 +59,6 @@ class DoctorReport(msgspec.Struct, kw_only=True):
     findings: list[Finding]
     repaired: RepairReport | None = None
 
-    @property
-    def healthy(self) -> bool:
-        return not self.findings
-
 
 def _store_file(location: str) -> tuple[str, str]:
     """(backend name, the file holding the entries) for a store location."""

@@ -21,7 +21,7 @@ import json
 import re
 import threading
 from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Self, cast
 
 import msgspec
 
@@ -93,8 +93,8 @@ class FrozenMap(_MappingBase):
     _values: tuple[Any, ...]
     _digest: tuple[int, str, bytes | None] | None
 
-    def __init__(self, data: Mapping[str, Any] = ()) -> None:  # type: ignore[assignment]
-        frozen: FrozenMap = freeze(dict(data))
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        frozen: FrozenMap = freeze(dict(data or {}))
         object.__setattr__(self, "_shape", frozen._shape)
         object.__setattr__(self, "_values", frozen._values)
         object.__setattr__(self, "_digest", None)
@@ -102,7 +102,7 @@ class FrozenMap(_MappingBase):
     @classmethod
     def _wrap(
         cls, data: dict[str, Any], digest: tuple[int, str, bytes | None] | None = None
-    ) -> FrozenMap:
+    ) -> Self:
         """Adopt ``data`` whose values are already frozen (no checks)."""
         obj = cls.__new__(cls)
         object.__setattr__(obj, "_shape", _shape_of(tuple(data)))
@@ -184,14 +184,14 @@ class FrozenMap(_MappingBase):
             return bool(thaw(self) == thaw(other))
         return NotImplemented
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable, as a dict is; mypy wants a method
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._as_dict()!r})"
 
     def to_dict(self) -> dict[str, Any]:
         """A fresh, mutable deep copy: dicts and lists all the way down."""
-        return thaw(self)  # type: ignore[no-any-return]
+        return cast("dict[str, Any]", thaw(self))
 
     # -- immutability --------------------------------------------------------
     def __copy__(self) -> FrozenMap:
@@ -449,7 +449,6 @@ class StringPool:
         self._strings: dict[str, str] = {}
         self._lock = threading.Lock()
         self.bytes = 0
-        self.hits = 0
 
     def intern(self, s: str) -> str:
         if len(s) < self.min_length:
@@ -459,7 +458,6 @@ class StringPool:
             found = strings.pop(s, None)
             if found is not None:
                 strings[found] = found  # most recently seen goes last
-                self.hits += 1
                 return found
             strings[s] = s
             self.bytes += len(s)

@@ -310,7 +310,7 @@ def build_entry(
         elif not _is_number(updated):
             raise InvalidEntry(key, f"updatedAt must be epoch milliseconds, not {updated!r}")
     normalize_fields(data, on_load=on_load)
-    return SessionEntry._wrap(data)  # type: ignore[return-value]
+    return SessionEntry._wrap(data)
 
 
 def merge_patch(
@@ -379,7 +379,7 @@ def merge_patch(
             data["sessionFile"] = session_id + session_file[len(old_id) :]
     if existing is None or not _NORMALIZED_BY_PATCH.isdisjoint(patch):
         normalize_fields(data)
-    return SessionEntry._wrap(data)  # type: ignore[return-value]
+    return SessionEntry._wrap(data)
 
 
 def _frozen_fields(

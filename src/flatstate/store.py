@@ -26,7 +26,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import immutables
 import msgspec
@@ -509,7 +509,7 @@ class SessionStore:
         if self.coalesce_window <= 0:
             with self._lock:
                 self._check_open()
-                return self._apply_retrying(_Job(fn))  # type: ignore[no-any-return]
+                return cast(T, self._apply_retrying(_Job(fn)))
         return self._write_coalesced(fn)
 
     def _apply_retrying(self, job: _Job) -> Any:
@@ -552,7 +552,7 @@ class SessionStore:
         job.done.wait()
         if job.error is not None:
             raise job.error
-        return job.result  # type: ignore[no-any-return]
+        return cast(T, job.result)
 
     def _apply(self, jobs: list[_Job]) -> list[Any]:
         """Run ``jobs`` on one draft and commit them together; the caller holds the lock.

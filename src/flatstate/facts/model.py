@@ -92,10 +92,6 @@ class Fact(msgspec.Struct, frozen=True, gc=False):
     session_key: str | None
     entry_id: str | None
 
-    def is_live(self, now: int) -> bool:
-        """Neither superseded nor expired at ``now``: recall and list return only these."""
-        return self.superseded_at is None and (self.expires_at is None or self.expires_at > now)
-
 
 class Hit(msgspec.Struct, frozen=True, gc=False):
     """A fact with the parts of its ranking score (see ``ranking``), for search and debugging."""

@@ -20,6 +20,7 @@ import sqlite3
 from array import array
 from collections.abc import Callable, Sequence
 from types import ModuleType
+from typing import cast
 
 from flatstate.errors import InvalidFact, VectorsUnavailable
 from flatstate.facts.query import query_terms
@@ -57,7 +58,7 @@ def fact_driver() -> ModuleType:
         import pysqlite3.dbapi2 as driver
     except ImportError:
         return sqlite3
-    return driver  # type: ignore[no-any-return]
+    return cast(ModuleType, driver)  # the package ships no type information
 
 
 def vector_driver() -> ModuleType:
