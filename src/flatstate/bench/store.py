@@ -383,7 +383,11 @@ def run_store_bench(
         from flatstate.backends.postgres import redact_dsn
 
         shown["dsn"] = redact_dsn(options.dsn)
-    result: dict[str, Any] = {"machine": machine(), "options": shown, "directory": root}
+    result: dict[str, Any] = {
+        "machine": machine(root, options.dsn),
+        "options": shown,
+        "directory": root,
+    }
     try:
         stores: dict[int, str] = {}
         sizes: dict[int, dict[str, int]] = {}

@@ -8,7 +8,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from flatstate.cli._output import JsonOption, console, err_console, print_json, run_bench
+from flatstate.cli._output import (
+    JsonOption,
+    console,
+    err_console,
+    print_json,
+    print_machine,
+    run_bench,
+)
 
 app = typer.Typer(
     help="Benchmarks: figures and ratios against the copying strategies.", no_args_is_help=True
@@ -148,11 +155,7 @@ def _print_store_result(result: dict[str, Any]) -> None:
             f"freshness, written by {lag['writer']}: seen after p50 {lag['p50_ms']} ms, "
             f"p99 {lag['p99_ms']} ms, max {lag['max_ms']} ms"
         )
-    machine = result["machine"]
-    console.print(
-        f"[dim]{machine['cpus']} CPUs, {machine['memory_gib']} GiB, Python {machine['python']}, "
-        f"flatstate {machine['flatstate']}[/dim]"
-    )
+    print_machine(result["machine"])
 
 
 @app.command("transcript")
@@ -365,8 +368,4 @@ def _print_seed(report: dict[str, Any]) -> None:
             f"({'levelled off' if verdict['levelled_off'] else 'still growing'}); "
             f"largest growth of the cache: {verdict['cache_bytes_growth']:,} bytes"
         )
-    machine = report["machine"]
-    console.print(
-        f"[dim]{machine['cpus']} CPUs, {machine['memory_gib']} GiB, Python {machine['python']}, "
-        f"flatstate {machine['flatstate']}[/dim]"
-    )
+    print_machine(report["machine"])
