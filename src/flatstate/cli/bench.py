@@ -110,7 +110,7 @@ def _print_store_result(result: dict[str, Any]) -> None:
     for n, r in result["rates"].items():
         patch = f"{r['patch_per_s']:,}"
         if r.get("patch_mib_per_s") is not None:
-            patch += f" ({r['patch_mib_per_s']:,} MiB/s)"
+            patch += f", {r['patch_mib_per_s']:,} MiB/s{_derived(r, 'patch_mib_per_s')}"
         rates.add_row(
             f"{int(n):,}",
             f"{r['get_per_s']:,}",
@@ -128,9 +128,9 @@ def _print_store_result(result: dict[str, Any]) -> None:
     mem = result["memory"]
     ratios = result["ratios"]
     console.print(
-        f"memory: loaded store {mem['loaded_mib']} MiB for a "
-        f"{mem['sessions_json_mib']} MiB sessions.json = {mem['ratio_to_sessions_json']}x "
-        f"({mem['ratio_to_compact_json']}x compact JSON); "
+        f"memory: loaded store {mem['loaded_mib']} MiB for a {mem['sessions_json_mib']} MiB "
+        f"sessions.json{_derived(mem, 'sessions_json_mib')} = {mem['ratio_to_sessions_json']}x; "
+        f"{mem['ratio_to_compact_json']}x compact JSON{_derived(mem, 'ratio_to_compact_json')}; "
         f"{mem['pooled_strings']} pooled strings"
     )
     console.print(
@@ -156,6 +156,11 @@ def _print_store_result(result: dict[str, Any]) -> None:
             f"p99 {lag['p99_ms']} ms, max {lag['max_ms']} ms"
         )
     print_machine(result["machine"])
+
+
+def _derived(block: dict[str, Any], key: str) -> str:
+    """ " (derived)" after a figure computed from others rather than measured."""
+    return " (derived)" if key in block.get("derived", ()) else ""
 
 
 @app.command("transcript")
