@@ -210,6 +210,7 @@ def test_bench_store_prints_figures_as_json() -> None:
     assert figures["rates"]["60"]["get_per_s"] > 0 and figures["baseline"]["get_per_s"] > 0
     assert figures["rates"]["60"]["dict_get_per_s"] > 0
     assert figures["memory"]["sessions_json_mib"] > 0
+    assert figures["memory"]["derived"][0] == "sessions_json_mib"  # SQLite has no sessions.json
     assert figures["soak"]["ops"] > 0 and figures["ratios"]["get_vs_deepcopy"] > 1
 
 

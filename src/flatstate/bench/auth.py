@@ -131,7 +131,7 @@ def run_auth_bench(
 ) -> dict[str, Any]:
     """Run every phase (see the module docstring) and return the figures."""
     root = tempfile.mkdtemp(prefix="flatstate-bench-auth-")
-    result: dict[str, Any] = {"machine": machine(), "options": asdict(options), "phases": {}}
+    result: dict[str, Any] = {"machine": machine(root), "options": asdict(options), "phases": {}}
     try:
         agent_dir = build_auth_dir(root, options.profiles)
         plan = (

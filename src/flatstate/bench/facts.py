@@ -339,7 +339,7 @@ def run_facts_bench(
     root = options.directory or tempfile.mkdtemp(prefix="flatstate-bench-facts-")
     sizes = sorted(set(options.sizes) | ({options.soak_size} if options.soak_recalls else set()))
     result: dict[str, Any] = {
-        "machine": machine(),
+        "machine": machine(root),
         "sqlite": _sqlite_version(),
         "options": asdict(options),
         "directory": root,

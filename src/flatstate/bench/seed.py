@@ -7,28 +7,24 @@ returned), with one patch (``updatedAt``, a counter + 1) every
 transcript grows, is compacted with the built-in summarizer, and an
 after-compaction hook recalls from a facts store of ``--facts`` facts.
 
-The strategies run the same loop against different caches:
+The strategies run the same loop: ``flatstate`` (reads share frozen objects)
+and the contenders of :mod:`flatstate.bench.contenders` (a plain dict, a
+cache that copies the entry read, caches that copy the whole store). Every
+write goes through flatstate, so that each side does the same durable work;
+which contenders' stores keep a cache, and why, is said there.
 
-- ``snapshot``: flatstate, reads share frozen objects;
-- ``deepcopy`` | ``json`` | ``orjson`` | ``pickle``: a cache that copies the
-  whole store on every read and every write the named way, as OpenClaw's
-  ``structuredClone`` cache did (its writes still go through flatstate, so
-  that both sides do the same durable work).
-
-Each strategy runs in fresh processes. Figures: operations, reads and writes a
-second; latency percentiles of get, snapshot and patch (every 8th operation
-(every 7th operation
-is timed, into a fixed reservoir); RSS, the Python heap (allocated blocks) and
-the cache's bytes every ``sample_every`` seconds; the RSS slope after warm-up.
+Each strategy runs in fresh processes (``processes`` of them for flatstate,
+one for a contender). Figures: operations, reads and writes a second summed
+over the workers; latency percentiles of get, snapshot and patch (every 7th
+operation is timed, into a fixed reservoir per worker, merged); RSS (summed
+and of the largest worker), the Python heap (allocated blocks) and the
+cache's bytes every ``sample_every`` seconds; the RSS slope after warm-up.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import multiprocessing
 import os
-import pickle
 import random
 import shutil
 import sys
@@ -36,28 +32,48 @@ import tempfile
 import threading
 import time
 from array import array
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from itertools import accumulate
 from queue import Empty
 from typing import Any
 
+from flatstate.bench.contenders import (
+    CACHED_ENGINE,
+    CONTENDERS,
+    ISOLATING,
+    WHOLE_STORE,
+    open_contender,
+)
 from flatstate.bench.measure import machine, rss_mib
-from flatstate.bench.store import location
+from flatstate.bench.store import location, sessions_json_size
 
-__all__ = ["COPYING", "SeedOptions", "run_seed", "slope_mib_per_min"]
+__all__ = [
+    "OURS",
+    "STRATEGIES",
+    "SeedOptions",
+    "merged_percentiles",
+    "run_seed",
+    "slope_per_min",
+    "soak_verdict",
+]
 
-COPYING = ("deepcopy", "json", "orjson", "pickle")
-STRATEGIES = ("snapshot", *COPYING)
+OURS = "flatstate"
+STRATEGIES = (OURS, *CONTENDERS)
 READS = ("entry", "store", "mixed")
+KINDS = ("get", "snapshot", "patch")
 COMPACTION_TARGETS = 16
 COMPACTION_APPEND = 40
 KEEP_RECENT_TOKENS = 2_000
 RESERVOIR = 16_384
+OUR_CACHE_BYTES = 1 << 30  # the whole store stays cached, as a gateway would configure it
 # The patch bumps a counter of the benchmark's own: compactionCount belongs to
 # compaction (its transcript is the truth and the count only catches up), so a
 # patch that raced a compaction on it could hide one increment in a max().
 PATCH_COUNTER = "benchPatches"
 SLOPE_WINDOW = 30.0
+LEAK_GOAL_MIB_PER_MIN = 1.0
 TIME_EVERY = 7  # coprime with the default write interval, so patches are timed too
 
 
@@ -76,53 +92,21 @@ class SeedOptions:
     sample_every: float = 0.5
     warmup_fraction: float = 0.25
     min_warmup: float = 10.0
+    directory: str | None = None
+    strategies: list[str] = field(default_factory=list)
 
     @property
     def warmup(self) -> float:
         """Seconds before the slope counts: the first caches and files fill in that time."""
         return max(self.seconds * self.warmup_fraction, min(self.min_warmup, self.seconds / 2))
 
-    directory: str | None = None
-    strategies: list[str] = field(default_factory=list)
+    @property
+    def judged(self) -> bool:
+        """Whether the run is long enough for its RSS slope to mean anything."""
+        return self.seconds - self.warmup >= SLOPE_WINDOW
 
     def chosen(self) -> list[str]:
         return list(STRATEGIES) if self.strategy == "all" else [self.strategy]
-
-
-def _copier(name: str) -> Callable[[Any], Any]:
-    if name == "deepcopy":
-        return copy.deepcopy
-    if name == "json":
-        return lambda value: json.loads(json.dumps(value))
-    if name == "pickle":
-        return lambda value: pickle.loads(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
-    if name == "orjson":
-        import orjson  # in the bench extra
-
-        return lambda value: orjson.loads(orjson.dumps(value))
-    raise ValueError(f"unknown strategy {name!r}")
-
-
-class CopyingCache:
-    """OpenClaw's structuredClone-era cache with a pluggable copy: the whole store, every time."""
-
-    def __init__(self, store: Any, copier: Callable[[Any], Any]) -> None:
-        self.real = store
-        self.copy = copier
-        self.data = {key: entry.to_dict() for key, entry in store.items()}
-
-    def get(self, key: str) -> Any:
-        return self.copy(self.data)[key]  # loadSessionStore() then store[key]
-
-    def snapshot(self) -> Any:
-        return self.copy(self.data)
-
-    def written(self, key: str) -> None:
-        """After a durable write, the cache stores a copy of the whole new store."""
-        entry = self.real.get(key)
-        fresh = self.copy(self.data)
-        fresh[key] = entry.to_dict()
-        self.data = fresh
 
 
 class _Reservoir:
@@ -143,19 +127,32 @@ class _Reservoir:
             if slot < self.size:
                 self.values[slot] = value
 
-    def percentiles(self) -> dict[str, float] | None:
-        if not self.values:
-            return None
-        ordered = sorted(self.values)
 
-        def at(q: float) -> float:
-            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 4)
+def merged_percentiles(parts: list[tuple[list[float], int]]) -> dict[str, float] | None:
+    """p50, p99 and p99.9 in ms over the reservoirs of every worker, with the number timed.
 
-        return {"p50_ms": at(0.5), "p99_ms": at(0.99), "p999_ms": at(0.999), "samples": self.seen}
+    Each value stands for ``seen / len(values)`` timings of its worker, so a
+    worker that timed more operations weighs more, as in one pooled sample.
+    """
+    weighted = sorted((v, seen / len(values)) for values, seen in parts if values for v in values)
+    if not weighted:
+        return None
+    cumulative = list(accumulate(w for _, w in weighted))
+
+    def at(q: float) -> float:
+        index = min(len(weighted) - 1, bisect_right(cumulative, q * cumulative[-1]))
+        return round(weighted[index][0] * 1000, 4)
+
+    return {
+        "p50_ms": at(0.5),
+        "p99_ms": at(0.99),
+        "p999_ms": at(0.999),
+        "samples": sum(seen for _, seen in parts),
+    }
 
 
-def slope_mib_per_min(samples: list[tuple[float, float]]) -> float:
-    """Least-squares slope of (seconds, MiB) samples, in MiB a minute."""
+def slope_per_min(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) samples, per minute."""
     if len(samples) < 2:
         return 0.0
     n = len(samples)
@@ -186,7 +183,9 @@ def _setup(options: SeedOptions, root: str) -> dict[str, Any]:
     from flatstate.transcripts import FsyncPolicy
 
     path = location(root, options.entries, options.backend)
-    sizes = _populate(path, options.entries, options.profile)
+    json_bytes, derived = sessions_json_size(
+        path, _populate(path, options.entries, options.profile)
+    )
     with open_store(path, transcript_fsync=FsyncPolicy.batched()) as store:
         targets = list(store.keys())[:COMPACTION_TARGETS]
         for key in targets:
@@ -203,7 +202,13 @@ def _setup(options: SeedOptions, root: str) -> dict[str, Any]:
                 batch = []
         if batch:
             facts.add_many(batch)
-    return {"store": path, "facts": facts_dir, "targets": targets, **sizes}
+    return {
+        "store": path,
+        "facts": facts_dir,
+        "targets": targets,
+        "sessions_json_bytes": json_bytes,
+        "sessions_json_derived": derived,
+    }
 
 
 def _worker(
@@ -219,27 +224,34 @@ def _worker(
     from flatstate.facts import after_compaction_context, open_facts
     from flatstate.transcripts import FsyncPolicy
 
-    store = open_store(setup["store"], transcript_fsync=FsyncPolicy.batched(), cache_bytes=1 << 30)
+    ours = strategy == OURS
+    store = open_store(
+        setup["store"],
+        transcript_fsync=FsyncPolicy.batched(),
+        cache_bytes=OUR_CACHE_BYTES if ours or strategy in CACHED_ENGINE else 0,
+    )
     facts = open_facts(setup["facts"])
     keys = list(store.keys())
     n = len(keys)
-    cache = CopyingCache(store, _copier(strategy)) if strategy != "snapshot" else None
-    get = cache.get if cache else store.get
-    snapshot = cache.snapshot if cache else store.snapshot
-    latencies = {"get": _Reservoir(), "snapshot": _Reservoir(), "patch": _Reservoir()}
+    cache = None if ours else open_contender(strategy, dict(store.items()))
+    get = store.get if cache is None else cache.get
+    snapshot = store.snapshot if cache is None else cache.snapshot
+    # A whole-store copy takes up to a second: check the clock after every operation.
+    batch = 1 if strategy in WHOLE_STORE else 64
+    latencies = {kind: _Reservoir() for kind in KINDS}
     write_every, read = options.write_every, options.read
     counts = {"ops": 0, "reads": 0, "writes": 0, "compactions": 0}
     compaction_ms: list[float] = []
     samples: list[tuple[float, float, int, int]] = []  # (t, rss MiB, heap blocks, cache bytes)
 
     def patch(key: str) -> None:
-        store.update(
+        entry = store.update(
             lambda draft: draft.patch(
                 key, {PATCH_COUNTER: (draft[key].get(PATCH_COUNTER) or 0) + 1}
             )
         )
         if cache is not None:
-            cache.written(key)
+            cache.written(key, entry)
 
     def compaction_event(number: int) -> None:
         key = setup["targets"][(number + worker) % len(setup["targets"])]
@@ -255,8 +267,8 @@ def _worker(
         compaction_ms.append((time.perf_counter() - started) * 1000)
         if result is not None:
             counts["compactions"] += 1
-            if cache is not None:
-                cache.written(key)
+            if cache is not None and (entry := store.get(key)) is not None:
+                cache.written(key, entry)
 
     barrier.wait(120)
     start = time.perf_counter()
@@ -266,7 +278,7 @@ def _worker(
     i = worker  # workers start at different keys
     deadline = start + options.seconds
     while True:
-        for _ in range(64):
+        for _ in range(batch):
             timed = i % TIME_EVERY == 0
             t0 = time.perf_counter() if timed else 0.0
             if i % write_every == write_every - 1:
@@ -286,8 +298,6 @@ def _worker(
                 latencies[kind].add(time.perf_counter() - t0)
             i += 1
             counts["ops"] += 1
-            if cache is not None:
-                break  # copying strategies are slow: check the clock after every op
         now = time.perf_counter()
         if now >= next_sample:
             next_sample += options.sample_every
@@ -317,7 +327,7 @@ def _worker(
         "worker": worker,
         "seconds": round(elapsed, 3),
         **counts,
-        "latency": {kind: r.percentiles() for kind, r in latencies.items()},
+        "latency": {kind: (r.values.tolist(), r.seen) for kind, r in latencies.items()},
         "compaction_ms": compaction_ms,
         "samples": samples,
     }
@@ -334,7 +344,7 @@ def _run_strategy(
     options: SeedOptions, setup: dict[str, Any], strategy: str, progress: Any
 ) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
-    workers = options.processes if strategy == "snapshot" else 1
+    workers = options.processes if strategy == OURS else 1
     barrier = ctx.Barrier(workers)
     out = ctx.Queue()
     before = _counters(setup["store"])
@@ -375,18 +385,40 @@ def _counters(path: str) -> tuple[int, int]:
     )
 
 
+def _combined(results: list[dict[str, Any]]) -> list[list[float]]:
+    """The workers' samples side by side: [seconds, summed RSS, largest RSS, summed heap blocks].
+
+    Workers start together at the barrier and sample on the same clock, so the
+    k-th samples of all of them belong together; the run ends at the shortest.
+    """
+    rows = []
+    for taken in zip(*(r["samples"] for r in results), strict=False):
+        rss = [s[1] for s in taken]
+        rows.append([taken[0][0], round(sum(rss), 2), max(rss), sum(s[2] for s in taken)])
+    return rows
+
+
 def _summarize(
     options: SeedOptions, strategy: str, results: list[dict[str, Any]], counted: tuple[int, int]
 ) -> dict[str, Any]:
+    results.sort(key=lambda r: r["worker"])
     seconds = max(r["seconds"] for r in results)
     total = {k: sum(r[k] for r in results) for k in ("ops", "reads", "writes", "compactions")}
-    first = min(results, key=lambda r: r["worker"])
-    samples = first["samples"]
-    warm = options.warmup
-    after_warmup = [(t, rss) for t, rss, _, _ in samples if t >= warm]
+    samples = _combined(results)
     rss = [s[1] for s in samples] or [0.0]
-    cache = [s[3] for s in samples if s[3]] or [0]
+    after_warmup = [(s[0], s[1]) for s in samples if s[0] >= options.warmup]
     compaction_ms = [ms for r in results for ms in r["compaction_ms"]]
+    workers = [
+        {
+            "worker": r["worker"],
+            "ops": r["ops"],
+            "rss_start_mib": r["samples"][0][1] if r["samples"] else None,
+            "rss_peak_mib": max((s[1] for s in r["samples"]), default=None),
+            "rss_end_mib": r["samples"][-1][1] if r["samples"] else None,
+            "cache_bytes_growth": _spread([s[3] for s in r["samples"] if s[3]]),
+        }
+        for r in results
+    ]
     return {
         "strategy": strategy,
         "processes": len(results),
@@ -395,25 +427,33 @@ def _summarize(
         "ops_per_s": round(total["ops"] / seconds, 1),
         "reads_per_s": round(total["reads"] / seconds, 1),
         "writes_per_s": round(total["writes"] / seconds, 1),
-        "latency": first["latency"],
+        "latency": {
+            kind: merged_percentiles([r["latency"][kind] for r in results]) for kind in KINDS
+        },
         "compaction_mean_ms": round(sum(compaction_ms) / len(compaction_ms), 2)
         if compaction_ms
         else None,
         "rss_start_mib": rss[0],
         "rss_end_mib": rss[-1],
         "rss_peak_mib": max(rss),
-        "rss_slope_mib_per_min": slope_mib_per_min(after_warmup),
-        "heap_blocks_start": samples[0][2] if samples else None,
-        "heap_blocks_end": samples[-1][2] if samples else None,
-        "cache_bytes_growth": max(cache) - min(cache),
+        "rss_process_peak_mib": max((w["rss_peak_mib"] or 0.0 for w in workers), default=0.0),
+        "rss_slope_mib_per_min": slope_per_min(after_warmup) if options.judged else None,
+        "heap_blocks_start": samples[0][3] if samples else None,
+        "heap_blocks_end": samples[-1][3] if samples else None,
+        "cache_bytes_growth": max(w["cache_bytes_growth"] for w in workers),
         # Every patch adds one to a session's counter and every compaction one
         # to its compactionCount: the store's totals must have grown by exactly
         # their numbers, or an acknowledged write was lost.
         "counted_patches": counted[0],
         "counted_compactions": counted[1],
         "lost_writes": total["writes"] - counted[0] + total["compactions"] - counted[1],
-        "samples": [[t, r, h] for t, r, h, _ in samples],
+        "workers": workers,
+        "samples": samples,
     }
+
+
+def _spread(values: list[int]) -> int:
+    return max(values) - min(values) if values else 0
 
 
 def run_seed(
@@ -431,6 +471,7 @@ def run_seed(
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     try:
+        context = machine(root)
         progress(("setup", 0, 0, 0.0, 0.0))
         setup = _setup(options, root)
         runs = [
@@ -440,7 +481,7 @@ def run_seed(
     finally:
         if options.directory is None:
             shutil.rmtree(root, ignore_errors=True)
-    return _report(options, setup, runs)
+    return _report(options, context, setup, runs)
 
 
 def _run_with_progress(
@@ -471,51 +512,77 @@ def _run_with_progress(
 
 
 def _report(
-    options: SeedOptions, setup: dict[str, Any], runs: list[dict[str, Any]]
+    options: SeedOptions,
+    context: dict[str, Any],
+    setup: dict[str, Any],
+    runs: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    ours = next((r for r in runs if r["strategy"] == "snapshot"), None)
-    copying = [r for r in runs if r["strategy"] in COPYING]
-    best = max(copying, key=lambda r: r["ops_per_s"]) if copying else None
+    ours = next((r for r in runs if r["strategy"] == OURS), None)
     json_mib = setup["sessions_json_bytes"] / (1 << 20)
     report: dict[str, Any] = {
-        "machine": machine(),
+        "machine": context,
         "options": {k: v for k, v in asdict(options).items() if k != "strategies"},
         "store": {
             "entries": options.entries,
             "sessions_json_mib": round(json_mib, 1),
             "profile": options.profile,
             "backend": options.backend,
+            # A SQLite store has no sessions.json: its size is what json.dumps would write.
+            "derived": ["sessions_json_mib"] if setup["sessions_json_derived"] else [],
         },
         "runs": runs,
     }
-    if ours is not None and best is not None:
-        report["ratios"] = {
-            "best_copying_strategy": best["strategy"],
-            "ops_vs_best_copying": round(ours["ops_per_s"] / max(best["ops_per_s"], 1e-9), 1),
-        }
-    if ours is not None:
-        report["targets"] = {
-            # A slope over less than half a minute says little; judge longer runs only.
-            "rss_slope_ok": ours["rss_slope_mib_per_min"] <= 1.0
-            if options.seconds - options.warmup >= SLOPE_WINDOW
-            else None,
-            "peak_rss_limit_mib": round(3 * json_mib + 60, 1),
-            "peak_rss_ok": ours["rss_peak_mib"] <= 3 * json_mib + 60,
-            "no_lost_writes": ours["lost_writes"] == 0,
-        }
+    if ours is None:
+        return report
+    ratios: dict[str, Any] = {}
+    isolating = [r for r in runs if r["strategy"] in ISOLATING]
+    if isolating:
+        best = max(isolating, key=lambda r: r["ops_per_s"])
+        ratios["best_isolating"] = best["strategy"]
+        ratios["ops_vs_best_isolating"] = _ratio(ours, best)
+    floor = next((r for r in runs if r["strategy"] == "dict"), None)
+    if floor is not None:
+        ratios["ops_vs_dict"] = _ratio(ours, floor)
+    if ratios:
+        report["ratios"] = ratios
+    limit = 3 * json_mib + 60
+    report["targets"] = {
+        # A slope over less than half a minute says little; judge longer runs only.
+        "rss_slope_ok": ours["rss_slope_mib_per_min"] <= LEAK_GOAL_MIB_PER_MIN
+        if options.judged
+        else None,
+        "peak_rss_limit_mib": round(limit, 1),
+        "peak_rss_ok": ours["rss_process_peak_mib"] <= limit,
+        "no_lost_writes": ours["lost_writes"] == 0,
+    }
     return report
 
 
-def soak_verdict(run: dict[str, Any]) -> dict[str, Any]:
-    """Whether RSS has levelled off: its slope over the second half of the run."""
-    samples = [(t, rss) for t, rss, _ in run["samples"]]
-    half = samples[len(samples) // 2 :]
-    slope = slope_mib_per_min(half)
+def _ratio(ours: dict[str, Any], other: dict[str, Any]) -> float:
+    """How many times the operations a second of ``other`` flatstate served."""
+    ratio: float = ours["ops_per_s"] / max(other["ops_per_s"], 1e-9)
+    return round(ratio, 2)
+
+
+def soak_verdict(run: dict[str, Any], warmup: float) -> dict[str, Any]:
+    """Whether memory has levelled off after ``warmup`` seconds.
+
+    RSS: the slope over each half of what follows the warm-up, of which the
+    smaller counts: a leak raises both, a one-time step (a cache filling up)
+    only one. The Python heap: the slope of its allocated blocks over all of
+    it, which a leak of small objects raises even while memory freed earlier
+    keeps it out of RSS.
+    """
+    after = [s for s in run["samples"] if s[0] >= warmup]
+    middle = len(after) // 2
+    halves = [
+        slope_per_min([(s[0], s[1]) for s in part]) for part in (after[:middle], after[middle:])
+    ]
+    sustained = min(halves)
     return {
-        "last_half_slope_mib_per_min": slope,
-        "levelled_off": slope <= 1.0,
+        "rss_half_slopes_mib_per_min": halves,
+        "rss_sustained_slope_mib_per_min": sustained,
+        "levelled_off": sustained <= LEAK_GOAL_MIB_PER_MIN,
+        "heap_blocks_slope_per_min": round(slope_per_min([(s[0], s[3]) for s in after])),
         "cache_bytes_growth": run["cache_bytes_growth"],
-        "rss_growth_after_warmup_mib": round(half[-1][1] - samples[len(samples) // 4][1], 2)
-        if len(samples) >= 4
-        else 0.0,
     }

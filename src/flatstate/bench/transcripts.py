@@ -170,7 +170,7 @@ def run_transcript_bench(
     """Every phase in a temporary directory, removed afterwards."""
     root = tempfile.mkdtemp(prefix="flatstate-transcript-bench-")
     try:
-        result: dict[str, Any] = {"machine": machine(), "appends": []}
+        result: dict[str, Any] = {"machine": machine(root), "appends": []}
         for lock in ("flock", "file"):
             progress(f"appending with the {lock} lock")
             result["appends"].append(_appends(root, lock, True, appends))

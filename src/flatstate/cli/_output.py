@@ -51,6 +51,22 @@ def run_bench(
         print_tables(result)
 
 
+def print_machine(machine: dict[str, Any], sqlite: str | None = None) -> None:
+    """The dim closing line of a benchmark: where its figures were measured. ``sqlite``
+    names another SQLite than the standard module's (the facts store's driver)."""
+    versions = machine["versions"]
+    parts = [
+        f"{machine['cpus']} CPUs",
+        f"{machine['memory_gib']} GiB",
+        f"Python {versions['python']}",
+        f"SQLite {sqlite or versions['sqlite']}",
+        *([f"PostgreSQL {versions['postgresql']}"] if versions.get("postgresql") else []),
+        *([f"{machine['filesystem']} file system"] if machine.get("filesystem") else []),
+        f"flatstate {machine['flatstate']}",
+    ]
+    console.print(f"[dim]{', '.join(parts)}[/dim]")
+
+
 DEFAULT_STORE = "~/.flatstate/main"
 
 StoreOption = Annotated[

@@ -19,7 +19,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from flatstate.cli._output import JsonOption, console, err_console, print_json, run_bench
+from flatstate.cli._output import (
+    JsonOption,
+    console,
+    err_console,
+    print_json,
+    print_machine,
+    run_bench,
+)
 
 app = typer.Typer(
     help="Auth profiles (OpenClaw's auth-profiles.json): keys, tokens, OAuth grants, cooldowns.",
@@ -385,9 +392,5 @@ def _print_bench(result: dict[str, Any]) -> None:
     console.print(table)
     if "get_vs_deepcopy" in result:
         console.print(f"get vs deepcopy-per-read: {result['get_vs_deepcopy']:,}x")
-    machine = result["machine"]
-    console.print(
-        f"[dim]{machine['cpus']} CPUs, {machine['memory_gib']} GiB, Python {machine['python']}, "
-        f"flatstate {machine['flatstate']}[/dim]"
-    )
+    print_machine(result["machine"])
     console.print(f"command: {result['command']}", markup=False, highlight=False)

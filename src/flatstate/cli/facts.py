@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from flatstate.cli._output import JsonOption, console, print_json, run_bench
+from flatstate.cli._output import JsonOption, console, print_json, print_machine, run_bench
 
 if TYPE_CHECKING:
     from flatstate.facts import Fact, FactStore
@@ -315,8 +315,4 @@ def _print_bench(result: dict[str, Any]) -> None:
             f"{soak['rss_before_mib']} -> {soak['rss_after_mib']} MiB "
             f"(growth {soak['rss_growth_mib']} MiB)"
         )
-    machine = result["machine"]
-    console.print(
-        f"[dim]{machine['cpus']} CPUs, {machine['memory_gib']} GiB, Python {machine['python']}, "
-        f"SQLite {result['sqlite']}, flatstate {machine['flatstate']}[/dim]"
-    )
+    print_machine(result["machine"], sqlite=result["sqlite"])
