@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import inspect
 import pickle
+import subprocess
+import sys
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +94,25 @@ def test_errors_survive_pickling(cls: type[Exception]) -> None:
 )
 def test_docstring_examples_run(module: str) -> None:
     check_docstring_examples(module)
+
+
+def test_importing_the_library_loads_no_cli_or_benchmark_dependency() -> None:
+    """The CLI (typer, rich) and the benchmarks (psutil, matplotlib) import those; a
+    gateway that only uses the library never pays for them."""
+    code = "import sys, flatstate; print(sorted(set(sys.modules) & set(sys.argv[1:])))"
+    heavy = ["typer", "rich", "psutil", "matplotlib", "click"]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *heavy], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_cli_prints_the_one_version() -> None:
+    import tomllib
+
+    done = subprocess.run(
+        [sys.executable, "-m", "flatstate", "--version"], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == f"flatstate {flatstate.__version__}"
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]
