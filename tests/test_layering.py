@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "flatstate"
 # Lowest first. A module may import from its own layer and the layers before it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("values", ("errors", "frozen", "keys", "model", "files", "locks", "_signal", "_schema")),
-    ("storage", ("_sqlite", "backends", "transcripts", "maintenance")),
+    ("storage", ("_sqlite", "backends", "transcripts", "maintenance", "openclaw")),
     (
         "store",
         ("_cache", "snapshot", "store", "_open", ""),

@@ -13,6 +13,7 @@ from flatstate.frozen import StringPool
 from flatstate.keys import DEFAULT_AGENT_ID, normalize_agent_id
 from flatstate.maintenance import MaintenanceConfig
 from flatstate.model import Clock
+from flatstate.openclaw.root import locate
 from flatstate.store import (
     DEFAULT_CACHE_BYTES,
     DEFAULT_CHECK_INTERVAL,
@@ -53,9 +54,12 @@ def open_store(
     store in this process's memory, shared by every store opened under that name (for
     tests; ``?state_dir=DIR`` for its transcripts); a path ending in
     ``.json`` is an OpenClaw ``sessions.json`` (its agent id is taken from
-    ``agents/<id>/sessions/``); anything else is a state directory holding the
-    SQLite database, created if missing. A damaged sessions.json opens
-    read-only (``store.corruption`` says why) and is never overwritten.
+    ``agents/<id>/sessions/``); OpenClaw 2026.9's ``openclaw-agent.sqlite`` (or
+    an OpenClaw root holding one per agent, with ``agent_id``) is served
+    read-only from OpenClaw's own database (see
+    :mod:`flatstate.backends.openclaw`); anything else is a state directory
+    holding the SQLite database, created if missing. A damaged sessions.json
+    opens read-only (``store.corruption`` says why) and is never overwritten.
 
     Options:
 
@@ -80,6 +84,8 @@ def open_store(
       transcript appends (default: fsync every append).
     - ``allow_symlink`` (JSON): accept a sessions.json that links outside its
       directory.
+    - ``force`` (OpenClaw 2026.9): read a database that a live gateway holds
+      (otherwise :class:`~flatstate.errors.StoreInUse`).
     - PostgreSQL: ``namespace`` (default: the agent id), ``schema``
       (``flatstate``) and ``state_dir`` (local transcripts; default
       ``~/.flatstate/<namespace>``), also as URL parameters;
@@ -126,6 +132,13 @@ def open_store(
             location, pool=pool, lock_timeout=lock_timeout, readonly=readonly, **backend_options
         )
         agent_id = agent_id or _agent_of_openclaw_path(location)
+    elif (openclaw := locate(location, agent_id)) is not None:
+        from flatstate.backends.openclaw import OpenClawBackend
+
+        root, agent_id, agent_db = openclaw
+        backend = OpenClawBackend(
+            agent_db, pool=pool, root=root, agent_id=agent_id, **backend_options
+        )
     else:
         from flatstate.backends.sqlite import SQLiteBackend
 

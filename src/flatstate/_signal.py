@@ -48,13 +48,15 @@ class ChangeSignal:
     counter only ever grows and no reader can miss a bump.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, create: bool = True) -> None:
         self.path = path
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0), 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 if os.fstat(fd).st_size < _COUNTER.size:
+                    if not create:
+                        raise OSError(f"{path}: too short to be a change counter")
                     os.ftruncate(fd, _COUNTER.size)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
@@ -83,13 +85,15 @@ class ChangeSignal:
             self._fd = -1
 
 
-def open_signal(path: str) -> ChangeSignal | LocalSignal:
+def open_signal(path: str, *, create: bool = True) -> ChangeSignal | LocalSignal:
     """The shared counter at ``path``, or a local one where the file cannot be made.
 
     A read-only directory still gets a working store; other processes' writes
-    are then seen through the periodic check alone.
+    are then seen through the periodic check alone. ``create=False`` is for
+    readers that must leave a directory they do not own as they found it: they
+    use a counter some writer already made, and make none.
     """
     try:
-        return ChangeSignal(path)
+        return ChangeSignal(path, create=create)
     except OSError:
         return LocalSignal()

@@ -15,6 +15,8 @@ fix. No message ever carries a secret: callers pass identifiers, never values.
     ├── VectorsUnavailable  (ImportError)
     ├── ExtraMissing        (ImportError)
     ├── StoreCorrupt        (OSError)
+    ├── StoreInUse          (BlockingIOError)
+    ├── DestinationExists   (FileExistsError)
     ├── StoreUnavailable    (ConnectionError)
     ├── DiskFull            (OSError)
     ├── StoreClosed         (ValueError)
@@ -167,6 +169,33 @@ class StoreCorrupt(FlatstateError, OSError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{path}: {problem}. The file was not changed. {fix}")
+
+
+class StoreInUse(FlatstateError, BlockingIOError):
+    """Another program holds the store open for writing (a live OpenClaw gateway).
+
+    Reading a database while its owner writes it, without taking part in its
+    locking, may see half of a write; flatstate waits for the owner to stop.
+    """
+
+    def __init__(self, path: str, holder: str, fix: str) -> None:
+        self.path = path
+        self.holder = holder
+        self.fix = fix
+        super().__init__(f"{path} is in use: {holder}. Nothing was read. {fix}")
+
+
+class DestinationExists(FlatstateError, FileExistsError):
+    """An import whose destination already holds state that the import would overwrite."""
+
+    def __init__(self, path: str, holds: str) -> None:
+        self.path = path
+        self.holds = holds
+        super().__init__(
+            f"{path} already holds {holds}; importing again would overwrite changes made there "
+            "since. Nothing was written. Pass --force (force=True) to let the source win, or "
+            "--merge (merge=True) to keep the fresher entry of each session (by updatedAt)."
+        )
 
 
 class StoreUnavailable(FlatstateError, ConnectionError):

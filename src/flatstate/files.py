@@ -14,6 +14,7 @@ import errno
 import os
 import time
 import uuid
+from collections.abc import Iterable
 
 from flatstate.errors import DiskFull, ReadOnlyStore, StoreCorrupt, is_disk_full
 
@@ -66,21 +67,26 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str, data: bytes, *, mode: int = 0o600, durable: bool = True) -> None:
+def atomic_write(
+    path: str, data: bytes | Iterable[bytes], *, mode: int = 0o600, durable: bool = True
+) -> None:
     """Replace ``path`` with ``data`` atomically (and durably unless ``durable=False``).
 
     A symlink is followed: the file it points at is replaced and the link stays, so a
-    store kept elsewhere through a link gets the write."""
+    store kept elsewhere through a link gets the write. ``data`` may also be an iterable
+    of chunks, written as they come, so that a large file (an imported transcript) never
+    has to be held in memory whole."""
     path = os.path.realpath(path)
     directory = os.path.dirname(path)
     temp = os.path.join(directory, f"{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4()}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            for chunk in (data,) if isinstance(data, bytes) else data:
+                view = memoryview(chunk)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
             if durable:
                 os.fsync(fd)
         finally:

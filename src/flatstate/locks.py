@@ -23,7 +23,7 @@ from typing import Any
 
 from flatstate.errors import DiskFull, LockTimeout, is_disk_full
 
-__all__ = ["FileLock", "LockInfo", "inspect_lock", "process_start_time"]
+__all__ = ["FileLock", "LockInfo", "inspect_lock", "pid_alive", "process_start_time"]
 
 _POLL_SECONDS = 0.01
 EMPTY_LOCK_GRACE = 2.0
@@ -62,7 +62,8 @@ def _read_start_time(pid: int) -> int | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one of another user's counts too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -92,7 +93,7 @@ class LockInfo:
         reasons = []
         if self.pid is None:
             reasons.append("missing-pid")
-        elif not _pid_alive(self.pid):
+        elif not pid_alive(self.pid):
             reasons.append("dead-pid")
         else:
             started = payload.get("starttime") if payload else None

@@ -433,7 +433,8 @@ class SessionStore:
         A missing session is created first unless ``create=False`` (then
         :class:`~flatstate.errors.SessionNotFound`, a ``KeyError``). Opening
         reconciles ``compactionCount`` with the transcript (see
-        :mod:`flatstate.transcripts.reconcile`).
+        :mod:`flatstate.transcripts.reconcile`), except for a transcript that the
+        backend keeps itself (OpenClaw 2026.9's database), which is read-only.
         """
         canon = self.canonical_key(key)
         entry = self.get(canon)
@@ -443,6 +444,9 @@ class SessionStore:
             entry = self.patch(canon, {})
             assert entry is not None
         backend = self._backend
+        served = backend.transcript(entry, canon)
+        if served is not None:
+            return served
         path = transcript_path(backend.transcripts_dir, entry, canon)
         with self._lock:
             found = self._transcripts.get(path)

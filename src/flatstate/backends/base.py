@@ -16,11 +16,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flatstate.errors import ReadOnlyStore, StoreCorrupt
 from flatstate.frozen import StringPool
 from flatstate.model import SessionEntry
+
+if TYPE_CHECKING:
+    from flatstate.transcripts import Transcript
 
 __all__ = ["Backend", "RetryWrite", "Row", "Signal"]
 
@@ -57,6 +60,8 @@ class Backend(ABC):
     signal: Signal
     pool: StringPool
     readonly: bool = False
+    readonly_reason: str = "the store was opened read-only"
+    """What a refused write says (a backend that is read-only by nature says why)."""
     corruption: StoreCorrupt | None = None
     """Why the store is read-only despite the caller (a damaged file), if it is."""
     transcripts_dir: str
@@ -90,7 +95,7 @@ class Backend(ABC):
         """Refuse a store opened read-only, then take the writer lock (waiting up to the
         lock timeout) and start a transaction (:meth:`_begin`)."""
         if self.readonly:
-            raise ReadOnlyStore(self.location, "the store was opened read-only")
+            raise ReadOnlyStore(self.location, self.readonly_reason)
         self._begin()
 
     @abstractmethod
@@ -127,3 +132,8 @@ class Backend(ABC):
     def disk_bytes(self) -> int:
         """Bytes the store occupies on disk (0 where unknown)."""
         return 0
+
+    def transcript(self, entry: SessionEntry, key: str) -> Transcript | None:
+        """The transcript of ``entry`` when the backend keeps it itself (in its database);
+        None for the file in ``transcripts_dir`` that the entry names (the default)."""
+        return None

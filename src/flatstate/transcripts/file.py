@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -349,33 +349,46 @@ class Transcript:
         return fresh
 
     def _read_context(self, ident: tuple[int, int, int]) -> _Cached:
-        path_entries: list[FrozenMap] = []
-        compaction: FrozenMap | None = None
-        wanted: Any = None  # the parentId we follow next; None before the leaf is found
-        leaf_found = False
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return _Cached(ident, 0, [], Context((), (), None, None))
         try:
             size = os.fstat(fd).st_size
-            for offset, line in self._lines_backward(fd, size):
-                entry = self._parse(fd, offset, line)
-                if entry is None or entry.get("type") == "session":
-                    continue
-                if leaf_found and entry.get("id") != wanted:
-                    continue  # on another branch
-                leaf_found = True
-                path_entries.append(entry)
-                wanted = entry.get("parentId")
-                if compaction is None and entry.get("type") == "compaction":
-                    compaction = entry
-                if compaction is not None and entry.get("id") == compaction.get("firstKeptEntryId"):
-                    break
-                if wanted is None:
-                    break
+            parsed = (
+                self._parse(fd, offset, line) for offset, line in self._lines_backward(fd, size)
+            )
+            path_entries, context = self._context_of(entry for entry in parsed if entry is not None)
         finally:
             os.close(fd)
+        cached = _Cached(ident, size, path_entries, context)
+        _index_put(self.path, cached)
+        return cached
+
+    def _context_of(self, backward: Iterable[FrozenMap]) -> tuple[list[FrozenMap], Context]:
+        """The context of entries given last first: follow ``parentId`` from the leaf and stop
+        at the latest compaction's first kept entry, so that only the needed entries are read.
+
+        Returns the path from the first entry the context needs to the leaf, and the context.
+        """
+        path_entries: list[FrozenMap] = []
+        compaction: FrozenMap | None = None
+        wanted: Any = None  # the parentId we follow next; None before the leaf is found
+        leaf_found = False
+        for entry in backward:
+            if entry.get("type") == "session":
+                continue
+            if leaf_found and entry.get("id") != wanted:
+                continue  # on another branch
+            leaf_found = True
+            path_entries.append(entry)
+            wanted = entry.get("parentId")
+            if compaction is None and entry.get("type") == "compaction":
+                compaction = entry
+            if compaction is not None and entry.get("id") == compaction.get("firstKeptEntryId"):
+                break
+            if wanted is None:
+                break
         path_entries.reverse()
         if compaction is not None and not any(
             e.get("id") == compaction.get("firstKeptEntryId") for e in path_entries
@@ -386,9 +399,7 @@ class Transcript:
                 f"compaction {compaction.get('id')} keeps from a missing entry; "
                 "the context is its summary and what follows it",
             )
-        cached = _Cached(ident, size, path_entries, build_context(path_entries, compaction))
-        _index_put(self.path, cached)
-        return cached
+        return path_entries, build_context(path_entries, compaction)
 
     @property
     def leaf_id(self) -> str | None:
