@@ -27,9 +27,32 @@ from flatstate.frozen import decode_json, strict_decoder
 from flatstate.keys import normalize_key
 from flatstate.locks import FileLock, inspect_lock
 from flatstate.model import validate_session_id
+from flatstate.openclaw.agent import AGENT_DB_NAME, KNOWN_SCHEMA, AgentDatabase
+from flatstate.openclaw.database import FileFacts, Reader, file_facts, wal_state
+from flatstate.openclaw.root import (
+    STATE_DB,
+    Lease,
+    StateDatabase,
+    agent_auth,
+    agent_databases,
+    auth_document,
+    find_root,
+    shared_auth,
+)
 from flatstate.transcripts import archive_name
 
-__all__ = ["DoctorReport", "Finding", "RepairReport", "diagnose", "repair", "salvage"]
+__all__ = [
+    "DoctorReport",
+    "Finding",
+    "ImportPreview",
+    "OpenClawAgentReport",
+    "OpenClawReport",
+    "RepairReport",
+    "diagnose",
+    "diagnose_openclaw",
+    "repair",
+    "salvage",
+]
 
 LOCK_STALE_SECONDS = 30.0
 
@@ -277,3 +300,306 @@ def repair(location: str) -> RepairReport:
         os.chmod(aside, 0o600)  # as private as the store it was, whatever its mode had been
         atomic_write(path, format_store(kept), mode=0o600)
     return RepairReport(moved_to=aside, kept=list(kept), lost=lost)
+
+
+# -- OpenClaw 2026.9: its databases, read-only ------------------------------------------------
+
+LARGE_WAL_BYTES = 64 << 20
+"""A WAL past this size is reported (OpenClaw's users see WALs of gigabytes)."""
+PINNED_FRAMES = 1024
+"""A reader keeping this many WAL frames (4 MiB of 4 KiB pages) from checkpoints is reported."""
+FREE_SHARE = 0.25
+FREE_BYTES = 64 << 20
+
+
+class ImportPreview(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``flatstate import-openclaw`` would write for one agent (into ``DEST/<agent>/``)."""
+
+    sessions: int
+    skipped_keys: list[str]
+    transcripts: int
+    events: int
+    compressed_events: int
+    auth_profiles: list[str]
+    """Profile ids; never their secrets."""
+    auth_order: list[str]
+    """Providers with an auth order."""
+    usage_stats: list[str]
+    cooldowns: list[str]
+    """Profiles resting now (``cooldownUntil`` ahead), which stay resting after the import."""
+
+
+class OpenClawAgentReport(msgspec.Struct, frozen=True, kw_only=True):
+    agent_id: str
+    database: FileFacts
+    schema_version: int | None
+    app_version: str | None
+    leases: list[Lease]
+    open_by: int | None
+    """A process that holds the database open now (from its lock on the -shm file)."""
+    wal_frames: int | None
+    wal_backfilled: int | None
+    oldest_reader: Reader | None
+    counts_exclude_wal: bool
+    """The counts are as of the last checkpoint: what is still in the WAL is not counted."""
+    would_import: ImportPreview | None
+
+
+class OpenClawReport(msgspec.Struct, kw_only=True):
+    root: str
+    state_database: FileFacts | None
+    agents: list[OpenClawAgentReport]
+    findings: list[Finding]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.findings
+
+
+def diagnose_openclaw(location: str, *, now_ms: int | None = None) -> OpenClawReport:
+    """Inspect an OpenClaw 2026.9 root (or one agent database) without writing anything.
+
+    Per agent: the database's and WAL's sizes, free pages, leases and who holds
+    it open, the oldest reader of the WAL, and what an import would bring
+    over. The counts read the database file alone (never a copy of its WAL).
+    """
+    location = os.path.abspath(location)
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    root = find_root(location) or location
+    findings: list[Finding] = []
+    state_path = os.path.join(root, STATE_DB)
+    state_facts = _facts(state_path, "the OpenClaw state database", findings)
+    state = _open_quietly(lambda: StateDatabase(state_path, replay_wal=False), findings)
+    try:
+        if os.path.basename(location) == AGENT_DB_NAME:
+            databases = {location.split(os.sep)[-3] if find_root(location) else "main": location}
+        else:
+            databases = agent_databases(root, state)
+        shared: dict[str, Any] = {}
+        with contextlib.suppress(StoreCorrupt):
+            shared = shared_auth(state, None)
+        agents = [
+            _diagnose_agent(
+                agent_id, path, state, shared if agent_id == "main" else {}, now, findings
+            )
+            for agent_id, path in databases.items()
+        ]
+    finally:
+        if state is not None:
+            state.close()
+    if not databases:
+        findings.append(Finding("missing", root, "no OpenClaw agent database here"))
+    return OpenClawReport(root=root, state_database=state_facts, agents=agents, findings=findings)
+
+
+def _facts(path: str, what: str, findings: list[Finding]) -> FileFacts | None:
+    if not os.path.isfile(path):
+        return None
+    try:
+        facts = file_facts(path, what)
+    except StoreCorrupt as exc:
+        findings.append(Finding("corrupt", path, exc.problem))
+        return None
+    if facts.wal_bytes >= LARGE_WAL_BYTES:
+        findings.append(
+            Finding(
+                "large-wal",
+                path + "-wal",
+                f"{facts.wal_bytes:,} bytes. OpenClaw truncates it when the gateway closes "
+                "the database in order (openclaw gateway stop); a reader that never ends its "
+                "read keeps checkpoints from copying it back (see oldest_reader)",
+            )
+        )
+    free = facts.free_pages * facts.page_size
+    if free >= FREE_BYTES and facts.free_pages >= FREE_SHARE * max(facts.pages, 1):
+        findings.append(
+            Finding(
+                "free-pages",
+                path,
+                f"{facts.free_pages:,} of {facts.pages:,} pages ({free:,} bytes) are free; "
+                f"with the gateway stopped, sqlite3 {path} VACUUM gives them back",
+            )
+        )
+    return facts
+
+
+def _open_quietly(opener: Any, findings: list[Finding]) -> Any:
+    try:
+        return opener()
+    except FileNotFoundError:
+        return None
+    except StoreCorrupt as exc:
+        findings.append(Finding("corrupt", exc.path, exc.problem))
+        return None
+
+
+def _diagnose_agent(
+    agent_id: str,
+    path: str,
+    state: StateDatabase | None,
+    shared: dict[str, Any],
+    now: int,
+    findings: list[Finding],
+) -> OpenClawAgentReport:
+    facts = _facts(path, "an OpenClaw agent database", findings) or FileFacts(
+        path=path,
+        bytes=0,
+        wal_bytes=0,
+        shm_bytes=0,
+        page_size=0,
+        pages=0,
+        free_pages=0,
+        wal_mode=False,
+    )
+    leases = state.leases(agent_id) if state is not None else []
+    for lease in leases:
+        if lease.live:
+            findings.append(
+                Finding(
+                    "in-use",
+                    path,
+                    f"pid {lease.pid} ({lease.process or 'unknown process'}) holds its lease "
+                    f"since {lease.opened_at}: stop the gateway before importing, or import "
+                    "with --force",
+                )
+            )
+        else:
+            findings.append(
+                Finding(
+                    "stale-lease",
+                    path,
+                    f"the lease of pid {lease.pid} (gone) from {lease.opened_at} remains; "
+                    "OpenClaw clears it at its next start, and it does not stop an import",
+                )
+            )
+    wal = wal_state(path)
+    oldest = wal.readers[0] if wal is not None and wal.readers else None
+    if oldest is not None and oldest.behind >= PINNED_FRAMES:
+        findings.append(
+            Finding(
+                "pinned-reader",
+                path,
+                f"pid {oldest.pid} reads a snapshot {oldest.behind:,} WAL frames old; no "
+                "checkpoint can copy those frames back until that read ends, so the WAL grows",
+            )
+        )
+    if wal is not None and wal.open_by is not None and not any(lease.live for lease in leases):
+        findings.append(
+            Finding("in-use", path, f"pid {wal.open_by} has it open (its lock on {path}-shm)")
+        )
+    version = app = None
+    preview = None
+    database = _open_quietly(lambda: AgentDatabase(path, replay_wal=False), findings)
+    if database is not None:
+        try:
+            version, app = database.schema()
+            preview = _preview(database, agent_id, shared, now, findings)
+            _quick_check(database, findings)
+        except StoreCorrupt as exc:
+            findings.append(Finding("corrupt", exc.path, exc.problem))
+        finally:
+            database.close()
+    if version is not None and version > KNOWN_SCHEMA:
+        findings.append(
+            Finding(
+                "newer-schema",
+                path,
+                f"agent schema {version} is newer than {KNOWN_SCHEMA} (OpenClaw 2026.9.6), the "
+                "newest flatstate knows; it reads the tables it knows and keeps every field",
+            )
+        )
+    leftover = os.path.join(os.path.dirname(os.path.dirname(path)), "sessions", "sessions.json")
+    if os.path.isfile(leftover):
+        findings.append(
+            Finding(
+                "leftover-sessions-json",
+                leftover,
+                "OpenClaw 2026.8 and later refuse to start while it remains: its own "
+                "`openclaw doctor` moves it into the database; flatstate imports the database",
+            )
+        )
+    return OpenClawAgentReport(
+        agent_id=agent_id,
+        database=facts,
+        schema_version=version,
+        app_version=app,
+        leases=leases,
+        open_by=wal.open_by if wal is not None else None,
+        wal_frames=wal.frames if wal is not None else None,
+        wal_backfilled=wal.backfilled if wal is not None else None,
+        oldest_reader=oldest,
+        counts_exclude_wal=facts.wal_bytes > 0,
+        would_import=preview,
+    )
+
+
+def _preview(
+    database: AgentDatabase,
+    agent_id: str,
+    shared: dict[str, Any],
+    now: int,
+    findings: list[Finding],
+) -> ImportPreview:
+    sessions = 0
+    skipped: list[str] = []
+    for page in database.entry_pages():
+        for key, data in page:
+            try:
+                normalize_key(key, agent_id)
+            except InvalidSessionKey as exc:
+                skipped.append(key)
+                findings.append(Finding("invalid-key", key, exc.problem))
+                continue
+            try:
+                load_entry(key, data)
+            except (msgspec.MsgspecError, InvalidEntry) as exc:
+                findings.append(
+                    Finding("corrupt", database.path, f"session_nodes entry {key!r}: {exc}")
+                )
+                continue
+            sessions += 1
+    windows = database.windows()
+    compressed = sum(w.compressed for w in windows)
+    if compressed:
+        try:
+            import zstandard  # noqa: F401 - only whether it is there
+        except ImportError:
+            findings.append(
+                Finding(
+                    "zstd-missing",
+                    database.path,
+                    f"{compressed} transcript events are zstd-compressed; an import needs the "
+                    "zstd extra: pip install 'flatstate[zstd]'",
+                )
+            )
+    auth: dict[str, Any] = {}
+    with contextlib.suppress(StoreCorrupt):
+        auth = auth_document(shared, agent_auth(database)) or {}
+    usage = auth.get("usageStats")
+    stats: dict[str, Any] = usage if isinstance(usage, dict) else {}
+    return ImportPreview(
+        sessions=sessions,
+        skipped_keys=skipped,
+        transcripts=len(windows),
+        events=sum(w.events for w in windows),
+        compressed_events=compressed,
+        auth_profiles=sorted(auth.get("profiles") or {}),
+        auth_order=sorted(auth.get("order") or {}),
+        usage_stats=sorted(stats),
+        cooldowns=sorted(
+            profile
+            for profile, usage in stats.items()
+            if isinstance(usage, dict)
+            and isinstance(usage.get("cooldownUntil"), int)
+            and usage["cooldownUntil"] > now
+        ),
+    )
+
+
+def _quick_check(database: AgentDatabase, findings: list[Finding]) -> None:
+    result = database.db.query("PRAGMA quick_check")
+    problems = [bytes(row[0]).decode(errors="replace") for row in result]
+    if problems != ["ok"]:
+        findings.append(
+            Finding("corrupt", database.path, "quick_check: " + "; ".join(problems[:5]))
+        )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import psutil
@@ -22,7 +24,8 @@ from flatstate.cli._output import (
     print_json,
     store_path,
 )
-from flatstate.errors import InvalidEntry
+from flatstate.doctor import OpenClawAgentReport, OpenClawReport
+from flatstate.errors import InvalidEntry, ReadOnlyStore
 from flatstate.frozen import decode_json
 from flatstate.maintenance import (
     MaintenanceConfig,
@@ -30,7 +33,7 @@ from flatstate.maintenance import (
     parse_bytes,
     parse_duration_ms,
 )
-from flatstate.model import merge_patch, now_ms
+from flatstate.model import SessionEntry, merge_patch, now_ms
 
 app = typer.Typer(help="List, inspect, change and prune sessions.", no_args_is_help=True)
 
@@ -65,10 +68,18 @@ def list_sessions(
             entry.session_id[:8],
             ago(entry.updated_at, now),
             entry.model or "-",
-            entry.last_channel or entry.channel or "-",
+            _channel(entry),
             f"{entry.total_tokens:,}" if entry.total_tokens else "-",
         )
     console.print(table)
+
+
+def _channel(entry: SessionEntry) -> str:
+    """The entry's channel: its route fields, or (OpenClaw 2026.9) its delivery route."""
+    delivery = entry.get("delivery")
+    route = delivery.get("route") if isinstance(delivery, Mapping) else None
+    routed = route.get("channel") if isinstance(route, Mapping) else None
+    return entry.last_channel or entry.channel or (routed if isinstance(routed, str) else "-")
 
 
 @app.command("show")
@@ -226,10 +237,25 @@ def doctor(
     ] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Check a store: sizes, corruption, stale locks and temp files, oversized entries."""
+    """Check a store: sizes, corruption, stale locks and temp files, oversized entries.
+
+    On an OpenClaw 2026.9 directory (or agent database), read-only: per agent the database
+    and WAL sizes, free pages, leases, the oldest reader, and what an import would bring.
+    """
     from flatstate import doctor as doc
+    from flatstate.openclaw.agent import AGENT_DB_NAME
+    from flatstate.openclaw.root import find_root
 
     location = store_path(store)
+    if find_root(location) is not None or os.path.basename(location) == AGENT_DB_NAME:
+        if repair:
+            raise ReadOnlyStore(
+                location,
+                "flatstate never writes OpenClaw 2026.9's databases; its own `openclaw doctor` "
+                "repairs them",
+            )
+        _doctor_openclaw(doc.diagnose_openclaw(location), json_output)
+        return
     report = doc.diagnose(location)
     if repair and any(f.kind == "corrupt" for f in report.findings):
         report.repaired = doc.repair(location)
@@ -255,6 +281,67 @@ def doctor(
             console.print("no problems found")
     if report.findings and report.repaired is None:
         raise typer.Exit(1)
+
+
+def _doctor_openclaw(report: OpenClawReport, json_output: bool) -> None:
+    if json_output:
+        print_json(report)
+    else:
+        state = report.state_database
+        console.print(
+            f"{report.root} (OpenClaw 2026.9)"
+            + (
+                f": state database {human_bytes(state.bytes)}, WAL {human_bytes(state.wal_bytes)}"
+                if state is not None
+                else ": no state database"
+            ),
+            markup=False,
+        )
+        for agent in report.agents:
+            _print_openclaw_agent(agent)
+        for finding in report.findings:
+            console.print(f"  [{finding.kind}] {finding.subject}: {finding.detail}", markup=False)
+        if not report.findings:
+            console.print("no problems found")
+    if report.findings:
+        raise typer.Exit(1)
+
+
+def _print_openclaw_agent(agent: OpenClawAgentReport) -> None:
+    db = agent.database
+    wal = f"WAL {human_bytes(db.wal_bytes)}"
+    if agent.wal_frames is not None and agent.wal_backfilled is not None:
+        wal += f" ({agent.wal_frames:,} frames, {agent.wal_backfilled:,} checkpointed)"
+    live = [lease.pid for lease in agent.leases if lease.live]
+    parts = [
+        f"{agent.agent_id}: {db.path} {human_bytes(db.bytes)}",
+        wal,
+        f"{db.free_pages:,} of {db.pages:,} pages free",
+        f"schema {agent.schema_version} ({agent.app_version or 'unknown version'})",
+        f"lease held by pid {live[0]}" if live else "no live lease",
+    ]
+    if agent.open_by is not None:
+        parts.append(f"open by pid {agent.open_by}")
+    console.print(", ".join(parts), markup=False)
+    reader = agent.oldest_reader
+    if reader is not None:
+        console.print(
+            f"  oldest reader: pid {reader.pid} at WAL frame {reader.frame:,}, "
+            f"{reader.behind:,} frames behind",
+            markup=False,
+        )
+    plan = agent.would_import
+    if plan is not None:
+        resting = f" (resting: {', '.join(plan.cooldowns)})" if plan.cooldowns else ""
+        uncounted = " (as of the last checkpoint: the WAL is not counted)"
+        console.print(
+            f"  would import: {plan.sessions} sessions, {plan.transcripts} transcripts "
+            f"({plan.events:,} events, {plan.compressed_events} compressed), "
+            f"{len(plan.auth_profiles)} auth profiles, order for "
+            f"{', '.join(plan.auth_order) or 'no provider'}, usage of "
+            f"{len(plan.usage_stats)}{resting}{uncounted if agent.counts_exclude_wal else ''}",
+            markup=False,
+        )
 
 
 def stats(store: StoreOption = DEFAULT_STORE, json_output: JsonOption = False) -> None:

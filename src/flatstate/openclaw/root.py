@@ -15,7 +15,8 @@ Auth profiles are split in two: the shared store (the state database's
 or the main agent's own rows when ``auth.sharedStore`` does not say
 ``state-db``) and each agent's own rows, which win per profile id and per
 provider. :func:`auth_document` lays them out as one ``auth-profiles.json``
-document as OpenClaw 2026.3 kept it.
+document as OpenClaw 2026.3 kept it (the main agent's holding the shared store,
+since the other agents inherit from it).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "STATE_DB",
     "Lease",
     "StateDatabase",
+    "agent_auth",
     "agent_database",
     "agent_databases",
     "auth_document",
@@ -46,6 +48,8 @@ __all__ = [
     "holders",
     "locate",
     "open_state",
+    "overlay",
+    "shared_auth",
 ]
 
 STATE_DB = os.path.join("state", "openclaw.sqlite")
@@ -238,8 +242,9 @@ def open_state(root: str | None) -> StateDatabase | None:
     return StateDatabase(os.path.join(root, STATE_DB))
 
 
-def _overlay(base: dict[str, Any], top: Any) -> dict[str, Any]:
-    """``top`` laid over ``base``: objects merge one level deep, ``top`` winning per key."""
+def overlay(base: dict[str, Any], top: Any) -> dict[str, Any]:
+    """``top`` laid over ``base``: objects merge one level deep, ``top`` winning per key
+    (per profile id in ``profiles`` and ``usageStats``, per provider in ``order``)."""
     merged = dict(base)
     for name, value in top.items() if isinstance(top, dict) else ():
         below = merged.get(name)
@@ -250,38 +255,36 @@ def _overlay(base: dict[str, Any], top: Any) -> dict[str, Any]:
     return merged
 
 
-def auth_document(
-    state: StateDatabase | None,
-    agent: AgentDatabase | None,
-    main: AgentDatabase | None,
-    *,
-    shared: bool,
-) -> dict[str, Any] | None:
-    """The agent's auth profiles, order and usage as one 2026.3-style document (None if empty).
-
-    ``shared`` lays the agent's own rows over the shared store (for the main
-    agent, whose file the others inherit from, or for an agent imported
-    alone); otherwise the document holds the agent's own rows only.
-    """
-    doc: dict[str, Any] = {"version": 1, "profiles": {}}
-    if shared:
-        location = state.machine_state("auth.sharedStore") if state is not None else None
-        in_state = isinstance(location, dict) and location.get("location") == "state-db"
-        if in_state and state is not None:
-            doc = _overlay(doc, state.machine_state("authProfiles.store"))
-            doc = _overlay(doc, state.machine_state("authProfiles.state"))
-        elif main is not None and main is not agent:
-            doc = _overlay(doc, _agent_auth(main))
-    if agent is not None:
-        doc = _overlay(doc, _agent_auth(agent))
-    doc["version"] = 1
-    empty = not any(value for name, value in doc.items() if name != "version")
-    return None if empty else doc
+def shared_auth(state: StateDatabase | None, main_database: str | None) -> dict[str, Any]:
+    """The shared auth store: the state database's rows when ``auth.sharedStore`` says
+    ``state-db``, else the main agent's own rows (OpenClaw's ``legacy-main``)."""
+    location = state.machine_state("auth.sharedStore") if state is not None else None
+    if state is not None and isinstance(location, dict) and location.get("location") == "state-db":
+        return overlay(
+            overlay({}, state.machine_state("authProfiles.store")),
+            state.machine_state("authProfiles.state"),
+        )
+    if main_database is None:
+        return {}
+    main = AgentDatabase(main_database)
+    try:
+        return agent_auth(main)
+    finally:
+        main.close()
 
 
-def _agent_auth(agent: AgentDatabase) -> dict[str, Any]:
+def agent_auth(agent: AgentDatabase) -> dict[str, Any]:
+    """The agent's own auth rows: its profiles, and its state (the auth order set for it)."""
     store, state = agent.auth_rows()
-    return _overlay(
-        _overlay({}, _parse(agent.path, "auth_profile_store 'primary'", store)),
+    return overlay(
+        overlay({}, _parse(agent.path, "auth_profile_store 'primary'", store)),
         _parse(agent.path, "auth_profile_state 'primary'", state),
     )
+
+
+def auth_document(shared: dict[str, Any], own: dict[str, Any]) -> dict[str, Any] | None:
+    """An agent's own auth rows laid over ``shared`` as one 2026.3-style document
+    (``version``, ``profiles``, ``order``, ``usageStats``...); None when it holds nothing."""
+    doc = overlay(overlay({"version": 1, "profiles": {}}, shared), own)
+    doc["version"] = 1
+    return doc if any(value for name, value in doc.items() if name != "version") else None
