@@ -1,36 +1,78 @@
 """Moving a whole OpenClaw state directory to SQLite state directories and back.
 
-An OpenClaw state directory holds one agent per ``agents/<id>/``: the session
-store ``sessions/sessions.json``, the transcripts beside it, and
-``agent/auth-profiles.json``. Import makes one flatstate state directory per
-agent (``DEST/<id>/`` — or ``DEST`` itself for a single sessions.json): the
-sessions in ``sessions.sqlite``, the transcripts (and their archives) in
-``transcripts/``, and ``auth-profiles.json`` copied as it is. Export writes the
-same OpenClaw layout back. Every entry and field survives the round trip.
+OpenClaw 2026.3 keeps one agent per ``agents/<id>/``: the session store
+``sessions/sessions.json``, the transcripts beside it, and
+``agent/auth-profiles.json``. OpenClaw 2026.8 and later keep each agent in
+``agents/<id>/agent/openclaw-agent.sqlite`` and the shared auth profiles in
+``state/openclaw.sqlite`` (see :mod:`flatstate.openclaw`). Import reads either
+era, per agent (its database when it has one), into one layout: a flatstate
+state directory per agent (``DEST/<id>/``, or ``DEST`` itself for a single
+sessions.json or agent database) with the sessions in ``sessions.sqlite``, the
+transcripts (and their archives) in ``transcripts/``, and
+``auth-profiles.json``. Export writes the 2026.3 layout back, which OpenClaw
+2026.9's own doctor imports. Every entry and field survives the round trip.
+
+The source is only ever read. A destination that already holds state is
+refused, since an import would overwrite what changed there since, unless
+``force`` (the source wins) or ``merge`` (per session the fresher
+``updatedAt`` wins and its transcript goes with it; auth profiles, order and
+usage the destination has are kept).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
 from flatstate._open import open_store
+from flatstate.auth.document import decode_document, encode_document
 from flatstate.backends.jsonfile import JsonFileBackend
+from flatstate.backends.openclaw import OpenClawBackend
 from flatstate.backends.sqlite import DB_FILENAME, TRANSCRIPTS_DIRNAME
-from flatstate.errors import InvalidSessionKey
+from flatstate.errors import (
+    DestinationExists,
+    ExtraMissing,
+    InvalidEntry,
+    InvalidSessionKey,
+    StoreCorrupt,
+)
+from flatstate.files import atomic_write
+from flatstate.model import validate_session_id
+from flatstate.openclaw.agent import AGENT_DB_NAME, AgentDatabase, Window
+from flatstate.openclaw.root import (
+    StateDatabase,
+    agent_auth,
+    agent_databases,
+    auth_document,
+    check_not_in_use,
+    find_root,
+    open_state,
+    overlay,
+    shared_auth,
+)
 from flatstate.snapshot import Draft
 from flatstate.store import SessionStore
+from flatstate.transcripts import archive_name
 
-__all__ = ["AgentTransfer", "TransferReport", "export_openclaw", "import_openclaw"]
+__all__ = ["AgentTransfer", "Damage", "TransferReport", "export_openclaw", "import_openclaw"]
 
 AUTH_FILENAME = "auth-profiles.json"
 BATCH = 500
 Progress = Callable[[str, int, int], None]
-"""Called as (agent id, entries done, entries in all) while entries are copied."""
+"""Called as (agent id, items done, items in all) while sessions and transcripts are copied."""
+
+
+class Damage(msgspec.Struct, frozen=True):
+    """Something of the source that could not be read, and was left out of the import."""
+
+    path: str
+    problem: str
 
 
 class AgentTransfer(msgspec.Struct, frozen=True, kw_only=True):
@@ -42,14 +84,25 @@ class AgentTransfer(msgspec.Struct, frozen=True, kw_only=True):
     auth_profiles: bool
     skipped_keys: list[str]
     """Stored keys that are not valid session keys (left behind; see doctor)."""
+    kept_keys: list[str] = []
+    """With ``merge``: sessions whose destination entry was as fresh or fresher, and stayed."""
+    damage: list[Damage] = []
+    notes: list[str] = []
 
 
 class TransferReport(msgspec.Struct, frozen=True, kw_only=True):
     agents: list[AgentTransfer]
+    damage: list[Damage] = []
+    """What could not be read outside any one agent (the shared state database)."""
 
     @property
     def sessions(self) -> int:
         return sum(a.sessions for a in self.agents)
+
+    @property
+    def damaged(self) -> bool:
+        """Whether anything of the source was left out because it could not be read."""
+        return bool(self.damage) or any(a.damage for a in self.agents)
 
 
 @dataclass
@@ -57,12 +110,31 @@ class _Agent:
     agent_id: str
     sessions_json: str
     auth_file: str | None
-    transcripts: list[str] = field(default_factory=list)
+    database: str | None = None
+    """OpenClaw 2026.9's database of this agent, when it has one (then read instead)."""
 
 
-def _openclaw_agents(source: str) -> tuple[list[_Agent], bool]:
+class _Ticker:
+    """Counts copied items for a progress callback."""
+
+    def __init__(self, agent_id: str, total: int, progress: Progress | None) -> None:
+        self.agent_id, self.total, self.progress, self.done = agent_id, total, progress, 0
+
+    def __call__(self, count: int = 1) -> None:
+        self.done += count
+        if self.progress is not None:
+            self.progress(self.agent_id, self.done, self.total)
+
+
+def _source_root(source: str) -> str | None:
+    """The OpenClaw 2026.9 root of a source: itself, or the root of an agent dir or database."""
+    if os.path.isfile(os.path.join(source, "agent", AGENT_DB_NAME)):
+        return find_root(os.path.join(source, "agent", AGENT_DB_NAME))
+    return find_root(source)
+
+
+def _openclaw_agents(source: str, state: StateDatabase | None) -> tuple[list[_Agent], bool]:
     """The agents under an OpenClaw source, and whether it named a single store."""
-    source = os.path.abspath(os.path.expanduser(source))
     if source.endswith(".json"):
         sessions_dir = os.path.dirname(source)
         agent_dir = os.path.dirname(sessions_dir)
@@ -71,21 +143,38 @@ def _openclaw_agents(source: str) -> tuple[list[_Agent], bool]:
         )
         auth = os.path.join(agent_dir, "agent", AUTH_FILENAME)
         return [_Agent(agent_id, source, auth if os.path.isfile(auth) else None)], True
+    if os.path.basename(source) == AGENT_DB_NAME and os.path.isfile(source):
+        agent_dir = os.path.dirname(os.path.dirname(source))
+        agent_id = os.path.basename(agent_dir) if find_root(source) is not None else "main"
+        sessions_json = os.path.join(agent_dir, "sessions", "sessions.json")
+        return [_Agent(agent_id, sessions_json, None, source)], True
     agents_root = os.path.join(source, "agents")
-    if os.path.isdir(os.path.join(source, "sessions")):  # an agents/<id> directory
+    databases: dict[str, str] = {}
+    if os.path.isdir(os.path.join(source, "sessions")) or os.path.isdir(
+        os.path.join(source, "agent")
+    ):  # an agents/<id> directory
         agents_root, names = os.path.dirname(source), [os.path.basename(source)]
     elif os.path.isdir(agents_root):
-        names = sorted(os.listdir(agents_root))
+        databases = agent_databases(source, state)
+        names = sorted({*os.listdir(agents_root), *databases})
     else:
         raise FileNotFoundError(
-            f"{source}: not an OpenClaw state directory (no agents/ inside) nor a sessions.json"
+            f"{source}: not an OpenClaw state directory (no agents/ inside), "
+            f"an agent database ({AGENT_DB_NAME}) nor a sessions.json"
         )
     found = []
     for name in names:
         sessions_json = os.path.join(agents_root, name, "sessions", "sessions.json")
         auth = os.path.join(agents_root, name, "agent", AUTH_FILENAME)
-        if os.path.isfile(sessions_json) or os.path.isfile(auth):
-            found.append(_Agent(name, sessions_json, auth if os.path.isfile(auth) else None))
+        database = databases.get(name, os.path.join(agents_root, name, "agent", AGENT_DB_NAME))
+        agent = _Agent(
+            name,
+            sessions_json,
+            auth if os.path.isfile(auth) else None,
+            database if os.path.isfile(database) else None,
+        )
+        if agent.database or os.path.isfile(sessions_json) or agent.auth_file:
+            found.append(agent)
     return found, False
 
 
@@ -125,68 +214,310 @@ def _folds(store: SessionStore, raw: str) -> bool:
 
 
 def _copy_entries(
-    source: SessionStore, target: SessionStore, agent_id: str, progress: Progress | None
-) -> int:
+    source: SessionStore, target: SessionStore, tick: _Ticker, *, merge: bool = False
+) -> tuple[int, list[str]]:
+    """Copy every entry; with ``merge`` an entry of ``target`` at least as fresh stays.
+
+    Returns the number of entries read and the keys whose ``target`` entry stayed.
+    """
     keys = list(source.keys())
+    kept: list[str] = []
     for start in range(0, len(keys), BATCH):
         batch = keys[start : start + BATCH]
 
         def write(draft: Draft, batch: list[str] = batch) -> None:
             for key in batch:
                 entry = source.get(key)
-                if entry is not None:
-                    # Copied as stored: a transfer keeps even what a new write
-                    # would refuse (doctor reports such entries).
-                    draft._set(key, entry)
+                if entry is None:
+                    continue
+                existing = draft.get(key) if merge else None
+                if existing is not None and (existing.updated_at or 0) >= (entry.updated_at or 0):
+                    if existing != entry:
+                        kept.append(key)
+                    continue
+                # Copied as stored: a transfer keeps even what a new write
+                # would refuse (doctor reports such entries).
+                draft._set(key, entry)
 
         target.update(write)
-        if progress is not None:
-            progress(agent_id, min(start + BATCH, len(keys)), len(keys))
-    return len(keys)
+        tick(len(batch))
+    return len(keys), kept
+
+
+def _stays(target: SessionStore, kept: list[str]) -> set[str]:
+    """Transcript names of the destination's sessions that a merge kept: they are not replaced."""
+    names = set()
+    for key in kept:
+        entry = target.get(key)
+        if entry is not None:
+            session_file = entry.get("sessionFile")
+            named = session_file if isinstance(session_file, str) and session_file else None
+            names.add(os.path.basename(named or f"{entry.session_id}.jsonl"))
+    return names
+
+
+def _holds(target: str) -> str | None:
+    """What a destination already holds that an import would overwrite, in words."""
+    found = []
+    if os.path.isfile(os.path.join(target, DB_FILENAME)):
+        with open_store(target, readonly=True) as existing:
+            if len(existing):
+                found.append(f"{len(existing)} sessions")
+    with contextlib.suppress(FileNotFoundError):
+        if os.listdir(os.path.join(target, TRANSCRIPTS_DIRNAME)):
+            found.append("transcripts")
+    if os.path.isfile(os.path.join(target, AUTH_FILENAME)):
+        found.append("auth profiles")
+    return ", ".join(found) or None
+
+
+def _write_auth(target: str, doc: dict[str, Any], merge: bool) -> None:
+    """Write ``doc`` as the destination's auth file; with ``merge`` what it has stays."""
+    path = os.path.join(target, AUTH_FILENAME)
+    if merge and os.path.isfile(path):
+        with open(path, "rb") as f:
+            doc = overlay(doc, decode_document(path, f.read()))
+    os.makedirs(target, mode=0o700, exist_ok=True)
+    atomic_write(path, encode_document(doc), mode=0o600)
 
 
 def import_openclaw(
-    source: str, destination: str, *, progress: Progress | None = None
+    source: str,
+    destination: str,
+    *,
+    progress: Progress | None = None,
+    force: bool = False,
+    merge: bool = False,
 ) -> TransferReport:
-    """Copy an OpenClaw state directory (or one sessions.json) into SQLite state directories.
+    """Copy an OpenClaw state directory (2026.3 files or 2026.9 databases, found by looking)
+    into SQLite state directories; the source is never written.
 
-    Raises :class:`~flatstate.errors.StoreCorrupt` (through ``ReadOnlyStore``
-    on the first write) if a sessions.json is damaged: repair it first.
+    - ``force``: let the source win over what the destination holds, and read
+      a database that a live gateway holds.
+    - ``merge``: for a destination that holds state, keep per session the
+      entry with the fresher ``updatedAt`` (the destination's on a tie).
+
+    Raises, before anything is written: :class:`~flatstate.errors.DestinationExists`
+    for a destination that holds state (without ``force`` or ``merge``),
+    :class:`~flatstate.errors.StoreInUse` for a database a live gateway holds
+    (without ``force``), :class:`~flatstate.errors.ExtraMissing` for
+    compressed transcript events without the zstd extra. A damaged sessions.json
+    raises :class:`~flatstate.errors.StoreCorrupt` (repair it first); damage in a
+    2026.9 database is reported in ``damage`` and everything else is imported.
     """
-    agents, single = _openclaw_agents(source)
+    source = os.path.abspath(os.path.expanduser(source))
     destination = os.path.abspath(os.path.expanduser(destination))
-    reports = []
-    for agent in agents:
-        target_dir = destination if single else os.path.join(destination, agent.agent_id)
-        sessions = transcripts = 0
-        skipped: list[str] = []
-        if os.path.isfile(agent.sessions_json):
-            with open_store(agent.sessions_json, readonly=True, agent_id=agent.agent_id) as src:
-                if src.corruption is not None:
-                    raise src.corruption
-                skipped = _skipped(src)
-                with open_store(target_dir, agent_id=agent.agent_id) as dst:
-                    sessions = _copy_entries(src, dst, agent.agent_id, progress)
-            sessions_dir = os.path.dirname(agent.sessions_json)
-            for path in _transcript_files(sessions_dir, exclude=agent.sessions_json):
-                _copy_private(
-                    path, os.path.join(target_dir, TRANSCRIPTS_DIRNAME, os.path.basename(path))
+    root = _source_root(source)
+    damage: list[Damage] = []
+    state: StateDatabase | None = None
+    try:
+        try:
+            state = open_state(root)
+        except StoreCorrupt as exc:
+            damage.append(Damage(exc.path, exc.problem))
+        agents, single = _openclaw_agents(source, state)
+        targets = [destination if single else os.path.join(destination, a.agent_id) for a in agents]
+        _preflight(agents, targets, state, force=force, merge=merge)
+        shared: dict[str, Any] = {}
+        if any(agent.database for agent in agents):
+            main = next((a.database for a in agents if a.agent_id == "main"), None)
+            try:
+                shared = shared_auth(state, main)
+            except StoreCorrupt as exc:
+                damage.append(Damage(exc.path, exc.problem))
+        reports = []
+        for agent, target in zip(agents, targets, strict=True):
+            if agent.database is not None:
+                with_shared = single or agent.agent_id == "main"
+                reports.append(
+                    _import_database(
+                        agent, target, shared if with_shared else {}, progress, merge=merge
+                    )
                 )
+            else:
+                reports.append(_import_files(agent, target, progress, merge=merge))
+    finally:
+        if state is not None:
+            state.close()
+    return TransferReport(agents=reports, damage=damage)
+
+
+def _preflight(
+    agents: list[_Agent],
+    targets: list[str],
+    state: StateDatabase | None,
+    *,
+    force: bool,
+    merge: bool,
+) -> None:
+    """Every refusal that can be known in advance, so that a refused import writes nothing."""
+    if not (force or merge):
+        for target in targets:
+            holds = _holds(target)
+            if holds is not None:
+                raise DestinationExists(target, holds)
+    databases = [(agent.agent_id, agent.database) for agent in agents if agent.database]
+    if not force:
+        for agent_id, database in databases:
+            check_not_in_use(database, agent_id, state)
+    try:
+        import zstandard  # noqa: F401 - only whether it is there
+    except ImportError:
+        for _, database in databases:
+            with contextlib.suppress(StoreCorrupt):  # reported when it is imported
+                opened = AgentDatabase(database)
+                try:
+                    if opened.has_compressed_events():
+                        raise ExtraMissing(
+                            f"importing OpenClaw's compressed transcript events (in {database})",
+                            "zstd",
+                        ) from None
+                finally:
+                    opened.close()
+
+
+def _import_files(
+    agent: _Agent, target_dir: str, progress: Progress | None, *, merge: bool
+) -> AgentTransfer:
+    """One agent of OpenClaw 2026.3: its sessions.json, transcripts and auth-profiles.json."""
+    sessions = transcripts = 0
+    skipped: list[str] = []
+    kept: list[str] = []
+    if os.path.isfile(agent.sessions_json):
+        sessions_dir = os.path.dirname(agent.sessions_json)
+        files = list(_transcript_files(sessions_dir, exclude=agent.sessions_json))
+        with open_store(agent.sessions_json, readonly=True, agent_id=agent.agent_id) as src:
+            if src.corruption is not None:
+                raise src.corruption
+            tick = _Ticker(agent.agent_id, len(src) + len(files), progress)
+            skipped = _skipped(src)
+            with open_store(target_dir, agent_id=agent.agent_id) as dst:
+                sessions, kept = _copy_entries(src, dst, tick, merge=merge)
+                stays = _stays(dst, kept)
+        for path in files:
+            target = os.path.join(target_dir, TRANSCRIPTS_DIRNAME, os.path.basename(path))
+            if not (os.path.basename(path) in stays and os.path.exists(target)):
+                _copy_private(path, target)
                 transcripts += 1
-        if agent.auth_file:
-            _copy_private(agent.auth_file, os.path.join(target_dir, AUTH_FILENAME))
-        reports.append(
-            AgentTransfer(
-                agent_id=agent.agent_id,
-                source=agent.sessions_json,
-                destination=target_dir,
-                sessions=sessions,
-                transcripts=transcripts,
-                auth_profiles=agent.auth_file is not None,
-                skipped_keys=skipped,
-            )
+            tick()
+    if agent.auth_file:
+        target = os.path.join(target_dir, AUTH_FILENAME)
+        if merge and os.path.isfile(target):
+            with open(agent.auth_file, "rb") as f:
+                _write_auth(target_dir, decode_document(agent.auth_file, f.read()), merge)
+        else:
+            _copy_private(agent.auth_file, target)
+    return AgentTransfer(
+        agent_id=agent.agent_id,
+        source=agent.sessions_json,
+        destination=target_dir,
+        sessions=sessions,
+        transcripts=transcripts,
+        auth_profiles=agent.auth_file is not None,
+        skipped_keys=skipped,
+        kept_keys=kept,
+    )
+
+
+def _import_database(
+    agent: _Agent,
+    target_dir: str,
+    shared: dict[str, Any],
+    progress: Progress | None,
+    *,
+    merge: bool,
+) -> AgentTransfer:
+    """One agent of OpenClaw 2026.9: its database's sessions, transcripts and auth rows.
+
+    What cannot be read is reported in ``damage``, and the rest is imported.
+    """
+    assert agent.database is not None
+    damage: list[Damage] = []
+    notes: list[str] = []
+    sessions = transcripts = 0
+    skipped: list[str] = []
+    kept: list[str] = []
+    own: dict[str, Any] = {}
+    if os.path.isfile(agent.sessions_json):
+        notes.append(
+            f"{agent.sessions_json} remains from before the move to SQLite; it was not imported "
+            "(OpenClaw 2026.8 and later refuse to start while it is there: see flatstate doctor)"
         )
-    return TransferReport(agents=reports)
+    try:
+        # The gateway's leases were checked before anything was written; no change check
+        # either: the import reads one view of the database from start to end.
+        with open_store(
+            agent.database, agent_id=agent.agent_id, force=True, check_interval=float("inf")
+        ) as src:
+            backend = src.backend
+            assert isinstance(backend, OpenClawBackend)
+            database = backend.database
+            if backend.corruption is not None:
+                damage.append(Damage(backend.corruption.path, backend.corruption.problem))
+            if database.db.copied_wal_bytes:
+                notes.append(f"replayed {database.db.copied_wal_bytes:,} bytes of WAL")
+            windows = database.windows()
+            tick = _Ticker(agent.agent_id, len(src) + len(windows), progress)
+            skipped = _skipped(src)
+            with open_store(target_dir, agent_id=agent.agent_id) as dst:
+                sessions, kept = _copy_entries(src, dst, tick, merge=merge)
+                stays = _stays(dst, kept)
+            for window in windows:
+                if _write_transcript(database, window, target_dir, stays, damage):
+                    transcripts += 1
+                tick()
+            own = agent_auth(database)
+    except StoreCorrupt as exc:
+        damage.append(Damage(exc.path, exc.problem))
+    doc = auth_document(shared, own)
+    if doc is not None:
+        _write_auth(target_dir, doc, merge)
+    return AgentTransfer(
+        agent_id=agent.agent_id,
+        source=agent.database,
+        destination=target_dir,
+        sessions=sessions,
+        transcripts=transcripts,
+        auth_profiles=doc is not None,
+        skipped_keys=skipped,
+        kept_keys=kept,
+        damage=damage,
+        notes=notes,
+    )
+
+
+def _write_transcript(
+    database: AgentDatabase,
+    window: Window,
+    target_dir: str,
+    stays: set[str],
+    damage: list[Damage],
+) -> bool:
+    """Write one transcript generation as the JSONL file OpenClaw 2026.3 kept: the current one
+    as ``<sessionId>.jsonl``, an ended one as its reset archive. Whether it was written."""
+    try:
+        validate_session_id(window.session_id, window.session_key)
+    except InvalidEntry as exc:
+        damage.append(Damage(database.path, f"transcript of {window.session_key!r}: {exc.problem}"))
+        return False
+    directory = os.path.join(target_dir, TRANSCRIPTS_DIRNAME)
+    name = f"{window.session_id}.jsonl"
+    if not window.current:
+        name = os.path.basename(archive_name(name, "reset", window.updated_at))
+    path = os.path.join(directory, name)
+    if name in stays and os.path.exists(path):
+        return False
+
+    def lines() -> Iterator[bytes]:
+        for event in database.events(window.session_id):
+            if event.damage is not None:
+                damage.append(Damage(event.damage.path, event.damage.problem))
+            else:
+                yield event.data + b"\n"
+
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    atomic_write(path, lines(), mode=0o600)
+    return True
 
 
 def _state_dirs(source: str) -> list[tuple[str | None, str]]:
@@ -207,17 +538,20 @@ def _state_dirs(source: str) -> list[tuple[str | None, str]]:
 def export_openclaw(
     source: str, destination: str, *, progress: Progress | None = None
 ) -> TransferReport:
-    """Write SQLite state directories back as an OpenClaw state directory.
+    """Write SQLite state directories back as an OpenClaw 2026.3 state directory.
 
     ``destination`` ending in ``.json`` receives a single sessions.json (its
     transcripts beside it); otherwise it is an OpenClaw root and each agent
-    goes to ``agents/<id>/``.
+    goes to ``agents/<id>/``. OpenClaw 2026.9 imports this layout itself
+    (``openclaw doctor`` moves a sessions.json and its transcripts into SQLite).
     """
     destination = os.path.abspath(os.path.expanduser(destination))
     reports = []
     for name, state_dir in _state_dirs(source):
+        files = list(_transcript_files(os.path.join(state_dir, TRANSCRIPTS_DIRNAME), exclude=""))
         with open_store(state_dir, readonly=True) as src:
             agent_id = name or src.agent_id
+            tick = _Ticker(agent_id, len(src) + len(files), progress)
             skipped = _skipped(src)
             if destination.endswith(".json"):
                 sessions_json = destination
@@ -226,14 +560,13 @@ def export_openclaw(
                 agent_dir = os.path.join(destination, "agents", agent_id)
                 sessions_json = os.path.join(agent_dir, "sessions", "sessions.json")
             with open_store(sessions_json, agent_id=agent_id) as dst:
-                sessions = _copy_entries(src, dst, agent_id, progress)
+                sessions, _ = _copy_entries(src, dst, tick)
                 backend = dst.backend
                 assert isinstance(backend, JsonFileBackend)
                 sessions_dir = backend.directory
-        transcripts = 0
-        for path in _transcript_files(os.path.join(state_dir, TRANSCRIPTS_DIRNAME), exclude=""):
+        for path in files:
             _copy_private(path, os.path.join(sessions_dir, os.path.basename(path)))
-            transcripts += 1
+            tick()
         auth = os.path.join(state_dir, AUTH_FILENAME)
         if os.path.isfile(auth):
             _copy_private(auth, os.path.join(agent_dir, "agent", AUTH_FILENAME))
@@ -243,7 +576,7 @@ def export_openclaw(
                 source=state_dir,
                 destination=sessions_json,
                 sessions=sessions,
-                transcripts=transcripts,
+                transcripts=len(files),
                 auth_profiles=os.path.isfile(auth),
                 skipped_keys=skipped,
             )

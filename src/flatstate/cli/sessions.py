@@ -385,16 +385,37 @@ def import_openclaw(
         str, typer.Argument(help="An OpenClaw state dir (~/.openclaw) or a sessions.json.")
     ],
     destination: Annotated[str, typer.Argument(help="Where the SQLite state directories go.")],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Let the source win over what DEST holds; read a database a live gateway holds.",
+        ),
+    ] = False,
+    merge: Annotated[
+        bool,
+        typer.Option(
+            "--merge", help="Into a DEST that holds state: per session the fresher updatedAt wins."
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Copy OpenClaw sessions, transcripts and auth profiles into SQLite state directories."""
+    """Copy OpenClaw sessions, transcripts and auth profiles into SQLite state directories.
+
+    Reads OpenClaw 2026.3 files and 2026.9 databases alike, and never writes the source.
+    """
     from flatstate.transfer import import_openclaw as run
 
     started = time.monotonic()
     report = _with_progress(
-        "importing", lambda p: run(store_path(source), store_path(destination), progress=p)
+        "importing",
+        lambda p: run(
+            store_path(source), store_path(destination), progress=p, force=force, merge=merge
+        ),
     )
     _print_transfer(report, json_output, time.monotonic() - started)
+    if report.damaged:
+        raise typer.Exit(1)
 
 
 def export_openclaw(
@@ -425,7 +446,19 @@ def _print_transfer(report: Any, json_output: bool, seconds: float) -> None:
         )
         for key in agent.skipped_keys:
             err_console.print(f"  skipped {key!r}: not a valid session key (see flatstate doctor)")
-    console.print(f"{report.sessions} sessions in {seconds:.1f} s")
+        if agent.kept_keys:
+            console.print(
+                f"  kept {len(agent.kept_keys)} sessions of the destination, as fresh or "
+                f"fresher: {', '.join(agent.kept_keys)}",
+                markup=False,
+            )
+        for note in agent.notes:
+            console.print(f"  note: {note}", markup=False)
+        for damage in agent.damage:
+            err_console.print(f"  damaged: {damage.path}: {damage.problem}", markup=False)
+    for damage in report.damage:
+        err_console.print(f"damaged: {damage.path}: {damage.problem}", markup=False)
+    console.print(f"{report.sessions} sessions in {seconds:.2f} s")
 
 
 def register(root: typer.Typer) -> None:
