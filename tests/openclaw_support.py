@@ -13,7 +13,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -111,45 +110,61 @@ def change(path: Path, *statements: tuple[str, tuple[Any, ...]]) -> None:
         conn.close()
 
 
-CHILD = textwrap.dedent(
-    """
-    import os, sqlite3, sys, time
-    def octet_length(v):
-        return None if v is None else len(v.encode() if isinstance(v, str) else v)
-    def connect():
-        conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-        conn.create_function("octet_length", 1, octet_length, deterministic=True)
-        conn.execute("PRAGMA wal_autocheckpoint = 0")
-        return conn
-    writer = connect()
-    writer.execute(
-        "UPDATE session_nodes SET entry_json = json_set(entry_json, '$.label', ?) "
-        "WHERE session_key = 'agent:main:main'", (sys.argv[2],))
-    if sys.argv[3] == "crash":
-        os._exit(0)  # a gateway killed: its WAL and -shm stay, never checkpointed
-    reader = connect()
-    reader.execute("BEGIN")
-    reader.execute("SELECT count(*) FROM session_nodes").fetchone()
-    writer.execute(
-        "UPDATE session_nodes SET entry_json = json_set(entry_json, '$.label', 'later') "
-        "WHERE session_key = 'agent:main:main'")
-    print("ready", flush=True)
-    time.sleep(60)
-    """
+LABEL_MAIN = (
+    "UPDATE session_nodes SET entry_json = json_set(entry_json, '$.label', ?) "
+    "WHERE session_key = 'agent:main:main'"
+)
+_PRELUDE = """
+import json, os, sqlite3, sys, time
+def connect():
+    conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+    conn.create_function(
+        "octet_length", 1,
+        lambda v: None if v is None else len(v.encode() if isinstance(v, str) else v))
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    return conn
+"""
+# Write, then die as a killed gateway does: the WAL and -shm stay, never checkpointed.
+_WRITE_AND_DIE = (
+    _PRELUDE
+    + """
+connect().execute(sys.argv[2], json.loads(sys.argv[3]))
+os._exit(0)
+"""
+)
+# Write, start a read, write again, and keep reading the snapshot between the writes.
+_HOLD = (
+    _PRELUDE
+    + """
+writer = connect()
+writer.execute(sys.argv[2], (sys.argv[3],))
+reader = connect()
+reader.execute("BEGIN")
+reader.execute("SELECT count(*) FROM session_nodes").fetchone()
+writer.execute(sys.argv[2], ("later",))
+print("ready", flush=True)
+time.sleep(60)
+"""
+)
+ADD_LEASE = (
+    "INSERT INTO agent_database_leases (lease_id, agent_id, path, owner_pid, owner_start_time, "
+    "opened_at) VALUES ('lease-1', 'main', ?, ?, NULL, ?)"
 )
 
 
-def crash_after_write(database: Path, label: str) -> None:
-    """Give ``agent:main:main`` a label in a process that dies before any checkpoint."""
+def crash_after(database: Path, sql: str, *params: Any) -> None:
+    """Run ``sql`` on ``database`` in a process that dies before any checkpoint."""
     subprocess.run(
-        [sys.executable, "-c", CHILD, str(database), label, "crash"], check=True, timeout=30
+        [sys.executable, "-c", _WRITE_AND_DIE, str(database), sql, json.dumps(params)],
+        check=True,
+        timeout=30,
     )
 
 
 def hold_open(database: Path, label: str) -> subprocess.Popen[str]:
     """A process that wrote twice and still reads the snapshot between the writes."""
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(database), label, "hold"],
+        [sys.executable, "-c", _HOLD, str(database), LABEL_MAIN, label],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -163,11 +178,4 @@ def hold_open(database: Path, label: str) -> subprocess.Popen[str]:
 
 def add_lease(root: Path, pid: int) -> None:
     """A row as a gateway writes when it opens the main agent's database."""
-    change(
-        root / STATE_DB,
-        (
-            "INSERT INTO agent_database_leases (lease_id, agent_id, path, owner_pid, "
-            "owner_start_time, opened_at) VALUES ('lease-1', 'main', ?, ?, NULL, ?)",
-            (str(AGENT_DB), pid, FAILURE_AT),
-        ),
-    )
+    change(root / STATE_DB, (ADD_LEASE, (str(AGENT_DB), pid, FAILURE_AT)))

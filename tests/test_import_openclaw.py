@@ -27,11 +27,12 @@ from tests.openclaw_support import (
     AGENT_DB,
     COOLDOWN_UNTIL,
     FAILURE_AT,
+    LABEL_MAIN,
     SECRETS,
     add_lease,
     change,
     copy_fixture,
-    crash_after_write,
+    crash_after,
     raw_entries,
     raw_lines,
     tree,
@@ -140,7 +141,7 @@ def test_a_live_gateway_stops_the_import_before_anything_is_written(
 
 
 def test_a_wal_left_behind_is_imported_and_left_as_it_was(root: Path, tmp_path: Path) -> None:
-    crash_after_write(root / AGENT_DB, "only-in-the-wal")
+    crash_after(root / AGENT_DB, LABEL_MAIN, "only-in-the-wal")
     before = tree(root)
     report = import_openclaw(str(root), str(tmp_path / "dest"))
     assert any("WAL" in note for note in report.agents[0].notes)
@@ -218,6 +219,32 @@ def test_corrupt_rows_are_reported_and_everything_else_imported(root: Path, tmp_
     written = (transcripts / f"{main_id}.jsonl").read_bytes().splitlines()
     assert written == lines[main_id][:4] + lines[main_id][5:]
     assert len((transcripts / f"{slack_id}.jsonl").read_bytes().splitlines()) == 41
+
+
+def test_an_ended_transcript_generation_becomes_its_reset_archive(
+    root: Path, tmp_path: Path
+) -> None:
+    old = "0ld5e55i-0000-4000-8000-000000000001"
+    header = json.dumps({"type": "session", "version": 4, "id": old, "timestamp": "t", "cwd": "/"})
+    change(
+        root / AGENT_DB,
+        (
+            "INSERT INTO session_windows (session_id, session_key, created_at, updated_at) "
+            "VALUES (?, 'agent:main:main', 0, ?)",
+            (old, FAILURE_AT),
+        ),
+        (
+            "INSERT INTO transcript_events (session_id, seq, event_json, created_at) "
+            "VALUES (?, 0, ?, 0)",
+            (old, header),
+        ),
+    )
+    report = import_openclaw(str(root), str(tmp_path / "dest"))
+    assert report.agents[0].transcripts == 6
+    archive = (
+        tmp_path / "dest" / "main" / "transcripts" / (f"{old}.jsonl.reset.2026-12-01T06-33-39.494Z")
+    )
+    assert archive.read_text() == header + "\n"
 
 
 def test_export_writes_the_2026_3_layout_back(root: Path, tmp_path: Path) -> None:

@@ -19,15 +19,18 @@ from flatstate.cli import app
 from flatstate.doctor import diagnose_openclaw
 from flatstate.errors import ExtraMissing, ReadOnlyStore, StoreCorrupt, StoreInUse
 from tests.openclaw_support import (
+    ADD_LEASE,
     AGENT_DB,
     COOLDOWN_UNTIL,
     FAILURE_AT,
+    LABEL_MAIN,
     SECRETS,
+    STATE_DB,
     add_lease,
     change,
     compressed_count,
     copy_fixture,
-    crash_after_write,
+    crash_after,
     hold_open,
     raw_entries,
     raw_events,
@@ -151,7 +154,7 @@ def test_a_store_sees_what_openclaw_writes_later(root: Path) -> None:
 
 
 def test_a_wal_left_by_a_killed_gateway_is_read_through_a_private_copy(root: Path) -> None:
-    crash_after_write(root / AGENT_DB, "after-crash")
+    crash_after(root / AGENT_DB, LABEL_MAIN, "after-crash")
     assert os.path.getsize(f"{root / AGENT_DB}-wal") > 0
     before = tree(root)
     with flatstate.open_store(root) as store:
@@ -171,6 +174,14 @@ def test_a_live_gateway_is_refused_unless_forced(root: Path) -> None:
     report = diagnose_openclaw(str(root))
     assert [f.kind for f in report.findings] == ["in-use"]
     assert report.agents[0].leases[0].live
+
+
+def test_a_lease_still_in_the_state_wal_counts(root: Path) -> None:
+    crash_after(root / STATE_DB, ADD_LEASE, str(AGENT_DB), os.getpid(), FAILURE_AT)
+    assert os.path.getsize(f"{root / STATE_DB}-wal") > 0
+    with pytest.raises(StoreInUse, match="lease"):
+        flatstate.open_store(root)
+    assert "in-use" in [f.kind for f in diagnose_openclaw(str(root)).findings]
 
 
 def test_a_stale_lease_does_not_stop_a_read(root: Path) -> None:

@@ -361,7 +361,8 @@ def diagnose_openclaw(location: str, *, now_ms: int | None = None) -> OpenClawRe
 
     Per agent: the database's and WAL's sizes, free pages, leases and who holds
     it open, the oldest reader of the WAL, and what an import would bring
-    over. The counts read the database file alone (never a copy of its WAL).
+    over. The counts read each agent database file alone, never a copy of a
+    WAL that may be gigabytes long.
     """
     location = os.path.abspath(location)
     now = now_ms if now_ms is not None else int(time.time() * 1000)
@@ -369,7 +370,7 @@ def diagnose_openclaw(location: str, *, now_ms: int | None = None) -> OpenClawRe
     findings: list[Finding] = []
     state_path = os.path.join(root, STATE_DB)
     state_facts = _facts(state_path, "the OpenClaw state database", findings)
-    state = _open_quietly(lambda: StateDatabase(state_path, replay_wal=False), findings)
+    state = _open_quietly(lambda: StateDatabase(state_path), findings)
     try:
         if os.path.basename(location) == AGENT_DB_NAME:
             databases = {location.split(os.sep)[-3] if find_root(location) else "main": location}

@@ -95,10 +95,6 @@ class AgentDatabase:
     def count(self) -> int:
         return int(self.db.query("SELECT count(*) FROM session_nodes")[0][0])
 
-    def unvalidated(self) -> int:
-        """Rows OpenClaw has not validated since they last changed (``entry_valid`` is not 1)."""
-        return int(self.db.query("SELECT count(*) FROM session_nodes WHERE entry_valid != 1")[0][0])
-
     # -- transcripts -------------------------------------------------------------
     def windows(self) -> list[Window]:
         """Every transcript generation with its event counts, in session id order."""

@@ -53,8 +53,6 @@ __all__ = [
 ]
 
 STATE_DB = os.path.join("state", "openclaw.sqlite")
-KNOWN_STATE_SCHEMA = 18
-"""The state schema (``PRAGMA user_version``) of OpenClaw 2026.9.6."""
 
 
 def agent_database(root: str, agent_id: str) -> str:
@@ -90,7 +88,9 @@ def locate(path: str, agent_id: str | None) -> tuple[str | None, str, str] | Non
     if root != path:
         return None
     agent_id = agent_id or DEFAULT_AGENT_ID
-    state = open_state(root)
+    if os.path.isfile(agent_database(root, agent_id)):
+        return root, agent_id, agent_database(root, agent_id)
+    state = open_state(root)  # the registry may name a database elsewhere
     try:
         found = agent_databases(root, state)
     finally:
@@ -134,8 +134,9 @@ def _iso(ms: object) -> str:
 class StateDatabase:
     """``state/openclaw.sqlite``, read-only: the registry, the leases, the shared auth store."""
 
-    def __init__(self, path: str, *, replay_wal: bool = True) -> None:
-        self.db = Database(path, "the OpenClaw state database", replay_wal=replay_wal)
+    def __init__(self, path: str) -> None:
+        # Its WAL is always replayed: a running gateway's lease is most likely still in it.
+        self.db = Database(path, "the OpenClaw state database")
         self.path = self.db.path
 
     def registry(self) -> list[tuple[str, str]]:
