@@ -256,6 +256,27 @@ def _stays(target: SessionStore, kept: list[str]) -> set[str]:
     return names
 
 
+@dataclass
+class _Copied:
+    tick: _Ticker
+    sessions: int
+    skipped: list[str]
+    kept: list[str]
+    stays: set[str]
+
+
+def _copy_sessions(
+    src: SessionStore, target_dir: str, files: int, progress: Progress | None, *, merge: bool
+) -> _Copied:
+    """The sessions of ``src`` into the state directory ``target_dir``, counting them and the
+    ``files`` transcripts that follow on one progress ticker."""
+    tick = _Ticker(src.agent_id, len(src) + files, progress)
+    skipped = _skipped(src)
+    with open_store(target_dir, agent_id=src.agent_id) as dst:
+        sessions, kept = _copy_entries(src, dst, tick, merge=merge)
+        return _Copied(tick, sessions, skipped, kept, _stays(dst, kept))
+
+
 def _holds(target: str) -> str | None:
     """What a destination already holds that an import would overwrite, in words."""
     found = []
@@ -389,17 +410,14 @@ def _import_files(
         with open_store(agent.sessions_json, readonly=True, agent_id=agent.agent_id) as src:
             if src.corruption is not None:
                 raise src.corruption
-            tick = _Ticker(agent.agent_id, len(src) + len(files), progress)
-            skipped = _skipped(src)
-            with open_store(target_dir, agent_id=agent.agent_id) as dst:
-                sessions, kept = _copy_entries(src, dst, tick, merge=merge)
-                stays = _stays(dst, kept)
+            copied = _copy_sessions(src, target_dir, len(files), progress, merge=merge)
+        sessions, skipped, kept = copied.sessions, copied.skipped, copied.kept
         for path in files:
             target = os.path.join(target_dir, TRANSCRIPTS_DIRNAME, os.path.basename(path))
-            if not (os.path.basename(path) in stays and os.path.exists(target)):
+            if not (os.path.basename(path) in copied.stays and os.path.exists(target)):
                 _copy_private(path, target)
                 transcripts += 1
-            tick()
+            copied.tick()
     if agent.auth_file:
         target = os.path.join(target_dir, AUTH_FILENAME)
         if merge and os.path.isfile(target):
@@ -457,15 +475,12 @@ def _import_database(
             if database.db.copied_wal_bytes:
                 notes.append(f"replayed {database.db.copied_wal_bytes:,} bytes of WAL")
             windows = database.windows()
-            tick = _Ticker(agent.agent_id, len(src) + len(windows), progress)
-            skipped = _skipped(src)
-            with open_store(target_dir, agent_id=agent.agent_id) as dst:
-                sessions, kept = _copy_entries(src, dst, tick, merge=merge)
-                stays = _stays(dst, kept)
+            copied = _copy_sessions(src, target_dir, len(windows), progress, merge=merge)
+            sessions, skipped, kept = copied.sessions, copied.skipped, copied.kept
             for window in windows:
-                if _write_transcript(database, window, target_dir, stays, damage):
+                if _write_transcript(database, window, target_dir, copied.stays, damage):
                     transcripts += 1
-                tick()
+                copied.tick()
             own = agent_auth(database)
     except StoreCorrupt as exc:
         damage.append(Damage(exc.path, exc.problem))
