@@ -76,6 +76,11 @@ def test_every_entry_and_field_is_what_openclaw_stored(root: Path) -> None:
         assert {key: entry.to_dict() for key, entry in by_root.items()} == expected
 
 
+def test_a_root_without_the_agent_names_the_agents_it_has(root: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"agent 'ops'.*agents: main"):
+        flatstate.open_store(root, agent_id="ops")
+
+
 def test_transcripts_are_openclaw_events_in_seq_order(root: Path) -> None:
     events = raw_events(root)
     assert compressed_count(root) == 2 and sum(map(len, events.values())) == 200
@@ -235,6 +240,20 @@ def test_doctor_says_what_an_import_would_bring(root: Path) -> None:
     assert not any(secret in result.output for secret in SECRETS)
     result = runner.invoke(app, ["doctor", "--store", str(root), "--repair"])
     assert result.exit_code == 1 and "openclaw doctor" in result.output
+
+
+def test_doctor_finds_a_registered_database_that_is_gone(root: Path) -> None:
+    change(
+        root / STATE_DB,
+        (
+            "INSERT INTO agent_databases (agent_id, path, schema_version, last_seen_at) "
+            "VALUES ('ops', 'agents/ops/agent/openclaw-agent.sqlite', 23, 0)",
+            (),
+        ),
+    )
+    report = diagnose_openclaw(str(root))
+    assert [a.agent_id for a in report.agents] == ["main", "ops"]
+    assert [(f.kind, Path(f.subject).parts[-3]) for f in report.findings] == [("missing", "ops")]
 
 
 def test_doctor_finds_a_leftover_sessions_json(root: Path) -> None:

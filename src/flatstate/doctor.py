@@ -442,6 +442,8 @@ def _diagnose_agent(
     now: int,
     findings: list[Finding],
 ) -> OpenClawAgentReport:
+    if not os.path.isfile(path):
+        findings.append(Finding("missing", path, "registered in the state database, not on disk"))
     facts = _facts(path, "an OpenClaw agent database", findings) or FileFacts(
         path=path,
         bytes=0,

@@ -148,12 +148,17 @@ class Database:
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """Every row of one query; a damaged file raises :class:`StoreCorrupt` naming it.
 
-        A read still going when the file changed and this view was replaced (by
-        another thread) raises :class:`ConflictError`: read again.
+        A read still going when this view was closed (its store closed, or OpenClaw
+        wrote the file and another thread reopened it) raises
+        :class:`ConflictError`: read again through an open store.
         """
         with self._lock, self._translated():
             if self._closed:
-                raise ConflictError(self.path, "OpenClaw wrote it during this read; read again")
+                raise ConflictError(
+                    self.path,
+                    "this view of it was closed during the read (its store was closed, or "
+                    "OpenClaw wrote the file and it was reopened); read again",
+                )
             return self.conn.execute(sql, params).fetchall()
 
     def current_stamp(self) -> Stamp:
