@@ -17,7 +17,13 @@ from typer.testing import CliRunner
 import flatstate
 from flatstate.cli import app
 from flatstate.doctor import diagnose_openclaw
-from flatstate.errors import ExtraMissing, ReadOnlyStore, StoreCorrupt, StoreInUse
+from flatstate.errors import (
+    ExtraMissing,
+    ReadOnlyStore,
+    StoreClosed,
+    StoreCorrupt,
+    StoreInUse,
+)
 from tests.openclaw_support import (
     ADD_LEASE,
     AGENT_DB,
@@ -142,6 +148,13 @@ def test_reading_leaves_nothing_beside_the_databases(root: Path) -> None:
     code = runner.invoke(app, ["doctor", "--store", str(root), "--json"]).exit_code
     assert code == 0
     assert tree(root) == before
+
+
+def test_a_transcript_read_after_its_store_closed_says_so(root: Path) -> None:
+    with flatstate.open_store(root) as store:
+        transcript = store.transcript("main")
+    with pytest.raises(StoreClosed):
+        transcript.tail(1)
 
 
 def test_a_store_sees_what_openclaw_writes_later(root: Path) -> None:

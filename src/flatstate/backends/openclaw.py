@@ -25,7 +25,7 @@ import msgspec
 
 from flatstate._signal import LocalSignal
 from flatstate.backends.base import Backend, Row
-from flatstate.errors import InvalidEntry, ReadOnlyStore, StoreCorrupt
+from flatstate.errors import InvalidEntry, ReadOnlyStore, StoreClosed, StoreCorrupt
 from flatstate.frozen import FrozenMap, NotJSON, StringPool, decode_json, freeze
 from flatstate.model import SessionEntry, build_entry
 from flatstate.openclaw.agent import AgentDatabase, Event
@@ -58,6 +58,7 @@ class OpenClawBackend(Backend):
         self.force = force
         self.corruption: StoreCorrupt | None = None
         self._reopen_lock = threading.Lock()
+        self._closed = False
         self.database = self._open()
 
     def _open(self) -> AgentDatabase:
@@ -106,8 +107,10 @@ class OpenClawBackend(Backend):
         """The database as it is now: reopened when OpenClaw wrote since it was opened
         (an immutable open must never read a file that changed under it)."""
         with self._reopen_lock:
+            if self._closed:
+                raise StoreClosed(self.location)
             if self.database.db.current_stamp() != self.database.db.stamp:
-                self.database.close()
+                self.database.close(replaced=True)
                 self.database = self._open()
             return self.database
 
@@ -138,7 +141,9 @@ class OpenClawBackend(Backend):
         pass  # no write ever begins: there is nothing to abandon
 
     def close(self) -> None:
-        self.database.close()
+        with self._reopen_lock:
+            self._closed = True
+            self.database.close()
 
 
 class StoredTranscript(Transcript):

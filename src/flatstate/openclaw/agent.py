@@ -208,8 +208,8 @@ class AgentDatabase:
         )
         return version, text(app[0][0]) if app and app[0][0] is not None else None
 
-    def close(self) -> None:
-        self.db.close()
+    def close(self, *, replaced: bool = False) -> None:
+        self.db.close(replaced=replaced)
 
     def __repr__(self) -> str:
         return f"<AgentDatabase {self.path}>"

@@ -35,7 +35,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from flatstate.errors import ConflictError, StoreCorrupt
+from flatstate.errors import ConflictError, StoreClosed, StoreCorrupt
 
 __all__ = [
     "Database",
@@ -102,7 +102,7 @@ class Database:
         """Bytes of WAL replayed through a private copy (0 when the file was read in place)."""
         self._private: str | None = None
         self._lock = threading.Lock()
-        self._closed = False
+        self._closed: str | None = None
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"{self.path}: no {what} here")
         self.stamp = self.current_stamp()
@@ -148,17 +148,17 @@ class Database:
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """Every row of one query; a damaged file raises :class:`StoreCorrupt` naming it.
 
-        A read still going when this view was closed (its store closed, or OpenClaw
-        wrote the file and another thread reopened it) raises
-        :class:`ConflictError`: read again through an open store.
+        A read of a closed view raises :class:`StoreClosed`, or :class:`ConflictError`
+        when OpenClaw wrote the file and another thread replaced the view meanwhile
+        (read again).
         """
         with self._lock, self._translated():
-            if self._closed:
+            if self._closed == "replaced":
                 raise ConflictError(
-                    self.path,
-                    "this view of it was closed during the read (its store was closed, or "
-                    "OpenClaw wrote the file and it was reopened); read again",
+                    self.path, "OpenClaw wrote it during this read, so it was reopened; read again"
                 )
+            if self._closed:
+                raise StoreClosed(self.path)
             return self.conn.execute(sql, params).fetchall()
 
     def current_stamp(self) -> Stamp:
@@ -177,9 +177,11 @@ class Database:
             shutil.rmtree(self._private, ignore_errors=True)
             self._private = None
 
-    def close(self) -> None:
+    def close(self, *, replaced: bool = False) -> None:
+        """Close the connection (``replaced``: because a fresh view of a changed file
+        takes its place) and remove a private copy."""
         with self._lock:
-            self._closed = True
+            self._closed = "replaced" if replaced else "closed"
             self.conn.close()
             self._remove_private()
 
