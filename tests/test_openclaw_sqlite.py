@@ -230,7 +230,7 @@ def test_doctor_sees_who_holds_the_database_and_the_oldest_reader(root: Path) ->
 
 def test_doctor_says_what_an_import_would_bring(root: Path) -> None:
     report = diagnose_openclaw(str(root), now_ms=FAILURE_AT + 1000)
-    assert report.healthy and report.state_database is not None
+    assert report.findings == [] and report.state_database is not None
     (agent,) = report.agents
     assert (agent.schema_version, agent.app_version) == (23, "2026.9.6")
     assert agent.database.wal_mode and agent.database.page_size == 4096

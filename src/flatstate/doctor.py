@@ -351,10 +351,6 @@ class OpenClawReport(msgspec.Struct, kw_only=True):
     agents: list[OpenClawAgentReport]
     findings: list[Finding]
 
-    @property
-    def healthy(self) -> bool:
-        return not self.findings
-
 
 def diagnose_openclaw(location: str, *, now_ms: int | None = None) -> OpenClawReport:
     """Inspect an OpenClaw 2026.9 root (or one agent database) without writing anything.

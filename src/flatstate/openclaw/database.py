@@ -247,8 +247,6 @@ class WalState(msgspec.Struct, frozen=True, kw_only=True):
     """Frames already copied into the database by a checkpoint."""
     open_by: int | None
     """A process that holds the database open (one of them, if several do)."""
-    writer: int | None
-    """The process writing now, if one is."""
     readers: list[Reader]
     """Readers of the WAL's snapshots, the oldest first."""
 
@@ -259,7 +257,7 @@ class WalState(msgspec.Struct, frozen=True, kw_only=True):
 # switch" every connection holds shared while it has the database open.
 _HEADER = struct.Struct("=IIIBBHII")
 _CHECKPOINT = struct.Struct("=I5I")
-_WRITE_LOCK, _READ_LOCK, _DMS_LOCK = 120, 123, 128
+_READ_LOCK, _DMS_LOCK = 123, 128
 _UNUSED_MARK = 0xFFFFFFFF
 _FLOCK = struct.Struct("hhqqi")  # struct flock on Linux: type, whence, start, len, pid
 
@@ -304,7 +302,6 @@ def wal_state(path: str) -> WalState | None:
             frames=frames,
             backfilled=backfilled,
             open_by=_holder(fd, _DMS_LOCK),
-            writer=_holder(fd, _WRITE_LOCK),
             readers=sorted(readers, key=lambda r: r.frame),
         )
     finally:
