@@ -82,12 +82,16 @@ class ChangeSignal:
             self._fd = -1
 
 
-def open_signal(path: str) -> ChangeSignal | LocalSignal:
+def open_signal(path: str, *, create: bool = True) -> ChangeSignal | LocalSignal:
     """The shared counter at ``path``, or a local one where the file cannot be made.
 
     A read-only directory still gets a working store; other processes' writes
-    are then seen through the periodic check alone.
+    are then seen through the periodic check alone. So does a reader told not
+    to create the file (``create=False``: a read-only store in a directory that
+    is someone else's) when no writer has made it yet.
     """
+    if not create and not os.path.exists(path):
+        return LocalSignal()
     try:
         return ChangeSignal(path)
     except OSError:

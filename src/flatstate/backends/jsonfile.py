@@ -198,7 +198,7 @@ class JsonFileBackend(Backend):
         self._next_sweep = 0.0
         name = os.path.basename(self.path)
         signal_path = os.path.join(self.directory, f".{name}.flatstate-signal")
-        self.signal = open_signal(signal_path)
+        self.signal = open_signal(signal_path, create=not readonly)
 
     def _check_link(self, allow_symlink: bool) -> None:
         if not os.path.islink(self.path) or allow_symlink:
