@@ -95,7 +95,7 @@ from flatstate.frozen import FrozenMap, StringPool, decode_json, encode_json
 from flatstate.keys import DEFAULT_AGENT_ID, normalize_agent_id
 from flatstate.model import SessionEntry, build_entry
 
-__all__ = ["DEFAULT_SCHEMA", "PostgresBackend", "redact_dsn", "split_dsn"]
+__all__ = ["DEFAULT_SCHEMA", "PostgresBackend", "local_state_dir", "redact_dsn", "split_dsn"]
 
 DEFAULT_SCHEMA = "flatstate"
 DEFAULT_POOL_SIZE = 4
@@ -166,6 +166,20 @@ def redact_dsn(dsn: str) -> str:
 
 def _safe_dirname(namespace: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", namespace) or "_"
+
+
+def _default_state_dir(namespace: str) -> str:
+    return os.path.expanduser(os.path.join("~", ".flatstate", _safe_dirname(namespace)))
+
+
+def local_state_dir(dsn: str, *, agent_id: str | None = None) -> str:
+    """The local directory (transcripts, facts, auth profiles) a store at ``dsn`` uses, found
+    without connecting: the URL's ``state_dir``, else ``~/.flatstate/<namespace>``."""
+    options = split_dsn(dsn)[1]
+    if options.get("state_dir"):
+        return os.path.expanduser(options["state_dir"])
+    namespace = options.get("namespace") or normalize_agent_id(agent_id or DEFAULT_AGENT_ID)
+    return _default_state_dir(namespace)
 
 
 def _lost(exc: BaseException) -> bool:
@@ -264,8 +278,8 @@ class PostgresBackend(Backend):
         self.location = redacted + ("&" if "?" in redacted else "?") + query
         if "://" not in redacted:
             self.location = f"{redacted} (namespace {namespace!r}, schema {schema!r})"
-        self.state_dir = os.path.expanduser(
-            state_dir or os.path.join("~", ".flatstate", _safe_dirname(namespace))
+        self.state_dir = (
+            os.path.expanduser(state_dir) if state_dir else _default_state_dir(namespace)
         )
         self.transcripts_dir = os.path.join(self.state_dir, TRANSCRIPTS_DIRNAME)
         self.channel = channel_name(schema, namespace)
