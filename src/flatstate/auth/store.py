@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from shlex import quote
 from typing import Any
 
 import msgspec
@@ -389,10 +390,11 @@ class AuthStore:
         """
         snap = self.snapshot()
         if profile_id in snap.profiles and snap.owners[profile_id] is not snap.agent:
+            main = self._main.directory if self._main is not None else ""
             raise InvalidProfile(
                 profile_id,
                 f"it is inherited from {self.inherited_path}; remove it from that store "
-                "(flatstate auth remove --agent-dir <main agent dir>)",
+                f"(flatstate auth remove {quote(profile_id)} --store {quote(main)})",
             )
         removed = [False]
 
