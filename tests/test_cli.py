@@ -342,6 +342,8 @@ def test_reading_leaves_openclaw_state_as_it_was(
     result = invoke(path, READ_ONLY[path], places, *([mode] if mode == "--json" else []))
     assert result.exit_code in (0, 1), result.output  # doctor finds the loose modes
     assert tree_state(openclaw_dir) == before
+    ours = [p.name for p in openclaw_dir.rglob("*") if "flatstate" in p.name or ".lock" in p.name]
+    assert not ours  # not even from the fixture's import, which reads this directory too
     if path.startswith("auth "):
         assert "doctor --repair" in result.stderr
 
