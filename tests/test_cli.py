@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 import flatstate
 from flatstate.cli import app
+from flatstate.cli._where import resolve
 from flatstate.memory import open_facts
 from flatstate.store import Draft
 from flatstate.transfer import import_openclaw
@@ -283,6 +284,8 @@ def test_errors_never_show_a_database_password(
     caplog.set_level(logging.DEBUG, logger="flatstate")
     location = pg_places["store"]
     password = password_of(str(POSTGRES_DSN))
+    place = resolve(location)
+    assert password not in repr(place) and password not in place.shown, "a Place shows it"
     unreachable = re.sub(r"@([^/:]+):\d+/", r"@\1:1/", location)
     failing = [
         ["sessions", "show", "agent:main:nobody", "--store", location],
@@ -473,6 +476,8 @@ def test_all_agents_lists_every_agent_of_a_root(openclaw_dir: Path, tmp_path: Pa
     assert [store["agentId"] for store in out["stores"]] == ["coder", "main"] and out["count"] == 6
     alone = runner.invoke(app, ["sessions", "list", "--all-agents", "--store", str(tmp_path)])
     assert alone.exit_code == 2 and "--all-agents takes an OpenClaw root" in alone.output
+    both = runner.invoke(app, ["sessions", "list", "--all-agents", "--agent", "main", "-s", root])
+    assert both.exit_code == 2 and "takes no --agent" in both.output
 
 
 def test_flatstate_store_and_the_default_are_one_place_for_every_part(

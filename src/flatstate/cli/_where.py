@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from shlex import quote
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -85,7 +85,7 @@ class Place:
 
     agent_id: str | None
     """The agent, where the layout or ``--agent`` says (else the store's default, main)."""
-    sessions: str
+    sessions: str = field(repr=False)  # a URL's password stays out of every repr
     """What :func:`flatstate.open_store` takes: a state directory, a sessions.json, a URL."""
     agent_dir: str
     """The directory of ``auth-profiles.json`` and ``facts.sqlite``."""
@@ -183,8 +183,13 @@ def resolve(store: str, agent: str | None = None) -> Place:
     return Place(agent_id, path, path, path)
 
 
-def resolve_all(store: str) -> list[Place]:
-    """Every agent of the root that ``--store`` names (``--all-agents``)."""
+def resolve_all(store: str, agent: str | None = None) -> list[Place]:
+    """Every agent of the root that ``--store`` names (``--all-agents``, which names no
+    single ``--agent``)."""
+    if agent is not None:
+        raise typer.BadParameter(
+            "takes no --agent: it means every agent", param_hint="'--all-agents'"
+        )
     is_url = store.startswith(POSTGRES_SCHEMES)
     agents = None if is_url else _root_agents(os.path.abspath(os.path.expanduser(store)))
     if agents is None:

@@ -69,7 +69,7 @@ def list_sessions(
     """List sessions, most recently updated first."""
     places = [where.resolve(store, agent)]
     if all_agents:  # those with sessions: an agent may hold auth profiles only
-        places = [place for place in where.resolve_all(store) if not where.missing(place)]
+        places = [p for p in where.resolve_all(store, agent) if not where.missing(p)]
     rows: list[tuple[str, str, SessionEntry]] = []
     for place in places:
         with where.sessions(place) as s:
