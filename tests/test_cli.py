@@ -465,6 +465,7 @@ def test_all_agents_lists_every_agent_of_a_root(openclaw_dir: Path, tmp_path: Pa
     )
     assert made.exit_code == 0, made.output
     assert (openclaw_dir / "agents" / "coder" / "sessions" / "sessions.json").is_file()
+    (openclaw_dir / "agents" / "Not an agent").mkdir()  # skipped, not an error
     out = listed("sessions", "list", "--store", root, "--all-agents")
     assert [store["agentId"] for store in out["stores"]] == ["coder", "main"]
     assert out["count"] == 6 and {item["agentId"] for item in out["items"]} == {"coder", "main"}

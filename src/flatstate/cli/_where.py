@@ -34,6 +34,7 @@ import typer
 
 from flatstate._open import POSTGRES_SCHEMES, open_store
 from flatstate.cli._output import warn
+from flatstate.errors import InvalidSessionKey
 from flatstate.keys import DEFAULT_AGENT_ID, normalize_agent_id
 
 if TYPE_CHECKING:
@@ -101,14 +102,24 @@ class Place:
 
 
 def _agent(value: str | None) -> str | None:
+    """An ``--agent`` value, checked: a bad one is an error."""
     return normalize_agent_id(value) if value else None
+
+
+def _agent_named(directory: str) -> str | None:
+    """The agent a directory's name is, if it is a valid agent id (a layout is not checked
+    for the user's sake: a stray directory there is skipped, not an error)."""
+    try:
+        return normalize_agent_id(os.path.basename(directory))
+    except InvalidSessionKey:
+        return None
 
 
 def _openclaw_agent(directory: str, agent_id: str | None) -> Place:
     """``agents/<id>``: ``sessions/sessions.json`` and ``agent/`` inside."""
     sessions_json = os.path.join(directory, "sessions", "sessions.json")
     if agent_id is None and os.path.basename(os.path.dirname(directory)) == "agents":
-        agent_id = _agent(os.path.basename(directory))
+        agent_id = _agent_named(directory)
     return Place(agent_id, sessions_json, os.path.join(directory, "agent"), sessions_json)
 
 
@@ -131,22 +142,22 @@ def _root_agents(path: str) -> dict[str, Place] | None:
     """The agents of a root, by id (None if ``path`` is not one): an OpenClaw root's
     ``agents/<id>`` directories, or the state directories inside a directory of them."""
     agents_dir = os.path.join(path, "agents")
-    if os.path.isdir(agents_dir):
-        return {
-            name: _openclaw_agent(os.path.join(agents_dir, name), _agent(name))
-            for name in sorted(os.listdir(agents_dir))
-            if os.path.isdir(os.path.join(agents_dir, name))
-        }
+    openclaw = os.path.isdir(agents_dir)
     try:
-        names = sorted(os.listdir(path))
+        names = sorted(os.listdir(agents_dir if openclaw else path))
     except (FileNotFoundError, NotADirectoryError):
         return None
     found = {}
     for name in names:
-        state_dir = os.path.join(path, name)
-        if os.path.isfile(os.path.join(state_dir, SESSIONS_DB)):
-            found[name] = Place(_agent(name), state_dir, state_dir, state_dir)
-    return found or None
+        directory = os.path.join(agents_dir if openclaw else path, name)
+        agent_id = _agent_named(directory)
+        if agent_id is None or not os.path.isdir(directory):
+            continue
+        if openclaw:
+            found[agent_id] = _openclaw_agent(directory, agent_id)
+        elif os.path.isfile(os.path.join(directory, SESSIONS_DB)):
+            found[agent_id] = Place(agent_id, directory, directory, directory)
+    return found if found or openclaw else None
 
 
 def resolve(store: str, agent: str | None = None) -> Place:
@@ -164,7 +175,7 @@ def resolve(store: str, agent: str | None = None) -> Place:
             os.path.basename(os.path.dirname(home)) == "agents"
         )
         if agent_id is None and in_openclaw:
-            agent_id = _agent(os.path.basename(home))
+            agent_id = _agent_named(home)
         return Place(agent_id, path, os.path.join(home, "agent"), path)
     if os.path.isfile(os.path.join(path, SESSIONS_DB)):
         return Place(agent_id, path, path, path)
