@@ -305,21 +305,20 @@ def _print_report(report: MaintenanceReport, shown: str, verbose: bool) -> None:
             f"({'dry run' if report.dry_run else 'warn mode'}: nothing was changed{why})"
         )
     say(line)
-    lists = [
-        ("by age", report.pruned),
-        ("by the cap", report.capped),
-        ("for the disk budget", evicted),
-    ]
     if verbose:
-        for why, keys in lists:
+        for why, keys in (
+            ("by age", report.pruned),
+            ("by the cap", report.capped),
+            ("for the disk budget", evicted),
+        ):
             for key in keys:
                 say(f"  {'removed' if acted else 'would remove'} {key} ({why})")
-    verb = "deleted" if acted else "would delete"
+    delete = "deleted" if acted else "would delete"
     files = [
         ("archived" if acted else "would archive", report.archived, "transcript", None),
-        (verb, report.removed_archives, "old archive", None),
+        (delete, report.removed_archives, "old archive", None),
         (
-            verb,
+            delete,
             budget.removed_files if budget is not None else [],
             "file for the disk budget",
             "files for the disk budget",
