@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from flatstate.cli import app
 from tests.auth_support import (
-    FIXTURE_COOLDOWN_UNTIL,
     FIXTURE_FAILURE_AT,
+    FIXTURE_OAUTH_EXPIRES,
     OAUTH_ID,
     SecretGuard,
     agent_dir_of,
@@ -49,10 +49,10 @@ def run(guard: SecretGuard, *args: str, code: int = 0, **kw: object) -> str:
 
 
 def test_list_shows_provider_type_email_and_last_4(agent_dir: str, guard: SecretGuard) -> None:
-    out = run(guard, "auth", "list", "--agent-dir", agent_dir)
+    out = run(guard, "auth", "list", "--store", agent_dir)
     for text in ("anthropic:default", "api_key", "oauth", "token", "work@example.com", "…0001"):
         assert text in out
-    rows = json.loads(run(guard, "auth", "list", "--agent-dir", agent_dir, "--json"))
+    rows = json.loads(run(guard, "auth", "list", "--store", agent_dir, "--json"))["items"]
     assert rows[1] == {
         "id": OAUTH_ID,
         "provider": "anthropic",
@@ -60,32 +60,29 @@ def test_list_shows_provider_type_email_and_last_4(agent_dir: str, guard: Secret
         "email": "work@example.com",
         "secret": "…0002",
     }
-    assert [
-        r["id"]
-        for r in json.loads(
-            run(guard, "auth", "list", "--agent-dir", agent_dir, "--provider", "openai", "--json")
-        )
-    ] == ["openai:default"]
+    listed = run(guard, "auth", "list", "--store", agent_dir, "--provider", "openai", "--json")
+    assert [r["id"] for r in json.loads(listed)["items"]] == ["openai:default"]
 
 
 def test_show_redacts_secrets(agent_dir: str, guard: SecretGuard) -> None:
-    shown = json.loads(run(guard, "auth", "show", OAUTH_ID, "--agent-dir", agent_dir, "--json"))
+    shown = json.loads(run(guard, "auth", "show", OAUTH_ID, "--store", agent_dir, "--json"))
     assert shown["profile"]["access"] == "…0002" and shown["profile"]["refresh"] == "…0003"
     assert shown["profile"]["expires"] == 1795611870415
-    out = run(guard, "auth", "show", "anthropic:default", "--agent-dir", agent_dir)
-    assert "usage.cooldownUntil" in out and str(FIXTURE_COOLDOWN_UNTIL) in out
+    out = run(guard, "auth", "show", "anthropic:default", "--store", agent_dir)
+    assert "usage.cooldownUntil  2026-11-25T12:05:30Z (" in out  # FIXTURE_COOLDOWN_UNTIL
 
 
 def test_an_unknown_profile_is_one_line_and_exit_1(agent_dir: str, guard: SecretGuard) -> None:
-    out = run(guard, "auth", "show", "nobody:none", "--agent-dir", agent_dir, code=1)
+    out = run(guard, "auth", "show", "nobody:none", "--store", agent_dir, code=1)
     assert "nobody:none" in out and "Traceback" not in out
 
 
-def test_add_reads_the_secret_from_a_hidden_prompt(agent_dir: str, guard: SecretGuard) -> None:
+def test_add_reads_the_secret_from_a_hidden_prompt(
+    agent_dir: str, guard: SecretGuard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("flatstate.cli.auth._interactive", lambda: True)  # as on a terminal
     secret = guard.secret("sk-prompted-secret-9876")
-    out = run(
-        guard, "auth", "add", "openai:prompted", "--agent-dir", agent_dir, input=secret + "\n"
-    )
+    out = run(guard, "auth", "add", "openai:prompted", "--store", agent_dir, input=secret + "\n")
     assert "…9876" in out
     doc = read_json(Path(agent_dir) / "auth-profiles.json")
     assert doc["profiles"]["openai:prompted"] == {
@@ -110,7 +107,7 @@ def test_add_from_env_stdin_and_ref(
         "token",
         "--secret-env",
         "FLATSTATE_T_SECRET",
-        "--agent-dir",
+        "--store",
         agent_dir,
     )
     run(
@@ -123,7 +120,7 @@ def test_add_from_env_stdin_and_ref(
         "--secret-stdin",
         "--email",
         "me@example.com",
-        "--agent-dir",
+        "--store",
         agent_dir,
         input=stdin_secret + "\n",
     )
@@ -135,7 +132,7 @@ def test_add_from_env_stdin_and_ref(
             "x:ref",
             "--ref",
             "env:FLATSTATE_T_SECRET",
-            "--agent-dir",
+            "--store",
             agent_dir,
             "--json",
         )
@@ -161,7 +158,7 @@ def test_add_from_env_stdin_and_ref(
         "x:none",
         "--secret-env",
         "FLATSTATE_UNSET_VAR",
-        "--agent-dir",
+        "--store",
         agent_dir,
         code=2,
     )
@@ -181,40 +178,38 @@ def test_add_oauth_reads_json_tokens_from_stdin(agent_dir: str, guard: SecretGua
         "--type",
         "oauth",
         "--secret-stdin",
-        "--agent-dir",
+        "--store",
         agent_dir,
         input=json.dumps(tokens),
     )
     profile = read_json(Path(agent_dir) / "auth-profiles.json")["profiles"]["google:me"]
     assert profile == {"type": "oauth", "provider": "google"} | tokens
-    run(guard, "auth", "add", "google:x", "--type", "oauth", "--agent-dir", agent_dir, code=2)
+    run(guard, "auth", "add", "google:x", "--type", "oauth", "--store", agent_dir, code=2)
 
 
 def test_remove_and_order(agent_dir: str, guard: SecretGuard) -> None:
     out = run(
-        guard, "auth", "order", "anthropic", OAUTH_ID, "anthropic:default", "--agent-dir", agent_dir
+        guard, "auth", "order", "anthropic", OAUTH_ID, "anthropic:default", "--store", agent_dir
     )
     assert f"{OAUTH_ID} -> anthropic:default" in out
-    shown = json.loads(run(guard, "auth", "order", "anthropic", "--agent-dir", agent_dir, "--json"))
+    shown = json.loads(run(guard, "auth", "order", "anthropic", "--store", agent_dir, "--json"))
     assert shown == {"provider": "anthropic", "order": [OAUTH_ID, "anthropic:default"]}
-    assert json.loads(
-        run(guard, "auth", "remove", OAUTH_ID, "--agent-dir", agent_dir, "--json")
-    ) == {
+    assert json.loads(run(guard, "auth", "remove", OAUTH_ID, "--store", agent_dir, "--json")) == {
         "id": OAUTH_ID,
         "removed": True,
     }
-    shown = json.loads(run(guard, "auth", "order", "anthropic", "--agent-dir", agent_dir, "--json"))
+    shown = json.loads(run(guard, "auth", "order", "anthropic", "--store", agent_dir, "--json"))
     assert shown["order"] == ["anthropic:default"]
-    run(guard, "auth", "order", "anthropic", "--clear", "--agent-dir", agent_dir)
-    assert "no explicit order" in run(guard, "auth", "order", "anthropic", "--agent-dir", agent_dir)
-    assert "no profile" in run(guard, "auth", "remove", OAUTH_ID, "--agent-dir", agent_dir)
-    run(guard, "auth", "order", "openai", "anthropic:default", "--agent-dir", agent_dir, code=1)
+    run(guard, "auth", "order", "anthropic", "--clear", "--store", agent_dir)
+    assert "no explicit order" in run(guard, "auth", "order", "anthropic", "--store", agent_dir)
+    assert "no such profile" in run(guard, "auth", "remove", OAUTH_ID, "--store", agent_dir, code=1)
+    run(guard, "auth", "order", "openai", "anthropic:default", "--store", agent_dir, code=1)
 
 
 def test_status_shows_cooldowns_with_the_time_left(agent_dir: str, guard: SecretGuard) -> None:
     at = FIXTURE_FAILURE_AT + 15_000
-    out = run(guard, "auth", "status", "--now", str(at), "--agent-dir", agent_dir)
-    assert "cooldown" in out and "45s" in out and "rate_limit" in out
+    out = run(guard, "auth", "status", "--now", str(at), "--store", agent_dir)
+    assert "cooldown" in out and "(in 45s)" in out and "rate_limit" in out
     rows = json.loads(
         run(
             guard,
@@ -223,12 +218,12 @@ def test_status_shows_cooldowns_with_the_time_left(agent_dir: str, guard: Secret
             "--now",
             str(at),
             "--json",
-            "--agent-dir",
+            "--store",
             agent_dir,
             "--provider",
             "anthropic",
         )
-    )
+    )["items"]
     assert [(r["id"], r["state"], r["remaining_ms"]) for r in rows] == [
         ("anthropic:default", "cooldown", 45_000),
         (OAUTH_ID, "ok", None),
@@ -240,14 +235,14 @@ def test_readonly_environment_writes_nothing(
 ) -> None:
     monkeypatch.setenv("FLATSTATE_AUTH_READONLY", "1")
     before = (Path(agent_dir) / "auth-profiles.json").read_bytes()
-    out = run(guard, "auth", "remove", "openai:default", "--agent-dir", agent_dir)
+    out = run(guard, "auth", "remove", "openai:default", "--store", agent_dir)
     assert "read-only" in out
     assert (Path(agent_dir) / "auth-profiles.json").read_bytes() == before
 
 
 def test_every_command_has_help(guard: SecretGuard) -> None:
     for command in ("list", "show", "add", "remove", "order", "status"):
-        assert "--agent-dir" in run(guard, "auth", command, "--help")
+        assert "--store" in run(guard, "auth", command, "--help")
     assert "auth" in run(guard, "bench", "--help")
     assert "--calls" in run(guard, "bench", "auth", "--help")
 
@@ -262,7 +257,7 @@ def test_every_command_is_documented() -> None:
 def test_list_as_a_real_process(agent_dir: str, guard: SecretGuard) -> None:
     env = dict(os.environ, COLUMNS="200")
     done = subprocess.run(
-        [sys.executable, "-c", CLI_MAIN, "auth", "list", "--json", "--agent-dir", agent_dir],
+        [sys.executable, "-c", CLI_MAIN, "auth", "list", "--json", "--store", agent_dir],
         capture_output=True,
         text=True,
         env=env,
@@ -271,7 +266,7 @@ def test_list_as_a_real_process(agent_dir: str, guard: SecretGuard) -> None:
     )
     guard.watch(done.stdout, done.stderr, where="subprocess")
     assert done.returncode == 0, done.stderr
-    assert len(json.loads(done.stdout)) == 3
+    assert json.loads(done.stdout)["count"] == 3
 
 
 def test_bench_phases_run_in_process(tmp_path: Path, guard: SecretGuard) -> None:
@@ -281,3 +276,34 @@ def test_bench_phases_run_in_process(tmp_path: Path, guard: SecretGuard) -> None
     for phase in ("select_profile", "get", "baseline"):
         result = _phase(agent, phase, 1000, warmup=100)
         assert result["calls"] == 1000 and result["per_s"] > 0
+
+
+def test_add_without_a_terminal_points_at_secret_stdin(agent_dir: str, guard: SecretGuard) -> None:
+    """With no terminal to prompt on (a script, a pipe, cron), add says how to pass the
+    secret instead of echoing a prompt and aborting."""
+    done = subprocess.run(
+        [sys.executable, "-c", CLI_MAIN, "auth", "add", "openai:cron", "--store", agent_dir],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    guard.watch(done.stdout, done.stderr, where="subprocess")
+    assert done.returncode == 2 and "--secret-stdin" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "Warning" not in done.stderr
+    assert "openai:cron" not in read_json(Path(agent_dir) / "auth-profiles.json")["profiles"]
+
+
+def test_status_shows_an_expired_token_as_expired(agent_dir: str, guard: SecretGuard) -> None:
+    after = str(FIXTURE_OAUTH_EXPIRES + 60_000)
+    out = json.loads(run(guard, "auth", "status", "--now", after, "--store", agent_dir, "--json"))
+    states = {row["id"]: (row["state"], row["expires"]) for row in out["items"]}
+    assert states[OAUTH_ID] == ("expired", FIXTURE_OAUTH_EXPIRES)
+    assert states["anthropic:default"] == ("ok", None)
+    before = str(FIXTURE_OAUTH_EXPIRES - 60_000)
+    out = json.loads(run(guard, "auth", "status", "--now", before, "--store", agent_dir, "--json"))
+    assert {row["id"]: row["state"] for row in out["items"]}[OAUTH_ID] == "ok"
+    text = run(guard, "auth", "status", "--now", after, "--store", agent_dir)
+    line = next(line for line in text.splitlines() if line.startswith(f" {OAUTH_ID}"))
+    assert " expired " in line and "2026-11-25T13:04:30Z (1m ago)" in line

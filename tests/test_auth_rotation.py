@@ -13,6 +13,7 @@ from flatstate.errors import InvalidProfile
 from tests.auth_support import (
     FIXTURE_COOLDOWN_UNTIL,
     FIXTURE_FAILURE_AT,
+    FIXTURE_OAUTH_EXPIRES,
     OAUTH_ID,
     SecretGuard,
     agent_dir_of,
@@ -255,3 +256,14 @@ def test_bad_failure_requests_are_refused(
     catch(guard, InvalidProfile, store.mark_failure, "p:404", "auth")
     catch(guard, InvalidProfile, store.mark_success, "p:404")
     assert (tmp_path / "auth-profiles.json").read_bytes() == before
+
+
+def test_status_calls_a_token_past_its_expiry_expired(
+    openclaw_dir: Path, guard: SecretGuard
+) -> None:
+    store = open_auth_store(agent_dir_of(openclaw_dir), readonly=True)
+    at = {s.id: s for s in store.status(FIXTURE_OAUTH_EXPIRES)}
+    assert (at[OAUTH_ID].state, at[OAUTH_ID].expires) == ("expired", FIXTURE_OAUTH_EXPIRES)
+    assert at["anthropic:default"].expires is None
+    before = {s.id: s.state for s in store.status(FIXTURE_OAUTH_EXPIRES - 1)}
+    assert before[OAUTH_ID] == "ok"

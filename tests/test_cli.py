@@ -7,9 +7,11 @@ rules: `--help`, a mention in the docs, and `--json` output that parses and hold
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -21,9 +23,13 @@ import typer
 from typer.core import TyperGroup
 from typer.testing import CliRunner
 
+import flatstate
 from flatstate.cli import app
+from flatstate.cli._where import resolve
 from flatstate.facts import open_facts
+from flatstate.snapshot import Draft
 from flatstate.transfer import import_openclaw
+from tests.conftest import POSTGRES_DSN, postgres_location
 from tests.test_docs import PAGES
 
 runner = CliRunner()
@@ -79,85 +85,99 @@ def test_every_command_has_help_and_docs(path: str) -> None:
 
 
 # How to run each command on a copy of the OpenClaw fixture, and what its JSON must hold.
-# Placeholders: {sessions} its sessions.json, {agent} its agent dir, {openclaw} the state dir,
-# {facts} a facts dir holding FACTS, {fact} the id of the first, {imported} the state dir
-# imported into SQLite, {out} a fresh destination.
+# Placeholders: {store} the OpenClaw root (its main agent also holds the facts FACTS), {fact}
+# the id of the first fact, {openclaw} the root again, {imported} the root imported into SQLite
+# state directories, {out} a fresh destination. Every command but import and export finds its
+# part of the state through the one --store.
 MAIN_ID = "162cb05f-a456-44f7-a1f5-a4d48d64ea75"
 PROFILES = ["anthropic:default", "anthropic:work@example.com", "openai:default"]
 FACTS = ["Alice prefers dark mode", "Deploys go to fly.io"]
 Check = Callable[[Any], object]
+
+
+def keys(out: Any) -> list[str]:
+    return [item["key"] for item in out["items"]]
+
+
 RUNS: dict[str, tuple[str, Check]] = {
-    "doctor": ("--store {sessions}", lambda out: out["entries"] == 5 and out["findings"] == []),
-    "stats": ("--store {sessions}", lambda out: out["entries"] == 5),
+    "doctor": ("--store {store}", lambda out: out["entries"] == 5 and out["findings"] == []),
+    "stats": ("--store {store}", lambda out: out["entries"] == 5),
     "import-openclaw": ("{openclaw} {out}", lambda out: out["agents"][0]["sessions"] == 5),
     "export-openclaw": ("{imported} {out}", lambda out: out["agents"][0]["sessions"] == 5),
-    "sessions list": ("--store {sessions}", lambda out: len(out) == 5 and "agent:main:main" in out),
-    "sessions show": ("main --store {sessions}", lambda out: out["sessionId"] == MAIN_ID),
-    "sessions patch": (
-        "main --set label=ops --store {sessions}",
-        lambda out: out["label"] == "ops",
+    "sessions list": (
+        "--store {store}",
+        lambda out: out["count"] == out["total"] == 5 and "agent:main:main" in keys(out),
     ),
-    "sessions delete": ("main --store {sessions}", lambda out: out["deleted"] is True),
-    "sessions prune": ("--max-entries 2 --store {sessions}", lambda out: len(out["capped"]) == 3),
-    "sessions reset": ("main --store {sessions}", lambda out: out["sessionId"] != MAIN_ID),
-    "transcript show": ("main --store {sessions}", lambda out: len(out) == 31),
+    "sessions show": ("main --store {store}", lambda out: out["sessionId"] == MAIN_ID),
+    "sessions patch": ("main --set label=ops --store {store}", lambda out: out["label"] == "ops"),
+    "sessions delete": ("main --store {store}", lambda out: out["deleted"] is True),
+    "sessions prune": ("--max-entries 2 --store {store}", lambda out: len(out["capped"]) == 3),
+    "sessions reset": ("main --store {store}", lambda out: out["sessionId"] != MAIN_ID),
+    "transcript show": ("main --store {store}", lambda out: len(out["items"]) == 31),
     "transcript tail": (
-        "main -n 2 --store {sessions}",
-        lambda out: [e["type"] for e in out] == ["custom", "session_info"],
+        "main -n 2 --store {store}",
+        lambda out: [e["type"] for e in out["items"]] == ["custom", "session_info"],
     ),
     "transcript context": (
-        "main --store {sessions}",
-        lambda out: out[0]["role"] == "compactionSummary",
+        "main --store {store}",
+        lambda out: out["items"][0]["role"] == "compactionSummary",
     ),
     "transcript compact": (
-        "main --keep-recent-tokens 60 --store {sessions}",
+        "main --keep-recent-tokens 60 --store {store}",
         lambda out: out["compaction_count"] == 2,
     ),
-    "auth list": ("--agent-dir {agent}", lambda out: [p["id"] for p in out] == PROFILES),
-    "auth show": ("openai:default --agent-dir {agent}", lambda out: out["id"] == "openai:default"),
+    "auth list": ("--store {store}", lambda out: [p["id"] for p in out["items"]] == PROFILES),
+    "auth show": ("openai:default --store {store}", lambda out: out["id"] == "openai:default"),
     "auth add": (
-        "openai:backup --ref env:OPENAI_API_KEY --agent-dir {agent}",
+        "openai:backup --ref env:OPENAI_API_KEY --store {store}",
         lambda out: out["id"] == "openai:backup",
     ),
-    "auth remove": ("openai:default --agent-dir {agent}", lambda out: out["removed"] is True),
+    "auth remove": ("openai:default --store {store}", lambda out: out["removed"] is True),
     "auth order": (
-        "anthropic anthropic:default --agent-dir {agent}",
+        "anthropic anthropic:default --store {store}",
         lambda out: out["order"] == ["anthropic:default"],
     ),
-    "auth status": ("--agent-dir {agent}", lambda out: [p["id"] for p in out] == PROFILES),
-    "facts add": (
-        "'Bob is on call' --state-dir {facts}",
-        lambda out: out["text"] == "Bob is on call",
-    ),
+    "auth status": ("--store {store}", lambda out: [p["id"] for p in out["items"]] == PROFILES),
+    "facts add": ("'Bob is on call' --store {store}", lambda out: out["text"] == "Bob is on call"),
     "facts search": (
-        "'dark mode' --state-dir {facts}",
-        lambda out: [hit["fact"]["text"] for hit in out] == FACTS[:1],
+        "'dark mode' --store {store}",
+        lambda out: [hit["fact"]["text"] for hit in out["items"]] == FACTS[:1],
     ),
-    "facts list": ("--state-dir {facts}", lambda out: sorted(f["text"] for f in out) == FACTS),
-    "facts show": ("{fact} --state-dir {facts}", lambda out: out["text"] == FACTS[0]),
-    "facts forget": ("{fact} --state-dir {facts}", lambda out: len(out["forgotten"]) == 36),
-    "facts decay": ("--state-dir {facts}", lambda out: out["expired"] == 0),
-    "facts stats": ("--state-dir {facts}", lambda out: out["live"] == 2),
+    "facts list": (
+        "--store {store}",
+        lambda out: sorted(f["text"] for f in out["items"]) == FACTS,
+    ),
+    "facts show": ("{fact} --store {store}", lambda out: out["text"] == FACTS[0]),
+    "facts forget": ("{fact} --store {store}", lambda out: len(out["forgotten"]) == 36),
+    "facts decay": ("--store {store}", lambda out: out["expired"] == 0),
+    "facts stats": ("--store {store}", lambda out: out["live"] == 2),
 }
+
+
+def add_facts(state_dir: Path) -> str:
+    """FACTS in the facts database of ``state_dir``; the id of the first."""
+    with open_facts(state_dir) as facts:
+        first = facts.add(FACTS[0])
+        facts.add(FACTS[1])
+    return first.id
 
 
 @pytest.fixture
 def places(tmp_path: Path, openclaw_dir: Path) -> dict[str, str]:
-    with open_facts(tmp_path / "facts") as facts:
-        first = facts.add(FACTS[0])
-        facts.add(FACTS[1])
+    fact = add_facts(openclaw_dir / "agents" / "main" / "agent")
     import_openclaw(str(openclaw_dir), str(tmp_path / "imported"))
-    sessions = openclaw_dir / "agents" / "main" / "sessions" / "sessions.json"
     found = {
-        "sessions": sessions,
-        "agent": openclaw_dir / "agents" / "main" / "agent",
+        "store": openclaw_dir,
         "openclaw": openclaw_dir,
-        "facts": tmp_path / "facts",
-        "fact": first.id,
+        "fact": fact,
         "imported": tmp_path / "imported",
         "out": tmp_path / "out",
     }
     return {name: str(value) for name, value in found.items()}
+
+
+def invoke(path: str, args: str, places: dict[str, str], *extra: str) -> Any:
+    return runner.invoke(app, [*path.split(), *shlex.split(args.format(**places)), *extra])
 
 
 @pytest.mark.parametrize("path", COMMANDS)
@@ -175,7 +195,7 @@ def test_every_command_prints_json(path: str, places: dict[str, str]) -> None:
     known = path in RUNS
     assert known, f"flatstate {path} is new: add how to run it to RUNS"
     args, holds = RUNS[path]
-    result = runner.invoke(app, [*path.split(), *shlex.split(args.format(**places)), "--json"])
+    result = invoke(path, args, places, "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert holds(out), result.stdout
@@ -183,6 +203,308 @@ def test_every_command_prints_json(path: str, places: dict[str, str]) -> None:
 
 def test_runs_name_only_real_commands() -> None:
     assert set(RUNS) <= set(COMMANDS)
+
+
+STORE_COMMANDS = [path for path, (args, _) in RUNS.items() if "{store}" in args]
+
+
+def copy_into_postgres(openclaw_dir: Path, location: str, state_dir: Path) -> None:
+    """The fixture's main agent as a PostgreSQL store: its sessions in the database, its
+    transcripts, auth profiles and the facts FACTS in the store's local state directory."""
+    agent = openclaw_dir / "agents" / "main"
+    with flatstate.open_store(agent / "sessions" / "sessions.json", readonly=True) as source:
+        entries = {key: entry.to_dict() for key, entry in source.items()}
+
+    def copy(draft: Draft) -> None:
+        for key, entry in entries.items():
+            draft[key] = entry
+
+    with flatstate.open_store(location) as target:
+        target.update(copy)
+    (state_dir / "transcripts").mkdir(mode=0o700, parents=True)  # as flatstate makes them
+    state_dir.chmod(0o700)
+    for transcript in (agent / "sessions").glob("*.jsonl"):
+        shutil.copy(transcript, state_dir / "transcripts" / transcript.name)
+    shutil.copy(agent / "agent" / "auth-profiles.json", state_dir / "auth-profiles.json")
+    (state_dir / "auth-profiles.json").chmod(0o600)
+
+
+@pytest.fixture
+def pg_places(tmp_path: Path, openclaw_dir: Path) -> dict[str, str]:
+    location = postgres_location(tmp_path)  # its state_dir is tmp_path / "state"
+    copy_into_postgres(openclaw_dir, location, tmp_path / "state")
+    return {"store": location, "fact": add_facts(tmp_path / "state")}
+
+
+def test_the_test_database_url_carries_a_password() -> None:
+    if POSTGRES_DSN is None:
+        pytest.skip("no PostgreSQL server")
+    assert password_of(POSTGRES_DSN)
+
+
+def password_of(dsn: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict
+
+    return str(conninfo_to_dict(dsn).get("password") or "")
+
+
+def shown_by(result: Any, caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Everything a command run showed: stdout, stderr, its exception, every log record."""
+    texts = [result.stdout, result.stderr]
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        texts += [str(result.exception), repr(result.exception)]
+    texts += [record.getMessage() for record in caplog.records]
+    return texts
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("mode", ["--json", "text"])
+@pytest.mark.parametrize("path", STORE_COMMANDS)
+def test_no_command_shows_a_database_password(
+    path: str, mode: str, pg_places: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every command, given a postgresql:// URL with a password on --store, works (on the
+    fixture copied into the database: RUNS's checks hold) and shows the password nowhere."""
+    caplog.set_level(logging.DEBUG, logger="flatstate")
+    args, holds = RUNS[path]
+    result = invoke(path, args, pg_places, *([mode] if mode == "--json" else []))
+    assert result.exit_code == 0, result.output
+    if mode == "--json":
+        assert holds(json.loads(result.stdout)), result.stdout
+    password = password_of(str(POSTGRES_DSN))
+    leaked = any(password in text for text in shown_by(result, caplog))
+    assert password and not leaked, f"flatstate {path} showed the password"  # not shown here
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("mode", ["--json", "text"])
+def test_errors_never_show_a_database_password(
+    mode: str, pg_places: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="flatstate")
+    location = pg_places["store"]
+    password = password_of(str(POSTGRES_DSN))
+    place = resolve(location)
+    assert password not in repr(place) and password not in place.shown, "a Place shows it"
+    unreachable = re.sub(r"@([^/:]+):\d+/", r"@\1:1/", location)
+    failing = [
+        ["sessions", "show", "agent:main:nobody", "--store", location],
+        ["transcript", "tail", "agent:main:nobody", "--store", location],
+        ["sessions", "list", "--store", unreachable],
+        ["doctor", "--store", unreachable],
+        ["sessions", "prune", "--prune-after", "soon", "--store", location],
+        ["sessions", "list", "--all-agents", "--store", location],
+    ]
+    for args in failing:
+        result = runner.invoke(app, [*args, *([mode] if mode == "--json" else [])])
+        assert result.exit_code != 0, args
+        assert "Traceback" not in result.output, args
+        leaked = any(password in text for text in shown_by(result, caplog))
+        assert not leaked, f"flatstate {' '.join(args[:2])} showed the password"
+        if mode == "--json":
+            assert set(json.loads(result.stdout)["error"]) == {"type", "message"}
+
+
+def tree_state(root: Path) -> dict[str, tuple[int, bytes | None]]:
+    """Every path under ``root`` with its mode and, for a file, its bytes. flatstate's own
+    facts database is left out: SQLite keeps its -wal and -shm beside it after a read."""
+    return {
+        str(path.relative_to(root)): (
+            path.lstat().st_mode,
+            path.read_bytes() if path.is_file() else None,
+        )
+        for path in [root, *root.rglob("*")]
+        if not path.name.startswith("facts.sqlite")
+    }
+
+
+# The commands that only read, and dry runs, with how to run them on the fixture.
+READ_ONLY = {
+    **{path: RUNS[path][0] for path in STORE_COMMANDS if path.split()[-1] in {
+        "doctor", "stats", "list", "show", "tail", "context", "status", "search",
+    }},
+    "sessions prune": "--max-entries 2 --store {store}",  # warn mode: says, does not do
+    "sessions patch": "main --set label=x --dry-run --store {store}",
+    "sessions delete": "main --dry-run --store {store}",
+    "auth order": "anthropic --store {store}",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["--json", "text"])
+@pytest.mark.parametrize("path", sorted(READ_ONLY))
+def test_reading_leaves_openclaw_state_as_it_was(
+    path: str, mode: str, places: dict[str, str], openclaw_dir: Path
+) -> None:
+    """A command that only reads leaves OpenClaw's directory byte- and mode-identical: no
+    signal or lock file, no mode narrowed (it warns about a loose one instead)."""
+    agent = openclaw_dir / "agents" / "main"
+    (agent / "agent").chmod(0o755)  # as a umask of 022 leaves them
+    (agent / "agent" / "auth-profiles.json").chmod(0o644)
+    (agent / "sessions" / "sessions.json").chmod(0o644)
+    before = tree_state(openclaw_dir)
+    result = invoke(path, READ_ONLY[path], places, *([mode] if mode == "--json" else []))
+    assert result.exit_code in (0, 1), result.output  # doctor finds the loose modes
+    assert tree_state(openclaw_dir) == before
+    ours = [p.name for p in openclaw_dir.rglob("*") if "flatstate" in p.name or ".lock" in p.name]
+    assert not ours  # not even from the fixture's import, which reads this directory too
+    if path.startswith("auth "):
+        assert "doctor --repair" in result.stderr
+
+
+def corrupt(openclaw_dir: Path) -> None:
+    """Damage the fixture's sessions.json, auth-profiles.json and facts database."""
+    agent = openclaw_dir / "agents" / "main"
+    (agent / "sessions" / "sessions.json").write_text('{"agent:main:main": {"sessionId": ')
+    (agent / "agent" / "auth-profiles.json").write_text('{"profiles": [')
+    (agent / "agent" / "facts.sqlite").write_bytes(b"not a database" * 100)
+
+
+@pytest.mark.parametrize("mode", ["--json", "text"])
+@pytest.mark.parametrize("path", STORE_COMMANDS)
+def test_a_corrupt_store_is_an_error_for_every_command(
+    path: str, mode: str, places: dict[str, str], openclaw_dir: Path
+) -> None:
+    """No command takes a damaged store for an empty one: each exits 1 with one line saying
+    which file and how to repair it, or with --json an error object (doctor: its report)."""
+    corrupt(openclaw_dir)
+    result = invoke(path, RUNS[path][0], places, *([mode] if mode == "--json" else []))
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    if path == "doctor":
+        report = json.loads(result.stdout) if mode == "--json" else None
+        assert report is None or report["findings"][0]["kind"] == "corrupt"
+        assert "doctor --repair" in result.stdout
+        return
+    if mode == "--json":
+        error = json.loads(result.stdout)["error"]
+        assert error["type"] == "StoreCorrupt"
+        message = error["message"]
+    else:
+        assert result.stdout == "" and result.stderr.startswith("error: ")
+        assert result.stderr.count("\n") == 1
+        message = result.stderr
+    assert str(openclaw_dir) in message
+    if path.split()[0] in ("sessions", "transcript", "stats"):  # the repair is a command
+        assert f"flatstate doctor --repair --store {openclaw_dir}" in message
+
+
+PYTHON_TYPES = re.compile(r"<(str|int|float|bool|path)>|list\[|\{[a-z_]+\}|NoneType|float range")
+
+
+@pytest.mark.parametrize("path", TREE, ids=lambda path: path or "flatstate")
+def test_help_shows_no_python_types(path: str) -> None:
+    result = runner.invoke(app, [*path.split(), "--help"])
+    found = PYTHON_TYPES.findall(result.output)
+    assert result.exit_code == 0 and not found, result.output
+    assert not any("\u2500" <= ch <= "\u257f" for ch in result.output), "box drawing"
+
+
+LISTINGS = [
+    "sessions list", "transcript show", "transcript tail", "transcript context",
+    "auth list", "auth status", "facts list", "facts search",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", LISTINGS)
+def test_listings_have_one_shape(path: str, places: dict[str, str]) -> None:
+    """Every listing prints where it read, how many it shows and holds, and the items."""
+    result = invoke(path, RUNS[path][0], places, "--json")
+    out = json.loads(result.stdout)
+    assert set(out) == {"stores", "count", "total", "items"}
+    assert out["count"] == len(out["items"]) and out["total"] in (None, len(out["items"]))
+    assert [set(store) >= {"agentId", "store"} for store in out["stores"]] == [True]
+
+
+def listed(*args: str | Path) -> Any:
+    result = runner.invoke(app, [*map(str, args), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_one_store_option_finds_every_part_of_an_agents_state(openclaw_dir: Path) -> None:
+    """--store takes an OpenClaw root (with --agent or not), an agent directory, its agent/
+    directory or its sessions.json: each names the same sessions, profiles and facts."""
+    main = openclaw_dir / "agents" / "main"
+    add_facts(main / "agent")
+    for store in (
+        [openclaw_dir],
+        [openclaw_dir, "--agent", "main"],
+        [main],
+        [main / "agent"],
+        [main / "sessions" / "sessions.json"],
+    ):
+        sessions = listed("sessions", "list", "--store", *store)
+        assert sessions["stores"] == [
+            {"agentId": "main", "store": str(main / "sessions" / "sessions.json")}
+        ]
+        assert sessions["count"] == 5
+        profiles = listed("auth", "list", "--store", *store)
+        assert [p["id"] for p in profiles["items"]] == PROFILES
+        assert profiles["stores"][0]["store"] == str(main / "agent" / "auth-profiles.json")
+        facts = listed("facts", "list", "--store", *store)
+        assert sorted(f["text"] for f in facts["items"]) == FACTS
+
+
+def test_after_an_import_every_command_finds_the_imported_state(
+    openclaw_dir: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "imported"
+    assert runner.invoke(app, ["import-openclaw", str(openclaw_dir), str(dest)]).exit_code == 0
+    for store in ([dest], [dest, "--agent", "main"], [dest / "main"]):
+        profiles = listed("auth", "list", "--store", *store)
+        assert [p["id"] for p in profiles["items"]] == PROFILES
+        assert profiles["stores"][0]["store"] == str(dest / "main" / "auth-profiles.json")
+        assert listed("sessions", "list", "--store", *store)["count"] == 5
+        assert listed("transcript", "tail", "main", "-n", "1", "--store", *store)["count"] == 1
+
+
+def test_all_agents_lists_every_agent_of_a_root(openclaw_dir: Path, tmp_path: Path) -> None:
+    root = str(openclaw_dir)
+    made = runner.invoke(
+        app, ["sessions", "patch", "main", "--set", "a=1", "-s", root, "--agent", "coder"]
+    )
+    assert made.exit_code == 0, made.output
+    assert (openclaw_dir / "agents" / "coder" / "sessions" / "sessions.json").is_file()
+    (openclaw_dir / "agents" / "Not an agent").mkdir()  # skipped, not an error
+    out = listed("sessions", "list", "--store", root, "--all-agents")
+    assert [store["agentId"] for store in out["stores"]] == ["coder", "main"]
+    assert out["count"] == 6 and {item["agentId"] for item in out["items"]} == {"coder", "main"}
+    assert "agent:coder:main" in keys(out)
+    text = runner.invoke(app, ["sessions", "list", "--store", root, "--all-agents"]).output
+    assert text.startswith(f"6 sessions in 2 agents of {root}")
+    import_openclaw(root, str(tmp_path / "imported"))
+    out = listed("sessions", "list", "--store", tmp_path / "imported", "--all-agents")
+    assert [store["agentId"] for store in out["stores"]] == ["coder", "main"] and out["count"] == 6
+    alone = runner.invoke(app, ["sessions", "list", "--all-agents", "--store", str(tmp_path)])
+    assert alone.exit_code == 2 and "--all-agents takes an OpenClaw root" in alone.output
+    both = runner.invoke(app, ["sessions", "list", "--all-agents", "--agent", "main", "-s", root])
+    assert both.exit_code == 2 and "takes no --agent" in both.output
+
+
+def test_flatstate_store_and_the_default_are_one_place_for_every_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FLATSTATE_STORE", raising=False)
+    for place in (tmp_path / "home" / ".flatstate" / "main", tmp_path / "elsewhere"):
+        if place.name == "elsewhere":
+            monkeypatch.setenv("FLATSTATE_STORE", str(place))
+        for args in (
+            ["sessions", "patch", "main", "--set", "model=m"],
+            ["auth", "add", "openai:ref", "--ref", "env:OPENAI_API_KEY"],
+            ["facts", "add", "Deploys go to fly.io"],
+        ):
+            result = runner.invoke(app, args)
+            assert result.exit_code == 0, result.output
+        names = {"sessions.sqlite", "auth-profiles.json", "facts.sqlite"}
+        assert names <= {path.name for path in place.iterdir()}
+        assert listed("sessions", "list")["stores"][0]["store"] == str(place)
+
+
+@pytest.mark.parametrize("old", [["facts", "list", "--state-dir"], ["auth", "list", "--agent-dir"]])
+def test_the_old_location_options_are_gone(old: list[str], tmp_path: Path) -> None:
+    result = runner.invoke(app, [*old, str(tmp_path)])
+    assert result.exit_code == 2 and "No such option" in result.output
 
 
 def test_bench_store_prints_figures_as_json() -> None:
@@ -226,7 +548,7 @@ def test_the_console_script_runs() -> None:
     assert result.returncode == 0 and "sessions" in result.stdout.lower()
 
 
-def test_tables_sent_to_a_pipe_are_not_cut_to_80_columns(tmp_path: Path) -> None:
+def test_tables_sent_to_a_pipe_are_plain_and_not_cut_to_80_columns(tmp_path: Path) -> None:
     import flatstate
 
     key = "agent:main:" + "a-long-channel-name-" * 4
@@ -250,3 +572,4 @@ def test_tables_sent_to_a_pipe_are_not_cut_to_80_columns(tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stderr
     assert any(key in line for line in result.stdout.splitlines())
+    assert not [ch for ch in result.stdout if "\u2500" <= ch <= "\u257f"], "box drawing"

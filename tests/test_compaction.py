@@ -23,6 +23,7 @@ from flatstate.compaction import (
     needs_compaction,
     plan_compaction,
 )
+from flatstate.errors import NeedsAwait
 from flatstate.transcripts import FsyncPolicy, Transcript
 from tests.processes import running, wait_for_content
 
@@ -189,6 +190,27 @@ def test_acompact_awaits_an_async_summarizer(store: flatstate.SessionStore) -> N
     fill(store, "main", 30)
     result = asyncio.run(acompact(store, "main", summarizer, keep_recent_tokens=800))
     assert result is not None and result.summary.endswith("messages")
+
+
+def test_compact_in_a_running_loop_says_to_await_acompact(
+    store: flatstate.SessionStore, recwarn: pytest.WarningsRecorder
+) -> None:
+    """Inside an event loop the sync compact() cannot wait for an async summarizer: a typed
+    error names acompact, instead of asyncio.run's error and a never-awaited coroutine."""
+
+    async def summarizer(request: SummaryRequest) -> str:
+        return "never made"
+
+    fill(store, "main", 30)
+    before = store.transcript("main").tail(1)
+
+    async def inside() -> None:
+        with pytest.raises(NeedsAwait, match=r"await flatstate\.compaction\.acompact"):
+            compact(store, "main", summarizer, keep_recent_tokens=800)
+
+    asyncio.run(inside())
+    assert store.transcript("main").tail(1) == before  # nothing was written
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
 
 
 def test_compacting_the_openclaw_fixture(openclaw_dir: Path) -> None:

@@ -39,7 +39,7 @@ def test_every_command_has_help_and_docs() -> None:
     for command in COMMANDS:
         assert command in output
         code, help_text = run("facts", command, "--help")
-        assert code == 0 and "--json" in help_text and "--state-dir" in help_text
+        assert code == 0 and "--json" in help_text and "--store" in help_text
         assert f"flatstate facts {command}" in documented
     assert "flatstate bench facts" in documented
 
@@ -47,50 +47,50 @@ def test_every_command_has_help_and_docs() -> None:
 def test_add_list_show_search_forget(state: str) -> None:
     added = run_json(
         "facts", "add", "Alice prefers dark mode", "--category", "preference",
-        "--entity", "alice", "--key", "theme", "--tag", "ui", "--state-dir", state,
+        "--entity", "alice", "--key", "theme", "--tag", "ui", "--store", state,
     )  # fmt: skip
     assert isinstance(added, dict)
     assert added["text"] == "Alice prefers dark mode" and added["tags"] == ["ui"]
-    again = run_json("facts", "add", "alice prefers DARK mode.", "--state-dir", state)
+    again = run_json("facts", "add", "alice prefers DARK mode.", "--store", state)
     assert isinstance(again, dict) and again["id"] == added["id"]
-    run_json("facts", "add", "Deploys go to fly.io", "--state-dir", state)
+    run_json("facts", "add", "Deploys go to fly.io", "--store", state)
 
-    listed = run_json("facts", "list", "-n", "5", "--state-dir", state)
-    assert isinstance(listed, list)
-    assert [f["text"] for f in listed] == ["Deploys go to fly.io", "Alice prefers dark mode"]
+    listed = run_json("facts", "list", "-n", "5", "--store", state)
+    assert isinstance(listed, dict)
+    texts = [f["text"] for f in listed["items"]]
+    assert texts == ["Deploys go to fly.io", "Alice prefers dark mode"]
 
-    shown = run_json("facts", "show", added["id"][:8], "--state-dir", state)
+    shown = run_json("facts", "show", added["id"][:8], "--store", state)
     assert shown == again  # the fact as its restatement confirmed it
 
-    hits = run_json("facts", "search", "dark theme", "--state-dir", state)
-    assert isinstance(hits, list) and [h["fact"]["id"] for h in hits] == [added["id"]]
-    assert hits[0]["score"] > 0
+    found = run_json("facts", "search", "dark theme", "--store", state)
+    assert isinstance(found, dict)
+    hits = found["items"]
+    assert [h["fact"]["id"] for h in hits] == [added["id"]] and hits[0]["score"] > 0
 
-    assert run_json("facts", "forget", added["id"], "--state-dir", state) == {
-        "forgotten": added["id"]
-    }
-    code, output = run("facts", "show", added["id"], "--state-dir", state)
+    assert run_json("facts", "forget", added["id"], "--store", state) == {"forgotten": added["id"]}
+    code, output = run("facts", "show", added["id"], "--store", state)
     assert code == 1 and "no fact with id" in output
 
 
 def test_tables_for_people(state: str) -> None:
-    run("facts", "add", "Bob is on call this week", "--state-dir", state)
+    run("facts", "add", "Bob is on call this week", "--store", state)
     for command in (["list"], ["search", "on call"], ["stats"], ["decay"]):
-        code, output = run("facts", *command, "--state-dir", state)
+        code, output = run("facts", *command, "--store", state)
         assert code == 0, output
-    code, output = run("facts", "list", "--state-dir", state)
+    code, output = run("facts", "list", "--store", state)
     assert "Bob is on call this week" in output
-    code, output = run("facts", "stats", "--state-dir", state)
+    code, output = run("facts", "stats", "--store", state)
     assert re.search(r"live\s.*\b1\b", output)
 
 
 def test_stats_and_decay_as_json(state: str) -> None:
-    run_json("facts", "add", "A note", "--decay-class", "ephemeral", "--state-dir", state)
-    stats = run_json("facts", "stats", "--state-dir", state)
+    run_json("facts", "add", "A note", "--decay-class", "ephemeral", "--store", state)
+    stats = run_json("facts", "stats", "--store", state)
     assert (
         isinstance(stats, dict) and stats["live"] == 1 and stats["by_class"] == [["ephemeral", 1]]
     )
-    assert run_json("facts", "decay", "--state-dir", state) == {
+    assert run_json("facts", "decay", "--store", state) == {
         "expired": 0,
         "halved": 0,
         "dropped": 0,
@@ -98,22 +98,57 @@ def test_stats_and_decay_as_json(state: str) -> None:
 
 
 def test_errors_are_one_line_and_exit_1(state: str) -> None:
-    code, output = run("facts", "list", "--state-dir", state)
+    code, output = run("facts", "list", "--store", state)
     assert code == 1 and "no facts database" in output and "Traceback" not in output
-    code, output = run("facts", "add", "x", "--decay-class", "forever", "--state-dir", state)
+    code, output = run("facts", "add", "x", "--decay-class", "forever", "--store", state)
     assert code == 1 and "unknown decay class" in output
-    code, output = run("facts", "add", "x", "--importance", "2", "--state-dir", state)
+    code, output = run("facts", "add", "x", "--importance", "2", "--store", state)
     assert code != 0
 
 
-def test_state_dir_defaults_to_flatstate_home(
+def test_the_store_comes_from_flatstate_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FLATSTATE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FLATSTATE_STORE", str(tmp_path / "home"))
     run_json("facts", "add", "Found through the environment")
     assert (tmp_path / "home" / "facts.sqlite").exists()
     listed = run_json("facts", "list")
-    assert isinstance(listed, list) and listed[0]["text"] == "Found through the environment"
+    assert (
+        isinstance(listed, dict) and listed["items"][0]["text"] == "Found through the environment"
+    )
+
+
+def test_the_short_id_facts_list_shows_works_everywhere(state: str) -> None:
+    old = run_json("facts", "add", "Deploys go to fly.io", "--store", state)
+    assert isinstance(old, dict)
+    code, listing = run("facts", "list", "--store", state)
+    short = old["id"][:8]
+    assert code == 0 and f" {short} " in listing and old["id"] not in listing
+    new = run_json("facts", "add", "Deploys go to render", "--supersedes", short, "--store", state)
+    assert isinstance(new, dict)
+    shown = run_json("facts", "show", short, "--store", state)
+    assert isinstance(shown, dict) and shown["superseded_by"] == new["id"]
+    assert run_json("facts", "forget", short, "--store", state) == {"forgotten": old["id"]}
+
+
+def test_a_new_value_for_an_entity_and_key_supersedes_the_old(state: str) -> None:
+    dark = run_json(
+        "facts", "add", "Alice prefers dark mode", "--entity", "alice", "--key", "theme",
+        "--value", "dark", "--store", state,
+    )  # fmt: skip
+    editor = run_json(
+        "facts", "add", "Alice uses vim", "--entity", "alice", "--key", "editor", "--store", state
+    )
+    light = run_json(
+        "facts", "add", "Alice switched to light mode", "--entity", "Alice", "--key", "Theme",
+        "--value", "light", "--store", state,
+    )  # fmt: skip
+    assert isinstance(dark, dict) and isinstance(editor, dict) and isinstance(light, dict)
+    listed = run_json("facts", "list", "--store", state)
+    assert isinstance(listed, dict)
+    assert [f["id"] for f in listed["items"]] == [light["id"], editor["id"]]
+    shown = run_json("facts", "show", dark["id"], "--store", state)
+    assert isinstance(shown, dict) and shown["superseded_by"] == light["id"]
 
 
 @pytest.mark.slow

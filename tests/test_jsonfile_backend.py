@@ -45,6 +45,24 @@ def test_the_fixture_loads_with_every_field(openclaw_dir: Path) -> None:
             assert store.get(key).to_dict() == entry  # type: ignore[union-attr]
 
 
+def test_a_read_only_store_adds_no_file_to_openclaws_directory(openclaw_dir: Path) -> None:
+    """Reading OpenClaw's sessions leaves its directory as it was: no change-signal file (a
+    writer makes it; until then a reader relies on its periodic check)."""
+    path = sessions_json(openclaw_dir)
+    before = sorted(os.listdir(path.parent))
+    with flatstate.open_store(path, readonly=True) as reader:
+        assert len(reader) == 5
+        assert sorted(os.listdir(path.parent)) == before
+        with flatstate.open_store(path, check_interval=0) as writer:
+            writer.patch("main", {"label": "seen"})
+        time.sleep(0.3)  # past the reader's check_interval
+        assert reader.get("main")["label"] == "seen"  # type: ignore[index]
+    with flatstate.open_store(path, readonly=True) as reader:  # now the file exists: shared
+        with flatstate.open_store(path) as writer:
+            writer.patch("main", {"label": "at once"})
+        assert reader.get("main")["label"] == "at once"  # type: ignore[index]
+
+
 def test_a_save_that_changes_nothing_writes_nothing(openclaw_dir: Path) -> None:
     path = sessions_json(openclaw_dir)
     before = path.stat()

@@ -93,6 +93,26 @@ def test_the_password_never_appears_in_location_or_errors(tmp_path: Path) -> Non
     assert "127.0.0.1" in str(info.value)
 
 
+def test_doctor_reads_the_database_through_the_backend(location: str, tmp_path: Path) -> None:
+    """doctor on a URL opens the store read-only and checks its rows, naming the store by
+    its location (no password), instead of looking for files under a 'directory' named
+    like the URL."""
+    from flatstate.doctor import diagnose
+
+    with flatstate.open_store(location) as store:
+        store.patch("main", {"model": "m"})
+        store.patch("agent:main:big", {"notes": "x" * 5000})
+    report = diagnose(location, max_entry_bytes=4096)
+    password = psycopg.conninfo.conninfo_to_dict(POSTGRES_DSN).get("password")
+    leaked = bool(password) and password in repr(report)  # a failure must not print it
+    assert password and not leaked
+    assert report.backend == "postgres" and report.store.startswith("postgresql://")
+    assert report.entries == 2 and report.store_bytes > 0
+    assert [(f.kind, f.subject) for f in report.findings] == [("oversized", "agent:main:big")]
+    assert report.transcripts_dir == str(tmp_path / "state" / "transcripts")
+    assert pg_backend.local_state_dir(location) == str(tmp_path / "state")
+
+
 def test_redact_dsn_drops_passwords_in_both_forms() -> None:
     assert pg_backend.redact_dsn("postgresql://u:pw@h:5/db?sslpassword=x&a=b") == (
         "postgresql://u@h:5/db?a=b"
@@ -464,7 +484,8 @@ def test_the_cli_works_on_a_database_url_without_showing_its_password(location: 
     patched = runner.invoke(app, ["sessions", "patch", "main", "--set", "model=m"], env=env)
     assert patched.exit_code == 0, patched.output
     listed = runner.invoke(app, ["sessions", "list", "--json"], env=env)
-    assert listed.exit_code == 0 and "agent:main:main" in json.loads(listed.output)
+    keys = [item["key"] for item in json.loads(listed.output)["items"]]
+    assert listed.exit_code == 0 and keys == ["agent:main:main"]
     stats = runner.invoke(app, ["stats", "--json"], env=env)
     password = psycopg.conninfo.conninfo_to_dict(POSTGRES_DSN).get("password")
     assert stats.exit_code == 0 and password and password not in stats.output

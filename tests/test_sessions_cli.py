@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from typer.testing import CliRunner
 import flatstate
 from flatstate.cli import app
 from flatstate.doctor import diagnose, repair, salvage
+from flatstate.store import Draft
 from flatstate.transfer import export_openclaw, import_openclaw
 
 runner = CliRunner()
@@ -32,7 +35,7 @@ def cli(*args: str) -> tuple[int, str]:
 def test_list_show_patch_delete(openclaw_dir: Path) -> None:
     store = str(sessions_json(openclaw_dir))
     code, out = cli("sessions", "list", "--store", store, "--json")
-    assert code == 0 and len(json.loads(out)) == 5
+    assert code == 0 and json.loads(out)["count"] == 5
     code, out = cli("sessions", "list", "--store", store)
     assert code == 0 and "agent:main:main" in out and "5 sessions" in out
 
@@ -80,9 +83,11 @@ def test_errors_are_one_clear_line(tmp_path: Path) -> None:
     code, out = cli(
         "sessions", "patch", "main", "--set", "nonsense", "--store", str(tmp_path / "s")
     )
-    assert code == 1 and "FIELD=VALUE" in out
+    assert code == 2 and "FIELD=VALUE" in out
+    code, out = cli("sessions", "show", "main", "--store", str(tmp_path / "none"))
+    assert code == 1 and "no session store here" in out
     code, out = cli("sessions", "show", "agent:main:nope", "--store", str(tmp_path / "s"))
-    assert code == 1 and "no session" in out
+    assert code == 1 and "no session 'agent:main:nope'" in out
 
 
 def test_prune_warns_by_default_and_enforces_when_asked(openclaw_dir: Path) -> None:
@@ -109,6 +114,121 @@ def test_prune_warns_by_default_and_enforces_when_asked(openclaw_dir: Path) -> N
         p.name for p in sessions_json(openclaw_dir).parent.iterdir() if ".jsonl.deleted." in p.name
     ]
     assert len(archived) == 3
+
+
+def old_store(tmp_path: Path, sessions: int, transcripts: int) -> str:
+    """A state directory of ``sessions`` sessions idle for 60 days, main first among them,
+    the first ``transcripts`` of them with a transcript file."""
+    state = tmp_path / "state"
+    old = int(time.time() * 1000) - 60 * 86_400_000
+    keys = ["agent:main:main", *(f"agent:main:cron:job:run:{i}" for i in range(sessions - 1))]
+
+    def fill(draft: Draft) -> None:
+        for i, key in enumerate(keys):
+            draft[key] = {"sessionId": f"s{i:05}", "updatedAt": old + i}
+
+    with flatstate.open_store(state) as store:
+        store.update(fill)
+    (state / "transcripts").mkdir(mode=0o700, exist_ok=True)
+    for i in range(transcripts):
+        (state / "transcripts" / f"s{i:05}.jsonl").write_text("{}\n")
+    return str(state)
+
+
+def test_prune_in_warn_mode_says_would_and_sums_up(tmp_path: Path) -> None:
+    """Warn mode names nothing it did not do, and on a large store prints a summary, not a
+    line a session; --verbose lists them. The main session is kept unless told otherwise."""
+    store = old_store(tmp_path, sessions=2_000, transcripts=41)  # main's is kept
+    code, out = cli("sessions", "prune", "--store", store)
+    lines = out.splitlines()
+    assert code == 0 and len(lines) <= 10, out
+    assert lines[0].startswith(f"2,000 sessions in {store}: would remove 1,999 by age")
+    assert "would archive 40 transcripts" in out and "archived" not in out.replace("would", "")
+    assert "nothing was changed" in lines[0] and "--verbose" in out
+    assert "the active session agent:main:main is older than pruneAfter; kept" in out
+    code, out = cli("sessions", "prune", "--store", store, "--verbose")
+    assert code == 0 and "would remove agent:main:main" not in out
+    assert out.count("\n  would remove agent:main:cron:") == 1_999  # and as many warnings
+    assert out.count("\n  /") == 40
+    code, out = cli("sessions", "prune", "--store", store, "--json")
+    report = json.loads(out)
+    assert "agent:main:main" not in report["pruned"] and report["after_count"] == 2_000
+    code, out = cli("sessions", "prune", "--store", store, "--enforce")
+    assert code == 0 and "removed 1,999 by age" in out and "archived 40 transcripts" in out
+    with flatstate.open_store(store) as opened:
+        assert list(opened.keys()) == ["agent:main:main"]
+
+
+def test_prune_can_protect_another_session(tmp_path: Path) -> None:
+    store = old_store(tmp_path, sessions=3, transcripts=0)
+    report = json.loads(
+        cli("sessions", "prune", "--store", store, "--active-key", "cron:job:run:1", "--json")[1]
+    )
+    assert sorted(report["pruned"]) == ["agent:main:cron:job:run:0", "agent:main:main"]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["sessions", "patch", "main", "--patch", "{model: 1}"], "not valid JSON"),
+        (["sessions", "patch", "main", "--patch", "[1]"], "takes a JSON object"),
+        (["sessions", "prune", "--prune-after", "soon"], "cannot read 'soon' as a duration"),
+        (["sessions", "prune", "--max-disk", "lots"], "cannot read 'lots' as a size"),
+    ],
+)
+def test_bad_values_are_usage_errors_not_tracebacks(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    store = old_store(tmp_path, sessions=1, transcripts=0)
+    result = runner.invoke(app, [*args, "--store", store])
+    assert result.exit_code == 2 and says in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    result = runner.invoke(app, [*args, "--store", store, "--json"])
+    error = json.loads(result.stdout)["error"]
+    assert result.exit_code == 2 and error["type"] == "UsageError" and says in error["message"]
+
+
+def test_people_get_text_and_programs_json(openclaw_dir: Path) -> None:
+    """Without --json nothing is JSON; listings say how many of how many; counts agree with
+    their nouns; times are ISO 8601 (UTC) with their age; keys print as they are."""
+    store = str(sessions_json(openclaw_dir))
+    code, out = cli("sessions", "show", "main", "--store", store)
+    assert code == 0 and "sessionId" in out and not out.lstrip().startswith("{")
+    assert re.search(r"updatedAt +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(\d+[smhd] ago\)", out)
+    code, out = cli("sessions", "patch", "main", "--set", "label=ops", "--store", store)
+    assert code == 0 and out == "patched agent:main:main: label\n"
+    code, out = cli("sessions", "list", "--limit", "3", "--store", store)
+    assert code == 0 and out.startswith(f"3 of 5 sessions in {store}")
+    assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(\d+[smhd] ago\)", out)
+    code, out = cli("sessions", "patch", "[bold]odd[/bold]", "--set", "a=1", "--store", store)
+    assert code == 0 and "agent:main:[bold]odd[/bold]" in out
+    assert "agent:main:[bold]odd[/bold]" in cli("sessions", "list", "--store", store)[1]
+    for key in list(json.loads(Path(store).read_text()))[1:]:
+        cli("sessions", "delete", key, "--store", store)
+    code, out = cli("sessions", "list", "--store", store)
+    assert out.startswith(f"1 session in {store}")
+
+
+def test_a_missing_session_is_exit_1_for_every_command(openclaw_dir: Path) -> None:
+    store = str(sessions_json(openclaw_dir))
+    before = sessions_json(openclaw_dir).read_bytes()
+    for command in (
+        ["sessions", "show"],
+        ["sessions", "delete"],
+        ["sessions", "delete", "--dry-run"],
+        ["sessions", "reset"],
+        ["transcript", "tail"],
+        ["transcript", "compact"],
+    ):
+        code, out = cli(*command, "agent:main:nobody", "--store", store)
+        assert code == 1, command
+        assert out == (
+            f"error: no session 'agent:main:nobody' in {store}; create it first, or list the "
+            f"keys with: flatstate sessions list --store {store}\n"
+        )
+        result = runner.invoke(app, [*command, "agent:main:nobody", "--store", store, "--json"])
+        assert json.loads(result.stdout)["error"]["type"] == "SessionNotFound"
+    assert sessions_json(openclaw_dir).read_bytes() == before
 
 
 # -- doctor and stats -------------------------------------------------------------
@@ -155,6 +275,27 @@ def test_doctor_repair_moves_the_file_aside_and_salvages_entries(tmp_path: Path)
     assert Path(repaired["moved_to"]).name.startswith("sessions.json.corrupt.")
     with flatstate.open_store(path) as store:
         assert store.corruption is None and len(store) == 3
+
+
+def test_doctor_reports_auth_files_open_to_others_and_repair_narrows_them(
+    openclaw_dir: Path,
+) -> None:
+    agent = openclaw_dir / "agents" / "main" / "agent"
+    agent.chmod(0o755)
+    (agent / "auth-profiles.json").chmod(0o644)
+    code, out = cli("doctor", "--store", str(openclaw_dir), "--json")
+    findings = json.loads(out)["findings"]
+    assert code == 1 and [(f["kind"], f["subject"]) for f in findings] == [
+        ("permissions", str(agent)),
+        ("permissions", str(agent / "auth-profiles.json")),
+    ]
+    assert "flatstate doctor --repair --store" in findings[0]["detail"]
+    assert oct(agent.stat().st_mode & 0o777) == "0o755"  # diagnosing changes nothing
+    code, out = cli("doctor", "--store", str(openclaw_dir), "--repair", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["findings"] == [] and len(report["modes_fixed"]) == 2
+    assert oct(agent.stat().st_mode & 0o777) == "0o700"
+    assert oct((agent / "auth-profiles.json").stat().st_mode & 0o777) == "0o600"
 
 
 @pytest.mark.parametrize(

@@ -22,11 +22,12 @@ def test_tail_context_and_show(openclaw_dir: Path) -> None:
         app, ["transcript", "tail", "main", "-n", "3", "--store", store, "--json"]
     )
     assert result.exit_code == 0
-    assert [e["type"] for e in json.loads(result.stdout)] == ["message", "custom", "session_info"]
+    entries = json.loads(result.stdout)["items"]
+    assert [e["type"] for e in entries] == ["message", "custom", "session_info"]
     result = runner.invoke(app, ["transcript", "context", "main", "--store", store])
     assert result.exit_code == 0 and result.output.startswith("[summary] Summary of the first half")
     result = runner.invoke(app, ["transcript", "show", "main", "--store", store, "--json"])
-    assert result.exit_code == 0 and len(json.loads(result.stdout)) == 31
+    assert result.exit_code == 0 and len(json.loads(result.stdout)["items"]) == 31
 
 
 def test_compact_and_reset(openclaw_dir: Path) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 
 import msgspec
 
+from flatstate.errors import NeedsAwait
 from flatstate.frozen import FrozenMap, encode_json
 from flatstate.store import SessionStore
 from flatstate.transcripts import Context, Transcript
@@ -392,6 +393,7 @@ def compact(
     )
     summary = summarizer(request)
     if inspect.isawaitable(summary):
+        _outside_a_loop(summary)
         summary = asyncio.run(_await(summary))
     result, payload = _commit(store, key, transcript, plan, summary, count)
     if result is not None:
@@ -401,6 +403,21 @@ def compact(
 
 async def _await(value: Awaitable[Any]) -> Any:
     return await value
+
+
+def _outside_a_loop(pending: Awaitable[Any]) -> None:
+    """Inside a running event loop, drop ``pending`` and raise NeedsAwait: waiting for it here
+    would block the loop it needs (asyncio.run refuses to)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if inspect.iscoroutine(pending):
+        pending.close()  # never awaited, on purpose: no "was never awaited" warning
+    raise NeedsAwait(
+        "compact()",
+        "Its summarizer is async: there, use `await flatstate.compaction.acompact(...)`.",
+    )
 
 
 async def acompact(

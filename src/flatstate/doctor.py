@@ -2,10 +2,12 @@
 
 :func:`diagnose` opens nothing for writing: it reads the files, reports sizes,
 corruption, stale locks, stray temp files, oversized entries, unsafe session
-ids and keys that cannot be normalized. :func:`repair` moves a damaged
+ids, keys that cannot be normalized and auth files open to other users. A
+PostgreSQL store is read through its backend, opened read-only, and named by
+its location without the password. :func:`repair` moves a damaged
 sessions.json aside as ``sessions.json.corrupt.<time>``, salvages every entry
 it can parse, writes those as the new store, and says what was kept and what
-was lost.
+was lost; :func:`repair_all` also narrows the auth files' modes.
 """
 
 from __future__ import annotations
@@ -14,17 +16,20 @@ import contextlib
 import os
 import sqlite3
 import time
+from shlex import quote
 from typing import Any
 
 import msgspec
 
+from flatstate._open import POSTGRES_SCHEMES, open_store
 from flatstate._sqlite import file_uri
+from flatstate.auth.disk import loose_modes
 from flatstate.backends.jsonfile import entry_problem, format_store, load_entry, parse_store
 from flatstate.backends.sqlite import DB_FILENAME, TRANSCRIPTS_DIRNAME
 from flatstate.errors import InvalidEntry, InvalidSessionKey, StoreCorrupt
 from flatstate.files import TEMP_STALE_SECONDS, atomic_write
-from flatstate.frozen import decode_json, strict_decoder
-from flatstate.keys import normalize_key
+from flatstate.frozen import decode_json, encode_json, strict_decoder
+from flatstate.keys import DEFAULT_AGENT_ID, normalize_key
 from flatstate.locks import FileLock, inspect_lock
 from flatstate.model import validate_session_id
 from flatstate.openclaw.agent import AGENT_DB_NAME, KNOWN_SCHEMA, AgentDatabase
@@ -51,6 +56,7 @@ __all__ = [
     "diagnose",
     "diagnose_openclaw",
     "repair",
+    "repair_all",
     "salvage",
 ]
 
@@ -81,6 +87,7 @@ class DoctorReport(msgspec.Struct, kw_only=True):
     transcript_bytes: int
     findings: list[Finding]
     repaired: RepairReport | None = None
+    modes_fixed: list[str] = msgspec.field(default_factory=list)
 
 
 def _store_file(location: str) -> tuple[str, str]:
@@ -91,9 +98,61 @@ def _store_file(location: str) -> tuple[str, str]:
 
 
 def diagnose(
-    location: str, *, max_entry_bytes: int = 4 << 20, agent_id: str = "main"
+    location: str,
+    *,
+    max_entry_bytes: int = 4 << 20,
+    agent_id: str | None = None,
+    auth_dir: str | None = None,
 ) -> DoctorReport:
-    """Everything wrong with the store at ``location``, without changing it."""
+    """Everything wrong with the store at ``location`` (and, given ``auth_dir``, with the
+    modes of its auth profiles), without changing anything."""
+    agent_id = agent_id or DEFAULT_AGENT_ID
+    if location.startswith(POSTGRES_SCHEMES):
+        report = _diagnose_backend(location, agent_id, max_entry_bytes)
+    else:
+        report = _diagnose_files(location, agent_id, max_entry_bytes)
+    store = "" if location.startswith(POSTGRES_SCHEMES) else f" --store {quote(location)}"
+    for path, mode, limit in loose_modes(auth_dir) if auth_dir else ():
+        report.findings.append(
+            Finding(
+                "permissions",
+                path,
+                f"mode {mode:04o} lets other users read secrets (at most {limit:04o}). "
+                f"Repair with: flatstate doctor --repair{store}",
+            )
+        )
+    return report
+
+
+def _diagnose_backend(location: str, agent_id: str, max_entry_bytes: int) -> DoctorReport:
+    """A database store, read through its backend: every row checked as a file's entries."""
+    findings: list[Finding] = []
+    entries = 0
+    with open_store(location, readonly=True, agent_id=agent_id) as store:
+        backend = store.backend
+        try:
+            for key, entry in backend.scan()[1]:
+                entries += 1
+                _check_entry(key, encode_json(entry), agent_id, max_entry_bytes, findings)
+        except StoreCorrupt as exc:
+            findings.append(Finding("corrupt", backend.location, f"{exc.problem}. {exc.fix}"))
+        directory = backend.transcripts_dir
+        _check_leftovers(directory, findings)
+        files, size = _directory_usage(directory, exclude="")
+        return DoctorReport(
+            store=backend.location,
+            backend=type(backend).__name__.removesuffix("Backend").lower(),
+            entries=entries,
+            store_bytes=backend.disk_bytes(),
+            transcripts_dir=directory,
+            transcript_files=files,
+            transcript_bytes=size,
+            findings=findings,
+        )
+
+
+def _diagnose_files(location: str, agent_id: str, max_entry_bytes: int) -> DoctorReport:
+    """A store on disk, read from its files (a damaged one may not open as a store)."""
     backend, path = _store_file(location)
     directory = (
         os.path.dirname(path)
@@ -280,6 +339,28 @@ def _skip(text: str, i: int, also: str = "") -> int:
     while i < len(text) and (text[i].isspace() or text[i] in also):
         i += 1
     return i
+
+
+def repair_all(
+    location: str,
+    report: DoctorReport,
+    *,
+    agent_id: str | None = None,
+    auth_dir: str | None = None,
+) -> DoctorReport:
+    """Repair what ``report`` found that can be: a damaged sessions.json (:func:`repair`) and
+    auth files open to others (their modes narrowed); then diagnose again."""
+    kinds = {finding.kind for finding in report.findings}
+    repaired = None
+    if "corrupt" in kinds and not location.startswith(POSTGRES_SCHEMES):
+        repaired = repair(location)
+    fixed = []
+    for path, mode, limit in loose_modes(auth_dir) if auth_dir and "permissions" in kinds else ():
+        os.chmod(path, mode & limit)
+        fixed.append(path)
+    after = diagnose(location, agent_id=agent_id, auth_dir=auth_dir)
+    after.repaired, after.modes_fixed = repaired, fixed
+    return after
 
 
 def repair(location: str) -> RepairReport:

@@ -20,6 +20,7 @@ fix. No message ever carries a secret: callers pass identifiers, never values.
     ├── StoreUnavailable    (ConnectionError)
     ├── DiskFull            (OSError)
     ├── StoreClosed         (ValueError)
+    ├── NeedsAwait          (RuntimeError)
     ├── LockTimeout         (TimeoutError)
     ├── ReadOnlyStore       (PermissionError)
     ├── UnsafePath          (PermissionError)
@@ -29,6 +30,7 @@ fix. No message ever carries a secret: callers pass identifiers, never values.
 from __future__ import annotations
 
 import errno
+from shlex import quote
 from typing import Any
 
 
@@ -110,9 +112,14 @@ class SecretUnavailable(FlatstateError, LookupError):
 class SessionNotFound(FlatstateError, KeyError):
     """An operation that needs an existing session found none under the key."""
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, location: str | None = None) -> None:
         self.key = key
-        super().__init__(f"no session {key!r}; create it first (e.g. store.patch({key!r}, {{}}))")
+        self.location = location
+        where, store = (f" in {location}", f" --store {quote(location)}") if location else ("", "")
+        super().__init__(
+            f"no session {key!r}{where}; create it first, or list the keys with: "
+            f"flatstate sessions list{store}"
+        )
 
     def __str__(self) -> str:  # KeyError would show the message quoted
         return str(self.args[0])
@@ -238,6 +245,16 @@ class StoreClosed(FlatstateError, ValueError):
     def __init__(self, location: str) -> None:
         self.location = location
         super().__init__(f"the store at {location} was closed; open it again to read or write it")
+
+
+class NeedsAwait(FlatstateError, RuntimeError):
+    """A synchronous call was handed something to await inside a running event loop, where
+    it cannot wait without blocking that loop."""
+
+    def __init__(self, call: str, fix: str) -> None:
+        self.call = call
+        self.fix = fix
+        super().__init__(f"{call} was given a coroutine inside a running event loop. {fix}")
 
 
 class LockTimeout(FlatstateError, TimeoutError):

@@ -43,7 +43,7 @@ from flatstate.files import atomic_write
 from flatstate.frozen import decode_json, thaw
 from flatstate.locks import FileLock
 
-__all__ = ["AUTH_FILE", "LEGACY_FILE", "AuthFile"]
+__all__ = ["AUTH_FILE", "LEGACY_FILE", "AuthFile", "loose_modes"]
 
 AUTH_FILE = "auth-profiles.json"
 LEGACY_FILE = "auth.json"
@@ -61,6 +61,21 @@ REFRESH_LOCK_STALE = 180.0
 
 _thread_refresh_locks: dict[str, threading.RLock] = {}
 _thread_refresh_guard = threading.Lock()
+
+
+def loose_modes(agent_dir: str) -> list[tuple[str, int, int]]:
+    """(path, mode, widest mode allowed) of an agent directory wider than 0700 and of its
+    ``auth-profiles.json`` wider than 0600: secrets that other users may read."""
+    found = []
+    directory = os.path.abspath(agent_dir)
+    for path, limit in ((directory, 0o700), (os.path.join(directory, AUTH_FILE), 0o600)):
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if mode & ~limit:
+            found.append((path, mode, limit))
+    return found
 
 
 def _safe(text: str) -> str:
@@ -212,13 +227,7 @@ class AuthFile:
     def check_permissions(self) -> list[AuthProblem]:
         """Report a directory wider than 0700 or a file wider than 0600; fix unless read-only."""
         problems = []
-        for path, limit in ((self.directory, 0o700), (self.path, 0o600)):
-            try:
-                mode = stat.S_IMODE(os.stat(path).st_mode)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            if mode & ~limit == 0:
-                continue
+        for path, mode, limit in loose_modes(self.directory):
             if self.readonly:
                 outcome = "not fixed: the store is read-only"
             else:

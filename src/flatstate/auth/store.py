@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from shlex import quote
 from typing import Any
 
 import msgspec
@@ -77,10 +78,12 @@ def _env_readonly() -> bool:
 class ProfileStatus(msgspec.Struct, frozen=True, kw_only=True):
     """One profile's standing at a given time, as ``flatstate auth status`` shows it.
 
-    ``state`` is ``ok``, ``cooldown`` or ``disabled``; ``until`` and
-    ``remaining_ms`` say when it is usable again; ``reason`` is the disable
-    reason, or for a cooldown the failure reasons counted; ``inherited`` marks a
-    profile that comes from the main agent's store.
+    ``state`` is ``ok``, ``cooldown``, ``disabled`` or ``expired`` (an OAuth or
+    token profile past its ``expires``: an OAuth grant is refreshed on its next
+    use, a static token must be replaced); ``until`` and ``remaining_ms`` say
+    when a cooldown or disable ends; ``reason`` is the disable reason, or for a
+    cooldown the failure reasons counted; ``inherited`` marks a profile that
+    comes from the main agent's store.
     """
 
     id: str
@@ -89,6 +92,7 @@ class ProfileStatus(msgspec.Struct, frozen=True, kw_only=True):
     email: str | None
     secret: str
     state: str
+    expires: int | None
     until: int | None
     remaining_ms: int | None
     reason: str | None
@@ -316,6 +320,8 @@ class AuthStore:
                 counted = [r for r, n in stats.failure_counts.pairs() if n]
                 if state == "cooldown" and counted:
                     reason = ",".join(counted)
+            if state == "ok" and profile.expires is not None and profile.expires <= at:
+                state = "expired"
             result.append(
                 ProfileStatus(
                     id=profile.id,
@@ -324,6 +330,7 @@ class AuthStore:
                     email=profile.email,
                     secret=profile.hint,
                     state=state,
+                    expires=profile.expires,
                     until=until,
                     remaining_ms=None if until is None else until - at,
                     reason=reason,
@@ -383,10 +390,11 @@ class AuthStore:
         """
         snap = self.snapshot()
         if profile_id in snap.profiles and snap.owners[profile_id] is not snap.agent:
+            main = self._main.directory if self._main is not None else ""
             raise InvalidProfile(
                 profile_id,
                 f"it is inherited from {self.inherited_path}; remove it from that store "
-                "(flatstate auth remove --agent-dir <main agent dir>)",
+                f"(flatstate auth remove {quote(profile_id)} --store {quote(main)})",
             )
         removed = [False]
 

@@ -1,173 +1,189 @@
 """``flatstate auth``: list, show, add, remove, order and status of auth profiles.
 
-Every command opens the store of ``--agent-dir`` (default: the main agent of
-``$OPENCLAW_STATE_DIR`` or ``~/.openclaw``, i.e. ``~/.openclaw/agents/main/agent``)
-and makes one library call. Secrets are never printed: a profile shows its
-provider, type, email and ``…`` plus the last four characters of its secret,
-or its ref. ``add`` reads a secret from a hidden prompt, an environment
-variable or stdin, never from a command-line argument, which would land in
-shell history and ``ps``.
+Every command finds ``auth-profiles.json`` through ``--store`` (see
+:mod:`flatstate.cli._where`) and makes one library call. The reading commands
+open the store read-only, so they leave every file and mode as it was (a mode
+open to others is reported; a write or ``flatstate doctor --repair`` narrows
+it). Secrets are never printed: a profile shows its provider, type, email and
+``…`` plus the last four characters of its secret, or its ref. ``add`` reads a
+secret from a hidden prompt, an environment variable or stdin, never from a
+command-line argument, which would land in shell history and ``ps``.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from datetime import UTC, datetime
+from shlex import quote
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
+from flatstate.cli import _where as where
 from flatstate.cli._output import (
     JsonOption,
-    console,
-    err_console,
+    add_row,
+    count,
+    listing,
     print_json,
     print_machine,
+    print_table,
     run_bench,
+    say,
+    table,
+    when,
 )
+from flatstate.cli._where import DEFAULT_STORE, AgentOption, StoreOption
+from flatstate.errors import InvalidProfile
+from flatstate.model import now_ms
 
 app = typer.Typer(
     help="Auth profiles (OpenClaw's auth-profiles.json): keys, tokens, OAuth grants, cooldowns.",
     no_args_is_help=True,
 )
 
-
-def default_agent_dir() -> str:
-    """The main agent's directory under OpenClaw's state root."""
-    root = os.environ.get("OPENCLAW_STATE_DIR") or os.path.join("~", ".openclaw")
-    return os.path.join(os.path.expanduser(root), "agents", "main", "agent")
-
-
-AgentDir = Annotated[
-    str | None,
-    typer.Option(
-        "--agent-dir",
-        help="Agent directory holding auth-profiles.json "
-        "[default: $OPENCLAW_STATE_DIR or ~/.openclaw, then agents/main/agent].",
-        show_default=False,
-    ),
+ProfileArgument = Annotated[
+    str, typer.Argument(metavar="PROFILE_ID", help="Profile id, e.g. anthropic:default.")
+]
+ProviderOption = Annotated[
+    str | None, typer.Option(metavar="PROVIDER", help="Only this provider's profiles.")
 ]
 InheritFrom = Annotated[
     str | None,
     typer.Option(
         "--inherit-from",
-        help="Main agent directory whose profiles this agent inherits (the agent wins per key).",
+        metavar="PATH",
+        help="The main agent's store (anything --store takes), whose profiles this agent "
+        "inherits; the agent wins per id.",
     ),
 ]
 
 
-def _open(agent_dir: str | None, inherit_from: str | None = None) -> Any:
-    from flatstate.auth import open_auth_store
-
-    store = open_auth_store(agent_dir or default_agent_dir(), inherit_from=inherit_from)
-    for problem in store.problems:
-        err_console.print(
-            f"warning: {problem.path}: {problem.message}", markup=False, highlight=False
-        )
-    return store
+def _missing_profile(profile_id: str, place: where.Place) -> InvalidProfile:
+    return InvalidProfile(
+        profile_id,
+        f"no such profile (list them with: flatstate auth list --store {quote(place.shown)})",
+    )
 
 
 def _readonly_note(store: Any) -> None:
     if store.readonly:
-        err_console.print(
-            "note: the auth store is read-only (FLATSTATE_AUTH_READONLY): nothing was written",
-            markup=False,
-        )
+        say("note: the auth store is read-only (FLATSTATE_AUTH_READONLY): nothing was written")
 
 
 @app.command("list")
 def list_profiles(
-    provider: Annotated[str | None, typer.Option(help="Only this provider's profiles.")] = None,
-    agent_dir: AgentDir = None,
+    provider: ProviderOption = None,
+    store: StoreOption = DEFAULT_STORE,
+    agent: AgentOption = None,
     inherit_from: InheritFrom = None,
     json_output: JsonOption = False,
 ) -> None:
     """List profiles: id, provider, type, email and the last 4 characters of the secret."""
-    store = _open(agent_dir, inherit_from)
+    place = where.resolve(store, agent)
+    auth = where.auth(place, inherit_from=inherit_from)
     rows = [
-        {
-            "id": p.id,
-            "provider": p.provider,
-            "type": p.type,
-            "email": p.email,
-            "secret": p.hint,
-        }
-        for p in store.profiles(provider)
+        {"id": p.id, "provider": p.provider, "type": p.type, "email": p.email, "secret": p.hint}
+        for p in auth.profiles(provider)
     ]
     if json_output:
-        print_json(rows)
+        source = {**place.describe(), "store": auth.path}
+        print_json(listing([source], rows, len(rows)))
         return
-    table = Table(title=f"Auth profiles ({store.path})")
-    table.add_column("id", no_wrap=True)
+    grid = table()
+    grid.add_column("id", no_wrap=True)
     for column in ("provider", "type", "email", "secret"):
-        table.add_column(column, overflow="fold")
+        grid.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(str(row[c] or "") for c in ("id", "provider", "type", "email", "secret")))
-    console.print(table)
+        add_row(grid, *(row[c] or "-" for c in ("id", "provider", "type", "email", "secret")))
+    print_table(grid, f"{count(len(rows), 'auth profile')} in {auth.path}")
 
 
 @app.command("show")
 def show(
-    profile_id: Annotated[str, typer.Argument(help="Profile id, e.g. anthropic:default.")],
-    agent_dir: AgentDir = None,
+    profile_id: ProfileArgument,
+    store: StoreOption = DEFAULT_STORE,
+    agent: AgentOption = None,
     inherit_from: InheritFrom = None,
     json_output: JsonOption = False,
 ) -> None:
     """Show one profile's fields (secrets as their last 4 characters) and its usage stats."""
-    from flatstate.errors import InvalidProfile
-
-    store = _open(agent_dir, inherit_from)
-    profile = store.get(profile_id)
+    place = where.resolve(store, agent)
+    auth = where.auth(place, inherit_from=inherit_from)
+    profile = auth.get(profile_id)
     if profile is None:
-        raise InvalidProfile(profile_id, "no such profile (list them with `flatstate auth list`)")
-    stats = store.usage(profile_id)
-    result = {
-        "id": profile.id,
-        "profile": profile.redacted(),
-        "usage": stats.to_dict() if stats is not None else None,
-    }
+        raise _missing_profile(profile_id, place)
+    stats = auth.usage(profile_id)
+    fields: dict[str, Any] = profile.redacted()
+    usage = stats.to_dict() if stats is not None else None
+    result = {"id": profile.id, "profile": fields, "usage": usage}
     if json_output:
         print_json(result)
         return
-    table = Table(title=f"Auth profile {profile.id}", show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value")
-    for key, value in result["profile"].items():
-        table.add_row(key, str(value))
-    for key, value in (result["usage"] or {}).items():
-        table.add_row(f"usage.{key}", str(value))
-    console.print(table)
+    now = now_ms()
+    grid = table(show_header=False)
+    grid.add_column("field", style="bold")
+    grid.add_column("value", overflow="fold")
+    rows = [*fields.items(), *((f"usage.{k}", v) for k, v in (usage or {}).items())]
+    for name, value in rows:
+        timed = name == "expires" or name.removeprefix("usage.") in _TIMES
+        add_row(grid, name, when(value, now) if timed else value)
+    print_table(grid, f"auth profile {profile.id} in {auth.path}")
+
+
+# usageStats fields that hold epoch milliseconds.
+_TIMES = frozenset({"lastUsed", "cooldownUntil", "disabledUntil", "lastFailureAt"})
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
 
 
 @app.command("add")
 def add(
-    profile_id: Annotated[str, typer.Argument(help="Profile id, e.g. openai:default.")],
+    profile_id: Annotated[
+        str, typer.Argument(metavar="PROFILE_ID", help="Profile id, e.g. openai:default.")
+    ],
     kind: Annotated[
-        str, typer.Option("--type", help="api_key, token or oauth (oauth reads JSON on stdin).")
+        str,
+        typer.Option(
+            "--type",
+            metavar="TYPE",
+            help="api_key, token or oauth (oauth reads a JSON object of tokens).",
+        ),
     ] = "api_key",
     provider: Annotated[
-        str | None, typer.Option(help="Provider [default: the part of the id before ':'].")
+        str | None,
+        typer.Option(metavar="PROVIDER", help="Provider (default: the id's part before ':')."),
     ] = None,
-    email: Annotated[str | None, typer.Option(help="Account email, for display.")] = None,
+    email: Annotated[
+        str | None, typer.Option(metavar="EMAIL", help="Account email, for display.")
+    ] = None,
     ref: Annotated[
         str | None,
-        typer.Option(help="Store a keyRef/tokenRef (env:NAME or file:PATH) instead of a secret."),
+        typer.Option(
+            metavar="REF",
+            help="Store a keyRef/tokenRef (env:NAME or file:PATH) instead of a secret.",
+        ),
     ] = None,
     secret_env: Annotated[
-        str | None, typer.Option(help="Read the secret from this environment variable.")
+        str | None,
+        typer.Option(metavar="NAME", help="Read the secret from this environment variable."),
     ] = None,
     secret_stdin: Annotated[
         bool,
-        typer.Option(help="Read the secret (oauth: a JSON object of tokens) from stdin."),
+        typer.Option(
+            "--secret-stdin", help="Read the secret (oauth: a JSON object of tokens) from stdin."
+        ),
     ] = False,
-    expires: Annotated[int | None, typer.Option(help="Token expiry, epoch ms.")] = None,
-    agent_dir: AgentDir = None,
+    expires: Annotated[
+        int | None, typer.Option(metavar="MS", help="Token expiry, epoch milliseconds.")
+    ] = None,
+    store: StoreOption = DEFAULT_STORE,
+    agent: AgentOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Add or replace a profile; the secret comes from a hidden prompt, --secret-env or stdin."""
-    store = _open(agent_dir)
     credential: dict[str, Any] = {
         "type": kind,
         "provider": provider or profile_id.partition(":")[0],
@@ -183,18 +199,15 @@ def add(
     else:
         field = "key" if kind == "api_key" else "token"
         credential[field] = _read_secret(profile_id, secret_env, secret_stdin)
-    profile = store.add(profile_id, credential)
-    _readonly_note(store)
+    auth = where.auth(where.resolve(store, agent), write=True)
+    profile = auth.add(profile_id, credential)
+    _readonly_note(auth)
     row = {"id": profile.id, "provider": profile.provider, "type": profile.type}
     row["secret"] = profile.hint
     if json_output:
         print_json(row)
         return
-    console.print(
-        f"added {profile.id} ({profile.provider}, {profile.type}, {profile.hint})",
-        markup=False,
-        highlight=False,
-    )
+    say(f"added {profile.id} ({profile.provider}, {profile.type}, {profile.hint})")
 
 
 def _read_secret(profile_id: str, env: str | None, stdin: bool) -> str:
@@ -208,6 +221,11 @@ def _read_secret(profile_id: str, env: str | None, stdin: bool) -> str:
         if not value:
             raise typer.BadParameter("nothing was read from stdin")
         return value
+    if not _interactive():
+        raise typer.BadParameter(
+            "there is no terminal to ask for the secret on: pipe it in with --secret-stdin, "
+            "or name a variable with --secret-env NAME (or store a --ref)"
+        )
     value = str(typer.prompt(f"Secret for {profile_id}", hide_input=True)).strip()
     if not value:
         raise typer.BadParameter("an empty secret was entered")
@@ -238,111 +256,102 @@ def _oauth_tokens(stdin: bool, env: str | None) -> dict[str, Any]:
 
 @app.command("remove")
 def remove(
-    profile_id: Annotated[str, typer.Argument(help="Profile id to remove.")],
-    agent_dir: AgentDir = None,
+    profile_id: ProfileArgument,
+    store: StoreOption = DEFAULT_STORE,
+    agent: AgentOption = None,
     inherit_from: InheritFrom = None,
     json_output: JsonOption = False,
 ) -> None:
     """Remove a profile with its usage stats, order entries and lastGood."""
-    store = _open(agent_dir, inherit_from)
-    removed = store.remove(profile_id)
-    _readonly_note(store)
+    place = where.resolve(store, agent)
+    auth = where.auth(place, write=True, inherit_from=inherit_from)
+    if auth.get(profile_id) is None:
+        raise _missing_profile(profile_id, place)
+    auth.remove(profile_id)
+    _readonly_note(auth)
     if json_output:
-        print_json({"id": profile_id, "removed": removed})
+        print_json({"id": profile_id, "removed": True})
         return
-    console.print(
-        f"removed {profile_id}" if removed else f"no profile {profile_id}",
-        markup=False,
-        highlight=False,
-    )
+    say(f"removed {profile_id}")
 
 
 @app.command("order")
 def order(
-    provider: Annotated[str, typer.Argument(help="Provider, e.g. anthropic.")],
+    provider: Annotated[str, typer.Argument(metavar="PROVIDER", help="Provider, e.g. anthropic.")],
     profile_ids: Annotated[
-        list[str] | None, typer.Argument(help="New order of profile ids (none: show it).")
+        list[str] | None,
+        typer.Argument(metavar="PROFILE_ID", help="New order of profile ids (none: show it)."),
     ] = None,
-    clear: Annotated[bool, typer.Option(help="Remove the explicit order.")] = False,
-    agent_dir: AgentDir = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the explicit order.")] = False,
+    store: StoreOption = DEFAULT_STORE,
+    agent: AgentOption = None,
     inherit_from: InheritFrom = None,
     json_output: JsonOption = False,
 ) -> None:
     """Show or set the explicit order in which a provider's profiles are tried."""
     from flatstate.auth.rotation import provider_key
 
-    store = _open(agent_dir, inherit_from)
-    if clear or profile_ids:
-        current = store.set_order(provider, None if clear else profile_ids)
-        _readonly_note(store)
+    changing = clear or bool(profile_ids)
+    auth = where.auth(where.resolve(store, agent), write=changing, inherit_from=inherit_from)
+    if changing:
+        current = auth.set_order(provider, None if clear else profile_ids)
+        _readonly_note(auth)
     else:
-        found = store.snapshot().order.get(provider_key(provider))
+        found = auth.snapshot().order.get(provider_key(provider))
         if found is None:
-            found = store.snapshot().order.get(provider)
+            found = auth.snapshot().order.get(provider)
         current = tuple(found or ())
     if json_output:
         print_json({"provider": provider, "order": list(current)})
         return
     text = " -> ".join(current) if current else "(no explicit order: lastGood, then oldest use)"
-    console.print(f"{provider}: {text}", markup=False, highlight=False)
+    say(f"{provider}: {text}")
 
 
-def _left(ms: int | None) -> str:
-    if ms is None:
-        return ""
-    seconds = max(0, ms) // 1000
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {seconds:02d}s"
-    return f"{seconds}s"
-
-
-def _when(ms: int | None) -> str:
-    if ms is None:
-        return ""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%m-%d %H:%M:%S")
+_STATE_STYLES = {"ok": "green", "cooldown": "yellow", "disabled": "red", "expired": "red"}
 
 
 @app.command("status")
 def status(
-    provider: Annotated[str | None, typer.Option(help="Only this provider's profiles.")] = None,
+    provider: ProviderOption = None,
     now: Annotated[
-        int | None, typer.Option(help="Evaluate at this time, epoch ms [default: now].")
+        int | None,
+        typer.Option(metavar="MS", help="Evaluate at this time, epoch ms (default: now)."),
     ] = None,
-    agent_dir: AgentDir = None,
+    store: StoreOption = DEFAULT_STORE,
+    agent: AgentOption = None,
     inherit_from: InheritFrom = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Show which profiles are usable, in cooldown or disabled, and the time left."""
+    """Show which profiles are usable, in cooldown, disabled or expired, and until when."""
     from flatstate.auth.rotation import provider_key
 
-    store = _open(agent_dir, inherit_from)
-    rows = store.status(now)
+    place = where.resolve(store, agent)
+    auth = where.auth(place, inherit_from=inherit_from)
+    at = now_ms() if now is None else now
+    rows = auth.status(at)
     if provider is not None:
         rows = tuple(r for r in rows if provider_key(r.provider) == provider_key(provider))
     if json_output:
-        print_json(rows)
+        source = {**place.describe(), "store": auth.path}
+        print_json(listing([source], list(rows), len(rows)))
         return
-    table = Table(title=f"Auth profile status ({store.path})")
-    table.add_column("id", overflow="fold")
-    for column in ("state", "left", "until (UTC)"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("reason", overflow="fold")
-    table.add_column("errors", justify="right")
+    grid = table()
+    for column in ("id", "state", "until", "expires", "reason"):
+        grid.add_column(column, overflow="fold")
+    grid.add_column("errors", justify="right")
     for r in rows:
-        style = {"ok": "green", "cooldown": "yellow", "disabled": "red"}.get(r.state, "")
-        table.add_row(
+        add_row(
+            grid,
             r.id,
-            f"[{style}]{r.state}[/{style}]",
-            _left(r.remaining_ms),
-            _when(r.until),
-            r.reason or "",
-            str(r.error_count),
+            r.state,
+            when(r.until, at),
+            when(r.expires, at),
+            r.reason or "-",
+            r.error_count,
+            style=_STATE_STYLES.get(r.state),
         )
-    console.print(table)
+    print_table(grid, f"{count(len(rows), 'auth profile')} in {auth.path}")
 
 
 def register_bench(bench_app: typer.Typer) -> None:
@@ -369,10 +378,10 @@ def register_bench(bench_app: typer.Typer) -> None:
 
 
 def _print_bench(result: dict[str, Any]) -> None:
-    table = Table(title=f"Auth store reads ({result['options']['profiles']} profiles)")
-    table.add_column("operation")
+    grid = table()
+    grid.add_column("operation")
     for column in ("calls", "ops/s", "RSS before", "RSS after", "growth"):
-        table.add_column(column, justify="right")
+        grid.add_column(column, justify="right")
     names = {
         "select_profile": "select_profile(provider)",
         "get": "get(profile_id)",
@@ -380,7 +389,8 @@ def _print_bench(result: dict[str, Any]) -> None:
         "baseline": "deepcopy of the store per read",
     }
     for phase, r in result["phases"].items():
-        table.add_row(
+        add_row(
+            grid,
             names.get(phase, phase),
             f"{r['calls']:,}",
             f"{r['per_s']:,}",
@@ -389,8 +399,8 @@ def _print_bench(result: dict[str, Any]) -> None:
             f"{r['rss_growth_mib']:+} MiB",
             style="dim" if phase == "baseline" else None,
         )
-    console.print(table)
+    print_table(grid, f"Auth store reads ({result['options']['profiles']} profiles)")
     if "get_vs_deepcopy" in result:
-        console.print(f"get vs deepcopy-per-read: {result['get_vs_deepcopy']:,}x")
+        say(f"get vs deepcopy-per-read: {result['get_vs_deepcopy']:,}x")
     print_machine(result["machine"])
-    console.print(f"command: {result['command']}", markup=False, highlight=False)
+    say(f"command: {result['command']}")

@@ -1,95 +1,120 @@
-"""``flatstate facts``: the memory facts of a state directory.
+"""``flatstate facts``: the memory facts of an agent.
 
-Each command opens the facts database, makes one ``FactStore`` call and
-renders the result. The state directory is ``--state-dir``, else
-``$FLATSTATE_HOME``, else ``~/.flatstate/main``.
+Each command opens the facts database of ``--store`` (``facts.sqlite`` in a
+state directory, or in an OpenClaw agent's ``agent/`` directory; see
+:mod:`flatstate.cli._where`), makes one ``FactStore`` call and renders the
+result. Only ``add`` creates the database; the reading commands open it
+read-only. A fact id may be given as the 8 characters ``facts list`` shows.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from flatstate.cli._output import JsonOption, console, print_json, print_machine, run_bench
+from flatstate.cli import _where as where
+from flatstate.cli._output import (
+    JsonOption,
+    add_row,
+    console,
+    count,
+    listing,
+    print_json,
+    print_machine,
+    print_table,
+    run_bench,
+    say,
+    shown_of,
+    table,
+    when,
+)
+from flatstate.cli._where import DEFAULT_STORE, AgentOption, StoreOption
+from flatstate.model import now_ms
 
 if TYPE_CHECKING:
-    from flatstate.facts import Fact, FactStore
+    from flatstate.facts import Fact
 
 app = typer.Typer(help="Durable memory facts: add, search, list, show, forget, decay, stats.")
 
-ENV_HOME = "FLATSTATE_HOME"
-DEFAULT_HOME = os.path.join("~", ".flatstate", "main")
-
-
-def default_state_dir() -> str:
-    """``$FLATSTATE_HOME`` if set, else ``~/.flatstate/main``."""
-    return os.path.expanduser(os.environ.get(ENV_HOME) or DEFAULT_HOME)
-
-
-StateDirOption = Annotated[
-    str | None,
-    typer.Option(
-        "--state-dir",
-        help=f"State directory holding facts.sqlite [default: ${ENV_HOME} or {DEFAULT_HOME}].",
-        show_default=False,
-    ),
+FactArgument = Annotated[
+    str, typer.Argument(metavar="ID", help="A fact id, or its first 8 characters.")
 ]
 
 
-def _open(state_dir: str | None, *, create: bool = False) -> FactStore:
-    from flatstate.facts import open_facts
-
-    return open_facts(state_dir or default_state_dir(), create=create)
-
-
-def _when(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M")
-
-
-def _facts_table(title: str, facts: tuple[Fact, ...], scores: list[float] | None = None) -> Table:
-    table = Table(title=title)
+def _print_facts(title: str, facts: tuple[Fact, ...], scores: list[float] | None = None) -> None:
+    now = now_ms()
+    grid = table()
     if scores is not None:
-        table.add_column("score", justify="right")
+        grid.add_column("score", justify="right")
     for column in ("id", "category", "class", "created", "text"):
-        table.add_column(column, overflow="fold")
+        grid.add_column(column, overflow="fold")
     for i, fact in enumerate(facts):
-        row = [fact.id[:8], fact.category, fact.decay_class, _when(fact.created_at), fact.text]
+        row = [fact.id[:8], fact.category, fact.decay_class, when(fact.created_at, now), fact.text]
         if scores is not None:
             row.insert(0, f"{scores[i]:.3f}")
-        table.add_row(*row)
-    return table
+        add_row(grid, *row)
+    print_table(grid, title)
+
+
+def _source(place: where.Place, path: str) -> dict[str, Any]:
+    return {**place.describe(), "store": path}
 
 
 @app.command("add")
 def add(
-    text: Annotated[str, typer.Argument(help="The fact, in one sentence.")],
-    category: Annotated[str, typer.Option(help="preference, decision, entity, ...")] = "other",
-    why: Annotated[str | None, typer.Option(help="Why it matters or where it came from.")] = None,
-    importance: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
-    entity: Annotated[str | None, typer.Option(help="What the fact is about.")] = None,
-    key: Annotated[str | None, typer.Option(help="Which attribute of the entity.")] = None,
-    value: Annotated[str | None, typer.Option(help="The attribute's value.")] = None,
-    source: Annotated[str | None, typer.Option(help="Who or what stated it.")] = None,
+    text: Annotated[str, typer.Argument(metavar="TEXT", help="The fact, in one sentence.")],
+    category: Annotated[
+        str, typer.Option(metavar="CATEGORY", help="preference, decision, entity, ...")
+    ] = "other",
+    why: Annotated[
+        str | None, typer.Option(metavar="TEXT", help="Why it matters or where it came from.")
+    ] = None,
+    importance: Annotated[
+        float, typer.Option(min=0.0, max=1.0, metavar="X", help="How much it matters, 0 to 1.")
+    ] = 0.5,
+    entity: Annotated[
+        str | None, typer.Option(metavar="NAME", help="What the fact is about.")
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="Which attribute of the entity; a new fact about the same entity and key "
+            "supersedes the live one.",
+        ),
+    ] = None,
+    value: Annotated[
+        str | None, typer.Option(metavar="TEXT", help="The attribute's value.")
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option(metavar="TEXT", help="Who or what stated it.")
+    ] = None,
     decay_class: Annotated[
         str | None,
         typer.Option(
-            help="permanent, stable, normal, short, session or ephemeral [default: guess]"
+            metavar="CLASS",
+            help="permanent, stable, normal, short, session or ephemeral (default: guessed).",
         ),
     ] = None,
-    confidence: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
-    tag: Annotated[list[str] | None, typer.Option(help="A tag (repeatable).")] = None,
-    supersedes: Annotated[str | None, typer.Option(help="Id of a fact this replaces.")] = None,
-    state_dir: StateDirOption = None,
+    confidence: Annotated[
+        float, typer.Option(min=0.0, max=1.0, metavar="X", help="How sure, 0 to 1.")
+    ] = 1.0,
+    tag: Annotated[
+        list[str] | None, typer.Option(metavar="TAG", help="A tag (repeatable).")
+    ] = None,
+    supersedes: Annotated[
+        str | None, typer.Option(metavar="ID", help="Id (or its first 8 characters) it replaces.")
+    ] = None,
+    store: StoreOption = DEFAULT_STORE,
+    agent: AgentOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Add a fact; a restatement of a live fact returns (and confirms) that fact instead."""
-    with _open(state_dir, create=True) as facts:
+    with where.facts(where.resolve(store, agent), write=True) as facts:
+        replaced = supersedes and facts.resolve(supersedes).id
+        # A new value of an entity's attribute replaces the values held until now.
+        same_key = facts.lookup(entity, key) if entity and key else ()
         fact = facts.add(
             text,
             category=category,
@@ -102,125 +127,142 @@ def add(
             decay_class=decay_class,
             confidence=confidence,
             tags=tuple(tag or ()),
-            supersedes=supersedes,
+            supersedes=replaced or None,
         )
+        for old in same_key:
+            if old.id not in (fact.id, replaced):
+                facts.supersede(old, fact)
     if json_output:
         print_json(fact)
         return
-    console.print(f"{fact.id}  [{fact.category}, {fact.decay_class}] {fact.text}", markup=False)
+    say(f"{fact.id[:8]}  [{fact.category}, {fact.decay_class}] {fact.text}")
 
 
 @app.command("search")
 def search(
-    query: Annotated[str, typer.Argument(help="Any text; it is split into words.")],
-    limit: Annotated[int, typer.Option(min=1, help="At most this many facts.")] = 10,
-    state_dir: StateDirOption = None,
+    query: Annotated[
+        str, typer.Argument(metavar="QUERY", help="Any text; it is split into words.")
+    ],
+    limit: Annotated[int, typer.Option(min=1, metavar="N", help="At most this many facts.")] = 10,
+    store: StoreOption = DEFAULT_STORE,
+    agent: AgentOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Rank live facts for a query (bm25, freshness, confidence); changes nothing."""
-    with _open(state_dir) as facts:
+    place = where.resolve(store, agent)
+    with where.facts(place) as facts:
         hits = facts.search(query, limit=limit)
+        path = facts.path
     if json_output:
-        print_json(hits)
+        print_json(listing([_source(place, path)], list(hits), None))
         return
-    table = _facts_table(
-        f"{len(hits)} facts for {query!r}",
-        tuple(hit.fact for hit in hits),
-        [hit.score for hit in hits],
-    )
-    console.print(table)
+    title = f"{count(len(hits), 'fact')} for {query!r}"
+    _print_facts(title, tuple(h.fact for h in hits), [h.score for h in hits])
 
 
 @app.command("list")
 def list_(
-    n: Annotated[int, typer.Option("-n", "--count", min=0, help="How many facts.")] = 20,
-    state_dir: StateDirOption = None,
+    n: Annotated[int, typer.Option("-n", "--count", min=0, metavar="N", help="How many.")] = 20,
+    store: StoreOption = DEFAULT_STORE,
+    agent: AgentOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """The newest live facts, newest first."""
-    with _open(state_dir) as facts:
-        newest = facts.list(n)
+    place = where.resolve(store, agent)
+    with where.facts(place) as facts:
+        newest, total, path = facts.list(n), facts.count(), facts.path
     if json_output:
-        print_json(newest)
+        print_json(listing([_source(place, path)], list(newest), total))
         return
-    console.print(_facts_table(f"{len(newest)} newest facts", newest))
+    _print_facts(f"{shown_of(len(newest), total, 'live fact')} in {path}", newest)
 
 
 @app.command("show")
 def show(
-    fact_id: Annotated[str, typer.Argument(help="A fact id (or its first 8 characters).")],
-    state_dir: StateDirOption = None,
+    fact_id: FactArgument,
+    store: StoreOption = DEFAULT_STORE,
+    agent: AgentOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Every field of one fact."""
-    with _open(state_dir) as facts:
-        fact = facts.resolve(fact_id)
+    with where.facts(where.resolve(store, agent)) as facts:
+        fact, path = facts.resolve(fact_id), facts.path
     if json_output:
         print_json(fact)
         return
-    table = Table(show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
+    now = now_ms()
+    grid = table(show_header=False)
+    grid.add_column("field", style="bold")
+    grid.add_column("value", overflow="fold")
     for name in fact.__struct_fields__:
         value: Any = getattr(fact, name)
-        if name.endswith("_at") and isinstance(value, int):
-            value = f"{value}  ({_when(value)} UTC)"
+        if name.endswith("_at"):
+            value = when(value, now)
         elif isinstance(value, tuple):
             value = ", ".join(value) or "-"
-        table.add_row(name, "-" if value is None else str(value))
-    console.print(table)
+        add_row(grid, name, "-" if value is None else value)
+    print_table(grid, f"fact {fact.id} in {path}")
 
 
 @app.command("forget")
 def forget(
-    fact_id: Annotated[str, typer.Argument(help="A fact id (or its first 8 characters).")],
-    state_dir: StateDirOption = None,
+    fact_id: FactArgument,
+    store: StoreOption = DEFAULT_STORE,
+    agent: AgentOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Delete a fact for good."""
-    with _open(state_dir) as facts:
+    with where.facts(where.resolve(store, agent), write=True) as facts:
         fact = facts.resolve(fact_id)
         facts.forget(fact.id)
     if json_output:
         print_json({"forgotten": fact.id})
         return
-    console.print(f"forgot {fact.id}: {fact.text}", markup=False)
+    say(f"forgot {fact.id[:8]}: {fact.text}")
 
 
 @app.command("decay")
-def decay(state_dir: StateDirOption = None, json_output: JsonOption = False) -> None:
+def decay(
+    store: StoreOption = DEFAULT_STORE,
+    agent: AgentOption = None,
+    json_output: JsonOption = False,
+) -> None:
     """Delete expired facts, halve fading ones, drop those under 0.1 confidence."""
-    with _open(state_dir) as facts:
+    with where.facts(where.resolve(store, agent), write=True) as facts:
         report = facts.decay()
     if json_output:
         print_json(report)
         return
-    console.print(
-        f"expired {report.expired}, halved {report.halved}, dropped {report.dropped} "
+    say(
+        f"expired {report.expired:,}, halved {report.halved:,}, dropped {report.dropped:,} "
         "(confidence below 0.1)"
     )
 
 
 @app.command("stats")
-def stats(state_dir: StateDirOption = None, json_output: JsonOption = False) -> None:
+def stats(
+    store: StoreOption = DEFAULT_STORE,
+    agent: AgentOption = None,
+    json_output: JsonOption = False,
+) -> None:
     """How many facts there are, by state and decay class, and the database's size."""
-    with _open(state_dir) as facts:
+    with where.facts(where.resolve(store, agent)) as facts:
         result = facts.stats()
     if json_output:
         print_json(result)
         return
-    table = Table(title=result.path, show_header=False)
-    table.add_column("what", style="bold")
-    table.add_column("value", justify="right")
-    table.add_row("live", f"{result.live:,}")
-    table.add_row("superseded", f"{result.superseded:,}")
-    table.add_row("expired (awaiting decay)", f"{result.expired:,}")
-    table.add_row("total rows", f"{result.total:,}")
-    for name, count in result.by_class:
-        table.add_row(f"  live {name}", f"{count:,}")
-    table.add_row("vectors", f"{result.vectors:,}")
-    table.add_row("on disk", f"{result.disk_bytes / (1 << 20):.2f} MiB")
-    console.print(table)
+    grid = table(show_header=False)
+    grid.add_column("what", style="bold")
+    grid.add_column("value", justify="right")
+    add_row(grid, "live", f"{result.live:,}")
+    add_row(grid, "superseded", f"{result.superseded:,}")
+    add_row(grid, "expired (awaiting decay)", f"{result.expired:,}")
+    add_row(grid, "total rows", f"{result.total:,}")
+    for name, number in result.by_class:
+        add_row(grid, f"  live {name}", f"{number:,}")
+    add_row(grid, "vectors", f"{result.vectors:,}")
+    add_row(grid, "on disk", f"{result.disk_bytes / (1 << 20):.2f} MiB")
+    print_table(grid, result.path)
 
 
 # -- the benchmark (registered on the bench sub-app) ------------------------------
@@ -277,11 +319,12 @@ def bench_facts(
 
 
 def _print_bench(result: dict[str, Any]) -> None:
-    table = Table(title="Fact recall latency (ms)")
+    grid = table()
     for column in ("facts", "p50", "p99", "max", "mean facts/recall", "populate facts/s"):
-        table.add_column(column, justify="right")
+        grid.add_column(column, justify="right")
     for size, r in result["recall"].items():
-        table.add_row(
+        add_row(
+            grid,
             f"{int(size):,}",
             f"{r['p50_ms']:.3f}",
             f"{r['p99_ms']:.3f}",
@@ -291,7 +334,8 @@ def _print_bench(result: dict[str, Any]) -> None:
         )
     if "vector_recall" in result:
         v = result["vector_recall"]
-        table.add_row(
+        add_row(
+            grid,
             f"{v['facts']:,} (hybrid)",
             f"{v['p50_ms']:.3f}",
             f"{v['p99_ms']:.3f}",
@@ -300,8 +344,8 @@ def _print_bench(result: dict[str, Any]) -> None:
             "-",
             style="dim",
         )
-        table.caption = f"dim row: keyword + vector ({v['dimensions']}-d hashed embedding)"
-    console.print(table)
+        grid.caption = f"dim row: keyword + vector ({v['dimensions']}-d hashed embedding)"
+    print_table(grid, "Fact recall latency (ms)")
     add = result["add"]
     console.print(
         f"add: {add['per_s']:,} facts/s, one transaction each (median of {add['chunk']:,}-add "

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated
 
 import typer
 
-from flatstate import open_store
-from flatstate.cli._output import (
-    DEFAULT_STORE,
-    JsonOption,
-    StoreOption,
-    console,
-    err_console,
-    print_json,
-    store_path,
-)
+from flatstate.cli import _where as where
+from flatstate.cli._output import JsonOption, listing, print_json, say, warn
+from flatstate.cli._where import DEFAULT_STORE, AgentOption, StoreOption
+from flatstate.cli.sessions import KeyArgument, need
 from flatstate.frozen import FrozenMap
+from flatstate.transcripts import Transcript
 
 app = typer.Typer(help="Read and compact session transcripts.", no_args_is_help=True)
-
-KeyArgument = Annotated[str, typer.Argument(help="The session key, e.g. agent:main:main or main.")]
 
 
 def _line(entry: FrozenMap) -> str:
@@ -45,79 +39,94 @@ def _line(entry: FrozenMap) -> str:
     return f"[{kind}]"
 
 
-def _print(entries: tuple[FrozenMap, ...], json_output: bool) -> None:
+def _read(
+    key: str,
+    store: str,
+    agent: str | None,
+    json_output: bool,
+    entries_of: Callable[[Transcript], tuple[FrozenMap, ...]],
+    whole: bool,
+) -> None:
+    """Print what ``entries_of`` reads from the transcript of ``key``: lines for people, or
+    the listing (``total`` only where ``whole``: a tail does not count the file)."""
+    place = where.resolve(store, agent)
+    with where.sessions(place) as s:
+        need(s, key, place)
+        transcript = s.transcript(key, create=False, reconcile=False)
+        entries = entries_of(transcript)
+        canonical = s.canonical_key(key)
     if json_output:
-        print_json(list(entries))
-        return
-    for entry in entries:
-        console.print(_line(entry), markup=False, highlight=False)
-
-
-def _report_problems(transcript: Any) -> None:
+        source = {**place.describe(), "key": canonical, "transcript": transcript.path}
+        print_json(listing([source], list(entries), len(entries) if whole else None))
+    else:
+        for entry in entries:
+            say(_line(entry))
     for problem in transcript.problems:
-        where = f"line {problem.line}" if problem.line is not None else f"byte {problem.offset}"
-        err_console.print(f"warning: {transcript.path}: {where}: {problem.problem}", markup=False)
+        at = f"line {problem.line}" if problem.line is not None else f"byte {problem.offset}"
+        warn(f"{transcript.path}: {at}: {problem.problem}")
 
 
 @app.command("show")
 def show(
-    key: KeyArgument, store: StoreOption = DEFAULT_STORE, json_output: JsonOption = False
+    key: KeyArgument,
+    store: StoreOption = DEFAULT_STORE,
+    agent: AgentOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Every entry of the transcript, first to last (reads the whole file)."""
-    with open_store(store_path(store), readonly=True) as s:
-        transcript = s.transcript(key, create=False, reconcile=False)
-        _print(tuple(transcript.iter_entries()), json_output)
-        _report_problems(transcript)
+    _read(key, store, agent, json_output, lambda t: tuple(t.iter_entries()), whole=True)
 
 
 @app.command("tail")
 def tail(
     key: KeyArgument,
-    n: Annotated[int, typer.Option("-n", "--lines", help="How many entries.")] = 20,
+    n: Annotated[int, typer.Option("-n", "--lines", metavar="N", help="How many entries.")] = 20,
     store: StoreOption = DEFAULT_STORE,
+    agent: AgentOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """The last entries, read from the end of the file."""
-    with open_store(store_path(store), readonly=True) as s:
-        transcript = s.transcript(key, create=False, reconcile=False)
-        _print(transcript.tail(n), json_output)
-        _report_problems(transcript)
+    _read(key, store, agent, json_output, lambda t: t.tail(n), whole=False)
 
 
 @app.command("context")
 def context(
-    key: KeyArgument, store: StoreOption = DEFAULT_STORE, json_output: JsonOption = False
+    key: KeyArgument,
+    store: StoreOption = DEFAULT_STORE,
+    agent: AgentOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """What the model sees: the latest summary, then the kept entries."""
-    with open_store(store_path(store), readonly=True) as s:
-        transcript = s.transcript(key, create=False, reconcile=False)
-        _print(transcript.context().messages, json_output)
-        _report_problems(transcript)
+    _read(key, store, agent, json_output, lambda t: t.context().messages, whole=True)
 
 
 @app.command("compact")
 def compact(
     key: KeyArgument,
     keep_recent_tokens: Annotated[
-        int, typer.Option(help="Tokens of recent entries to keep.")
+        int, typer.Option(metavar="N", help="Tokens of recent entries to keep.")
     ] = 20_000,
-    instructions: Annotated[str | None, typer.Option(help="Passed to the summarizer.")] = None,
+    instructions: Annotated[
+        str | None, typer.Option(metavar="TEXT", help="Passed to the summarizer.")
+    ] = None,
     store: StoreOption = DEFAULT_STORE,
+    agent: AgentOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Compact now with the built-in summarizer (a deterministic digest, no model)."""
     from flatstate.compaction import compact as run
 
-    with open_store(store_path(store)) as s:
-        s.transcript(key, create=False)
+    place = where.resolve(store, agent)
+    with where.sessions(place, write=True) as s:
+        need(s, key, place)
         result = run(s, key, keep_recent_tokens=keep_recent_tokens, instructions=instructions)
     if json_output:
         print_json(result)
     elif result is None:
-        console.print("nothing to compact: the context fits in --keep-recent-tokens")
+        say("nothing to compact: the context fits in --keep-recent-tokens")
     else:
-        console.print(
-            f"compacted {result.summarized_messages} messages: {result.tokens_before:,} -> "
+        say(
+            f"compacted {result.summarized_messages:,} messages: {result.tokens_before:,} -> "
             f"{result.tokens_after:,} tokens; compactionCount is now {result.compaction_count}"
         )
 
@@ -125,18 +134,22 @@ def compact(
 def reset(
     key: KeyArgument,
     compress: Annotated[
-        bool, typer.Option(help="Compress the archived transcript (zstd).")
+        bool, typer.Option("--compress", help="Compress the archived transcript (zstd).")
     ] = False,
     store: StoreOption = DEFAULT_STORE,
+    agent: AgentOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Start a session afresh: a new sessionId, the old transcript archived as .reset.<time>."""
-    with open_store(store_path(store)) as s:
+    place = where.resolve(store, agent)
+    with where.sessions(place, write=True) as s:
+        need(s, key, place)
         entry = s.reset(key, compress=compress)
+        canonical = s.canonical_key(key)
     if json_output:
         print_json(entry)
     else:
-        console.print(f"{key}: new sessionId {entry.session_id}")
+        say(f"{canonical}: new sessionId {entry.session_id}")
 
 
 def register(root: typer.Typer, sessions: typer.Typer) -> None:

@@ -157,7 +157,7 @@ def connect(
     if readonly or not create:
         missing = (
             f"{path}: no facts database here. Add a fact first "
-            "(flatstate facts add), or pass the right --state-dir."
+            "(flatstate facts add), or pass the right --store."
         )
     conn: sqlite3.Connection = _sqlite.connect(
         path,

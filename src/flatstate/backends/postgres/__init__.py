@@ -65,7 +65,14 @@ The package: :mod:`~flatstate.backends.postgres.dsn` (locations and redaction),
 """
 
 from flatstate.backends.postgres.backend import PostgresBackend
-from flatstate.backends.postgres.dsn import DEFAULT_SCHEMA, redact_dsn, split_dsn
+from flatstate.backends.postgres.dsn import DEFAULT_SCHEMA, local_state_dir, redact_dsn, split_dsn
 from flatstate.backends.postgres.schema import SCHEMA_VERSION
 
-__all__ = ["DEFAULT_SCHEMA", "SCHEMA_VERSION", "PostgresBackend", "redact_dsn", "split_dsn"]
+__all__ = [
+    "DEFAULT_SCHEMA",
+    "SCHEMA_VERSION",
+    "PostgresBackend",
+    "local_state_dir",
+    "redact_dsn",
+    "split_dsn",
+]

@@ -13,7 +13,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from flatstate.keys import DEFAULT_AGENT_ID, normalize_agent_id
 
-__all__ = ["DEFAULT_SCHEMA", "Location", "redact_dsn", "resolve", "split_dsn"]
+__all__ = ["DEFAULT_SCHEMA", "Location", "local_state_dir", "redact_dsn", "resolve", "split_dsn"]
 
 DEFAULT_SCHEMA = "flatstate"
 # The DSN's query parameters that are flatstate's, not libpq's.
@@ -101,3 +101,9 @@ def resolve(
         state_dir or os.path.join("~", ".flatstate", safe_dirname(namespace))
     )
     return Location(libpq_dsn, namespace, schema, state_dir, redacted)
+
+
+def local_state_dir(dsn: str, *, agent_id: str | None = None) -> str:
+    """The local directory (transcripts, facts, auth profiles) a store at ``dsn`` uses, found
+    without connecting: the URL's ``state_dir``, else ``~/.flatstate/<namespace>``."""
+    return resolve(dsn, agent_id=agent_id, namespace=None, schema=None, state_dir=None).state_dir
