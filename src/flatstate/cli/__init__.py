@@ -101,15 +101,18 @@ def _root(
 
 
 def _register() -> None:
-    from flatstate.cli import auth, bench, facts, sessions, transcripts
+    """The command tree, one module a group or top-level command."""
+    from flatstate.cli import auth, bench, doctor, facts, sessions, stats, transcripts, transfer
 
-    sessions.register(app)
-    transcripts.register(app, sessions.app)
-    app.add_typer(bench.app, name="bench")
+    app.add_typer(sessions.app, name="sessions")
+    app.add_typer(transcripts.app, name="transcript")
+    app.command("doctor")(doctor.doctor)
+    app.command("stats")(stats.stats)
+    app.command("import-openclaw")(transfer.import_openclaw)
+    app.command("export-openclaw")(transfer.export_openclaw)
     app.add_typer(auth.app, name="auth")
-    auth.register_bench(bench.app)
     app.add_typer(facts.app, name="facts")
-    facts.register_bench(bench.app)
+    app.add_typer(bench.app, name="bench")
 
 
 _register()

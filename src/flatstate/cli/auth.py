@@ -26,9 +26,7 @@ from flatstate.cli._output import (
     count,
     listing,
     print_json,
-    print_machine,
     print_table,
-    run_bench,
     say,
     table,
     when,
@@ -352,55 +350,3 @@ def status(
             style=_STATE_STYLES.get(r.state),
         )
     print_table(grid, f"{count(len(rows), 'auth profile')} in {auth.path}")
-
-
-def register_bench(bench_app: typer.Typer) -> None:
-    """Add ``flatstate bench auth`` to the bench command group."""
-
-    @bench_app.command("auth")
-    def bench_auth(
-        calls: Annotated[
-            int, typer.Option(help="Calls of select_profile and of get (RSS measured around).")
-        ] = 1_000_000,
-        profiles: Annotated[int, typer.Option(help="Profiles in the store.")] = 12,
-        json_output: JsonOption = False,
-    ) -> None:
-        """Measure select_profile and profile-read rates and RSS growth, vs a deepcopy per read."""
-        from flatstate.bench.auth import AuthBenchOptions, run_auth_bench
-
-        options = AuthBenchOptions(calls=calls, profiles=profiles)
-        command = f"flatstate bench auth --calls {calls} --profiles {profiles}"
-        run_bench(
-            lambda progress: {**run_auth_bench(options, progress=progress), "command": command},
-            json_output,
-            _print_bench,
-        )
-
-
-def _print_bench(result: dict[str, Any]) -> None:
-    grid = table()
-    grid.add_column("operation")
-    for column in ("calls", "ops/s", "RSS before", "RSS after", "growth"):
-        grid.add_column(column, justify="right")
-    names = {
-        "select_profile": "select_profile(provider)",
-        "get": "get(profile_id)",
-        "get_stat_every_call": "get, stat on every call",
-        "baseline": "deepcopy of the store per read",
-    }
-    for phase, r in result["phases"].items():
-        add_row(
-            grid,
-            names.get(phase, phase),
-            f"{r['calls']:,}",
-            f"{r['per_s']:,}",
-            f"{r['rss_before_mib']} MiB",
-            f"{r['rss_after_mib']} MiB",
-            f"{r['rss_growth_mib']:+} MiB",
-            style="dim" if phase == "baseline" else None,
-        )
-    print_table(grid, f"Auth store reads ({result['options']['profiles']} profiles)")
-    if "get_vs_deepcopy" in result:
-        say(f"get vs deepcopy-per-read: {result['get_vs_deepcopy']:,}x")
-    print_machine(result["machine"])
-    say(f"command: {result['command']}")

@@ -10,11 +10,15 @@ from rich.table import Table
 
 from flatstate.cli._output import (
     JsonOption,
+    add_row,
     console,
     err_console,
     print_json,
     print_machine,
+    print_table,
     run_bench,
+    say,
+    table,
 )
 
 app = typer.Typer(
@@ -435,3 +439,144 @@ def _duration(ms: float) -> str:
 
 def _times(ratio: float) -> str:
     return f"{ratio:,.0f}×" if ratio >= 100 else f"{ratio:.3g}×"
+
+
+@app.command("auth")
+def bench_auth(
+    calls: Annotated[
+        int, typer.Option(help="Calls of select_profile and of get (RSS measured around).")
+    ] = 1_000_000,
+    profiles: Annotated[int, typer.Option(help="Profiles in the store.")] = 12,
+    json_output: JsonOption = False,
+) -> None:
+    """Measure select_profile and profile-read rates and RSS growth, vs a deepcopy per read."""
+    from flatstate.bench.auth import AuthBenchOptions, run_auth_bench
+
+    options = AuthBenchOptions(calls=calls, profiles=profiles)
+    command = f"flatstate bench auth --calls {calls} --profiles {profiles}"
+    run_bench(
+        lambda progress: {**run_auth_bench(options, progress=progress), "command": command},
+        json_output,
+        _print_auth_bench,
+    )
+
+
+def _print_auth_bench(result: dict[str, Any]) -> None:
+    grid = table()
+    grid.add_column("operation")
+    for column in ("calls", "ops/s", "RSS before", "RSS after", "growth"):
+        grid.add_column(column, justify="right")
+    names = {
+        "select_profile": "select_profile(provider)",
+        "get": "get(profile_id)",
+        "get_stat_every_call": "get, stat on every call",
+        "baseline": "deepcopy of the store per read",
+    }
+    for phase, r in result["phases"].items():
+        add_row(
+            grid,
+            names.get(phase, phase),
+            f"{r['calls']:,}",
+            f"{r['per_s']:,}",
+            f"{r['rss_before_mib']} MiB",
+            f"{r['rss_after_mib']} MiB",
+            f"{r['rss_growth_mib']:+} MiB",
+            style="dim" if phase == "baseline" else None,
+        )
+    print_table(grid, f"Auth store reads ({result['options']['profiles']} profiles)")
+    if "get_vs_deepcopy" in result:
+        say(f"get vs deepcopy-per-read: {result['get_vs_deepcopy']:,}x")
+    print_machine(result["machine"])
+    say(f"command: {result['command']}")
+
+
+@app.command("facts")
+def bench_facts(
+    sizes: Annotated[
+        str, typer.Option(help="Comma-separated fact counts to measure recall at.")
+    ] = "10000,100000",
+    recalls: Annotated[int, typer.Option(help="Timed recalls per size.")] = 2000,
+    adds: Annotated[int, typer.Option(help="Facts added one at a time for the add rate.")] = 5000,
+    soak_recalls: Annotated[
+        int, typer.Option(help="Recalls between the two RSS readings (0 skips).")
+    ] = 100_000,
+    soak_size: Annotated[int, typer.Option(help="Facts in the store for the RSS check.")] = 10_000,
+    vector_recalls: Annotated[
+        int,
+        typer.Option(help="Timed hybrid (keyword + vector) recalls at the first size (0 skips)."),
+    ] = 500,
+    seed: Annotated[int, typer.Option(help="Seed of the generated corpus and queries.")] = 7,
+    directory: Annotated[
+        str | None, typer.Option(help="Build the databases here (kept) instead of a temp dir.")
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Measure recall latency (p50/p99), add rate and RSS across 100,000 recalls.
+
+    Every phase runs in a fresh process on a seeded, generated corpus.
+    """
+    from flatstate.bench.facts import FactsBenchOptions, run_facts_bench
+
+    try:
+        counts = [int(part) for part in sizes.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"sizes must be comma-separated integers, not {sizes!r}") from None
+    options = FactsBenchOptions(
+        sizes=counts,
+        recalls=recalls,
+        adds=adds,
+        soak_recalls=soak_recalls,
+        soak_size=soak_size,
+        vector_recalls=vector_recalls,
+        seed=seed,
+        directory=directory,
+    )
+    run_bench(
+        lambda progress: run_facts_bench(options, progress=progress),
+        json_output,
+        _print_facts_bench,
+    )
+
+
+def _print_facts_bench(result: dict[str, Any]) -> None:
+    grid = table()
+    for column in ("facts", "p50", "p99", "max", "mean facts/recall", "populate facts/s"):
+        grid.add_column(column, justify="right")
+    for size, r in result["recall"].items():
+        add_row(
+            grid,
+            f"{int(size):,}",
+            f"{r['p50_ms']:.3f}",
+            f"{r['p99_ms']:.3f}",
+            f"{r['max_ms']:.3f}",
+            f"{r['mean_facts']:.1f}",
+            f"{r['populate_per_s']:,}",
+        )
+    if "vector_recall" in result:
+        v = result["vector_recall"]
+        add_row(
+            grid,
+            f"{v['facts']:,} (hybrid)",
+            f"{v['p50_ms']:.3f}",
+            f"{v['p99_ms']:.3f}",
+            f"{v['max_ms']:.3f}",
+            f"{v['mean_facts']:.1f}",
+            "-",
+            style="dim",
+        )
+        grid.caption = f"dim row: keyword + vector ({v['dimensions']}-d hashed embedding)"
+    print_table(grid, "Fact recall latency (ms)")
+    add = result["add"]
+    console.print(
+        f"add: {add['per_s']:,} facts/s, one transaction each (median of {add['chunk']:,}-add "
+        f"chunks; {add['overall_per_s']:,}/s overall; {add['count']:,} adds into "
+        f"{add['start_facts']:,} facts)"
+    )
+    if "soak" in result:
+        soak = result["soak"]
+        console.print(
+            f"RSS across {soak['recalls']:,} recalls at {soak['facts']:,} facts: "
+            f"{soak['rss_before_mib']} -> {soak['rss_after_mib']} MiB "
+            f"(growth {soak['rss_growth_mib']} MiB)"
+        )
+    print_machine(result["machine"], sqlite=result["sqlite"])

@@ -1,36 +1,29 @@
-"""``flatstate sessions ...``, ``doctor``, ``stats``, ``import-openclaw``, ``export-openclaw``."""
+"""``flatstate sessions list|show|patch|delete|prune|reset``."""
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-import psutil
 import typer
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from flatstate.cli import _where as where
 from flatstate.cli._output import (
     JsonOption,
     add_row,
     count,
-    err_console,
     human_bytes,
     listing,
     print_json,
     print_table,
     say,
     shown_of,
-    store_path,
     table,
     warn,
     when,
 )
 from flatstate.cli._where import DEFAULT_STORE, AgentOption, AllAgentsOption, StoreOption
-from flatstate.doctor import OpenClawAgentReport, OpenClawReport
-from flatstate.errors import ReadOnlyStore, SessionNotFound
+from flatstate.errors import SessionNotFound
 from flatstate.frozen import FrozenMap, decode_json, encode_json
 from flatstate.maintenance import (
     MaintenanceConfig,
@@ -357,250 +350,23 @@ def _print_report(report: MaintenanceReport, shown: str, verbose: bool) -> None:
         say("(--verbose lists them)")
 
 
-def doctor(
+@app.command("reset")
+def reset(
+    key: KeyArgument,
+    compress: Annotated[
+        bool, typer.Option("--compress", help="Compress the archived transcript (zstd).")
+    ] = False,
     store: StoreOption = DEFAULT_STORE,
     agent: AgentOption = None,
-    repair: Annotated[
-        bool,
-        typer.Option(
-            "--repair",
-            help="Move a damaged sessions.json aside and save what parses; narrow the modes "
-            "of auth files open to others.",
-        ),
-    ] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Check a store: sizes, corruption, stale locks and temp files, oversized entries, modes.
-
-    On an OpenClaw 2026.9 directory (or agent database), read-only: per agent the database
-    and WAL sizes, free pages, leases, the oldest reader, and what an import would bring.
-    """
-    from flatstate import doctor as doc
-    from flatstate.openclaw.agent import AGENT_DB_NAME
-    from flatstate.openclaw.root import find_root
-
-    location = store_path(store)
-    if find_root(location) is not None or os.path.basename(location) == AGENT_DB_NAME:
-        if repair:
-            raise ReadOnlyStore(
-                location,
-                "flatstate never writes OpenClaw 2026.9's databases; its own `openclaw doctor` "
-                "repairs them",
-            )
-        _doctor_openclaw(doc.diagnose_openclaw(location), json_output)
-        return
+    """Start a session afresh: a new sessionId, the old transcript archived as .reset.<time>."""
     place = where.resolve(store, agent)
-    report = doc.diagnose(place.sessions, auth_dir=place.agent_dir, agent_id=place.agent_id)
-    if repair and report.findings:
-        report = doc.repair_all(place.sessions, report, auth_dir=place.agent_dir)
+    with where.sessions(place, write=True) as s:
+        need(s, key, place)
+        entry = s.reset(key, compress=compress)
+        canonical = s.canonical_key(key)
     if json_output:
-        print_json(report)
+        print_json(entry)
     else:
-        say(
-            f"{report.store} ({report.backend}): {count(report.entries, 'session')}, "
-            f"{human_bytes(report.store_bytes)}; transcripts: "
-            f"{count(report.transcript_files, 'file')}, {human_bytes(report.transcript_bytes)} "
-            f"in {report.transcripts_dir}"
-        )
-        for finding in report.findings:
-            say(f"  [{finding.kind}] {finding.subject}: {finding.detail}")
-        if report.repaired is not None:
-            repaired = report.repaired
-            say(f"repaired: the damaged file is now {repaired.moved_to}")
-            kept = count(len(repaired.kept), "session")
-            say(f"  kept {kept}; lost: {', '.join(repaired.lost) or 'nothing'}")
-        for path in report.modes_fixed:
-            say(f"repaired: {path} is no longer open to others")
-        if not report.findings:
-            say("no problems found")
-    if report.findings:
-        raise typer.Exit(1)
-
-
-def _doctor_openclaw(report: OpenClawReport, json_output: bool) -> None:
-    if json_output:
-        print_json(report)
-    else:
-        state = report.state_database
-        say(
-            f"{report.root} (OpenClaw 2026.9)"
-            + (
-                f": state database {human_bytes(state.bytes)}, WAL {human_bytes(state.wal_bytes)}"
-                if state is not None
-                else ": no state database"
-            )
-        )
-        for agent in report.agents:
-            _print_openclaw_agent(agent)
-        for finding in report.findings:
-            say(f"  [{finding.kind}] {finding.subject}: {finding.detail}")
-        if not report.findings:
-            say("no problems found")
-    if report.findings:
-        raise typer.Exit(1)
-
-
-def _print_openclaw_agent(agent: OpenClawAgentReport) -> None:
-    db = agent.database
-    wal = f"WAL {human_bytes(db.wal_bytes)}"
-    if agent.wal_frames is not None and agent.wal_backfilled is not None:
-        wal += f" ({agent.wal_frames:,} frames, {agent.wal_backfilled:,} checkpointed)"
-    live = [lease.pid for lease in agent.leases if lease.live]
-    parts = [
-        f"{agent.agent_id}: {db.path} {human_bytes(db.bytes)}",
-        wal,
-        f"{db.free_pages:,} of {db.pages:,} pages free",
-        f"schema {agent.schema_version} ({agent.app_version or 'unknown version'})",
-        f"lease held by pid {live[0]}" if live else "no live lease",
-    ]
-    if agent.open_by is not None:
-        parts.append(f"open by pid {agent.open_by}")
-    say(", ".join(parts))
-    reader = agent.oldest_reader
-    if reader is not None:
-        say(
-            f"  oldest reader: pid {reader.pid} at WAL frame {reader.frame:,}, "
-            f"{reader.behind:,} frames behind"
-        )
-    plan = agent.would_import
-    if plan is not None:
-        resting = f" (resting: {', '.join(plan.cooldowns)})" if plan.cooldowns else ""
-        uncounted = " (as of the last checkpoint: the WAL is not counted)"
-        say(
-            f"  would import: {plan.sessions} sessions, {plan.transcripts} transcripts "
-            f"({plan.events:,} events, {plan.compressed_events} compressed), "
-            f"{len(plan.auth_profiles)} auth profiles, order for "
-            f"{', '.join(plan.auth_order) or 'no provider'}, usage of "
-            f"{len(plan.usage_stats)}{resting}{uncounted if agent.counts_exclude_wal else ''}"
-        )
-
-
-def stats(
-    store: StoreOption = DEFAULT_STORE,
-    agent: AgentOption = None,
-    json_output: JsonOption = False,
-) -> None:
-    """Entries, bytes on disk, cache bytes and this process's RSS after loading the store."""
-    with where.sessions(where.resolve(store, agent)) as s:
-        found = s.stats()
-        figures = {
-            **{f: getattr(found, f) for f in found.__struct_fields__},
-            "process_rss_bytes": psutil.Process().memory_info().rss,
-        }
-    if json_output:
-        print_json(figures)
-        return
-    grid = table(show_header=False)
-    grid.add_column("figure", style="bold")
-    grid.add_column("value")
-    for name, value in figures.items():
-        bytes_ = name.endswith("bytes") or name == "cache_limit"
-        add_row(grid, name, human_bytes(value) if bytes_ else value)
-    print_table(grid)
-
-
-def _with_progress(title: str, run: Any) -> Any:
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-    )
-    with Progress(*columns, console=err_console, transient=True) as bar:
-        tasks: dict[str, TaskID] = {}
-
-        def progress(agent: str, done: int, total: int) -> None:
-            if agent not in tasks:
-                tasks[agent] = bar.add_task(f"{title} {agent}", total=total)
-            bar.update(tasks[agent], completed=done)
-
-        return run(progress)
-
-
-def import_openclaw(
-    source: Annotated[
-        str, typer.Argument(help="An OpenClaw state dir (~/.openclaw) or a sessions.json.")
-    ],
-    destination: Annotated[str, typer.Argument(help="Where the SQLite state directories go.")],
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force",
-            help="Let the source win over what DEST holds; read a database a live gateway holds.",
-        ),
-    ] = False,
-    merge: Annotated[
-        bool,
-        typer.Option(
-            "--merge", help="Into a DEST that holds state: per session the fresher updatedAt wins."
-        ),
-    ] = False,
-    json_output: JsonOption = False,
-) -> None:
-    """Copy OpenClaw sessions, transcripts and auth profiles into SQLite state directories.
-
-    Reads OpenClaw 2026.3 files and 2026.9 databases alike, and never writes the source.
-    """
-    from flatstate.transfer import import_openclaw as run
-
-    started = time.monotonic()
-    report = _with_progress(
-        "importing",
-        lambda p: run(
-            store_path(source), store_path(destination), progress=p, force=force, merge=merge
-        ),
-    )
-    _print_transfer(report, json_output, time.monotonic() - started)
-    if report.damaged:
-        raise typer.Exit(1)
-
-
-def export_openclaw(
-    source: Annotated[str, typer.Argument(help="A state directory, or a directory of them.")],
-    destination: Annotated[
-        str, typer.Argument(help="An OpenClaw state dir, or a sessions.json path.")
-    ],
-    json_output: JsonOption = False,
-) -> None:
-    """Write SQLite state directories back in OpenClaw's layout and formats."""
-    from flatstate.transfer import export_openclaw as run
-
-    started = time.monotonic()
-    report = _with_progress(
-        "exporting", lambda p: run(store_path(source), store_path(destination), progress=p)
-    )
-    _print_transfer(report, json_output, time.monotonic() - started)
-
-
-def _print_transfer(report: Any, json_output: bool, seconds: float) -> None:
-    if json_output:
-        print_json(report)
-        return
-    for agent in report.agents:
-        say(
-            f"{agent.agent_id}: {count(agent.sessions, 'session')}, "
-            f"{count(agent.transcripts, 'transcript file')}"
-            f"{', auth profiles' if agent.auth_profiles else ''} -> {agent.destination}"
-        )
-        for key in agent.skipped_keys:
-            warn(f"skipped {key!r}: not a valid session key (see flatstate doctor)")
-
-        if agent.kept_keys:
-            say(
-                f"  kept {len(agent.kept_keys)} sessions of the destination, as fresh or "
-                f"fresher: {', '.join(agent.kept_keys)}"
-            )
-        for note in agent.notes:
-            say(f"  note: {note}")
-        for damage in agent.damage:
-            warn(f"damaged: {damage.path}: {damage.problem}")
-    for damage in report.damage:
-        warn(f"damaged: {damage.path}: {damage.problem}")
-    say(f"{count(report.sessions, 'session')} in {seconds:.1f} s")
-
-
-def register(root: typer.Typer) -> None:
-    root.add_typer(app, name="sessions")
-    root.command("doctor")(doctor)
-    root.command("stats")(stats)
-    root.command("import-openclaw")(import_openclaw)
-    root.command("export-openclaw")(export_openclaw)
+        say(f"{canonical}: new sessionId {entry.session_id}")

@@ -1,4 +1,4 @@
-"""``flatstate transcript show|tail|context|compact KEY`` and ``flatstate sessions reset KEY``."""
+"""``flatstate transcript show|tail|context|compact KEY``."""
 
 from __future__ import annotations
 
@@ -129,29 +129,3 @@ def compact(
             f"compacted {result.summarized_messages:,} messages: {result.tokens_before:,} -> "
             f"{result.tokens_after:,} tokens; compactionCount is now {result.compaction_count}"
         )
-
-
-def reset(
-    key: KeyArgument,
-    compress: Annotated[
-        bool, typer.Option("--compress", help="Compress the archived transcript (zstd).")
-    ] = False,
-    store: StoreOption = DEFAULT_STORE,
-    agent: AgentOption = None,
-    json_output: JsonOption = False,
-) -> None:
-    """Start a session afresh: a new sessionId, the old transcript archived as .reset.<time>."""
-    place = where.resolve(store, agent)
-    with where.sessions(place, write=True) as s:
-        need(s, key, place)
-        entry = s.reset(key, compress=compress)
-        canonical = s.canonical_key(key)
-    if json_output:
-        print_json(entry)
-    else:
-        say(f"{canonical}: new sessionId {entry.session_id}")
-
-
-def register(root: typer.Typer, sessions: typer.Typer) -> None:
-    root.add_typer(app, name="transcript")
-    sessions.command("reset")(reset)
