@@ -297,10 +297,9 @@ class PostgresBackend(Backend):
             if not self.readonly:
                 conn.execute(self._sql.add_namespace, (self.namespace, self.namespace))
         except psycopg.Error as exc:
+            if lost(exc):
+                raise  # the connection died under the migration: the opener tries again
             raise self._translate(exc, "migrate the schema") from exc
-
-    def _namespace_exists(self, conn: Conn) -> bool:
-        return conn.execute(self._sql.namespace_exists, (self.namespace,)).fetchone() is not None
 
     # -- reads ---------------------------------------------------------------------
     def _row(self, key: str, text: str, blobs: str | None) -> Row:

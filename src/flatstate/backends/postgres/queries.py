@@ -30,7 +30,6 @@ class Queries:
             f"INSERT INTO {s}.namespaces (ns, channel) VALUES (%s, {s}.channel(%s)) "
             "ON CONFLICT DO NOTHING"
         )
-        self.namespace_exists = f"SELECT 1 FROM {s}.namespaces WHERE ns = %s"
         self.position = f"SELECT seq FROM {s}.namespaces WHERE ns = %s"
         self.read = (
             f"SELECT version, entry::text, blobs::text FROM {s}.sessions WHERE ns = %s AND key = %s"
