@@ -148,7 +148,7 @@ def _print_store_result(result: dict[str, Any]) -> None:
     coalescing = result["coalescing"]
     console.print(
         f"coalescing: {coalescing['patches']} concurrent patches took {coalescing['commits']} "
-        f"commits (window {coalescing['window_s']} s)"
+        "commits (group commit)"
     )
     for lag in result["freshness"]:
         console.print(
