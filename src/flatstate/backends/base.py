@@ -127,3 +127,7 @@ class Backend(ABC):
     def disk_bytes(self) -> int:
         """Bytes the store occupies on disk (0 where unknown)."""
         return 0
+
+    def wal_bytes(self) -> int:
+        """Bytes of the write-ahead log, included in :meth:`disk_bytes` (0 where none)."""
+        return 0

@@ -238,7 +238,8 @@ def doctor(
     else:
         console.print(
             f"{report.store} ({report.backend}): {report.entries} sessions, "
-            f"{human_bytes(report.store_bytes)}; transcripts: {report.transcript_files} files, "
+            f"{human_bytes(report.store_bytes)} (WAL {human_bytes(report.wal_bytes)}); "
+            f"transcripts: {report.transcript_files} files, "
             f"{human_bytes(report.transcript_bytes)} in {report.transcripts_dir}"
         )
         for finding in report.findings:
