@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import weakref
 from collections.abc import Callable, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
@@ -30,7 +31,7 @@ from flatstate.model import SessionEntry
 from flatstate.snapshot import Draft, EntryInput, Snapshot
 from flatstate.store import SessionStore, StoreStats
 from flatstate.transcripts import Context
-from flatstate.writer import Job
+from flatstate.writer import Job, Notify
 
 __all__ = ["AsyncSessionStore", "AsyncTranscript", "Opening", "open_async_store"]
 
@@ -66,13 +67,24 @@ class Opening(Generic[Closable]):
             await self._opened.aclose()
 
 
-def _settle(future: asyncio.Future[Any], job: Job) -> None:
-    if future.done():  # the awaiting task was cancelled; the outcome stands regardless
-        return
-    if job.error is not None:
-        future.set_exception(job.error)
-    else:
-        future.set_result(job.result)
+def _settle(jobs: list[Job]) -> None:
+    """On the loop: complete the futures of a batch's jobs."""
+    for job in jobs:
+        future: asyncio.Future[Any] = job.waiter
+        if future.done():  # the awaiting task was cancelled; the outcome stands regardless
+            continue
+        if job.error is not None:
+            future.set_exception(job.error)
+        else:
+            future.set_result(job.result)
+
+
+def _notifier(loop: asyncio.AbstractEventLoop) -> Notify:
+    def notify(jobs: list[Job]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+            loop.call_soon_threadsafe(_settle, jobs)
+
+    return notify
 
 
 class AsyncSessionStore:
@@ -81,6 +93,10 @@ class AsyncSessionStore:
 
     def __init__(self, store: SessionStore) -> None:
         self.sync = store
+        # One notify function per event loop: the writer groups a batch's jobs by it.
+        self._notifiers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Notify] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- reads -----------------------------------------------------------------
     async def _read(self, read: Callable[[], T]) -> T:
@@ -112,12 +128,10 @@ class AsyncSessionStore:
     async def _write(self, fn: Callable[[Draft], T]) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-
-        def notify(job: Job) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
-                loop.call_soon_threadsafe(_settle, future, job)
-
-        job = Job(fn, notify)
+        notify = self._notifiers.get(loop)
+        if notify is None:
+            notify = self._notifiers[loop] = _notifier(loop)
+        job = Job(fn, notify, future)
         writer = self.sync._writer
         writer.submit(job)
         try:

@@ -23,33 +23,36 @@ from typing import Any
 
 from flatstate.errors import StoreClosed
 
-__all__ = ["MAX_BATCH", "Job", "Writer"]
+__all__ = ["MAX_BATCH", "Job", "Notify", "Writer"]
 
 # A batch commits at most this many writes: large enough that 256 waiting tasks share
 # two commits, small enough that one transaction stays a few MiB and a few ms.
 MAX_BATCH = 128
 
 
+Notify = Callable[[list["Job"]], None]
+"""Tells the callers of these jobs (all of them passed this same function) their outcome."""
+
+
 class Job:
-    """One caller's write function, its outcome, and how the caller learns of it."""
+    """One caller's write function, its outcome, and how the caller learns of it.
 
-    __slots__ = ("done", "error", "fn", "notify", "result")
+    A thread waits on ``done``. A task passes ``notify`` and its ``waiter`` (a
+    future) instead: the writer calls each distinct ``notify`` once per batch with
+    its jobs, so a batch of a hundred tasks wakes their event loop once.
+    """
 
-    def __init__(self, fn: Callable[[Any], Any], notify: Callable[[Job], None] | None = None):
+    __slots__ = ("done", "error", "fn", "notify", "result", "waiter")
+
+    def __init__(
+        self, fn: Callable[[Any], Any], notify: Notify | None = None, waiter: Any = None
+    ) -> None:
         self.fn = fn
         self.result: Any = None
         self.error: BaseException | None = None
         self.notify = notify
-        # A thread waits on an event; a task passes ``notify`` instead.
+        self.waiter = waiter
         self.done = threading.Event() if notify is None else None
-
-    def settle(self) -> None:
-        """Tell the caller the outcome is final (called once, after the commit)."""
-        if self.notify is not None:
-            self.notify(self)
-        else:
-            assert self.done is not None
-            self.done.set()
 
     def outcome(self) -> Any:
         """The result, or the job's exception raised again."""
@@ -135,8 +138,7 @@ class Writer:
                     job.error = exc
             self.batches += 1
             self.jobs += len(batch)
-            for job in batch:
-                job.settle()
+            _settle(batch)
 
     def close(self) -> None:
         """Commit what is queued, then stop the thread; later writes raise StoreClosed."""
@@ -146,3 +148,16 @@ class Writer:
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+
+
+def _settle(batch: list[Job]) -> None:
+    """Tell every caller of ``batch`` its outcome is final (once, after the commit)."""
+    groups: dict[Notify, list[Job]] = {}
+    for job in batch:
+        if job.notify is None:
+            assert job.done is not None
+            job.done.set()
+        else:
+            groups.setdefault(job.notify, []).append(job)
+    for notify, jobs in groups.items():
+        notify(jobs)
