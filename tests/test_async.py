@@ -280,3 +280,20 @@ def test_the_wal_stays_bounded_while_a_reader_is_open_and_writes_go_on(tmp_path:
     run(main())
     assert written > 2 * bound  # enough written to outgrow the bound without checkpoints
     assert 0 < peak < bound, peak
+
+
+def test_a_forked_child_writes_through_a_writer_of_its_own(tmp_path: Path) -> None:
+    with flatstate.open_store(str(tmp_path / "state")) as store:
+        store.patch("main", {"by": "parent"})  # the parent's writer thread is running
+        pid = os.fork()
+        if pid == 0:  # the child: exit at once, whatever happens
+            try:
+                with flatstate.open_store(str(tmp_path / "state")) as child:
+                    child.patch("child", {"by": "child"})
+                store.patch("inherited", {"by": "child"})
+                os._exit(0)
+            except BaseException:
+                os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert store.get("inherited") is not None and store.get("child") is not None

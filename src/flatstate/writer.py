@@ -16,7 +16,9 @@ never happens. A job already taken runs to its outcome.
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -87,6 +89,7 @@ class Writer:
         self._stopping = False
         self.batches = 0
         self.jobs = 0
+        _writers.add(self)
 
     def submit(self, job: Job) -> None:
         """Queue ``job``; raises StoreClosed once the writer is closing."""
@@ -140,6 +143,11 @@ class Writer:
             self.jobs += len(batch)
             _settle(batch)
 
+    def _forked(self) -> None:
+        """In a forked child: the thread did not come along; the next write starts one."""
+        self._wake = threading.Condition(threading.Lock())
+        self._thread = None
+
     def close(self) -> None:
         """Commit what is queued, then stop the thread; later writes raise StoreClosed."""
         with self._wake:
@@ -161,3 +169,16 @@ def _settle(batch: list[Job]) -> None:
             groups.setdefault(job.notify, []).append(job)
     for notify, jobs in groups.items():
         notify(jobs)
+
+
+# A child of fork() has none of its parent's threads: a writer inherited mid-run would
+# otherwise wait forever for a thread that is not there.
+_writers: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for writer in _writers:
+        writer._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork)
