@@ -61,7 +61,9 @@ def open_store(
     - ``cache_bytes`` (256 MiB): bound on the memory the entry cache may hold;
       beyond it the least recently used entries are dropped.
     - ``max_entry_bytes`` (4 MiB): larger entries are refused.
-    - ``lock_timeout`` (10 s): how long a writer waits for another writer.
+    - ``lock_timeout`` (10 s): how long a writer waits for another writer (for
+      SQLite, its busy timeout: another process holding the write lock); then
+      LockTimeout. Never 0, which would fail a write at the first contention.
     - ``agent_id``: the agent that bare keys such as ``main`` belong to
       (default ``main``).
     - ``readonly``: refuse every write.

@@ -75,6 +75,15 @@ def fsync_ms(directory: str, samples: int = FSYNC_SAMPLES) -> dict[str, float]:
     return {"p50": round(_percentile(took, 0.5), 3), "p99": round(_percentile(took, 0.99), 3)}
 
 
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def _build(root: str, entries: int) -> tuple[str, str]:
     """The flatstate state directory and the contenders' database, same entries."""
     import flatstate
@@ -248,8 +257,10 @@ def run_write_bench(
                     source = ours if design in (OURS, "one-commit") else theirs
                     runs.append(in_fresh_process(_one_run, design, source, count, sync, seconds))
         fsync["after"] = fsync_ms(root)
+        found = machine(root)
+        found["versions"]["aiosqlite"] = _version("aiosqlite")
         return {
-            "machine": machine(root),
+            "machine": found,
             "fsync_ms": fsync,
             "entries": entries,
             "seconds": seconds,
