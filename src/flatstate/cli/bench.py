@@ -17,6 +17,8 @@ from flatstate.cli._output import (
     run_bench,
 )
 
+JsonOutOption = Annotated[str | None, typer.Option(help="Write every figure to this JSON file.")]
+
 app = typer.Typer(
     help="Benchmarks: figures and ratios against the copying strategies.", no_args_is_help=True
 )
@@ -231,9 +233,7 @@ def write(
     directory: Annotated[
         str | None, typer.Option(help="Build the stores under this directory (its disk).")
     ] = None,
-    json_out: Annotated[
-        str | None, typer.Option(help="Write every figure to this JSON file.")
-    ] = None,
+    json_out: JsonOutOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Durable ~1 KiB patches from many asyncio tasks: flatstate's writer against one
@@ -316,9 +316,7 @@ def seed(
         int,
         typer.Option(help="Worker processes sharing the store (flatstate; a contender runs one)."),
     ] = 1,
-    json_out: Annotated[
-        str | None, typer.Option(help="Write every figure to this JSON file.")
-    ] = None,
+    json_out: JsonOutOption = None,
     plot: Annotated[
         str | None, typer.Option(help="Draw RSS, operations a second and latency to this PNG.")
     ] = None,
@@ -346,9 +344,7 @@ def soak(
     read: Annotated[str, typer.Option(help="entry, store or mixed.")] = "entry",
     profile: Annotated[str, typer.Option(help="small or heavy.")] = "small",
     backend: Annotated[str, typer.Option(help="sqlite or jsonfile.")] = "sqlite",
-    json_out: Annotated[
-        str | None, typer.Option(help="Write every figure to this JSON file.")
-    ] = None,
+    json_out: JsonOutOption = None,
     plot: Annotated[str | None, typer.Option(help="Draw RSS over time to this PNG.")] = None,
     json_output: JsonOption = False,
 ) -> None:
