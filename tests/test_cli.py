@@ -536,6 +536,23 @@ def test_bench_store_prints_figures_as_json() -> None:
     assert figures["soak"]["ops"] > 0 and figures["ratios"]["get_vs_deepcopy"] > 1
 
 
+def test_bench_write_writes_its_figures(tmp_path: Path) -> None:
+    out = tmp_path / "write.json"
+    args = ["bench", "write", "--entries", "30", "--tasks", "4", "--synchronous", "normal",
+            "--seconds", "0.2", "--json-out", str(out), "--json"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    assert {"machine", "fsync_ms", "runs"} <= set(figures)
+    assert {run["design"] for run in figures["runs"]} == {
+        "flatstate", "one-commit", "to_thread+lock", "aiosqlite+lock"
+    }  # fmt: skip
+    for run in figures["runs"]:
+        assert run["tasks"] == 4 and run["synchronous"] == "normal"
+        assert run["writes_per_s"] > 0 and run["p99_ms"] >= run["p50_ms"] > 0
+        assert run["mean_batch"] >= 1 and run["loop_lag_p99_ms"] >= 0
+
+
 def test_unknown_profile_is_a_clear_error() -> None:
     result = runner.invoke(app, ["bench", "store", "--profile", "giant"])
     assert result.exit_code != 0 and "giant" in result.output

@@ -418,6 +418,7 @@ def test_exported_members_are_sorted_and_present() -> None:
         "flatstate.facts.ranking",
         "flatstate.facts.store",
         "flatstate.facts.context",
+        "flatstate.facts.aio",
         "flatstate.facts.vectors",
     ],
 )

@@ -264,7 +264,7 @@ def test_entries_unchanged_by_an_outside_write_keep_their_objects(tmp_path: Path
 
 def test_coalesced_patches_share_file_replaces(tmp_path: Path) -> None:
     path = tmp_path / "sessions.json"
-    store = flatstate.open_store(path, coalesce_window=0.05)
+    store = flatstate.open_store(path)
     barrier = threading.Barrier(100)
     errors: list[BaseException] = []
 
@@ -290,9 +290,7 @@ def test_coalesced_patches_share_file_replaces(tmp_path: Path) -> None:
 
 
 def test_a_failing_write_in_a_coalesced_batch_fails_alone(tmp_path: Path) -> None:
-    store = flatstate.open_store(
-        tmp_path / "sessions.json", coalesce_window=0.05, max_entry_bytes=2000
-    )
+    store = flatstate.open_store(tmp_path / "sessions.json", max_entry_bytes=2000)
     results: dict[int, Any] = {}
     barrier = threading.Barrier(3)
 

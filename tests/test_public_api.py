@@ -16,6 +16,8 @@ from flatstate import errors
 from tests.conftest import check_docstring_examples
 
 PUBLIC = [
+    "AsyncSessionStore",
+    "AsyncTranscript",
     "Draft",
     "FrozenMap",
     "SessionEntry",
@@ -23,6 +25,7 @@ PUBLIC = [
     "Snapshot",
     "StoreStats",
     "errors",
+    "open_async_store",
     "open_store",
 ]
 
@@ -89,6 +92,7 @@ def test_errors_survive_pickling(cls: type[Exception]) -> None:
         "flatstate.keys",
         "flatstate.model",
         "flatstate._open",
+        "flatstate.aio",
         "flatstate.locks",
     ],
 )

@@ -436,8 +436,8 @@ USES: dict[str, Callable[[SessionStore], object]] = {
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"cache_bytes": 1, "coalesce_window": 0.001}],
-    ids=["cached", "uncached-coalesced"],
+    [{}, {"cache_bytes": 1}],
+    ids=["cached", "uncached"],
 )
 @pytest.mark.parametrize("use", list(USES))
 def test_a_closed_store_refuses_every_read_and_write(

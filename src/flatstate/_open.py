@@ -40,7 +40,6 @@ def open_store(
     readonly: bool = False,
     synchronous: str = "normal",
     check_interval: float = DEFAULT_CHECK_INTERVAL,
-    coalesce_window: float = 0.0,
     maintenance: MaintenanceConfig | None = None,
     transcript_fsync: FsyncPolicy | None = None,
     clock: Clock | None = None,
@@ -66,7 +65,9 @@ def open_store(
     - ``cache_bytes`` (256 MiB): bound on the memory the entry cache may hold;
       beyond it the least recently used entries are dropped.
     - ``max_entry_bytes`` (4 MiB): larger entries are refused.
-    - ``lock_timeout`` (10 s): how long a writer waits for another writer.
+    - ``lock_timeout`` (10 s): how long a writer waits for another writer (for
+      SQLite, its busy timeout: another process holding the write lock); then
+      LockTimeout. Never 0, which would fail a write at the first contention.
     - ``agent_id``: the agent that bare keys such as ``main`` belong to
       (default ``main``).
     - ``readonly``: refuse every write.
@@ -76,8 +77,10 @@ def open_store(
       ``"full"`` forces it on, ``"off"`` turns it off.)
     - ``check_interval`` (0.25 s): how often a reader looks for changes made by
       programs other than flatstate (flatstate's own writes are seen at once).
-    - ``coalesce_window`` (0 s, off): patches queued by several threads within
-      this window commit together in one write (one file replace for JSON).
+    - Writes from every thread (and task, see :func:`flatstate.open_async_store`) go
+      through one writer thread, which commits all the writes waiting in one
+      transaction (group commit, one file replace for JSON); a write returns after
+      the commit that holds it.
     - ``maintenance``: the :class:`~flatstate.maintenance.MaintenanceConfig`
       that ``store.maintain()`` uses by default (OpenClaw's defaults, warn mode).
     - ``transcript_fsync``: a :class:`~flatstate.transcripts.FsyncPolicy` for
@@ -157,7 +160,6 @@ def open_store(
             cache_bytes=cache_bytes,
             max_entry_bytes=max_entry_bytes,
             check_interval=check_interval,
-            coalesce_window=coalesce_window,
             maintenance=maintenance,
             transcript_fsync=transcript_fsync,
             clock=clock,

@@ -30,8 +30,11 @@ __all__ = [
     "migrate",
 ]
 
-# A background checkpoint after this many commits keeps the WAL to a few MiB.
+# A background checkpoint after this many commits keeps the WAL to a few MiB; under group
+# commit one commit may hold a hundred writes, so the log's size is checked as well.
 CHECKPOINT_EVERY = 200
+CHECKPOINT_WAL_BYTES = 4 << 20
+SIZE_CHECK_EVERY = 8
 WAL_RESTART_FRAMES = 4096
 
 Migrations = Sequence[tuple[str, ...]]
@@ -229,8 +232,16 @@ class Checkpointer:
 
     def committed(self) -> None:
         self._commits += 1
-        if self._commits % self.every == 0:
+        if self._commits % self.every == 0 or (
+            self._commits % SIZE_CHECK_EVERY == 0 and self._wal_bytes() >= CHECKPOINT_WAL_BYTES
+        ):
             self._wake.set()
+
+    def _wal_bytes(self) -> int:
+        try:
+            return os.path.getsize(self._path + "-wal")
+        except OSError:
+            return 0
 
     def _run(self) -> None:
         conn = self._driver.connect(self._path, timeout=1.0, isolation_level=None)

@@ -432,9 +432,12 @@ async def acompact(
     before: Sequence[Hook] = (),
     after: Sequence[Hook] = (),
 ) -> CompactionResult | None:
-    """:func:`compact` for async code: awaits the summarizer and runs hooks concurrently."""
-    transcript, plan, count = _prepare(
-        store, key, keep_recent_tokens, context_window, reserve_tokens
+    """:func:`compact` for async code: awaits the summarizer and runs hooks concurrently.
+
+    Reading the transcript and committing the result (file and database work) run on a
+    worker thread, never on the event loop."""
+    transcript, plan, count = await asyncio.to_thread(
+        _prepare, store, key, keep_recent_tokens, context_window, reserve_tokens
     )
     if plan is None:
         return None
@@ -445,7 +448,7 @@ async def acompact(
     summary = summarizer(request)
     if inspect.isawaitable(summary):
         summary = await summary
-    result, payload = _commit(store, key, transcript, plan, summary, count)
+    result, payload = await asyncio.to_thread(_commit, store, key, transcript, plan, summary, count)
     if result is not None:
         await _run_hooks_async(after, payload, "after_compaction")
     return result

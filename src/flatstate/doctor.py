@@ -82,6 +82,8 @@ class DoctorReport(msgspec.Struct, kw_only=True):
     backend: str
     entries: int
     store_bytes: int
+    wal_bytes: int
+    """The SQLite write-ahead log alone (0 for JSON): checkpoints keep it bounded."""
     transcripts_dir: str
     transcript_files: int
     transcript_bytes: int
@@ -144,6 +146,7 @@ def _diagnose_backend(location: str, agent_id: str, max_entry_bytes: int) -> Doc
             backend=type(backend).__name__.removesuffix("Backend").lower(),
             entries=entries,
             store_bytes=backend.disk_bytes(),
+            wal_bytes=backend.wal_bytes(),
             transcripts_dir=directory,
             transcript_files=files,
             transcript_bytes=size,
@@ -175,11 +178,13 @@ def _diagnose_files(location: str, agent_id: str, max_entry_bytes: int) -> Docto
     if directory != os.path.dirname(path):
         _check_leftovers(directory, findings)
     files, size = _directory_usage(directory, exclude=path)
+    wal = _size(path + "-wal") if backend == "sqlite" else 0
     return DoctorReport(
         store=path,
         backend=backend,
         entries=len(entries),
-        store_bytes=_size(path) + (_size(path + "-wal") if backend == "sqlite" else 0),
+        store_bytes=_size(path) + wal,
+        wal_bytes=wal,
         transcripts_dir=directory,
         transcript_files=files,
         transcript_bytes=size,

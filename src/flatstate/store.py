@@ -59,6 +59,7 @@ from flatstate.transcripts import (
     zstd,
 )
 from flatstate.transcripts.reconcile import reconcile as reconcile_count
+from flatstate.writer import Job, Writer
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -128,10 +129,15 @@ class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
     pooled_strings: int
     pooled_bytes: int
     disk_bytes: int
+    wal_bytes: int
     hits: int
     misses: int
     syncs: int
     full_reloads: int
+    commits: int
+    """Commits this store made; each holds a batch of writes (group commit)."""
+    writes: int
+    """Writes this store's writer committed or failed."""
 
 
 class SessionStore:
@@ -151,7 +157,6 @@ class SessionStore:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
         check_interval: float = DEFAULT_CHECK_INTERVAL,
-        coalesce_window: float = 0.0,
         maintenance: MaintenanceConfig | None = None,
         transcript_fsync: FsyncPolicy | None = None,
         clock: Clock | None = None,
@@ -160,11 +165,12 @@ class SessionStore:
         self.maintenance = maintenance or MaintenanceConfig()
         self.transcript_fsync = transcript_fsync or FsyncPolicy()
         self._transcripts: OrderedDict[str, Transcript] = OrderedDict()
-        self.coalesce_window = coalesce_window
-        self._queue: list[_Job] = []
-        self._queue_lock = threading.Lock()
-        self._leading = False
         self.commits = 0
+        self._writer = Writer(
+            self._commit_batch,
+            lambda: StoreClosed(backend.location),
+            name=f"flatstate-writer {backend.location}",
+        )
         self.agent_id = normalize_agent_id(agent_id)
         self.cache_limit = cache_bytes
         self.max_entry_bytes = max_entry_bytes
@@ -254,6 +260,15 @@ class SessionStore:
             self._set_cached(canon, None)
         elif cache.complete or admit or canon in cache.entries:
             self._set_cached(canon, best[1])
+
+    def _in_memory(self) -> bool:
+        """Whether a read now is served from the cache alone, touching no file or server
+        (the async store runs such reads inline and the others on a worker thread)."""
+        return (
+            self._cache.complete
+            and self._signal_read() == self._seen
+            and time.monotonic() < self._next_check
+        )
 
     def _fresh(self) -> None:
         if self._signal_read() != self._seen or time.monotonic() >= self._next_check:
@@ -377,9 +392,13 @@ class SessionStore:
         A missing ``sessionId`` is generated and a missing ``updatedAt`` set to
         now. Returns the stored, frozen entry.
         """
+        return self._write(self._upsert_fn(key, entry))
+
+    def _upsert_fn(self, key: str, entry: EntryInput) -> Callable[[Draft], SessionEntry]:
+        """The write function of :meth:`upsert` (shared with the async store)."""
         canon = self.canonical_key(key)
         built = build_entry(canon, entry, clock=self._clock, pool=self._backend.pool)
-        return self._write(lambda draft: draft._set(canon, built))
+        return lambda draft: draft._set(canon, built)
 
     def patch(
         self,
@@ -396,6 +415,12 @@ class SessionStore:
         The read of the existing entry happens inside the write transaction, so
         concurrent patches from any number of processes never lose an update.
         """
+        return self._write(self._patch_fn(key, changes, preserve_activity, create))
+
+    def _patch_fn(
+        self, key: str, changes: EntryInput, preserve_activity: bool, create: bool
+    ) -> Callable[[Draft], SessionEntry | None]:
+        """The write function of :meth:`patch` (shared with the async store)."""
         canon = self.canonical_key(key)
         if not isinstance(changes, Mapping):
             raise InvalidEntry(canon, f"a patch is a JSON object, not {type(changes).__name__}")
@@ -405,7 +430,7 @@ class SessionStore:
                 return None
             return draft.patch(canon, changes, preserve_activity=preserve_activity)
 
-        return self._write(apply)
+        return apply
 
     def delete(self, key: str, *, archive: bool = True) -> bool:
         """Remove ``key`` (and any legacy alias of it); whether anything was there.
@@ -510,13 +535,22 @@ class SessionStore:
         return self._write(fn)
 
     def _write(self, fn: Callable[[Draft], T]) -> T:
-        if self.coalesce_window <= 0:
-            with self._lock:
-                self._check_open()
-                return cast(T, self._apply_retrying(_Job(fn)))
-        return self._write_coalesced(fn)
+        """Hand ``fn`` to the writer and wait for the commit that holds it."""
+        return cast(T, self._writer.run(Job(fn)))
 
-    def _apply_retrying(self, job: _Job) -> Any:
+    def _commit_batch(self, jobs: list[Job]) -> None:
+        """What the writer thread runs: every job's outcome set, none raised."""
+        with self._lock:
+            self._check_open()
+            if len(jobs) > 1:
+                self._apply(jobs)
+                return
+            try:
+                jobs[0].result = self._apply_retrying(jobs[0])
+            except Exception as exc:
+                jobs[0].error = exc
+
+    def _apply_retrying(self, job: Job) -> Any:
         """Apply one job, running it again when the backend says the write surely did not
         commit and may simply be repeated (see :class:`~flatstate.backends.base.RetryWrite`):
         each attempt catches up first, so the job sees what got in its way."""
@@ -529,37 +563,11 @@ class SessionStore:
                 time.sleep(RETRY_PAUSE * attempt)
         raise AssertionError("unreachable")
 
-    def _write_coalesced(self, fn: Callable[[Draft], T]) -> T:
-        """Group commit: the first writer waits ``coalesce_window``, then commits every
-        write queued meanwhile in one transaction; each caller returns (or raises)
-        only once that transaction is durable."""
-        job = _Job(fn, waits=True)
-        with self._queue_lock:
-            self._queue.append(job)
-            leader = not self._leading
-            self._leading = True
-        if leader:
-            time.sleep(self.coalesce_window)
-            with self._queue_lock:
-                batch, self._queue = self._queue, []
-                self._leading = False
-            with self._lock:
-                try:
-                    self._check_open()
-                    self._apply(batch)
-                except BaseException as exc:
-                    for queued in batch:
-                        if queued.done is not None and not queued.done.is_set():
-                            queued.error = exc
-                            queued.finish()
-        assert job.done is not None
-        job.done.wait()
-        if job.error is not None:
-            raise job.error
-        return cast(T, job.result)
-
-    def _apply(self, jobs: list[_Job]) -> list[Any]:
+    def _apply(self, jobs: list[Job]) -> list[Any]:
         """Run ``jobs`` on one draft and commit them together; the caller holds the lock.
+
+        The draft is the batch's savepoint: nothing reaches the backend before
+        :meth:`_stage`, so undoing a job is restoring the draft's changes.
 
         A single job's exception propagates. In a batch, a job that raises is
         undone alone; if the commit itself fails (an entry over the size
@@ -589,10 +597,9 @@ class SessionStore:
             for job in jobs:
                 job.error = None
                 try:
-                    self._apply_retrying(job)
+                    job.result = self._apply_retrying(job)
                 except Exception as exc:
                     job.error = exc
-                job.finish()
             return [job.result for job in jobs]
         if not staged:
             backend.rollback()
@@ -606,8 +613,6 @@ class SessionStore:
             # did meanwhile, this process is already up to date.
             if self._signal_read() == before_commit + 1:
                 self._seen = before_commit + 1
-        for job in jobs:
-            job.finish()
         return [job.result for job in jobs]
 
     def _stage(self, draft: Draft) -> list[tuple[str, SessionEntry | None]]:
@@ -744,10 +749,13 @@ class SessionStore:
                 pooled_strings=len(self._backend.pool),
                 pooled_bytes=self._backend.pool.bytes,
                 disk_bytes=self._backend.disk_bytes(),
+                wal_bytes=self._backend.wal_bytes(),
                 hits=self._hits,
                 misses=self._misses,
                 syncs=self._syncs,
                 full_reloads=self._reloads,
+                commits=self.commits,
+                writes=self._writer.jobs,
             )
 
     @property
@@ -771,7 +779,9 @@ class SessionStore:
         raise StoreClosed(self._backend.location)
 
     def close(self) -> None:
-        """Release the backend; every later read or write raises StoreClosed."""
+        """Commit the writes queued, release the backend; every later read or write
+        raises StoreClosed."""
+        self._writer.close()
         with self._lock:
             if not self._closed:
                 self._closed = True
@@ -788,20 +798,3 @@ class SessionStore:
 
     def __repr__(self) -> str:
         return f"<SessionStore {self._backend.location}>"
-
-
-class _Job:
-    """One caller's write function, its outcome, and the event it waits on."""
-
-    __slots__ = ("done", "error", "fn", "result")
-
-    def __init__(self, fn: Callable[[Draft], Any], waits: bool = False) -> None:
-        self.fn = fn
-        self.result: Any = None
-        self.error: BaseException | None = None
-        # Only a queued (coalesced) write waits on an event; making one costs ~20 µs.
-        self.done = threading.Event() if waits else None
-
-    def finish(self) -> None:
-        if self.done is not None:
-            self.done.set()

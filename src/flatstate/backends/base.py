@@ -137,3 +137,7 @@ class Backend(ABC):
         """The transcript of ``entry`` when the backend keeps it itself (in its database);
         None for the file in ``transcripts_dir`` that the entry names (the default)."""
         return None
+
+    def wal_bytes(self) -> int:
+        """Bytes of the write-ahead log, included in :meth:`disk_bytes` (0 where none)."""
+        return 0

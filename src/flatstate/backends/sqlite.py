@@ -226,6 +226,12 @@ class SQLiteBackend(Backend):
                 total += os.path.getsize(self.path + suffix)
         return total
 
+    def wal_bytes(self) -> int:
+        try:
+            return os.path.getsize(self.path + "-wal")
+        except OSError:
+            return 0
+
     # -- writes ----------------------------------------------------------------
     def _begin(self) -> None:
         with self._errors():

@@ -21,6 +21,8 @@ from flatstate.cli._output import (
     table,
 )
 
+JsonOutOption = Annotated[str | None, typer.Option(help="Write every figure to this JSON file.")]
+
 app = typer.Typer(
     help="Benchmarks: figures and ratios against the copying strategies.", no_args_is_help=True
 )
@@ -152,7 +154,7 @@ def _print_store_result(result: dict[str, Any]) -> None:
     coalescing = result["coalescing"]
     console.print(
         f"coalescing: {coalescing['patches']} concurrent patches took {coalescing['commits']} "
-        f"commits (window {coalescing['window_s']} s)"
+        "commits (group commit)"
     )
     for lag in result["freshness"]:
         console.print(
@@ -216,6 +218,87 @@ def _print_transcript_result(result: dict[str, Any]) -> None:
     )
 
 
+@app.command("write")
+def write(
+    entries: Annotated[int, typer.Option(help="Sessions (~10 KiB each) in the store.")] = 2000,
+    tasks: Annotated[
+        str, typer.Option(help="Concurrent asyncio tasks, comma-separated.")
+    ] = "1,16,64,256",
+    synchronous: Annotated[
+        str, typer.Option(help="Durabilities to run, comma-separated: normal, full.")
+    ] = "normal,full",
+    design: Annotated[
+        str,
+        typer.Option(
+            help="flatstate (the writer), one-commit, to_thread+lock, aiosqlite+lock, or all."
+        ),
+    ] = "all",
+    seconds: Annotated[float, typer.Option(help="Seconds each run patches.")] = 3.0,
+    directory: Annotated[
+        str | None, typer.Option(help="Build the stores under this directory (its disk).")
+    ] = None,
+    json_out: JsonOutOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Durable ~1 KiB patches from many asyncio tasks: flatstate's writer against one
+    commit per write, the Agents SDK's to_thread+lock pattern and aiosqlite with a lock."""
+    from flatstate.bench.write import DESIGNS, run_write_bench
+
+    designs = DESIGNS if design == "all" else tuple(design.split(","))
+    unknown = sorted(set(designs) - set(DESIGNS))
+    if unknown:
+        raise typer.BadParameter(f"unknown design {unknown[0]!r}; choose from {', '.join(DESIGNS)}")
+    durabilities = tuple(synchronous.split(","))
+    if not set(durabilities) <= {"normal", "full"}:
+        raise typer.BadParameter(f"synchronous is normal or full, not {synchronous!r}")
+    try:
+        counts = tuple(int(n) for n in tasks.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"tasks is a list of numbers, not {tasks!r}") from None
+
+    def run(progress: Any) -> dict[str, Any]:
+        return run_write_bench(
+            entries=entries, tasks=counts, synchronous=durabilities, designs=designs,
+            seconds=seconds, directory=directory, progress=progress,
+        )  # fmt: skip
+
+    with err_console.status("starting") as status:
+        report = run(status.update)
+    _finish(report, json_out, None, json_output, _print_write)
+
+
+def _print_write(report: dict[str, Any]) -> None:
+    table = Table(
+        title=f"Durable patches, {report['entries']:,} sessions, {report['seconds']} s each"
+    )
+    columns = ("design", "sync", "tasks", "writes/s", "vs one-commit", "vs to_thread", "p50 ms",
+               "p99 ms", "batch", "loop lag p50/p99 ms")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("design", "sync") else "right")
+    by = {(r["design"], r["synchronous"], r["tasks"]): r for r in report["runs"]}
+    for run in report["runs"]:
+        where = (run["synchronous"], run["tasks"])
+        ratios = [
+            _times(run["writes_per_s"] / other["writes_per_s"])
+            if (other := by.get((name, *where))) and other["writes_per_s"]
+            else "-"
+            for name in ("one-commit", "to_thread+lock")
+        ]
+        table.add_row(
+            run["design"], run["synchronous"], str(run["tasks"]), f"{run['writes_per_s']:,}",
+            *ratios, f"{run['p50_ms']:.2f}", f"{run['p99_ms']:.2f}", f"{run['mean_batch']:.1f}",
+            f"{run['loop_lag_p50_ms']:.2f} / {run['loop_lag_p99_ms']:.2f}",
+        )  # fmt: skip
+    console.print(table)
+    fsync = report["fsync_ms"]
+    console.print(
+        f"fsync of 4 KiB beside the runs: p50 {fsync['before']['p50']} ms, p99 "
+        f"{fsync['before']['p99']} ms before; p50 {fsync['after']['p50']} ms, p99 "
+        f"{fsync['after']['p99']} ms after"
+    )
+    print_machine(report["machine"])
+
+
 @app.command("seed")
 def seed(
     entries: Annotated[int, typer.Option(help="Sessions in the store.")] = 2000,
@@ -237,9 +320,7 @@ def seed(
         int,
         typer.Option(help="Worker processes sharing the store (flatstate; a contender runs one)."),
     ] = 1,
-    json_out: Annotated[
-        str | None, typer.Option(help="Write every figure to this JSON file.")
-    ] = None,
+    json_out: JsonOutOption = None,
     plot: Annotated[
         str | None, typer.Option(help="Draw RSS, operations a second and latency to this PNG.")
     ] = None,
@@ -267,9 +348,7 @@ def soak(
     read: Annotated[str, typer.Option(help="entry, store or mixed.")] = "entry",
     profile: Annotated[str, typer.Option(help="small or heavy.")] = "small",
     backend: Annotated[str, typer.Option(help="sqlite or jsonfile.")] = "sqlite",
-    json_out: Annotated[
-        str | None, typer.Option(help="Write every figure to this JSON file.")
-    ] = None,
+    json_out: JsonOutOption = None,
     plot: Annotated[str | None, typer.Option(help="Draw RSS over time to this PNG.")] = None,
     json_output: JsonOption = False,
 ) -> None:

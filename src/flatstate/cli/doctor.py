@@ -62,7 +62,8 @@ def doctor(
     else:
         say(
             f"{report.store} ({report.backend}): {count(report.entries, 'session')}, "
-            f"{human_bytes(report.store_bytes)}; transcripts: "
+            f"{human_bytes(report.store_bytes)} (WAL {human_bytes(report.wal_bytes)}); "
+            "transcripts: "
             f"{count(report.transcript_files, 'file')}, {human_bytes(report.transcript_bytes)} "
             f"in {report.transcripts_dir}"
         )

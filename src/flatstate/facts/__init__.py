@@ -10,6 +10,7 @@ Open a state directory's facts with :func:`open_facts`; see ``docs/facts.md``.
 ['Prefers dark mode']
 """
 
+from flatstate.facts.aio import open_async_facts
 from flatstate.facts.context import MemoryContext, after_compaction_context
 from flatstate.facts.model import (
     DECAY_CLASSES,
@@ -43,6 +44,7 @@ __all__ = [
     "estimate_tokens",
     "fts_query",
     "normalized_hash",
+    "open_async_facts",
     "open_facts",
     "query_terms",
     "render_fact",

@@ -1,0 +1,229 @@
+"""The async face of the store: the same semantics, errors and return types, off the loop.
+
+No call here blocks the event loop on a file or a server:
+
+- Writes go to the store's writer thread (:mod:`flatstate.writer`), the same one
+  the sync API uses, so tasks and threads share its group commits. A task
+  awaits a future the writer completes through ``loop.call_soon_threadsafe``.
+- Reads run inline when the cache alone can answer them (a complete cache and
+  no change signalled: microseconds, no I/O) and on a worker thread otherwise.
+- Transcripts, deletes (which archive a transcript) and opening or closing the
+  store run on worker threads.
+
+Cancelling a task that awaits a write never leaves it half-applied: a write the
+writer has not taken yet is withdrawn and never happens; one it has taken runs
+to its outcome, which later readers see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import weakref
+from collections.abc import Callable, Generator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Generic, Protocol, TypeVar
+
+from flatstate._open import open_store
+from flatstate.frozen import FrozenMap
+from flatstate.model import SessionEntry
+from flatstate.snapshot import Draft, EntryInput, Snapshot
+from flatstate.store import SessionStore, StoreStats
+from flatstate.transcripts import Context
+from flatstate.writer import Job, Notify
+
+__all__ = ["AsyncSessionStore", "AsyncTranscript", "Opening", "open_async_store"]
+
+T = TypeVar("T")
+
+
+class _AsyncClosable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+Closable = TypeVar("Closable", bound=_AsyncClosable)
+
+
+class Opening(Generic[Closable]):
+    """What ``open_async_*`` returns: await it, or use it as ``async with`` (which
+    closes the store on the way out). The open itself runs on a worker thread."""
+
+    def __init__(self, open_: Callable[[], Closable]) -> None:
+        self._open = open_
+        self._opened: Closable | None = None
+
+    def __await__(self) -> Generator[Any, None, Closable]:
+        return asyncio.to_thread(self._open).__await__()
+
+    async def __aenter__(self) -> Closable:
+        self._opened = await asyncio.to_thread(self._open)
+        return self._opened
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._opened is not None:
+            await self._opened.aclose()
+
+
+def _settle(jobs: list[Job]) -> None:
+    """On the loop: complete the futures of a batch's jobs."""
+    for job in jobs:
+        future: asyncio.Future[Any] = job.waiter
+        if future.done():  # the awaiting task was cancelled; the outcome stands regardless
+            continue
+        if job.error is not None:
+            future.set_exception(job.error)
+        else:
+            future.set_result(job.result)
+
+
+def _notifier(loop: asyncio.AbstractEventLoop) -> Notify:
+    def notify(jobs: list[Job]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+            loop.call_soon_threadsafe(_settle, jobs)
+
+    return notify
+
+
+class AsyncSessionStore:
+    """Sessions for asyncio code; see :class:`~flatstate.store.SessionStore` for what
+    each method means. ``sync`` is the store underneath, shared with threads."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self.sync = store
+        # One notify function per event loop: the writer groups a batch's jobs by it.
+        self._notifiers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Notify] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # -- reads -----------------------------------------------------------------
+    async def _read(self, read: Callable[[], T]) -> T:
+        if self.sync._in_memory():
+            return read()
+        return await asyncio.to_thread(read)
+
+    async def get(self, key: str) -> SessionEntry | None:
+        return await self._read(lambda: self.sync.get(key))
+
+    async def snapshot(self) -> Snapshot:
+        return await self._read(self.sync.snapshot)
+
+    async def keys(self) -> tuple[str, ...]:
+        return await self._read(self.sync.keys)
+
+    async def count(self) -> int:
+        """The number of sessions (``len(store)``)."""
+        return await self._read(self.sync.__len__)
+
+    async def contains(self, key: str) -> bool:
+        """``key in store``."""
+        return await self._read(lambda: key in self.sync)
+
+    async def stats(self) -> StoreStats:
+        return await asyncio.to_thread(self.sync.stats)
+
+    # -- writes ----------------------------------------------------------------
+    async def _write(self, fn: Callable[[Draft], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        notify = self._notifiers.get(loop)
+        if notify is None:
+            notify = self._notifiers[loop] = _notifier(loop)
+        job = Job(fn, notify, future)
+        writer = self.sync._writer
+        writer.submit(job)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            writer.withdraw(job)  # not taken yet: it never happens; taken: it runs on
+            raise
+
+    async def upsert(self, key: str, entry: EntryInput) -> SessionEntry:
+        return await self._write(self.sync._upsert_fn(key, entry))
+
+    async def patch(
+        self,
+        key: str,
+        changes: EntryInput,
+        *,
+        preserve_activity: bool = False,
+        create: bool = True,
+    ) -> SessionEntry | None:
+        return await self._write(self.sync._patch_fn(key, changes, preserve_activity, create))
+
+    async def update(self, fn: Callable[[Draft], T]) -> T:
+        """Run ``fn`` (a plain function; it runs on the writer thread) on a draft of the
+        whole store and commit what it changed, all or nothing."""
+        return await self._write(fn)
+
+    async def delete(self, key: str, *, archive: bool = True) -> bool:
+        return await asyncio.to_thread(self.sync.delete, key, archive=archive)
+
+    async def reset(self, key: str, *, compress: bool = False) -> SessionEntry:
+        return await asyncio.to_thread(self.sync.reset, key, compress=compress)
+
+    def transcript(self, key: str, *, create: bool = True) -> AsyncTranscript:
+        """The transcript of session ``key``; it is opened (and the session created
+        unless ``create=False``) by its first call, on a worker thread."""
+        return AsyncTranscript(self.sync, key, create)
+
+    # -- lifecycle -------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Commit what is queued and close the store (on a worker thread)."""
+        await asyncio.to_thread(self.sync.close)
+
+    async def __aenter__(self) -> AsyncSessionStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<AsyncSessionStore {self.sync.location}>"
+
+
+class AsyncTranscript:
+    """A session's transcript for asyncio code; every call runs on a worker thread."""
+
+    def __init__(self, store: SessionStore, key: str, create: bool) -> None:
+        self._store = store
+        self._key = key
+        self._create = create
+
+    async def _run(self, call: Callable[[Any], T]) -> T:
+        def run() -> T:
+            return call(self._store.transcript(self._key, create=self._create))
+
+        return await asyncio.to_thread(run)
+
+    async def append(self, entry: Mapping[str, Any]) -> str:
+        return await self._run(lambda t: t.append(entry))
+
+    async def append_many(self, entries: Sequence[Mapping[str, Any]]) -> list[str]:
+        return await self._run(lambda t: t.append_many(entries))
+
+    async def tail(self, n: int) -> tuple[FrozenMap, ...]:
+        return await self._run(lambda t: t.tail(n))
+
+    async def context(self) -> Context:
+        return await self._run(lambda t: t.context())
+
+
+def open_async_store(
+    location: str | os.PathLike[str], **options: Any
+) -> Opening[AsyncSessionStore]:
+    """Open a store for asyncio code: the same locations and options as
+    :func:`flatstate.open_store`.
+
+    >>> import asyncio, tempfile
+    >>> async def main() -> int:
+    ...     async with open_async_store(tempfile.mkdtemp()) as store:
+    ...         await store.patch("main", {"turns": 1})
+    ...         entry = await store.get("main")
+    ...         return entry["turns"]
+    >>> asyncio.run(main())
+    1
+    """
+    return Opening(lambda: AsyncSessionStore(open_store(location, **options)))

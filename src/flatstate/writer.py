@@ -1,0 +1,184 @@
+"""One writer thread per store: every write, from a thread or a task, commits through it.
+
+A caller hands the writer a :class:`Job` and waits (a thread on an event, a task
+on a future). The writer takes everything waiting at once, bounded by
+``max_batch``, with no sleep and no window: a lone write on an idle store
+commits at once, and writes that arrive while a commit runs share the next one
+(group commit: one durable commit, one fsync with ``synchronous="full"``, for
+the whole batch). The batch runs in one transaction in the order it was queued,
+so writes from one caller stay in order; a job that raises is undone alone
+(see ``SessionStore._apply``). Every job is acknowledged only after the commit
+that holds it.
+
+A job the writer has not taken yet may be withdrawn (a cancelled task): it
+never happens. A job already taken runs to its outcome.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from flatstate.errors import StoreClosed
+
+__all__ = ["MAX_BATCH", "Job", "Notify", "Writer"]
+
+# A batch commits at most this many writes: large enough that 256 waiting tasks share
+# two commits, small enough that one transaction stays a few MiB and a few ms.
+MAX_BATCH = 128
+
+
+Notify = Callable[[list["Job"]], None]
+"""Tells the callers of these jobs (all of them passed this same function) their outcome."""
+
+
+class Job:
+    """One caller's write function, its outcome, and how the caller learns of it.
+
+    A thread waits on ``done``. A task passes ``notify`` and its ``waiter`` (a
+    future) instead: the writer calls each distinct ``notify`` once per batch with
+    its jobs, so a batch of a hundred tasks wakes their event loop once.
+    """
+
+    __slots__ = ("done", "error", "fn", "notify", "result", "waiter")
+
+    def __init__(
+        self, fn: Callable[[Any], Any], notify: Notify | None = None, waiter: Any = None
+    ) -> None:
+        self.fn = fn
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.notify = notify
+        self.waiter = waiter
+        self.done = threading.Event() if notify is None else None
+
+    def outcome(self) -> Any:
+        """The result, or the job's exception raised again."""
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class Writer:
+    """A queue of jobs drained by one thread into ``commit(batch)``.
+
+    ``commit`` runs every job of the batch and sets its result or error; it
+    raises only when none of them committed, and then every job fails with it. The thread starts
+    with the first write, so a store only read never has one.
+    """
+
+    def __init__(
+        self,
+        commit: Callable[[list[Job]], None],
+        closed: Callable[[], StoreClosed],
+        *,
+        name: str,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._commit = commit
+        self._closed_error = closed
+        self._name = name
+        self.max_batch = max_batch
+        self._queue: deque[Job] = deque()
+        self._wake = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.batches = 0
+        self.jobs = 0
+        _writers.add(self)
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job``; raises StoreClosed once the writer is closing."""
+        with self._wake:
+            if self._stopping:
+                raise self._closed_error()
+            self._queue.append(job)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def run(self, job: Job) -> Any:
+        """Queue ``job``, wait for its commit, and return its result (or raise its error)."""
+        if threading.current_thread() is self._thread:
+            # A write function that writes would wait for itself forever.
+            raise RuntimeError("a write function cannot write to its own store")
+        self.submit(job)
+        assert job.done is not None
+        job.done.wait()
+        return job.outcome()
+
+    def withdraw(self, job: Job) -> bool:
+        """Take back a job the writer has not started; whether it was still waiting."""
+        with self._wake:
+            try:
+                self._queue.remove(job)
+            except ValueError:
+                return False
+            return True
+
+    @property
+    def mean_batch(self) -> float:
+        return self.jobs / self.batches if self.batches else 0.0
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._stopping:
+                    self._wake.wait()
+                if not self._queue:
+                    return
+                count = min(len(self._queue), self.max_batch)
+                batch = [self._queue.popleft() for _ in range(count)]
+            try:
+                self._commit(batch)
+            except BaseException as exc:  # every waiting caller learns why
+                for job in batch:
+                    job.error = exc
+            self.batches += 1
+            self.jobs += len(batch)
+            _settle(batch)
+
+    def _forked(self) -> None:
+        """In a forked child: the thread did not come along; the next write starts one."""
+        self._wake = threading.Condition(threading.Lock())
+        self._thread = None
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the thread; later writes raise StoreClosed."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+
+def _settle(batch: list[Job]) -> None:
+    """Tell every caller of ``batch`` its outcome is final (once, after the commit)."""
+    groups: dict[Notify, list[Job]] = {}
+    for job in batch:
+        if job.notify is None:
+            assert job.done is not None
+            job.done.set()
+        else:
+            groups.setdefault(job.notify, []).append(job)
+    for notify, jobs in groups.items():
+        notify(jobs)
+
+
+# A child of fork() has none of its parent's threads: a writer inherited mid-run would
+# otherwise wait forever for a thread that is not there.
+_writers: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for writer in _writers:
+        writer._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork)
