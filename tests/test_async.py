@@ -297,3 +297,15 @@ def test_a_forked_child_writes_through_a_writer_of_its_own(tmp_path: Path) -> No
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         assert store.get("inherited") is not None and store.get("child") is not None
+
+
+def test_a_lone_write_commits_in_its_callers_thread(tmp_path: Path) -> None:
+    """On an idle store a thread's write is committed by that thread at once (no hand-off
+    to the writer thread and back); the thread starts only when writes meet."""
+    with flatstate.open_store(str(tmp_path / "state")) as store:
+        before = set(threading.enumerate())
+        for i in range(20):
+            store.patch("main", {"i": i})
+        assert set(threading.enumerate()) - before == set()
+        assert store.get("main")["i"] == 19  # type: ignore[index]
+        assert store.commits == 20

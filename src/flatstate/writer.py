@@ -10,6 +10,13 @@ so writes from one caller stay in order; a job that raises is undone alone
 (see ``SessionStore._apply``). Every job is acknowledged only after the commit
 that holds it.
 
+A thread that writes to an idle store (nothing queued, nothing committing)
+commits its own write at once instead of handing it to the thread and waiting
+to be woken: the two thread switches cost a lone write 60 % of its time here
+(seed loop: 76,000 against 47,000 operations a second). Writes that arrive
+while that commit runs queue for the writer thread as usual. A task never
+commits on the event loop: its writes always go through the thread.
+
 A job the writer has not taken yet may be withdrawn (a cancelled task): it
 never happens. A job already taken runs to its outcome.
 """
@@ -54,7 +61,7 @@ class Job:
         self.error: BaseException | None = None
         self.notify = notify
         self.waiter = waiter
-        self.done = threading.Event() if notify is None else None
+        self.done: threading.Event | None = None  # made only when a thread must wait
 
     def outcome(self) -> Any:
         """The result, or the job's exception raised again."""
@@ -86,7 +93,9 @@ class Writer:
         self._queue: deque[Job] = deque()
         self._wake = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
+        self._busy = False  # a batch is committing (on the thread, or inline by its caller)
         self._stopping = False
+        self._inline = threading.local()  # .active: this thread is committing inline
         self.batches = 0
         self.jobs = 0
         _writers.add(self)
@@ -104,12 +113,27 @@ class Writer:
 
     def run(self, job: Job) -> Any:
         """Queue ``job``, wait for its commit, and return its result (or raise its error)."""
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() is self._thread or getattr(self._inline, "active", False):
             # A write function that writes would wait for itself forever.
             raise RuntimeError("a write function cannot write to its own store")
-        self.submit(job)
-        assert job.done is not None
-        job.done.wait()
+        with self._wake:
+            inline = not self._busy and not self._queue and not self._stopping
+            if inline:
+                self._busy = True
+        if not inline:
+            job.done = threading.Event()
+            self.submit(job)
+            job.done.wait()
+            return job.outcome()
+        self._inline.active = True
+        try:
+            self._commit_batch([job])
+        finally:
+            self._inline.active = False
+            with self._wake:
+                self._busy = False
+                if self._queue:
+                    self._wake.notify()
         return job.outcome()
 
     def withdraw(self, job: Job) -> bool:
@@ -134,14 +158,22 @@ class Writer:
                     return
                 count = min(len(self._queue), self.max_batch)
                 batch = [self._queue.popleft() for _ in range(count)]
+                self._busy = True
             try:
-                self._commit(batch)
-            except BaseException as exc:  # every waiting caller learns why
-                for job in batch:
-                    job.error = exc
-            self.batches += 1
-            self.jobs += len(batch)
-            _settle(batch)
+                self._commit_batch(batch)
+            finally:
+                with self._wake:
+                    self._busy = False
+
+    def _commit_batch(self, batch: list[Job]) -> None:
+        try:
+            self._commit(batch)
+        except BaseException as exc:  # every waiting caller learns why
+            for job in batch:
+                job.error = exc
+        self.batches += 1
+        self.jobs += len(batch)
+        _settle(batch)
 
     def _forked(self) -> None:
         """In a forked child: the thread did not come along; the next write starts one."""
@@ -163,8 +195,8 @@ def _settle(batch: list[Job]) -> None:
     groups: dict[Notify, list[Job]] = {}
     for job in batch:
         if job.notify is None:
-            assert job.done is not None
-            job.done.set()
+            if job.done is not None:  # None: its caller committed it inline
+                job.done.set()
         else:
             groups.setdefault(job.notify, []).append(job)
     for notify, jobs in groups.items():
