@@ -1,20 +1,7 @@
-"""One transcript file: OpenClaw's append-only JSONL, appended under a lock, read from the end.
-
-A transcript file starts with a header line (``{"type": "session", "version":
-3, "id", "timestamp", "cwd"}``) followed by entries that carry ``id``,
-``parentId`` and ``timestamp`` and form a tree; the *leaf* is the last line.
-Entry types are ``message``, ``custom_message``, ``custom``, ``compaction``,
-``branch_summary``, ``model_change``, ``thinking_level_change``, ``label``
-and ``session_info``; unknown types and fields are kept as they are.
-
-Appends take ``<file>.lock`` (OpenClaw's lock-file protocol) so that two
-writers never interleave and every ``parentId`` names the true leaf; each
-entry is one ``write()`` of one complete line. Reads never grow with the file:
-``tail(n)`` and ``context()`` read backwards from the end, stopping as soon as
-they have what they need, and remember the result keyed by the file's
-identity, mtime and size (appends by this or another process extend it by
-reading only the new bytes). Returned entries are frozen and shared.
-"""
+"""One transcript file (the format is in the package docstring): appends that exclude
+each other across threads and processes, each one complete line, and reads from the end
+that remember what they read by the file's identity, mtime and size, so that they never
+grow with the file."""
 
 from __future__ import annotations
 
