@@ -28,6 +28,7 @@ __all__ = [
     "file_uri",
     "inspect_hint",
     "migrate",
+    "restart_log",
 ]
 
 # A background checkpoint after this many commits keeps the WAL to a few MiB; under group
@@ -35,6 +36,11 @@ __all__ = [
 CHECKPOINT_EVERY = 200
 CHECKPOINT_WAL_BYTES = 4 << 20
 SIZE_CHECK_EVERY = 8
+# Past this the writer restarts the log itself between two commits: under a steady stream of
+# group commits the background thread's restart can keep finding the writer in the way.
+HARD_WAL_BYTES = 24 << 20
+# How long that restart may wait for readers still on the old log before it gives up.
+RESTART_WAIT_MS = 50
 WAL_RESTART_FRAMES = 4096
 
 Migrations = Sequence[tuple[str, ...]]
@@ -171,6 +177,17 @@ def _unchangeable(path: str) -> bool:
     return wal == 0 and on_read_only_fs(path)
 
 
+def restart_log(conn: Any, busy_timeout_ms: int, driver: ModuleType = sqlite3) -> None:
+    """Copy the whole WAL back and start it over, on the writer's connection between two
+    commits; waits at most RESTART_WAIT_MS for readers on the old log, then lets it be."""
+    conn.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
+    try:
+        with contextlib.suppress(driver.Error):
+            conn.execute("PRAGMA wal_checkpoint(RESTART)")
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+
+
 def migrate(conn: Any, path: str, readonly: bool, migrations: Migrations, what: str) -> None:
     """Bring the schema to ``len(migrations)`` in one transaction; a database is never
     left between two versions."""
@@ -230,12 +247,14 @@ class Checkpointer:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def committed(self) -> None:
+    def committed(self) -> bool:
+        """Count a commit and wake the thread when a checkpoint is due; whether the log is
+        past HARD_WAL_BYTES (the writer should then :func:`restart_log` itself)."""
         self._commits += 1
-        if self._commits % self.every == 0 or (
-            self._commits % SIZE_CHECK_EVERY == 0 and self._wal_bytes() >= CHECKPOINT_WAL_BYTES
-        ):
+        size = self._wal_bytes() if self._commits % SIZE_CHECK_EVERY == 0 else 0
+        if self._commits % self.every == 0 or size >= CHECKPOINT_WAL_BYTES:
             self._wake.set()
+        return size >= HARD_WAL_BYTES
 
     def _wal_bytes(self) -> int:
         try:

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from flatstate._signal import open_signal
-from flatstate._sqlite import Checkpointer, Translate, connect, file_uri, inspect_hint
+from flatstate._sqlite import Checkpointer, Translate, connect, file_uri, inspect_hint, restart_log
 from flatstate.backends._blobs import (
     CHANGE_LOG_KEEP,
     MAX_REPLAY,
@@ -277,8 +277,8 @@ class SQLiteBackend(Backend):
                 self.collect_blobs()
             self._conn.execute("COMMIT")
         self.signal.bump()
-        if self._checkpointer is not None:
-            self._checkpointer.committed()
+        if self._checkpointer is not None and self._checkpointer.committed():
+            restart_log(self._conn, int(self.lock_timeout * 1000))
         return token
 
     def collect_blobs(self) -> int:
