@@ -104,6 +104,10 @@ RUNS: dict[str, tuple[str, Check]] = {
     "stats": ("--store {store}", lambda out: out["entries"] == 5),
     "import-openclaw": ("{openclaw} {out}", lambda out: out["agents"][0]["sessions"] == 5),
     "export-openclaw": ("{imported} {out}", lambda out: out["agents"][0]["sessions"] == 5),
+    "copy": (
+        "{imported} {out}",
+        lambda out: out["agents"][0]["sessions"]["count"] == 5 and out["agents"][0]["verified"],
+    ),
     "sessions list": (
         "--store {store}",
         lambda out: out["count"] == out["total"] == 5 and "agent:main:main" in keys(out),

@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "store",
         ("_cache", "snapshot", "writer", "store", "_open", "aio", ""),
     ),  # "" is the package itself (flatstate/__init__.py)
-    ("features", ("compaction", "doctor", "transfer", "facts", "auth")),
+    ("features", ("compaction", "places", "doctor", "transfer", "copying", "facts", "auth")),
     ("apps", ("cli", "bench", "__main__")),
 ]
 

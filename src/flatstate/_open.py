@@ -7,7 +7,7 @@ import os
 import urllib.parse
 from typing import Any
 
-from flatstate.backends.base import Backend
+from flatstate.backends.base import Backend, FileCheck
 from flatstate.errors import InvalidSessionKey
 from flatstate.frozen import StringPool
 from flatstate.keys import DEFAULT_AGENT_ID, normalize_agent_id
@@ -22,7 +22,7 @@ from flatstate.store import (
 )
 from flatstate.transcripts import FsyncPolicy
 
-__all__ = ["open_store"]
+__all__ = ["backend_kind", "check_files", "open_store"]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 MEMORY_SCHEME = "memory://"
@@ -103,12 +103,11 @@ def open_store(
     ...     store.get("agent:main:main")["model"]
     'claude-opus-4-5'
     """
-    location = os.fspath(path)
-    if not location.startswith((*POSTGRES_SCHEMES, MEMORY_SCHEME)):
-        location = os.path.expanduser(location)  # "~/.flatstate/main", as the docs write it
+    location = _expand(os.fspath(path))
+    kind = backend_kind(location, agent_id)
     pool = StringPool()
     backend: Backend
-    if location.startswith(POSTGRES_SCHEMES):
+    if kind == "postgres":
         from flatstate.backends.postgres import PostgresBackend
 
         backend = PostgresBackend(
@@ -120,7 +119,7 @@ def open_store(
             readonly=readonly,
             **backend_options,
         )
-    elif location.startswith(MEMORY_SCHEME):
+    elif kind == "memory":
         from flatstate.backends.memory import MemoryBackend, database
 
         name, _, query = location[len(MEMORY_SCHEME) :].partition("?")
@@ -128,14 +127,14 @@ def open_store(
         backend = MemoryBackend(
             database(name, state_dir), pool=pool, lock_timeout=lock_timeout, readonly=readonly
         )
-    elif location.endswith(".json"):
+    elif kind == "jsonfile":
         from flatstate.backends.jsonfile import JsonFileBackend
 
         backend = JsonFileBackend(
             location, pool=pool, lock_timeout=lock_timeout, readonly=readonly, **backend_options
         )
         agent_id = agent_id or _agent_of_openclaw_path(location)
-    elif (openclaw := locate(location, agent_id)) is not None:
+    elif kind == "openclaw" and (openclaw := locate(location, agent_id)) is not None:
         from flatstate.backends.openclaw import OpenClawBackend
 
         root, agent_id, agent_db = openclaw
@@ -170,6 +169,43 @@ def open_store(
     if backend.corruption is not None:
         log.error("%s; opened read-only", backend.corruption)
     return store
+
+
+def _expand(location: str) -> str:
+    """``~`` expanded in a path ("~/.flatstate/main", as the docs write it), not in a URL."""
+    if location.startswith((*POSTGRES_SCHEMES, MEMORY_SCHEME)):
+        return location
+    return os.path.expanduser(location)
+
+
+def backend_kind(location: str, agent_id: str | None = None) -> str:
+    """Which backend :func:`open_store` picks for ``location``: ``"postgres"``, ``"memory"``,
+    ``"jsonfile"``, ``"openclaw"`` (OpenClaw 2026.9's databases) or ``"sqlite"``."""
+    if location.startswith(POSTGRES_SCHEMES):
+        return "postgres"
+    if location.startswith(MEMORY_SCHEME):
+        return "memory"
+    if location.endswith(".json"):
+        return "jsonfile"
+    if locate(_expand(location), agent_id) is not None:
+        return "openclaw"
+    return "sqlite"
+
+
+def check_files(location: str, agent_id: str | None = None) -> FileCheck | None:
+    """What the files of the store at ``location`` hold, read without opening it (see
+    :meth:`Backend.check_files`); None for a store that is not plain files."""
+    location = _expand(location)
+    kind = backend_kind(location, agent_id)
+    if kind == "jsonfile":
+        from flatstate.backends.jsonfile import JsonFileBackend
+
+        return JsonFileBackend.check_files(location)
+    if kind == "sqlite":
+        from flatstate.backends.sqlite import SQLiteBackend
+
+        return SQLiteBackend.check_files(location)
+    return None
 
 
 def _agent_of_openclaw_path(path: str) -> str | None:

@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 import time
 from shlex import quote
 from typing import Any
 
 import msgspec
 
-from flatstate._open import POSTGRES_SCHEMES, open_store
-from flatstate._sqlite import file_uri
+from flatstate._open import POSTGRES_SCHEMES, check_files, open_store
 from flatstate.auth.disk import loose_modes
-from flatstate.backends.jsonfile import entry_problem, format_store, load_entry, parse_store
-from flatstate.backends.sqlite import DB_FILENAME, TRANSCRIPTS_DIRNAME
+from flatstate.backends.jsonfile import format_store, load_entry
 from flatstate.errors import InvalidEntry, InvalidSessionKey, StoreCorrupt
 from flatstate.files import TEMP_STALE_SECONDS, atomic_write
 from flatstate.frozen import decode_json, encode_json, strict_decoder
@@ -92,13 +89,6 @@ class DoctorReport(msgspec.Struct, kw_only=True):
     modes_fixed: list[str] = msgspec.field(default_factory=list)
 
 
-def _store_file(location: str) -> tuple[str, str]:
-    """(backend name, the file holding the entries) for a store location."""
-    if location.endswith(".json"):
-        return "jsonfile", os.path.abspath(location)
-    return "sqlite", os.path.join(os.path.abspath(location), DB_FILENAME)
-
-
 def diagnose(
     location: str,
     *,
@@ -156,35 +146,27 @@ def _diagnose_backend(location: str, agent_id: str, max_entry_bytes: int) -> Doc
 
 def _diagnose_files(location: str, agent_id: str, max_entry_bytes: int) -> DoctorReport:
     """A store on disk, read from its files (a damaged one may not open as a store)."""
-    backend, path = _store_file(location)
-    directory = (
-        os.path.dirname(path)
-        if backend == "jsonfile"
-        else os.path.join(location, TRANSCRIPTS_DIRNAME)
-    )
-    findings: list[Finding] = []
+    check = check_files(location, agent_id)
+    if check is None:  # OpenClaw 2026.9's databases: see diagnose_openclaw
+        return _diagnose_backend(location, agent_id, max_entry_bytes)
+    path, directory = check.store_file, check.transcripts_dir
+    findings = [Finding("corrupt", path, problem) for problem in check.problems]
     if not os.path.exists(path):
         findings.append(
             Finding("missing", path, "no store here yet (it is created on first write)")
         )
-        entries: dict[str, Any] = {}
-    elif backend == "jsonfile":
-        entries = _read_json_entries(path, findings)
-    else:
-        entries = _read_sqlite_entries(path, findings)
-    for key, text in entries.items():
+    for key, text in check.entries.items():
         _check_entry(key, text, agent_id, max_entry_bytes, findings)
     _check_leftovers(os.path.dirname(path), findings)
     if directory != os.path.dirname(path):
         _check_leftovers(directory, findings)
     files, size = _directory_usage(directory, exclude=path)
-    wal = _size(path + "-wal") if backend == "sqlite" else 0
     return DoctorReport(
         store=path,
-        backend=backend,
-        entries=len(entries),
-        store_bytes=_size(path) + wal,
-        wal_bytes=wal,
+        backend="jsonfile" if path.endswith(".json") else "sqlite",
+        entries=len(check.entries),
+        store_bytes=_size(path) + check.wal_bytes,
+        wal_bytes=check.wal_bytes,
         transcripts_dir=directory,
         transcript_files=files,
         transcript_bytes=size,
@@ -197,51 +179,6 @@ def _size(path: str) -> int:
         return os.path.getsize(path)
     except OSError:
         return 0
-
-
-def _read_json_entries(path: str, findings: list[Finding]) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        raw, problems = parse_store(path, data)
-    except StoreCorrupt as exc:
-        findings.append(Finding("corrupt", path, f"{exc.problem}. {exc.fix}"))
-        return {}
-    entries = {
-        key: bytes(value) for key, value in raw.items() if bytes(value).lstrip().startswith(b"{")
-    }
-    for key, text in entries.items():
-        try:
-            load_entry(key, text)
-        except (msgspec.MsgspecError, InvalidEntry) as exc:
-            problems.append(entry_problem(data, key, text, exc))
-    for problem in problems:
-        findings.append(
-            Finding("corrupt", path, f"{problem}. Repair with: flatstate doctor --repair")
-        )
-    return entries
-
-
-def _read_sqlite_entries(path: str, findings: list[Finding]) -> dict[str, Any]:
-    try:
-        conn = sqlite3.connect(file_uri(path, readonly=True), uri=True)
-        try:
-            check = conn.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                findings.append(Finding("corrupt", path, f"quick_check says: {check}"))
-            rows = conn.execute(
-                "SELECT key, length(CAST(entry AS BLOB)), entry FROM sessions"
-            ).fetchall()
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        findings.append(
-            Finding(
-                "corrupt", path, f"{exc}. Inspect it with: sqlite3 {path} 'PRAGMA integrity_check'"
-            )
-        )
-        return {}
-    return {key: text.encode() for key, _, text in rows}
 
 
 def _check_entry(key: str, text: bytes, agent_id: str, limit: int, findings: list[Finding]) -> None:
@@ -370,8 +307,9 @@ def repair_all(
 
 def repair(location: str) -> RepairReport:
     """Move a damaged sessions.json aside and write back every entry that can be saved."""
-    backend, path = _store_file(location)
-    if backend != "jsonfile":
+    check = check_files(location)
+    path = check.store_file if check is not None else location
+    if not path.endswith(".json"):
         raise StoreCorrupt(
             path,
             "automatic repair covers sessions.json files only",

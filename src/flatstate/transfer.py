@@ -32,9 +32,8 @@ import msgspec
 
 from flatstate._open import open_store
 from flatstate.auth.document import decode_document, encode_document
-from flatstate.backends.jsonfile import JsonFileBackend
 from flatstate.backends.openclaw import OpenClawBackend
-from flatstate.backends.sqlite import DB_FILENAME, TRANSCRIPTS_DIRNAME
+from flatstate.backends.sqlite import DB_FILENAME
 from flatstate.errors import (
     DestinationExists,
     ExtraMissing,
@@ -56,13 +55,13 @@ from flatstate.openclaw.root import (
     overlay,
     shared_auth,
 )
+from flatstate.places import AUTH_FILENAME, Place, destinations, is_postgres, sources
 from flatstate.snapshot import Draft
 from flatstate.store import SessionStore
 from flatstate.transcripts import archive_name
 
 __all__ = ["AgentTransfer", "Damage", "TransferReport", "export_openclaw", "import_openclaw"]
 
-AUTH_FILENAME = "auth-profiles.json"
 BATCH = 500
 Progress = Callable[[str, int, int], None]
 """Called as (agent id, items done, items in all) while sessions and transcripts are copied."""
@@ -114,7 +113,7 @@ class _Agent:
     """OpenClaw 2026.9's database of this agent, when it has one (then read instead)."""
 
 
-class _Ticker:
+class Ticker:
     """Counts copied items for a progress callback."""
 
     def __init__(self, agent_id: str, total: int, progress: Progress | None) -> None:
@@ -178,7 +177,7 @@ def _openclaw_agents(source: str, state: StateDatabase | None) -> tuple[list[_Ag
     return found, False
 
 
-def _transcript_files(directory: str, exclude: str) -> Iterator[str]:
+def transcript_files(directory: str, exclude: str) -> Iterator[str]:
     """Transcripts and their archives in a sessions directory (not the store, locks or temps)."""
     try:
         names = sorted(os.listdir(directory))
@@ -192,7 +191,7 @@ def _transcript_files(directory: str, exclude: str) -> Iterator[str]:
             yield path
 
 
-def _copy_private(source: str, target: str) -> None:
+def copy_private(source: str, target: str) -> None:
     os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
     shutil.copyfile(source, target)
     os.chmod(target, 0o600)
@@ -213,8 +212,8 @@ def _folds(store: SessionStore, raw: str) -> bool:
         return False
 
 
-def _copy_entries(
-    source: SessionStore, target: SessionStore, tick: _Ticker, *, merge: bool = False
+def copy_entries(
+    source: SessionStore, target: SessionStore, tick: Ticker, *, merge: bool = False
 ) -> tuple[int, list[str]]:
     """Copy every entry; with ``merge`` an entry of ``target`` at least as fresh stays.
 
@@ -258,7 +257,7 @@ def _stays(target: SessionStore, kept: list[str]) -> set[str]:
 
 @dataclass
 class _Copied:
-    tick: _Ticker
+    tick: Ticker
     sessions: int
     skipped: list[str]
     kept: list[str]
@@ -266,39 +265,49 @@ class _Copied:
 
 
 def _copy_sessions(
-    src: SessionStore, target_dir: str, files: int, progress: Progress | None, *, merge: bool
+    src: SessionStore, target: Place, files: int, progress: Progress | None, *, merge: bool
 ) -> _Copied:
-    """The sessions of ``src`` into the state directory ``target_dir``, counting them and the
-    ``files`` transcripts that follow on one progress ticker."""
-    tick = _Ticker(src.agent_id, len(src) + files, progress)
+    """The sessions of ``src`` into ``target``, counting them and the ``files`` transcripts
+    that follow on one progress ticker."""
+    tick = Ticker(src.agent_id, len(src) + files, progress)
     skipped = _skipped(src)
-    with open_store(target_dir, agent_id=src.agent_id) as dst:
-        sessions, kept = _copy_entries(src, dst, tick, merge=merge)
+    with open_store(target.location, agent_id=target.agent_id) as dst:
+        sessions, kept = copy_entries(src, dst, tick, merge=merge)
         return _Copied(tick, sessions, skipped, kept, _stays(dst, kept))
 
 
-def _holds(target: str) -> str | None:
-    """What a destination already holds that an import would overwrite, in words."""
+def _has_sessions(target: Place) -> bool:
+    """Whether a session store is there to look in (reading none into existence)."""
+    if is_postgres(target.location):
+        from flatstate.backends.postgres.catalog import namespaces
+        from flatstate.backends.postgres.dsn import split_dsn
+
+        return split_dsn(target.location)[1]["namespace"] in namespaces(target.location)
+    return os.path.isfile(os.path.join(target.location, DB_FILENAME))
+
+
+def holds(target: Place) -> str | None:
+    """What a destination already holds that a copy would overwrite, in words."""
     found = []
-    if os.path.isfile(os.path.join(target, DB_FILENAME)):
-        with open_store(target, readonly=True) as existing:
+    if _has_sessions(target):
+        with open_store(target.location, readonly=True, agent_id=target.agent_id) as existing:
             if len(existing):
                 found.append(f"{len(existing)} sessions")
     with contextlib.suppress(FileNotFoundError):
-        if os.listdir(os.path.join(target, TRANSCRIPTS_DIRNAME)):
+        if os.listdir(target.transcripts_dir):
             found.append("transcripts")
-    if os.path.isfile(os.path.join(target, AUTH_FILENAME)):
+    if os.path.isfile(target.auth_file):
         found.append("auth profiles")
     return ", ".join(found) or None
 
 
-def _write_auth(target: str, doc: dict[str, Any], merge: bool) -> None:
+def _write_auth(target: Place, doc: dict[str, Any], merge: bool) -> None:
     """Write ``doc`` as the destination's auth file; with ``merge`` what it has stays."""
-    path = os.path.join(target, AUTH_FILENAME)
+    path = target.auth_file
     if merge and os.path.isfile(path):
         with open(path, "rb") as f:
             doc = overlay(doc, decode_document(path, f.read()))
-    os.makedirs(target, mode=0o700, exist_ok=True)
+    os.makedirs(target.state_dir, mode=0o700, exist_ok=True)
     atomic_write(path, encode_document(doc), mode=0o600)
 
 
@@ -311,7 +320,11 @@ def import_openclaw(
     merge: bool = False,
 ) -> TransferReport:
     """Copy an OpenClaw state directory (2026.3 files or 2026.9 databases, found by looking)
-    into SQLite state directories; the source is never written.
+    into flatstate state directories or a PostgreSQL database; the source is never written.
+
+    ``destination`` is a directory (a state directory per agent, ``DEST/<id>``, or ``DEST``
+    itself for a single store) or a ``postgresql://`` URL (a namespace per agent, see
+    :func:`flatstate.places.destinations`).
 
     - ``force``: let the source win over what the destination holds, and read
       a database that a live gateway holds.
@@ -326,8 +339,19 @@ def import_openclaw(
     raises :class:`~flatstate.errors.StoreCorrupt` (repair it first); damage in a
     2026.9 database is reported in ``damage`` and everything else is imported.
     """
+    return import_into(source, destination, progress=progress, force=force, merge=merge)[0]
+
+
+def import_into(
+    source: str,
+    destination: str,
+    *,
+    progress: Progress | None = None,
+    force: bool = False,
+    merge: bool = False,
+) -> tuple[TransferReport, list[Place]]:
+    """:func:`import_openclaw`, and where each agent of the report went."""
     source = os.path.abspath(os.path.expanduser(source))
-    destination = os.path.abspath(os.path.expanduser(destination))
     root = _source_root(source)
     damage: list[Damage] = []
     state: StateDatabase | None = None
@@ -337,7 +361,7 @@ def import_openclaw(
         except StoreCorrupt as exc:
             damage.append(Damage(exc.path, exc.problem))
         agents, single = _openclaw_agents(source, state)
-        targets = [destination if single else os.path.join(destination, a.agent_id) for a in agents]
+        targets = destinations(destination, [a.agent_id for a in agents], single=single)
         _preflight(agents, targets, state, force=force, merge=merge)
         shared: dict[str, Any] = {}
         if any(agent.database for agent in agents):
@@ -360,12 +384,12 @@ def import_openclaw(
     finally:
         if state is not None:
             state.close()
-    return TransferReport(agents=reports, damage=damage)
+    return TransferReport(agents=reports, damage=damage), targets
 
 
 def _preflight(
     agents: list[_Agent],
-    targets: list[str],
+    targets: list[Place],
     state: StateDatabase | None,
     *,
     force: bool,
@@ -374,9 +398,9 @@ def _preflight(
     """Every refusal that can be known in advance, so that a refused import writes nothing."""
     if not (force or merge):
         for target in targets:
-            holds = _holds(target)
-            if holds is not None:
-                raise DestinationExists(target, holds)
+            found = holds(target)
+            if found is not None:
+                raise DestinationExists(target.shown, found)
     databases = [(agent.agent_id, agent.database) for agent in agents if agent.database]
     if not force:
         for agent_id, database in databases:
@@ -398,7 +422,7 @@ def _preflight(
 
 
 def _import_files(
-    agent: _Agent, target_dir: str, progress: Progress | None, *, merge: bool
+    agent: _Agent, target: Place, progress: Progress | None, *, merge: bool
 ) -> AgentTransfer:
     """One agent of OpenClaw 2026.3: its sessions.json, transcripts and auth-profiles.json."""
     sessions = transcripts = 0
@@ -406,29 +430,28 @@ def _import_files(
     kept: list[str] = []
     if os.path.isfile(agent.sessions_json):
         sessions_dir = os.path.dirname(agent.sessions_json)
-        files = list(_transcript_files(sessions_dir, exclude=agent.sessions_json))
+        files = list(transcript_files(sessions_dir, exclude=agent.sessions_json))
         with open_store(agent.sessions_json, readonly=True, agent_id=agent.agent_id) as src:
             if src.corruption is not None:
                 raise src.corruption
-            copied = _copy_sessions(src, target_dir, len(files), progress, merge=merge)
+            copied = _copy_sessions(src, target, len(files), progress, merge=merge)
         sessions, skipped, kept = copied.sessions, copied.skipped, copied.kept
         for path in files:
-            target = os.path.join(target_dir, TRANSCRIPTS_DIRNAME, os.path.basename(path))
-            if not (os.path.basename(path) in copied.stays and os.path.exists(target)):
-                _copy_private(path, target)
+            copy = os.path.join(target.transcripts_dir, os.path.basename(path))
+            if not (os.path.basename(path) in copied.stays and os.path.exists(copy)):
+                copy_private(path, copy)
                 transcripts += 1
             copied.tick()
     if agent.auth_file:
-        target = os.path.join(target_dir, AUTH_FILENAME)
-        if merge and os.path.isfile(target):
+        if merge and os.path.isfile(target.auth_file):
             with open(agent.auth_file, "rb") as f:
-                _write_auth(target_dir, decode_document(agent.auth_file, f.read()), merge)
+                _write_auth(target, decode_document(agent.auth_file, f.read()), merge)
         else:
-            _copy_private(agent.auth_file, target)
+            copy_private(agent.auth_file, target.auth_file)
     return AgentTransfer(
         agent_id=agent.agent_id,
         source=agent.sessions_json,
-        destination=target_dir,
+        destination=target.shown,
         sessions=sessions,
         transcripts=transcripts,
         auth_profiles=agent.auth_file is not None,
@@ -439,7 +462,7 @@ def _import_files(
 
 def _import_database(
     agent: _Agent,
-    target_dir: str,
+    target: Place,
     shared: dict[str, Any],
     progress: Progress | None,
     *,
@@ -475,10 +498,10 @@ def _import_database(
             if database.db.copied_wal_bytes:
                 notes.append(f"replayed {database.db.copied_wal_bytes:,} bytes of WAL")
             windows = database.windows()
-            copied = _copy_sessions(src, target_dir, len(windows), progress, merge=merge)
+            copied = _copy_sessions(src, target, len(windows), progress, merge=merge)
             sessions, skipped, kept = copied.sessions, copied.skipped, copied.kept
             for window in windows:
-                if _write_transcript(database, window, target_dir, copied.stays, damage):
+                if _write_transcript(database, window, target, copied.stays, damage):
                     transcripts += 1
                 copied.tick()
             own = agent_auth(database)
@@ -486,11 +509,11 @@ def _import_database(
         damage.append(Damage(exc.path, exc.problem))
     doc = auth_document(shared, own)
     if doc is not None:
-        _write_auth(target_dir, doc, merge)
+        _write_auth(target, doc, merge)
     return AgentTransfer(
         agent_id=agent.agent_id,
         source=agent.database,
-        destination=target_dir,
+        destination=target.shown,
         sessions=sessions,
         transcripts=transcripts,
         auth_profiles=doc is not None,
@@ -504,7 +527,7 @@ def _import_database(
 def _write_transcript(
     database: AgentDatabase,
     window: Window,
-    target_dir: str,
+    target: Place,
     stays: set[str],
     damage: list[Damage],
 ) -> bool:
@@ -515,7 +538,7 @@ def _write_transcript(
     except InvalidEntry as exc:
         damage.append(Damage(database.path, f"transcript of {window.session_key!r}: {exc.problem}"))
         return False
-    directory = os.path.join(target_dir, TRANSCRIPTS_DIRNAME)
+    directory = target.transcripts_dir
     name = f"{window.session_id}.jsonl"
     if not window.current:
         name = os.path.basename(archive_name(name, "reset", window.updated_at))
@@ -535,25 +558,12 @@ def _write_transcript(
     return True
 
 
-def _state_dirs(source: str) -> list[tuple[str | None, str]]:
-    """(agent id or None, state dir) for one state directory or a directory of them."""
-    source = os.path.abspath(os.path.expanduser(source))
-    if os.path.isfile(os.path.join(source, DB_FILENAME)):
-        return [(None, source)]
-    found: list[tuple[str | None, str]] = [
-        (name, os.path.join(source, name))
-        for name in sorted(os.listdir(source))
-        if os.path.isfile(os.path.join(source, name, DB_FILENAME))
-    ]
-    if not found:
-        raise FileNotFoundError(f"{source}: no flatstate state directory here (no {DB_FILENAME})")
-    return found
-
-
 def export_openclaw(
     source: str, destination: str, *, progress: Progress | None = None
 ) -> TransferReport:
-    """Write SQLite state directories back as an OpenClaw 2026.3 state directory.
+    """Write flatstate state (a state directory, a directory of them, or every namespace of
+    a ``postgresql://`` URL, see :func:`flatstate.places.sources`) back as an OpenClaw 2026.3
+    state directory.
 
     ``destination`` ending in ``.json`` receives a single sessions.json (its
     transcripts beside it); otherwise it is an OpenClaw root and each agent
@@ -562,11 +572,11 @@ def export_openclaw(
     """
     destination = os.path.abspath(os.path.expanduser(destination))
     reports = []
-    for name, state_dir in _state_dirs(source):
-        files = list(_transcript_files(os.path.join(state_dir, TRANSCRIPTS_DIRNAME), exclude=""))
-        with open_store(state_dir, readonly=True) as src:
-            agent_id = name or src.agent_id
-            tick = _Ticker(agent_id, len(src) + len(files), progress)
+    for place in sources(source):
+        files = list(transcript_files(place.transcripts_dir, exclude=""))
+        with open_store(place.location, readonly=True, agent_id=place.agent_id) as src:
+            agent_id = place.agent_id
+            tick = Ticker(agent_id, len(src) + len(files), progress)
             skipped = _skipped(src)
             if destination.endswith(".json"):
                 sessions_json = destination
@@ -575,20 +585,18 @@ def export_openclaw(
                 agent_dir = os.path.join(destination, "agents", agent_id)
                 sessions_json = os.path.join(agent_dir, "sessions", "sessions.json")
             with open_store(sessions_json, agent_id=agent_id) as dst:
-                sessions, _ = _copy_entries(src, dst, tick)
-                backend = dst.backend
-                assert isinstance(backend, JsonFileBackend)
-                sessions_dir = backend.directory
+                sessions, _ = copy_entries(src, dst, tick)
+                sessions_dir = dst.backend.transcripts_dir
         for path in files:
-            _copy_private(path, os.path.join(sessions_dir, os.path.basename(path)))
+            copy_private(path, os.path.join(sessions_dir, os.path.basename(path)))
             tick()
-        auth = os.path.join(state_dir, AUTH_FILENAME)
+        auth = place.auth_file
         if os.path.isfile(auth):
-            _copy_private(auth, os.path.join(agent_dir, "agent", AUTH_FILENAME))
+            copy_private(auth, os.path.join(agent_dir, "agent", AUTH_FILENAME))
         reports.append(
             AgentTransfer(
                 agent_id=agent_id,
-                source=state_dir,
+                source=place.shown,
                 destination=sessions_json,
                 sessions=sessions,
                 transcripts=len(files),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from flatstate.errors import ReadOnlyStore, StoreCorrupt
 from flatstate.frozen import StringPool
@@ -25,7 +25,7 @@ from flatstate.model import SessionEntry
 if TYPE_CHECKING:
     from flatstate.transcripts import Transcript
 
-__all__ = ["Backend", "RetryWrite", "Row", "Signal"]
+__all__ = ["Backend", "FileCheck", "RetryWrite", "Row", "Signal"]
 
 Row = tuple[str, SessionEntry]
 """(raw key, frozen entry)."""
@@ -54,6 +54,19 @@ class Signal(Protocol):
     def close(self) -> None: ...
 
 
+class FileCheck(NamedTuple):
+    """What a file store holds, read from its files as they are, without opening it as a
+    store (a damaged one may not open): what ``flatstate doctor`` looks at."""
+
+    store_file: str
+    transcripts_dir: str
+    entries: dict[str, bytes]
+    """Every entry that could be read, as the JSON stored under its raw key."""
+    problems: list[str]
+    """Damage found, each in words that say how to repair it."""
+    wal_bytes: int = 0
+
+
 class Backend(ABC):
     location: str
     """Where the data lives, for messages: a path or a redacted URL."""
@@ -70,6 +83,12 @@ class Backend(ABC):
     """The file holding the entries, if it lives in ``transcripts_dir`` (sessions.json)."""
     transcript_lock: str = "flock"
     """How transcript appends exclude each other: ``"file"`` where OpenClaw may write too."""
+
+    @classmethod
+    def check_files(cls, location: str) -> FileCheck | None:
+        """Read the files of a store at ``location`` without opening it (writing nothing);
+        None for a backend whose store is not files (doctor reads it through an open store)."""
+        return None
 
     @abstractmethod
     def scan(self) -> tuple[Any, Iterator[Row]]:

@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 
 from flatstate._signal import open_signal
-from flatstate.backends.base import Backend, Row
+from flatstate.backends.base import Backend, FileCheck, Row
 from flatstate.errors import InvalidEntry, ReadOnlyStore, StoreCorrupt, UnsafePath
 from flatstate.files import (
     READ_ONLY_FS,
@@ -206,6 +206,32 @@ class JsonFileBackend(Backend):
         name = os.path.basename(self.path)
         signal_path = os.path.join(self.directory, f".{name}.flatstate-signal")
         self.signal = open_signal(signal_path, create=not readonly)
+
+    @classmethod
+    def check_files(cls, location: str) -> FileCheck:
+        path = os.path.abspath(location)
+        check = FileCheck(path, os.path.dirname(path), {}, [])
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return check
+        try:
+            raw, problems = parse_store(path, data)
+        except StoreCorrupt as exc:
+            check.problems.append(f"{exc.problem}. {exc.fix}")
+            return check
+        for key, value in raw.items():
+            text = bytes(value)
+            if not text.lstrip().startswith(b"{"):
+                continue
+            check.entries[key] = text
+            try:
+                load_entry(key, text)
+            except (msgspec.MsgspecError, InvalidEntry) as exc:
+                problems.append(entry_problem(data, key, text, exc))
+        check.problems.extend(f"{p}. Repair with: flatstate doctor --repair" for p in problems)
+        return check
 
     def _check_link(self, allow_symlink: bool) -> None:
         if not os.path.islink(self.path) or allow_symlink:

@@ -44,7 +44,7 @@ from flatstate.backends._blobs import (
     split_entry,
     updated_at_column,
 )
-from flatstate.backends.base import Backend, Row
+from flatstate.backends.base import Backend, FileCheck, Row
 from flatstate.errors import StoreCorrupt
 from flatstate.frozen import FrozenMap, StringPool, decode_json, encode_json
 from flatstate.model import SessionEntry, build_entry
@@ -124,6 +124,30 @@ class SQLiteBackend(Backend):
         self._collector = Collector()
         self._checkpointer = None if readonly else Checkpointer(self.path)
         self._blob_cache = BlobCache()
+
+    @classmethod
+    def check_files(cls, location: str) -> FileCheck:
+        path = os.path.join(os.path.abspath(location), DB_FILENAME)
+        wal = os.path.getsize(path + "-wal") if os.path.isfile(path + "-wal") else 0
+        check = FileCheck(path, os.path.join(location, TRANSCRIPTS_DIRNAME), {}, [], wal)
+        if not os.path.exists(path):
+            return check
+        try:
+            conn = sqlite3.connect(file_uri(path, readonly=True), uri=True)
+            try:
+                verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+                if verdict != "ok":
+                    check.problems.append(f"quick_check says: {verdict}")
+                rows = conn.execute("SELECT key, entry FROM sessions").fetchall()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            check.problems.append(
+                f"{exc}. Inspect it with: sqlite3 {path} 'PRAGMA integrity_check'"
+            )
+            return check
+        check.entries.update((key, text.encode()) for key, text in rows)
+        return check
 
     # -- errors ----------------------------------------------------------------
     def _errors(self) -> Translate:

@@ -102,7 +102,17 @@ def _root(
 
 def _register() -> None:
     """The command tree, one module a group or top-level command."""
-    from flatstate.cli import auth, bench, doctor, facts, sessions, stats, transcripts, transfer
+    from flatstate.cli import (
+        auth,
+        bench,
+        copy,
+        doctor,
+        facts,
+        sessions,
+        stats,
+        transcripts,
+        transfer,
+    )
 
     app.add_typer(sessions.app, name="sessions")
     app.add_typer(transcripts.app, name="transcript")
@@ -110,6 +120,7 @@ def _register() -> None:
     app.command("stats")(stats.stats)
     app.command("import-openclaw")(transfer.import_openclaw)
     app.command("export-openclaw")(transfer.export_openclaw)
+    app.command("copy")(copy.copy)
     app.add_typer(auth.app, name="auth")
     app.add_typer(facts.app, name="facts")
     app.add_typer(bench.app, name="bench")

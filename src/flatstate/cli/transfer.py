@@ -19,7 +19,7 @@ from flatstate.cli._output import (
 )
 
 
-def _with_progress(title: str, run: Any) -> Any:
+def with_progress(title: str, run: Any) -> Any:
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -63,7 +63,7 @@ def import_openclaw(
     from flatstate.transfer import import_openclaw as run
 
     started = time.monotonic()
-    report = _with_progress(
+    report = with_progress(
         "importing",
         lambda p: run(
             store_path(source), store_path(destination), progress=p, force=force, merge=merge
@@ -85,7 +85,7 @@ def export_openclaw(
     from flatstate.transfer import export_openclaw as run
 
     started = time.monotonic()
-    report = _with_progress(
+    report = with_progress(
         "exporting", lambda p: run(store_path(source), store_path(destination), progress=p)
     )
     _print_transfer(report, json_output, time.monotonic() - started)

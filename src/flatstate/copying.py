@@ -1,0 +1,259 @@
+"""``flatstate copy``: a whole state (sessions, transcripts, auth profiles, facts) from any
+location to any other, then a check that both sides hold the same.
+
+Locations are those of :mod:`flatstate.places` (a state directory, a directory of them, a
+``postgresql://`` URL), plus an OpenClaw state directory as a source, read as
+:func:`flatstate.transfer.import_openclaw` reads it. The source is only read. A destination
+that holds state is refused unless ``force``. The check (``verify``) reopens both sides and
+compares, per agent, the number and a SHA-256 digest of the session entries, of the
+transcript files and of the auth profiles, and the number of facts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from dataclasses import dataclass
+
+import msgspec
+
+from flatstate._open import open_store
+from flatstate.auth.document import decode_document, encode_document
+from flatstate.errors import DestinationExists
+from flatstate.frozen import encode_json
+from flatstate.places import Place, destinations, is_postgres, sources
+from flatstate.transfer import (
+    AgentTransfer,
+    Progress,
+    Ticker,
+    copy_entries,
+    copy_private,
+    holds,
+    import_into,
+    transcript_files,
+)
+
+__all__ = ["AgentCopy", "CopyReport", "Tally", "copy_state", "tally"]
+
+
+class Tally(msgspec.Struct, frozen=True):
+    """How many of one kind of thing an agent's state holds, and a digest of them all."""
+
+    count: int
+    digest: str
+
+
+class AgentCopy(msgspec.Struct, frozen=True, kw_only=True):
+    agent_id: str
+    source: str
+    destination: str
+    sessions: Tally
+    transcripts: Tally
+    auth_profiles: Tally
+    facts: int
+    verified: bool | None
+    """True when the destination was reread and matched; None when not checked."""
+    mismatches: list[str] = []
+
+
+class CopyReport(msgspec.Struct, frozen=True, kw_only=True):
+    agents: list[AgentCopy]
+
+    @property
+    def verified(self) -> bool:
+        return all(a.verified for a in self.agents)
+
+    @property
+    def mismatched(self) -> bool:
+        return any(a.mismatches for a in self.agents)
+
+
+@dataclass
+class _Side:
+    sessions: Tally
+    transcripts: Tally
+    auth_profiles: Tally
+    facts: int
+
+
+def _is_openclaw(location: str) -> bool:
+    if is_postgres(location):
+        return False
+    path = os.path.abspath(os.path.expanduser(location))
+    return (
+        path.endswith(".json")
+        or os.path.basename(path) == "openclaw-agent.sqlite"
+        or os.path.isdir(os.path.join(path, "agents"))
+        or os.path.isdir(os.path.join(path, "sessions"))
+    )
+
+
+def tally(place: Place) -> tuple[Tally, Tally, Tally, int]:
+    """Sessions, transcript files, auth profiles and live facts of ``place``, read only."""
+    h = hashlib.sha256()
+    with open_store(place.location, readonly=True, agent_id=place.agent_id) as store:
+        keys = sorted(store.keys())
+        for key in keys:
+            entry = store.get(key)
+            h.update(encode_json(key) + b"\0" + encode_json(entry) + b"\n")
+    sessions = Tally(len(keys), h.hexdigest())
+    h = hashlib.sha256()
+    names = sorted(transcript_files(place.transcripts_dir, exclude=""))
+    for path in names:
+        h.update(os.path.basename(path).encode() + b"\0")
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    transcripts = Tally(len(names), h.hexdigest())
+    profiles = 0
+    h = hashlib.sha256()
+    if os.path.isfile(place.auth_file):
+        with open(place.auth_file, "rb") as f:
+            doc = decode_document(place.auth_file, f.read())
+        profiles = len(doc.get("profiles") or {})
+        h.update(encode_document(doc))
+    auth = Tally(profiles, h.hexdigest())
+    return sessions, transcripts, auth, _facts_count(place)
+
+
+def _facts_count(place: Place) -> int:
+    if not os.path.isfile(place.facts_file):
+        return 0
+    from flatstate.facts import open_facts
+
+    with open_facts(place.state_dir, readonly=True, create=False) as facts:
+        return facts.count()
+
+
+def _copy_facts(source: Place, target: Place) -> None:
+    """The facts database as one consistent snapshot (SQLite's online backup)."""
+    if not os.path.isfile(source.facts_file):
+        return
+    os.makedirs(target.state_dir, mode=0o700, exist_ok=True)
+    partial = target.facts_file + ".copying"
+    src = sqlite3.connect(f"file:{source.facts_file}?mode=ro", uri=True)
+    try:
+        dst = sqlite3.connect(partial)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    os.chmod(partial, 0o600)
+    os.replace(partial, target.facts_file)
+
+
+def _copy_agent(source: Place, target: Place, progress: Progress | None) -> None:
+    files = list(transcript_files(source.transcripts_dir, exclude=""))
+    with open_store(source.location, readonly=True, agent_id=source.agent_id) as src:
+        tick = Ticker(source.agent_id, len(src) + len(files), progress)
+        with open_store(target.location, agent_id=target.agent_id) as dst:
+            copy_entries(src, dst, tick)
+    for path in files:
+        copy_private(path, os.path.join(target.transcripts_dir, os.path.basename(path)))
+        tick()
+    if os.path.isfile(source.auth_file):
+        copy_private(source.auth_file, target.auth_file)
+    _copy_facts(source, target)
+
+
+def _compare(source: _Side, target: _Side) -> list[str]:
+    problems = []
+    for what in ("sessions", "transcripts", "auth_profiles"):
+        mine, theirs = getattr(source, what), getattr(target, what)
+        if mine != theirs:
+            problems.append(
+                f"{what.replace('_', ' ')}: {mine.count} in the source, {theirs.count} in the "
+                f"destination{', with different contents' if mine.count == theirs.count else ''}"
+            )
+    if source.facts != target.facts:
+        problems.append(f"facts: {source.facts} in the source, {target.facts} in the destination")
+    return problems
+
+
+def copy_state(
+    source: str,
+    destination: str,
+    *,
+    progress: Progress | None = None,
+    force: bool = False,
+    verify: bool = True,
+) -> CopyReport:
+    """Copy every agent's state at ``source`` to ``destination`` (see the module docstring).
+
+    Raises :class:`~flatstate.errors.DestinationExists` before writing anything when a
+    destination agent already holds state (without ``force``), and ``FileNotFoundError``
+    for a source with no state in it.
+    """
+    if _is_openclaw(source):
+        imported, places = import_into(source, destination, progress=progress, force=force)
+        return CopyReport(
+            agents=[
+                _imported(agent, target, verify and not force)
+                for agent, target in zip(imported.agents, places, strict=True)
+            ]
+        )
+    found = sources(source)
+    single = len(found) == 1 and not _is_directory_of_states(source)
+    targets = destinations(destination, [p.agent_id for p in found], single=single)
+    if not force:
+        for target in targets:
+            held = holds(target)
+            if held is not None:
+                raise DestinationExists(target.shown, held)
+    for place, target in zip(found, targets, strict=True):
+        _copy_agent(place, target, progress)
+    return CopyReport(
+        agents=[
+            _report(place, target, verify) for place, target in zip(found, targets, strict=True)
+        ]
+    )
+
+
+def _report(source: Place, target: Place, verify: bool) -> AgentCopy:
+    after = _Side(*tally(target))
+    mismatches = _compare(_Side(*tally(source)), after) if verify else []
+    return _agent(source.shown, target, after, (not mismatches) if verify else None, mismatches)
+
+
+def _imported(agent: AgentTransfer, target: Place, verify: bool) -> AgentCopy:
+    """An agent imported from OpenClaw: what the import wrote, reread from the destination."""
+    after = _Side(*tally(target))
+    mismatches = []
+    if verify:
+        for what, wrote, found in (
+            ("sessions", agent.sessions, after.sessions.count),
+            ("transcripts", agent.transcripts, after.transcripts.count),
+        ):
+            if wrote != found:
+                mismatches.append(f"{what}: {wrote} written, {found} read back")
+    return _agent(agent.source, target, after, (not mismatches) if verify else None, mismatches)
+
+
+def _agent(
+    source: str, target: Place, after: _Side, verified: bool | None, mismatches: list[str]
+) -> AgentCopy:
+    return AgentCopy(
+        agent_id=target.agent_id,
+        source=source,
+        destination=target.shown,
+        sessions=after.sessions,
+        transcripts=after.transcripts,
+        auth_profiles=after.auth_profiles,
+        facts=after.facts,
+        verified=verified,
+        mismatches=mismatches,
+    )
+
+
+def _is_directory_of_states(location: str) -> bool:
+    if is_postgres(location):
+        from flatstate.backends.postgres.dsn import split_dsn
+
+        return "namespace" not in split_dsn(location)[1]
+    from flatstate.backends.sqlite import DB_FILENAME
+
+    path = os.path.abspath(os.path.expanduser(location))
+    return not os.path.isfile(os.path.join(path, DB_FILENAME))

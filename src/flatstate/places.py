@@ -1,0 +1,137 @@
+"""Where each agent's flatstate state lives, for the commands that move whole states.
+
+A flatstate location holds one agent or several: a state directory (``sessions.sqlite``
+inside) is one agent; a directory of state directories (what ``import-openclaw`` writes) is
+one per subdirectory; a ``postgresql://`` URL is one namespace per agent (the URL's
+``namespace`` when it names one, else every namespace of its schema). Each agent is a
+:class:`Place`: the session store's location, and the local directory of the transcripts,
+``auth-profiles.json`` and ``facts.sqlite`` that stay beside it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from urllib.parse import quote, urlencode
+
+from flatstate._open import POSTGRES_SCHEMES
+from flatstate.backends.sqlite import DB_FILENAME, TRANSCRIPTS_DIRNAME
+from flatstate.keys import DEFAULT_AGENT_ID, normalize_agent_id
+
+__all__ = ["AUTH_FILENAME", "FACTS_FILENAME", "Place", "destinations", "is_postgres", "sources"]
+
+AUTH_FILENAME = "auth-profiles.json"
+FACTS_FILENAME = "facts.sqlite"
+
+
+@dataclass(frozen=True)
+class Place:
+    """One agent's state: ``location`` opens its sessions (``open_store(location)``), and
+    ``state_dir`` holds what is kept beside them."""
+
+    agent_id: str
+    location: str
+    state_dir: str
+    shown: str
+    """``location`` for messages: a URL without its password."""
+
+    @property
+    def transcripts_dir(self) -> str:
+        return os.path.join(self.state_dir, TRANSCRIPTS_DIRNAME)
+
+    @property
+    def auth_file(self) -> str:
+        return os.path.join(self.state_dir, AUTH_FILENAME)
+
+    @property
+    def facts_file(self) -> str:
+        return os.path.join(self.state_dir, FACTS_FILENAME)
+
+
+def is_postgres(location: str) -> bool:
+    return location.startswith(POSTGRES_SCHEMES)
+
+
+def _url_with(location: str, **params: str) -> str:
+    return f"{location}{'&' if '?' in location else '?'}{urlencode(params, quote_via=quote)}"
+
+
+def _postgres_place(location: str, agent_id: str) -> Place:
+    from flatstate.backends.postgres.dsn import resolve, split_dsn
+
+    where = resolve(location, agent_id=agent_id, namespace=None, schema=None, state_dir=None)
+    if "namespace" not in split_dsn(location)[1]:
+        location = _url_with(location, namespace=where.namespace)
+    return Place(agent_id, location, where.state_dir, where.redacted)
+
+
+def _state_dir_place(state_dir: str, agent_id: str) -> Place:
+    return Place(agent_id, state_dir, state_dir, state_dir)
+
+
+def sources(location: str) -> list[Place]:
+    """The agents a flatstate location holds (none is an error: nothing to read)."""
+    if is_postgres(location):
+        from flatstate.backends.postgres.catalog import namespaces
+        from flatstate.backends.postgres.dsn import split_dsn
+
+        named = split_dsn(location)[1].get("namespace")
+        if named:
+            return [_postgres_place(location, named)]
+        return [
+            _postgres_place(_url_with(location, namespace=ns), ns) for ns in namespaces(location)
+        ]
+    location = os.path.abspath(os.path.expanduser(location))
+    if os.path.isfile(os.path.join(location, DB_FILENAME)):
+        return [_state_dir_place(location, _agent_of(location))]
+    try:
+        names = sorted(os.listdir(location))
+    except (FileNotFoundError, NotADirectoryError):
+        names = []
+    found = [
+        _state_dir_place(os.path.join(location, name), name)
+        for name in names
+        if os.path.isfile(os.path.join(location, name, DB_FILENAME))
+    ]
+    if not found:
+        raise FileNotFoundError(
+            f"{location}: no flatstate state here (no {DB_FILENAME} in it or in a directory "
+            "inside it); give a state directory, a directory of them or a postgresql:// URL"
+        )
+    return found
+
+
+def _agent_of(state_dir: str) -> str:
+    """The agent a lone state directory belongs to: the one its store was opened with."""
+    from flatstate._open import open_store
+
+    with open_store(state_dir, readonly=True) as store:
+        return store.agent_id
+
+
+def destinations(location: str, agent_ids: list[str], *, single: bool) -> list[Place]:
+    """Where the agents ``agent_ids`` go in a flatstate location.
+
+    ``single`` (the source named one store): the location itself is the one agent's place.
+    Otherwise a directory gets a state directory per agent (``DEST/<id>``), and a
+    PostgreSQL URL a namespace per agent, each with its own local state directory; a URL
+    that names a namespace or a ``state_dir`` takes one agent only.
+    """
+    if is_postgres(location):
+        from flatstate.backends.postgres.dsn import split_dsn
+
+        own = split_dsn(location)[1]
+        if len(agent_ids) > 1 and ({"namespace", "state_dir"} & own.keys()):
+            named = " and ".join(sorted({"namespace", "state_dir"} & own.keys()))
+            raise ValueError(
+                f"the source holds {len(agent_ids)} agents but the destination URL names one "
+                f"{named}: leave it out (each agent then gets namespace <agent id>) or copy "
+                "one agent at a time"
+            )
+        if single and own.get("namespace"):
+            return [_postgres_place(location, agent_ids[0])]
+        return [_postgres_place(location, normalize_agent_id(a)) for a in agent_ids]
+    location = os.path.abspath(os.path.expanduser(location))
+    if single:
+        return [_state_dir_place(location, agent_ids[0] if agent_ids else DEFAULT_AGENT_ID)]
+    return [_state_dir_place(os.path.join(location, a), a) for a in agent_ids]

@@ -1,0 +1,146 @@
+"""Whole states between locations: `flatstate copy`, and import/export with a PostgreSQL side."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flatstate import open_store
+from flatstate.backends.postgres.catalog import namespaces
+from flatstate.cli import app
+from flatstate.copying import copy_state, tally
+from flatstate.errors import DestinationExists
+from flatstate.facts import open_facts
+from flatstate.places import sources
+from flatstate.transfer import export_openclaw, import_openclaw
+from tests.conftest import POSTGRES_DSN, postgres_location
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def own_schema(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """A URL on the test server naming no namespace: a schema of this test's own, and a home
+    directory under tmp_path for the default local state directories."""
+    if POSTGRES_DSN is None:
+        pytest.skip("no PostgreSQL server (FLATSTATE_TEST_POSTGRES_DSN)")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    return f"{POSTGRES_DSN}{'&' if '?' in POSTGRES_DSN else '?'}schema={schema}"
+
+
+@pytest.fixture
+def state_dir(openclaw_dir: Path, tmp_path: Path) -> Path:
+    """The OpenClaw fixture's main agent as a state directory, with facts added."""
+    imported = tmp_path / "imported"
+    import_openclaw(str(openclaw_dir), str(imported))
+    with open_facts(imported / "main") as facts:
+        facts.add("Prefers dark mode", category="preference")
+        facts.add("Deploys on Fridays", category="fact")
+    return imported / "main"
+
+
+def entries(location: str, agent_id: str = "main") -> dict[str, object]:
+    with open_store(location, readonly=True, agent_id=agent_id) as store:
+        return {key: entry.to_dict() for key, entry in store.items()}
+
+
+def test_a_state_dir_goes_to_postgres_and_back_unchanged(state_dir: Path, tmp_path: Path) -> None:
+    url = postgres_location(tmp_path / "pg")
+    there = copy_state(str(state_dir), url)
+    assert there.verified and len(there.agents) == 1
+    copied = there.agents[0]
+    assert copied.sessions.count == 5 and copied.transcripts.count > 0
+    assert copied.auth_profiles.count > 0 and copied.facts == 2
+
+    back = copy_state(url, str(tmp_path / "back"))
+    assert back.verified
+    (place,) = sources(str(state_dir))
+    (returned,) = sources(str(tmp_path / "back"))
+    assert tally(place) == tally(returned)
+    assert entries(str(tmp_path / "back")) == entries(str(state_dir))
+
+
+def test_an_openclaw_root_imports_into_postgres_and_exports_back(
+    openclaw_dir: Path, own_schema: str, tmp_path: Path
+) -> None:
+    report = import_openclaw(str(openclaw_dir), own_schema)
+    with_sessions = sorted(a.agent_id for a in report.agents if a.sessions)
+    assert "main" in with_sessions and namespaces(own_schema) == with_sessions
+    assert "password" not in json.dumps([a.destination for a in report.agents])
+
+    export_openclaw(own_schema, str(tmp_path / "back"))
+    source = openclaw_dir / "agents" / "main" / "sessions" / "sessions.json"
+    exported = tmp_path / "back" / "agents" / "main" / "sessions" / "sessions.json"
+    assert entries(str(exported)) == entries(str(source))
+    for transcript in source.parent.glob("*.jsonl*"):
+        assert (exported.parent / transcript.name).read_bytes() == transcript.read_bytes()
+
+
+def test_copy_from_openclaw_reads_back_what_it_wrote(openclaw_dir: Path, tmp_path: Path) -> None:
+    report = copy_state(str(openclaw_dir), str(tmp_path / "dest"))
+    assert report.verified
+    main = next(a for a in report.agents if a.agent_id == "main")
+    assert main.sessions.count == 5 and main.destination == str(tmp_path / "dest" / "main")
+
+
+def test_a_destination_holding_state_is_refused_and_left_as_it_was(
+    state_dir: Path, tmp_path: Path
+) -> None:
+    url = postgres_location(tmp_path / "pg")
+    copy_state(str(state_dir), url)
+    with open_store(url) as store:
+        store.patch("main", {"label": "changed there"})
+    before = entries(url)
+    with pytest.raises(DestinationExists, match="5 sessions"):
+        copy_state(str(state_dir), url)
+    assert entries(url) == before
+    forced = copy_state(str(state_dir), url, force=True)
+    assert forced.verified and entries(url) == entries(str(state_dir))
+
+
+def test_many_agents_into_a_url_naming_one_namespace_are_refused(
+    openclaw_dir: Path, tmp_path: Path, own_schema: str
+) -> None:
+    imported = tmp_path / "imported"
+    import_openclaw(str(openclaw_dir), str(imported))
+    with open_store(imported / "second", agent_id="second") as store:
+        store.patch("main", {"label": "another agent"})
+    url = f"{own_schema}&namespace=one"
+    with pytest.raises(ValueError, match="2 agents"):
+        copy_state(str(imported), url)
+    assert namespaces(own_schema) == []
+
+    report = copy_state(str(imported), own_schema)
+    assert report.verified and namespaces(own_schema) == ["main", "second"]
+    assert entries(f"{own_schema}&namespace=second", "second") == entries(
+        str(imported / "second"), "second"
+    )
+
+
+def test_the_digests_see_a_changed_transcript(state_dir: Path, tmp_path: Path) -> None:
+    copy_state(str(state_dir), str(tmp_path / "copy"))
+    (copy,) = sources(str(tmp_path / "copy"))
+    (place,) = sources(str(state_dir))
+    assert tally(copy) == tally(place)
+    transcript = next((tmp_path / "copy" / "transcripts").glob("*.jsonl"))
+    transcript.write_bytes(transcript.read_bytes() + b'{"type":"custom"}\n')
+    sessions, transcripts, auth, facts = tally(copy)
+    original = tally(place)
+    assert transcripts.count == original[1].count and transcripts.digest != original[1].digest
+    assert (sessions, auth, facts) == (original[0], original[2], original[3])
+
+
+def test_the_copy_command_shows_no_password(state_dir: Path, tmp_path: Path) -> None:
+    url = postgres_location(tmp_path / "pg")
+    password = url.split("://", 1)[1].split("@", 1)[0].partition(":")[2]
+    result = CliRunner().invoke(app, ["copy", str(state_dir), url, "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["agents"][0]["verified"] is True
+    if password:
+        assert password not in result.output
