@@ -15,7 +15,17 @@ from flatstate.errors import FlatstateError, InvalidProfile, SecretUnavailable
 from tests.auth_support import SecretGuard, secret_guard
 from tests.conftest import check_docstring_examples
 
-MODULES = ["profiles", "refs", "rotation", "document", "disk", "store"]
+MODULES = [
+    "profiles",
+    "refs",
+    "rotation",
+    "document",
+    "storage",
+    "disk",
+    "postgres_schema",
+    "postgres",
+    "store",
+]
 
 
 @pytest.fixture

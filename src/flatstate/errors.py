@@ -8,6 +8,7 @@ fix. No message ever carries a secret: callers pass identifiers, never values.
     ├── InvalidEntry        (ValueError)
     │   └── EntryTooLarge
     ├── InvalidProfile      (ValueError)
+    ├── InvalidLocation     (ValueError)
     ├── SessionNotFound     (KeyError)
     ├── SecretUnavailable   (LookupError)
     ├── InvalidFact         (ValueError)
@@ -93,6 +94,15 @@ class InvalidProfile(FlatstateError, ValueError):
         self.problem = problem
         where = f"auth profile {profile_id!r}" if profile_id is not None else "auth profile"
         super().__init__(f"{where}: {problem}. Nothing was written.")
+
+
+class InvalidLocation(FlatstateError, ValueError):
+    """A store location (a URL, a directory, an option naming one) that cannot be used."""
+
+    def __init__(self, location: str, problem: str, fix: str) -> None:
+        self.location = location
+        self.problem = problem
+        super().__init__(f"{location}: {problem}. {fix}")
 
 
 class SecretUnavailable(FlatstateError, LookupError):

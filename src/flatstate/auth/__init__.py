@@ -8,8 +8,11 @@ format kept, the locking and compare-and-swap rules, rotation, and security.
     ├── refs.py       keyRef / tokenRef: env:NAME and file:PATH, resolved at use time
     ├── rotation.py   CooldownPolicy, failure and success rules, ranked selection
     ├── document.py   one file parsed (AuthDocument), two overlaid (AuthSnapshot)
+    ├── storage.py    AuthStorage: the seam between the rules and where profiles are kept
     ├── disk.py       the file: stat-keyed cache, locks, atomic writes, checks, migration
-    └── store.py      AuthStore and open_auth_store: the public API
+    ├── postgres.py   rows in PostgreSQL: advisory locks, refresh claims, settled commits
+    ├── postgres_schema.py   its tables, migrations and statements
+    └── store.py      AuthStore and open_auth_store: the rules, once, and the public API
 """
 
 from flatstate.auth.disk import AUTH_FILE, LEGACY_FILE

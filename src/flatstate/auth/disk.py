@@ -28,7 +28,7 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from flatstate.auth.document import AuthDocument, decode_document, encode_document
@@ -38,9 +38,10 @@ from flatstate.auth.profiles import (
     normalize_credential,
     strip_plaintext,
 )
+from flatstate.auth.storage import AuthStorage, Updater, changed_copy
 from flatstate.errors import StoreCorrupt, UnsafePath
 from flatstate.files import atomic_write
-from flatstate.frozen import decode_json, thaw
+from flatstate.frozen import decode_json
 from flatstate.locks import FileLock
 
 __all__ = ["AUTH_FILE", "LEGACY_FILE", "AuthFile", "loose_modes"]
@@ -51,8 +52,6 @@ LEGACY_FILE = "auth.json"
 log = logging.getLogger("flatstate.auth")
 
 StatKey = tuple[int, int, int, int]
-Updater = Callable[[dict[str, Any]], bool]
-"""Changes a plain document in place; returns False when there is nothing to save."""
 
 # OpenClaw: the store lock goes stale after 30 s; a refresh lock after 180 s
 # (a token endpoint can be slow), waited on for up to 120 s.
@@ -83,7 +82,7 @@ def _safe(text: str) -> str:
 
 
 class AuthFile:
-    """The auth store file of one agent directory.
+    """The auth store file of one agent directory (an :class:`~flatstate.auth.storage.AuthStorage`).
 
     >>> import tempfile
     >>> home = tempfile.TemporaryDirectory()
@@ -116,6 +115,18 @@ class AuthFile:
         self.suppressed_writes = 0
         self._key: StatKey | None = None
         self._doc: AuthDocument | None = None
+
+    @property
+    def cli_store(self) -> str:
+        return self.directory
+
+    def same_as(self, other: AuthStorage) -> bool:
+        return isinstance(other, AuthFile) and os.path.realpath(
+            other.directory
+        ) == os.path.realpath(self.directory)
+
+    def close(self) -> None:
+        """Nothing to release: every read and write opens the file and closes it."""
 
     # -- reading -------------------------------------------------------------
     def _stat_key(self) -> StatKey | None:
@@ -191,14 +202,11 @@ class AuthFile:
 
     def _update_in_memory(self, change: Updater) -> AuthDocument:
         current = self.current()
-        if current.corrupt is not None:
-            raise current.corrupt
-        doc: dict[str, Any] = thaw(current.raw)
-        if not change(doc):
+        new = changed_copy(current, change)
+        if new is None:
             return current
-        strip_plaintext(doc)
         # The disk's stat key stays: when the file changes, its content replaces this copy.
-        new = self._doc = AuthDocument(self.path, doc)
+        self._doc = new
         if self.suppressed_writes == 0:
             log.warning(
                 "%s is read-only: changes stay in this process only, until the file changes",

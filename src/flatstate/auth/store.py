@@ -25,6 +25,7 @@ from typing import Any
 
 import msgspec
 
+from flatstate._open import POSTGRES_SCHEMES
 from flatstate.auth.disk import AuthFile
 from flatstate.auth.document import AuthDocument, AuthSnapshot
 from flatstate.auth.profiles import (
@@ -37,13 +38,16 @@ from flatstate.auth.profiles import (
 )
 from flatstate.auth.refs import parse_ref, resolve_ref
 from flatstate.auth.rotation import CooldownPolicy, apply_failure, apply_success, provider_key
+from flatstate.auth.storage import AuthStorage
 from flatstate.errors import (
     ConflictError,
+    InvalidLocation,
     InvalidProfile,
     SecretUnavailable,
     StoreCorrupt,
 )
 from flatstate.frozen import thaw
+from flatstate.keys import normalize_agent_id
 
 __all__ = [
     "DEFAULT_CHECK_INTERVAL",
@@ -102,8 +106,9 @@ class ProfileStatus(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def open_auth_store(
-    agent_dir: str | os.PathLike[str],
+    location: str | os.PathLike[str],
     *,
+    agent_id: str | None = None,
     inherit_from: str | os.PathLike[str] | None = None,
     readonly: bool = False,
     allow_symlink: bool = False,
@@ -114,20 +119,30 @@ def open_auth_store(
     lock_timeout: float = 10.0,
     refresh_lock_timeout: float = 120.0,
 ) -> AuthStore:
-    """Open the auth profile store of the agent directory ``agent_dir`` (``~`` is expanded).
+    """Open the auth profile store at ``location``: an agent directory, or a PostgreSQL URL.
 
-    - ``inherit_from``: the main agent's directory, whose profiles, order,
-      lastGood and usageStats this agent sees unless its own file has the
-      same key (the agent wins per key).
-    - ``readonly`` (or ``FLATSTATE_AUTH_READONLY=1``): no file is ever written;
+    An agent directory (``~`` is expanded) holds OpenClaw's ``auth-profiles.json``.
+    A ``postgresql://`` URL keeps the profiles of one agent (``agent_id``, or the
+    URL's ``namespace``) in rows that every host shares (see
+    :mod:`flatstate.auth.postgres`); close the store (or use it in ``with``) to
+    release its connection.
+
+    - ``inherit_from``: the main agent's store, whose profiles, order,
+      lastGood and usageStats this agent sees unless its own store has the
+      same key (the agent wins per key): a directory for a directory; for a
+      URL, another agent id in the same database, or a URL.
+    - ``readonly`` (or ``FLATSTATE_AUTH_READONLY=1``): nothing is ever written;
       changes stay in this process (see :mod:`flatstate.auth.disk`).
     - ``allow_symlink``: accept an ``auth-profiles.json`` that is a symlink.
-    - ``migrate``: move a legacy ``auth.json`` into the store.
+    - ``migrate``: move a legacy ``auth.json`` into the store (directories).
     - ``policy``: cooldown and billing-disable durations.
     - ``clock``: the time in epoch milliseconds (for tests).
     - ``check_interval``: how often reads look for changes by other processes.
 
-    Raises :class:`~flatstate.errors.UnsafePath` for a symlinked file.
+    Raises :class:`~flatstate.errors.UnsafePath` for a symlinked file,
+    :class:`~flatstate.errors.InvalidLocation` for an ``agent_id`` or an
+    ``inherit_from`` that does not fit the location, and
+    :class:`~flatstate.errors.StoreUnavailable` for a server that cannot be reached.
 
     >>> import tempfile
     >>> store = open_auth_store(tempfile.mkdtemp())
@@ -137,74 +152,165 @@ def open_auth_store(
     >>> store.select_profile("openai").id
     'openai:default'
     """
+    where = os.fspath(location)
+    main_at = os.fspath(inherit_from) if inherit_from is not None else None
+    readonly = readonly or _env_readonly()
+    if where.startswith(POSTGRES_SCHEMES):
+        return _open_postgres(
+            where,
+            agent_id=agent_id,
+            inherit_from=main_at,
+            readonly=readonly,
+            store_options={"policy": policy, "clock": clock, "check_interval": check_interval},
+            lock_timeout=lock_timeout,
+            refresh_lock_timeout=refresh_lock_timeout,
+        )
+    shown = os.path.expanduser(where)
+    if agent_id is not None:
+        raise InvalidLocation(
+            shown,
+            "agent_id names the agent of a postgresql:// store; an agent directory is "
+            "one agent's already",
+            "Drop agent_id, or open that agent's directory.",
+        )
+    if main_at is not None and main_at.startswith(POSTGRES_SCHEMES):
+        raise InvalidLocation(
+            shown,
+            "a store in a directory can only inherit from another directory, not a URL",
+            "Pass the main agent's directory as inherit_from.",
+        )
+    options: dict[str, Any] = {
+        "readonly": readonly,
+        "allow_symlink": allow_symlink,
+        "lock_timeout": lock_timeout,
+        "refresh_lock_timeout": refresh_lock_timeout,
+    }
+    agent = AuthFile(shown, **options)
+    main = AuthFile(os.path.expanduser(main_at), **options) if main_at else None
+    if main is not None and main.same_as(agent):
+        main = None  # inheriting from oneself is no overlay
+    problems: list[AuthProblem] = []
+    for file in (agent, main):
+        if file is not None:
+            problems.extend(file.check_permissions())
+    if migrate:
+        # A corrupt auth-profiles.json is reported by the snapshot; auth.json stays.
+        with contextlib.suppress(StoreCorrupt):
+            problems.extend(agent.migrate_legacy())
     return AuthStore(
-        os.path.expanduser(os.fspath(agent_dir)),
-        inherit_from=os.path.expanduser(os.fspath(inherit_from)) if inherit_from else None,
-        readonly=readonly or _env_readonly(),
-        allow_symlink=allow_symlink,
-        migrate=migrate,
+        agent,
+        main,
+        readonly=readonly,
         policy=policy or CooldownPolicy(),
         clock=clock or _now_ms,
         check_interval=check_interval,
-        lock_timeout=lock_timeout,
-        refresh_lock_timeout=refresh_lock_timeout,
+        problems=problems,
     )
 
 
+def _open_postgres(
+    url: str,
+    *,
+    agent_id: str | None,
+    inherit_from: str | None,
+    readonly: bool,
+    store_options: dict[str, Any],
+    lock_timeout: float,
+    refresh_lock_timeout: float,
+) -> AuthStore:
+    from flatstate.auth.postgres import PostgresAuthStorage
+
+    options: dict[str, Any] = {
+        "readonly": readonly,
+        "lock_timeout": lock_timeout,
+        "refresh_lock_timeout": refresh_lock_timeout,
+    }
+    agent = PostgresAuthStorage(url, agent_id=agent_id, **options)
+    main: PostgresAuthStorage | None = None
+    try:
+        if inherit_from is not None:
+            if inherit_from.startswith(POSTGRES_SCHEMES):
+                main = PostgresAuthStorage(inherit_from, agent_id=None, **options)
+            elif os.sep in inherit_from or inherit_from.startswith(("~", ".")):
+                raise InvalidLocation(
+                    agent.path,
+                    f"inherit_from {inherit_from!r} looks like a directory, but a PostgreSQL "
+                    "store inherits from another agent of the database",
+                    "Pass the main agent's id (inherit_from='main') or its postgresql:// URL.",
+                )
+            else:
+                main = PostgresAuthStorage(
+                    url, agent_id=None, namespace=normalize_agent_id(inherit_from), **options
+                )
+        opts = store_options
+        return AuthStore(
+            agent,
+            main,
+            readonly=readonly,
+            policy=opts["policy"] or CooldownPolicy(),
+            clock=opts["clock"] or _now_ms,
+            check_interval=opts["check_interval"],
+            problems=[],
+        )
+    except BaseException:
+        agent.close()
+        if main is not None:
+            main.close()
+        raise
+
+
 class AuthStore:
-    """An agent's auth profiles (see the module docstring); open with :func:`open_auth_store`."""
+    """An agent's auth profiles (see the module docstring); open with :func:`open_auth_store`.
+
+    The rules live here, once; where the profiles are kept (a file, rows in
+    PostgreSQL) is the :class:`~flatstate.auth.storage.AuthStorage` given.
+    """
 
     def __init__(
         self,
-        agent_dir: str,
+        agent: AuthStorage,
+        main: AuthStorage | None,
         *,
-        inherit_from: str | None,
         readonly: bool,
-        allow_symlink: bool,
-        migrate: bool,
         policy: CooldownPolicy,
         clock: Clock,
         check_interval: float,
-        lock_timeout: float,
-        refresh_lock_timeout: float,
+        problems: Sequence[AuthProblem] = (),
     ) -> None:
-        options: dict[str, Any] = {
-            "readonly": readonly,
-            "allow_symlink": allow_symlink,
-            "lock_timeout": lock_timeout,
-            "refresh_lock_timeout": refresh_lock_timeout,
-        }
-        self._agent = AuthFile(agent_dir, **options)
-        self._main: AuthFile | None = None
-        if inherit_from is not None:
-            main = AuthFile(inherit_from, **options)
-            if os.path.realpath(main.directory) != os.path.realpath(self._agent.directory):
-                self._main = main
+        self._agent = agent
+        self._main = main if main is not None and not main.same_as(agent) else None
+        if main is not None and self._main is None:
+            main.close()
         self.readonly = readonly
         self.policy = policy
         self._clock = clock
         self._interval = check_interval
         self._next_check = 0.0
-        problems: list[AuthProblem] = []
-        for file in (self._agent, self._main):
-            if file is not None:
-                problems.extend(file.check_permissions())
-        if migrate:
-            # A corrupt auth-profiles.json is reported by the snapshot; auth.json stays.
-            with contextlib.suppress(StoreCorrupt):
-                problems.extend(self._agent.migrate_legacy())
         self._open_problems = tuple(problems)
         self._snap = AuthSnapshot(self._agent.current(), self._main_doc())
         self._next_check = _monotonic() + check_interval
 
+    def close(self) -> None:
+        """Release the storage's connections (PostgreSQL); a file store holds none."""
+        self._agent.close()
+        if self._main is not None:
+            self._main.close()
+
+    def __enter__(self) -> AuthStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- paths and state -----------------------------------------------------
     @property
     def path(self) -> str:
-        """The agent's ``auth-profiles.json``."""
+        """The agent's ``auth-profiles.json``, or its URL (without the password)."""
         return self._agent.path
 
     @property
     def agent_dir(self) -> str:
+        """The agent's directory; for PostgreSQL, the local one relative file refs start in."""
         return self._agent.directory
 
     @property
@@ -293,8 +399,7 @@ class AuthStore:
             )
         ref = profile.ref
         if ref is not None:
-            owner = self.snapshot().owners[profile_id]
-            return resolve_ref(profile_id, ref, os.path.dirname(owner.path) or self.agent_dir)
+            return resolve_ref(profile_id, ref, self._owner(profile_id).directory)
         plain = profile.plaintext
         if plain is None:
             raise SecretUnavailable(
@@ -360,7 +465,7 @@ class AuthStore:
             )
         return profile
 
-    def _owner(self, profile_id: str) -> AuthFile:
+    def _owner(self, profile_id: str) -> AuthStorage:
         snap = self.snapshot()
         doc = snap.owners.get(profile_id)
         if doc is None or doc is snap.agent or self._main is None:
@@ -390,7 +495,7 @@ class AuthStore:
         """
         snap = self.snapshot()
         if profile_id in snap.profiles and snap.owners[profile_id] is not snap.agent:
-            main = self._main.directory if self._main is not None else ""
+            main = self._main.cli_store if self._main is not None else ""
             raise InvalidProfile(
                 profile_id,
                 f"it is inherited from {self.inherited_path}; remove it from that store "
@@ -539,7 +644,7 @@ class AuthStore:
             tokens = refresher(current)
             return self.commit_refresh(profile_id, current.refresh, tokens)
 
-    def _reread(self, owner: AuthFile, profile_id: str) -> AuthProfile:
+    def _reread(self, owner: AuthStorage, profile_id: str) -> AuthProfile:
         """The profile as on disk now (a real read, not a stat check), and the view updated."""
         owner.update(lambda doc: False)
         current = self._refresh_view().get(profile_id)
