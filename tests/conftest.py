@@ -143,3 +143,18 @@ def openclaw_dir(tmp_path: Path) -> Path:
     for path in target.rglob("*"):
         path.chmod(0o700 if path.is_dir() else 0o600)
     return target
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("postgres", marks=pytest.mark.postgres) if b == "postgres" else b
+        for b in ("file", *(["postgres"] if POSTGRES_DSN else []))
+    ]
+)
+def auth_place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """Where a test's auth stores live: in agent directories, then on PostgreSQL."""
+    from tests.auth_support import AuthPlace
+
+    place = AuthPlace(str(request.param), tmp_path)
+    yield place
+    place.close()

@@ -1,9 +1,9 @@
-"""OAuth refresh: one refresh wins, a stale writer fails, a rotated token is never reverted."""
+"""OAuth refresh: one refresh wins, a stale writer fails, a rotated token is never reverted;
+on every storage (``auth_place``: agent directories, then PostgreSQL)."""
 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import pickle
 import time
 from collections.abc import Iterator, Mapping
@@ -17,12 +17,10 @@ from flatstate.errors import ConflictError, InvalidProfile
 from tests.auth_support import (
     FIXTURE_OAUTH_EXPIRES,
     OAUTH_ID,
+    AuthPlace,
     SecretGuard,
-    agent_dir_of,
     catch,
-    read_json,
     secret_guard,
-    write_json,
 )
 
 EXPIRED = FIXTURE_OAUTH_EXPIRES + 1  # a time at which the fixture's access token has expired
@@ -40,16 +38,18 @@ def guard(
 
 
 @pytest.fixture
-def agent_dir(openclaw_dir: Path) -> Path:
-    return agent_dir_of(openclaw_dir)
+def place(auth_place: AuthPlace, openclaw_dir: Path) -> AuthPlace:
+    """The OpenClaw fixture's profiles as the main agent's store."""
+    auth_place.seed_fixture(openclaw_dir)
+    return auth_place
 
 
 def _tokens(tag: str) -> dict[str, Any]:
     return {"access": f"A-new-{tag}-000", "refresh": f"R-new-{tag}-000", "expires": NEW_EXPIRES}
 
 
-def _on_disk(agent_dir: Path) -> dict[str, Any]:
-    profile: dict[str, Any] = read_json(agent_dir / "auth-profiles.json")["profiles"][OAUTH_ID]
+def _stored(place: AuthPlace, agent: str = "main") -> dict[str, Any]:
+    profile: dict[str, Any] = place.stored(agent)["profiles"][OAUTH_ID]
     return profile
 
 
@@ -57,33 +57,33 @@ def _on_disk(agent_dir: Path) -> dict[str, Any]:
 
 
 def test_commit_refresh_swaps_when_the_refresh_token_is_current(
-    agent_dir: Path, guard: SecretGuard
+    place: AuthPlace, guard: SecretGuard
 ) -> None:
     guard.secret("A-new-one-000", "R-new-one-000")
-    store = open_auth_store(agent_dir)
+    store = place.open()
     old = store.get(OAUTH_ID)
     assert old is not None
     new = store.commit_refresh(OAUTH_ID, old.refresh, _tokens("one"))
     guard.watch(new)
     assert (new.access, new.refresh, new.expires) == ("A-new-one-000", "R-new-one-000", NEW_EXPIRES)
     assert new.email == "work@example.com"  # the other fields stay
-    assert _on_disk(agent_dir)["refresh"] == "R-new-one-000"
+    assert _stored(place)["refresh"] == "R-new-one-000"
 
 
 def test_a_stale_writer_fails_and_the_rotated_token_survives(
-    agent_dir: Path, guard: SecretGuard
+    place: AuthPlace, guard: SecretGuard
 ) -> None:
     guard.secret("A-new-fresh-000", "R-new-fresh-000", "A-new-stale-000", "R-new-stale-000")
-    stale = open_auth_store(agent_dir, check_interval=3600)
+    stale = place.open(check_interval=3600)
     held = stale.get(OAUTH_ID)  # read before the rotation
     assert held is not None
-    rotator = open_auth_store(agent_dir)
+    rotator = place.open()
     rotator.commit_refresh(OAUTH_ID, held.refresh, _tokens("fresh"))
     err = catch(
         guard, ConflictError, stale.commit_refresh, OAUTH_ID, held.refresh, _tokens("stale")
     )
     assert OAUTH_ID in str(err) and "rotated" in str(err)
-    assert _on_disk(agent_dir)["refresh"] == "R-new-fresh-000"
+    assert _stored(place)["refresh"] == "R-new-fresh-000"
     # A stale refresher asking to refresh ends with the rotated token, without refreshing.
     calls: list[str] = []
 
@@ -101,23 +101,23 @@ def test_a_stale_writer_fails_and_the_rotated_token_survives(
     guard.watch(again)
 
 
-def test_other_writes_never_revert_a_rotation(agent_dir: Path, guard: SecretGuard) -> None:
+def test_other_writes_never_revert_a_rotation(place: AuthPlace, guard: SecretGuard) -> None:
     guard.secret("A-new-rot-000", "R-new-rot-000")
-    slow = open_auth_store(agent_dir, check_interval=3600)
+    slow = place.open(check_interval=3600)
     assert slow.get(OAUTH_ID) is not None  # cached before the rotation
-    open_auth_store(agent_dir).refresh_oauth(OAUTH_ID, lambda p: _tokens("rot"), now=EXPIRED)
+    place.open().refresh_oauth(OAUTH_ID, lambda p: _tokens("rot"), now=EXPIRED)
     # Stats and order writes re-read the file inside the lock, so they keep the new tokens.
     slow.mark_failure(OAUTH_ID, "timeout", now=EXPIRED)
     slow.set_order("anthropic", [OAUTH_ID])
-    assert _on_disk(agent_dir)["refresh"] == "R-new-rot-000"
+    assert _stored(place)["refresh"] == "R-new-rot-000"
 
 
 # -- refresh_oauth -----------------------------------------------------------------------
 
 
-def test_refresh_happens_only_when_due(agent_dir: Path, guard: SecretGuard) -> None:
+def test_refresh_happens_only_when_due(place: AuthPlace, guard: SecretGuard) -> None:
     guard.secret("A-new-due-000", "R-new-due-000")
-    store = open_auth_store(agent_dir)
+    store = place.open()
     calls: list[str] = []
 
     def refresher(profile: AuthProfile) -> Mapping[str, Any]:
@@ -133,44 +133,49 @@ def test_refresh_happens_only_when_due(agent_dir: Path, guard: SecretGuard) -> N
     assert len(calls) == 1
 
 
-def test_a_failing_refresher_writes_nothing(agent_dir: Path, guard: SecretGuard) -> None:
-    store = open_auth_store(agent_dir)
-    before = (agent_dir / "auth-profiles.json").read_bytes()
+def test_a_failing_refresher_writes_nothing(place: AuthPlace, guard: SecretGuard) -> None:
+    store = place.open()
+    before = place.stored()
 
     def refresher(profile: AuthProfile) -> Mapping[str, Any]:
         raise RuntimeError("token endpoint said no")
 
     with pytest.raises(RuntimeError):
         store.refresh_oauth(OAUTH_ID, refresher, now=EXPIRED)
-    assert (agent_dir / "auth-profiles.json").read_bytes() == before
-    assert not [n for n in os.listdir(agent_dir) if n.endswith(".lock")]  # lock released
+    assert place.stored() == before
+    assert place.locks_left() == []  # lock (and claim) released
+    other = place.open()  # and the next refresh goes ahead
+    assert other.refresh_oauth(OAUTH_ID, lambda p: _tokens("next"), now=EXPIRED).refresh == (
+        "R-new-next-000"
+    )
+    guard.secret("A-new-next-000", "R-new-next-000")
+    place.seed(before)
     bad = catch(guard, InvalidProfile, store.refresh_oauth, OAUTH_ID, lambda p: {}, now=EXPIRED)
     assert "access" in str(bad)
     catch(guard, InvalidProfile, store.refresh_oauth, "openai:default", lambda p: {})
-    assert (agent_dir / "auth-profiles.json").read_bytes() == before
+    assert place.stored() == before
 
 
 def test_an_inherited_profile_is_refreshed_where_it_lives(
-    agent_dir: Path, tmp_path: Path, guard: SecretGuard
+    place: AuthPlace, guard: SecretGuard
 ) -> None:
     guard.secret("A-new-main-000", "R-new-main-000")
-    coder = tmp_path / "coder" / "agent"
-    write_json(coder / "auth-profiles.json", {"version": 1, "profiles": {}})
-    store = open_auth_store(coder, inherit_from=agent_dir)
+    place.seed({"version": 1, "profiles": {}}, agent="coder")
+    store = place.open("coder", inherit_from="main")
     store.refresh_oauth(OAUTH_ID, lambda p: _tokens("main"), now=EXPIRED)
-    # The main agent's file holds the rotation, so every agent sharing it sees the new token.
-    assert _on_disk(agent_dir)["refresh"] == "R-new-main-000"
-    assert OAUTH_ID not in read_json(coder / "auth-profiles.json")["profiles"]
+    # The main agent's store holds the rotation, so every agent sharing it sees the new token.
+    assert _stored(place)["refresh"] == "R-new-main-000"
+    assert OAUTH_ID not in place.stored("coder")["profiles"]
     assert store.get(OAUTH_ID).refresh == "R-new-main-000"  # type: ignore[union-attr]
-    assert not [n for n in os.listdir(coder) if n.endswith(".lock")]
+    assert place.locks_left("coder") == [] and place.locks_left() == []
 
 
 # -- two processes -----------------------------------------------------------------------
 
 
-def _refresh_worker(agent_dir: str, tag: str, barrier: Any, calls_path: str, results: Any) -> None:
+def _refresh_worker(location: str, tag: str, barrier: Any, calls_path: str, results: Any) -> None:
     """Waits at the barrier, then refreshes the fixture's OAuth profile once."""
-    store = open_auth_store(agent_dir)
+    store = open_auth_store(location)
 
     def refresher(profile: AuthProfile) -> Mapping[str, Any]:
         with open(calls_path, "a", encoding="utf-8") as f:
@@ -184,18 +189,32 @@ def _refresh_worker(agent_dir: str, tag: str, barrier: Any, calls_path: str, res
         results.put((tag, profile.refresh, profile.access))
     except BaseException as exc:  # reported to the test rather than lost in the child
         results.put((tag, "error", repr(exc)))
+    finally:
+        store.close()
 
 
-def test_two_processes_refreshing_at_once_refresh_once(agent_dir: Path, guard: SecretGuard) -> None:
+def test_two_processes_refreshing_at_once_refresh_once(
+    place: AuthPlace, tmp_path: Path, guard: SecretGuard
+) -> None:
+    """Two hosts: each process has a local state directory of its own (on PostgreSQL they
+    share only the database); the token endpoint is called once, and both end with its
+    tokens."""
     for tag in ("a", "b"):
         guard.secret(f"A-new-{tag}-000", f"R-new-{tag}-000")
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(2)
     results = ctx.Queue()
-    calls_path = str(agent_dir.parent / "refresh-calls.txt")
+    calls_path = str(tmp_path / "refresh-calls.txt")
     workers = [
         ctx.Process(
-            target=_refresh_worker, args=(str(agent_dir), tag, barrier, calls_path, results)
+            target=_refresh_worker,
+            args=(
+                place.location(state_dir=str(tmp_path / f"host-{tag}")),
+                tag,
+                barrier,
+                calls_path,
+                results,
+            ),
         )
         for tag in ("a", "b")
     ]
@@ -217,5 +236,5 @@ def test_two_processes_refreshing_at_once_refresh_once(agent_dir: Path, guard: S
     winner = winners[0]
     expected = (f"R-new-{winner}-000", f"A-new-{winner}-000")
     assert [(refresh, access) for _, refresh, access in got] == [expected, expected]
-    assert _on_disk(agent_dir)["refresh"] == expected[0]
-    assert not [n for n in os.listdir(agent_dir) if n.endswith(".lock")]
+    assert _stored(place)["refresh"] == expected[0]
+    assert place.locks_left() == []

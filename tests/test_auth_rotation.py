@@ -1,4 +1,5 @@
-"""Rotation with a fake clock: order, lastGood, oldest use, cooldowns and billing disables."""
+"""Rotation with a fake clock: order, lastGood, oldest use, cooldowns and billing disables,
+on every storage (``auth_place``: agent directories, then PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flatstate.auth import CooldownPolicy, open_auth_store
+from flatstate.auth import CooldownPolicy
 from flatstate.auth.store import AuthStore
 from flatstate.errors import InvalidProfile
 from tests.auth_support import (
@@ -15,11 +16,10 @@ from tests.auth_support import (
     FIXTURE_FAILURE_AT,
     FIXTURE_OAUTH_EXPIRES,
     OAUTH_ID,
+    AuthPlace,
     SecretGuard,
-    agent_dir_of,
     catch,
     secret_guard,
-    write_json,
 )
 from tests.conftest import FakeClock
 
@@ -37,9 +37,8 @@ def guard(
         yield scanner
 
 
-def _store(tmp_path: Path, clock: FakeClock, n: int = 3, **options: object) -> AuthStore:
-    write_json(
-        tmp_path / "auth-profiles.json",
+def _store(place: AuthPlace, clock: FakeClock, n: int = 3, **options: object) -> AuthStore:
+    place.seed(
         {
             "version": 1,
             "profiles": {
@@ -49,7 +48,7 @@ def _store(tmp_path: Path, clock: FakeClock, n: int = 3, **options: object) -> A
             | {"q:0": {"type": "token", "provider": "q", "token": "T-rotation-q-0000"}},
         },
     )
-    return open_auth_store(tmp_path, clock=clock, **options)  # type: ignore[arg-type]
+    return place.open(clock=clock, **options)
 
 
 def _id(store: AuthStore, provider: str = "p", now: int | None = None) -> str | None:
@@ -60,11 +59,14 @@ def _id(store: AuthStore, provider: str = "p", now: int | None = None) -> str | 
 # -- the fixture's cooldown --------------------------------------------------------------
 
 
-def test_the_cooldown_openclaw_set_is_honoured(openclaw_dir: Path, guard: SecretGuard) -> None:
+def test_the_cooldown_openclaw_set_is_honoured(
+    openclaw_dir: Path, auth_place: AuthPlace, guard: SecretGuard
+) -> None:
     # 2026.3.11's first step was one minute: failure at T, cooldown until T + 60 s.
     assert FIXTURE_COOLDOWN_UNTIL - FIXTURE_FAILURE_AT == MINUTE
     clock = FakeClock(FIXTURE_FAILURE_AT + 10 * SECOND)
-    store = open_auth_store(agent_dir_of(openclaw_dir), clock=clock)
+    auth_place.seed_fixture(openclaw_dir)
+    store = auth_place.open(clock=clock)
     store.set_order("anthropic", ["anthropic:default"])
     assert store.select_profile("anthropic") is None  # the only ordered profile is resting
     clock.now = FIXTURE_COOLDOWN_UNTIL - 1
@@ -74,9 +76,10 @@ def test_the_cooldown_openclaw_set_is_honoured(openclaw_dir: Path, guard: Secret
 
 
 def test_the_fixture_cooldown_sends_selection_to_the_other_profile(
-    openclaw_dir: Path, guard: SecretGuard
+    openclaw_dir: Path, auth_place: AuthPlace, guard: SecretGuard
 ) -> None:
-    store = open_auth_store(agent_dir_of(openclaw_dir))
+    auth_place.seed_fixture(openclaw_dir)
+    store = auth_place.open()
     assert _id(store, "anthropic", FIXTURE_FAILURE_AT + SECOND) == OAUTH_ID
     assert _id(store, "anthropic", FIXTURE_COOLDOWN_UNTIL) == "anthropic:default"  # file order
     assert _id(store, "openai", FIXTURE_FAILURE_AT) == "openai:default"
@@ -88,9 +91,9 @@ def test_the_fixture_cooldown_sends_selection_to_the_other_profile(
 
 
 def test_explicit_order_ranks_only_the_listed_profiles(
-    tmp_path: Path, clock: FakeClock, guard: SecretGuard
+    auth_place: AuthPlace, clock: FakeClock, guard: SecretGuard
 ) -> None:
-    store = _store(tmp_path, clock)
+    store = _store(auth_place, clock)
     assert store.set_order("p", ["p:2", "p:1"]) == ("p:2", "p:1")
     assert _id(store) == "p:2"
     store.mark_failure("p:2", "rate_limit")
@@ -104,17 +107,17 @@ def test_explicit_order_ranks_only_the_listed_profiles(
 
 
 def test_order_ids_must_exist_and_match_the_provider(
-    tmp_path: Path, clock: FakeClock, guard: SecretGuard
+    auth_place: AuthPlace, clock: FakeClock, guard: SecretGuard
 ) -> None:
-    store = _store(tmp_path, clock)
+    store = _store(auth_place, clock)
     catch(guard, InvalidProfile, store.set_order, "p", ["p:9"])
     catch(guard, InvalidProfile, store.set_order, "p", ["q:0"])
 
 
 def test_last_good_comes_first_then_oldest_last_used(
-    tmp_path: Path, clock: FakeClock, guard: SecretGuard
+    auth_place: AuthPlace, clock: FakeClock, guard: SecretGuard
 ) -> None:
-    store = _store(tmp_path, clock)
+    store = _store(auth_place, clock)
     assert _id(store) == "p:0"  # never used: file order
     store.mark_success("p:0")
     assert _id(store) == "p:0"  # lastGood sticks while it is healthy
@@ -135,9 +138,9 @@ def test_last_good_comes_first_then_oldest_last_used(
 
 
 def test_cooldown_schedule_is_30s_1min_5min(
-    tmp_path: Path, clock: FakeClock, guard: SecretGuard
+    auth_place: AuthPlace, clock: FakeClock, guard: SecretGuard
 ) -> None:
-    store = _store(tmp_path, clock, n=1)
+    store = _store(auth_place, clock, n=1)
     steps = []
     for _ in range(4):
         stats = store.mark_failure("p:0", "rate_limit")
@@ -154,19 +157,21 @@ def test_cooldown_schedule_is_30s_1min_5min(
 
 @pytest.mark.parametrize("reason", ["auth", "format", "rate_limit", "timeout", "unknown"])
 def test_every_non_billing_reason_starts_a_cooldown(
-    tmp_path: Path, clock: FakeClock, guard: SecretGuard, reason: str
+    auth_place: AuthPlace, clock: FakeClock, guard: SecretGuard, reason: str
 ) -> None:
-    store = _store(tmp_path, clock, n=1)
+    store = _store(auth_place, clock, n=1)
     stats = store.mark_failure("p:0", reason)
     assert stats.cooldown_until == clock.now + 30 * SECOND
     assert stats.disabled_until is None
     assert dict(stats.failure_counts.pairs()) == {reason: 1}
 
 
-def test_the_schedule_is_configurable(tmp_path: Path, clock: FakeClock, guard: SecretGuard) -> None:
+def test_the_schedule_is_configurable(
+    auth_place: AuthPlace, clock: FakeClock, guard: SecretGuard
+) -> None:
     # OpenClaw 2026.3.11's schedule, which wrote the fixture's one-minute cooldown.
     policy = CooldownPolicy(schedule_ms=(MINUTE, 5 * MINUTE, 25 * MINUTE, HOUR))
-    store = _store(tmp_path, clock, n=1, policy=policy)
+    store = _store(auth_place, clock, n=1, policy=policy)
     got = [store.mark_failure("p:0", "rate_limit").cooldown_until - clock.now for _ in range(5)]  # type: ignore[operator]
     assert got == [MINUTE, 5 * MINUTE, 25 * MINUTE, HOUR, HOUR]
     with pytest.raises(ValueError):
@@ -174,9 +179,9 @@ def test_the_schedule_is_configurable(tmp_path: Path, clock: FakeClock, guard: S
 
 
 def test_a_failure_never_shortens_a_rest(
-    tmp_path: Path, clock: FakeClock, guard: SecretGuard
+    auth_place: AuthPlace, clock: FakeClock, guard: SecretGuard
 ) -> None:
-    store = _store(tmp_path, clock, n=1)
+    store = _store(auth_place, clock, n=1)
     for _ in range(3):
         store.mark_failure("p:0", "rate_limit")
     long_until = store.usage("p:0").cooldown_until  # type: ignore[union-attr]
@@ -188,9 +193,9 @@ def test_a_failure_never_shortens_a_rest(
 
 
 def test_old_failures_stop_counting_after_the_window(
-    tmp_path: Path, clock: FakeClock, guard: SecretGuard
+    auth_place: AuthPlace, clock: FakeClock, guard: SecretGuard
 ) -> None:
-    store = _store(tmp_path, clock, n=1)
+    store = _store(auth_place, clock, n=1)
     store.mark_failure("p:0", "rate_limit")
     store.mark_failure("p:0", "rate_limit")
     clock.advance(25 * HOUR)
@@ -203,9 +208,9 @@ def test_old_failures_stop_counting_after_the_window(
 
 
 def test_billing_disables_for_5h_doubling_to_24h(
-    tmp_path: Path, clock: FakeClock, guard: SecretGuard
+    auth_place: AuthPlace, clock: FakeClock, guard: SecretGuard
 ) -> None:
-    store = _store(tmp_path, clock, n=2)
+    store = _store(auth_place, clock, n=2)
     got = []
     for _ in range(5):
         stats = store.mark_failure("p:0", "billing")
@@ -221,8 +226,10 @@ def test_billing_disables_for_5h_doubling_to_24h(
     assert status["p:0"].reason == "billing"
 
 
-def test_success_resets_the_counters(tmp_path: Path, clock: FakeClock, guard: SecretGuard) -> None:
-    store = _store(tmp_path, clock, n=1)
+def test_success_resets_the_counters(
+    auth_place: AuthPlace, clock: FakeClock, guard: SecretGuard
+) -> None:
+    store = _store(auth_place, clock, n=1)
     store.mark_failure("p:0", "billing")
     store.mark_failure("p:0", "rate_limit")
     stats = store.mark_success("p:0")
@@ -235,9 +242,9 @@ def test_success_resets_the_counters(tmp_path: Path, clock: FakeClock, guard: Se
 
 
 def test_status_shows_cooldowns_with_the_time_left(
-    tmp_path: Path, clock: FakeClock, guard: SecretGuard
+    auth_place: AuthPlace, clock: FakeClock, guard: SecretGuard
 ) -> None:
-    store = _store(tmp_path, clock, n=2)
+    store = _store(auth_place, clock, n=2)
     store.mark_failure("p:1", "timeout")
     status = {s.id: s for s in store.status(clock.now + 10 * SECOND)}
     assert status["p:0"].state == "ok" and status["p:0"].remaining_ms is None
@@ -248,20 +255,21 @@ def test_status_shows_cooldowns_with_the_time_left(
 
 
 def test_bad_failure_requests_are_refused(
-    tmp_path: Path, clock: FakeClock, guard: SecretGuard
+    auth_place: AuthPlace, clock: FakeClock, guard: SecretGuard
 ) -> None:
-    store = _store(tmp_path, clock, n=1)
-    before = (tmp_path / "auth-profiles.json").read_bytes()
+    store = _store(auth_place, clock, n=1)
+    before = auth_place.stored()
     catch(guard, InvalidProfile, store.mark_failure, "p:0", "cosmic_rays")
     catch(guard, InvalidProfile, store.mark_failure, "p:404", "auth")
     catch(guard, InvalidProfile, store.mark_success, "p:404")
-    assert (tmp_path / "auth-profiles.json").read_bytes() == before
+    assert auth_place.stored() == before
 
 
 def test_status_calls_a_token_past_its_expiry_expired(
-    openclaw_dir: Path, guard: SecretGuard
+    openclaw_dir: Path, auth_place: AuthPlace, guard: SecretGuard
 ) -> None:
-    store = open_auth_store(agent_dir_of(openclaw_dir), readonly=True)
+    auth_place.seed_fixture(openclaw_dir)
+    store = auth_place.open(readonly=True)
     at = {s.id: s for s in store.status(FIXTURE_OAUTH_EXPIRES)}
     assert (at[OAUTH_ID].state, at[OAUTH_ID].expires) == ("expired", FIXTURE_OAUTH_EXPIRES)
     assert at["anthropic:default"].expires is None

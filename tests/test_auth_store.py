@@ -1,4 +1,6 @@
-"""The auth store on real files: OpenClaw's fixture, overlay, malformed files, security."""
+"""The auth store: OpenClaw's fixture, overlay, malformed content, refs, security. Tests taking
+``auth_place`` run on every storage (agent directories, then PostgreSQL); the others are
+about files (bytes, modes, symlinks, legacy auth.json)."""
 
 from __future__ import annotations
 
@@ -13,10 +15,12 @@ from typing import Any
 import pytest
 
 from flatstate.auth import AuthProfile, open_auth_store
+from flatstate.auth.store import AuthStore
 from flatstate.errors import InvalidProfile, SecretUnavailable, StoreCorrupt, UnsafePath
 from tests.auth_support import (
     FIXTURE_COOLDOWN_UNTIL,
     OAUTH_ID,
+    AuthPlace,
     SecretGuard,
     agent_dir_of,
     catch,
@@ -47,8 +51,11 @@ def _mode(path: Path) -> int:
 # -- the real OpenClaw file ---------------------------------------------------------------
 
 
-def test_fixture_loads_every_profile_type(agent_dir: Path, guard: SecretGuard) -> None:
-    store = open_auth_store(agent_dir)
+def test_fixture_loads_every_profile_type(
+    auth_place: AuthPlace, openclaw_dir: Path, guard: SecretGuard
+) -> None:
+    auth_place.seed_fixture(openclaw_dir)
+    store = auth_place.open()
     guard.watch(store, store.profiles(), store.snapshot().usage_stats, store.status())
     assert [(p.id, p.type) for p in store.profiles()] == [
         ("anthropic:default", "api_key"),
@@ -77,28 +84,33 @@ def test_fixture_round_trip_keeps_every_field_and_byte(agent_dir: Path, guard: S
     assert _mode(path) == 0o600
 
 
-def test_unknown_fields_survive_a_write(agent_dir: Path, guard: SecretGuard) -> None:
-    path = agent_dir / "auth-profiles.json"
-    doc = read_json(path)
+def test_unknown_fields_survive_a_write(
+    auth_place: AuthPlace, openclaw_dir: Path, guard: SecretGuard
+) -> None:
+    doc = read_json(agent_dir_of(openclaw_dir) / "auth-profiles.json")
     doc["futureTopLevel"] = {"kept": True}
     doc["profiles"][OAUTH_ID]["enterpriseUrl"] = "https://example.com"
     doc["profiles"][OAUTH_ID]["nested"] = {"a": [1, 2, {"b": None}]}
     doc["usageStats"]["anthropic:default"]["laterField"] = 7
-    write_json(path, doc)
-    store = open_auth_store(agent_dir)
+    auth_place.seed(doc)
+    store = auth_place.open()
     assert store.get(OAUTH_ID)["nested"]["a"][2]["b"] is None  # type: ignore[index]
     store.mark_failure("anthropic:default", "rate_limit", now=FIXTURE_COOLDOWN_UNTIL + 1)
-    after = read_json(path)
+    after = auth_place.stored()
     assert after["futureTopLevel"] == {"kept": True}
     assert after["profiles"][OAUTH_ID] == doc["profiles"][OAUTH_ID]
     assert after["usageStats"]["anthropic:default"]["laterField"] == 7
+    assert list(after["profiles"]) == list(doc["profiles"])  # file order kept
 
 
 # -- reads share -------------------------------------------------------------------------
 
 
-def test_reads_return_the_same_frozen_objects(agent_dir: Path, guard: SecretGuard) -> None:
-    store = open_auth_store(agent_dir, check_interval=0)
+def test_reads_return_the_same_frozen_objects(
+    auth_place: AuthPlace, openclaw_dir: Path, guard: SecretGuard
+) -> None:
+    auth_place.seed_fixture(openclaw_dir)
+    store = auth_place.open(check_interval=0)
     first = store.get(OAUTH_ID)
     assert first is store.get(OAUTH_ID)
     assert store.profiles()[1] is first
@@ -114,8 +126,11 @@ def test_reads_return_the_same_frozen_objects(agent_dir: Path, guard: SecretGuar
     assert store.get(OAUTH_ID)["access"] != "changed"  # type: ignore[index]
 
 
-def test_a_write_keeps_untouched_profiles_shared(agent_dir: Path, guard: SecretGuard) -> None:
-    store = open_auth_store(agent_dir)
+def test_a_write_keeps_untouched_profiles_shared(
+    auth_place: AuthPlace, openclaw_dir: Path, guard: SecretGuard
+) -> None:
+    auth_place.seed_fixture(openclaw_dir)
+    store = auth_place.open()
     before = store.get(OAUTH_ID)
     store.mark_failure("openai:default", "unknown", now=1)
     # A new snapshot, whose unchanged profile is equal (a fresh parse of the file).
@@ -123,23 +138,27 @@ def test_a_write_keeps_untouched_profiles_shared(agent_dir: Path, guard: SecretG
 
 
 def test_changes_by_another_store_are_seen_after_the_check_interval(
-    agent_dir: Path, guard: SecretGuard
+    auth_place: AuthPlace, openclaw_dir: Path, guard: SecretGuard
 ) -> None:
-    reader = open_auth_store(agent_dir, check_interval=3600)
-    writer = open_auth_store(agent_dir)
+    auth_place.seed_fixture(openclaw_dir)
+    reader = auth_place.open(check_interval=3600)
+    writer = auth_place.open()
     writer.mark_failure("openai:default", "auth", now=1000)
     # Within the interval the reader still serves what it had (the documented bound) ...
     assert reader.usage("openai:default") is None
-    # ... and sees the change as soon as it looks at the file.
+    # ... and sees the change as soon as it looks at the store.
     reader.reload()
     assert reader.usage("openai:default").error_count == 1  # type: ignore[union-attr]
-    eager = open_auth_store(agent_dir, check_interval=0)
+    eager = auth_place.open(check_interval=0)
     writer.mark_success("openai:default", now=2000)
     assert eager.usage("openai:default").error_count == 0  # type: ignore[union-attr]
 
 
-def test_own_writes_are_seen_at_once(agent_dir: Path, guard: SecretGuard) -> None:
-    store = open_auth_store(agent_dir, check_interval=3600)
+def test_own_writes_are_seen_at_once(
+    auth_place: AuthPlace, openclaw_dir: Path, guard: SecretGuard
+) -> None:
+    auth_place.seed_fixture(openclaw_dir)
+    store = auth_place.open(check_interval=3600)
     store.mark_failure("openai:default", "format", now=1000)
     assert store.usage("openai:default").error_count == 1  # type: ignore[union-attr]
 
@@ -150,39 +169,43 @@ def test_own_writes_are_seen_at_once(agent_dir: Path, guard: SecretGuard) -> Non
 OVERLAY_SECRETS = ("K-main-1", "T-shared-22", "T-agent-333", "K-agent-4444")
 
 
+MAIN_DOC = {
+    "version": 1,
+    "profiles": {
+        "anthropic:main": {"type": "api_key", "provider": "anthropic", "key": "K-main-1"},
+        "openai:shared": {"type": "token", "provider": "openai", "token": "T-shared-22"},
+    },
+    "order": {"anthropic": ["anthropic:main"], "openai": ["openai:shared"]},
+    "lastGood": {"openai": "openai:shared"},
+    "usageStats": {"openai:shared": {"lastUsed": 5, "errorCount": 0}},
+}
+AGENT_DOC = {
+    "version": 1,
+    "profiles": {
+        "openai:shared": {"type": "token", "provider": "openai", "token": "T-agent-333"},
+        "google:agent": {"type": "api_key", "provider": "google", "key": "K-agent-4444"},
+    },
+    "order": {"anthropic": ["anthropic:main"]},
+}
+
+
 def _main_and_agent(root: Path) -> tuple[Path, Path]:
     main = root / "agents" / "main" / "agent"
     agent = root / "agents" / "coder" / "agent"
-    write_json(
-        main / "auth-profiles.json",
-        {
-            "version": 1,
-            "profiles": {
-                "anthropic:main": {"type": "api_key", "provider": "anthropic", "key": "K-main-1"},
-                "openai:shared": {"type": "token", "provider": "openai", "token": "T-shared-22"},
-            },
-            "order": {"anthropic": ["anthropic:main"], "openai": ["openai:shared"]},
-            "lastGood": {"openai": "openai:shared"},
-            "usageStats": {"openai:shared": {"lastUsed": 5, "errorCount": 0}},
-        },
-    )
-    write_json(
-        agent / "auth-profiles.json",
-        {
-            "version": 1,
-            "profiles": {
-                "openai:shared": {"type": "token", "provider": "openai", "token": "T-agent-333"},
-                "google:agent": {"type": "api_key", "provider": "google", "key": "K-agent-4444"},
-            },
-            "order": {"anthropic": ["anthropic:main"]},
-        },
-    )
+    write_json(main / "auth-profiles.json", MAIN_DOC)
+    write_json(agent / "auth-profiles.json", AGENT_DOC)
     return main, agent
 
 
-def test_an_agent_store_overlays_the_main_store(tmp_path: Path, guard: SecretGuard) -> None:
-    main, agent = _main_and_agent(tmp_path)
-    store = open_auth_store(agent, inherit_from=main)
+def _overlay(place: AuthPlace) -> AuthStore:
+    """The coder agent's store over the main agent's."""
+    place.seed(MAIN_DOC, "main")
+    place.seed(AGENT_DOC, "coder")
+    return place.open("coder", inherit_from="main")
+
+
+def test_an_agent_store_overlays_the_main_store(auth_place: AuthPlace, guard: SecretGuard) -> None:
+    store = _overlay(auth_place)
     guard.watch(store, store.profiles(), store.status())
     assert {p.id for p in store.profiles()} == {"anthropic:main", "openai:shared", "google:agent"}
     assert store.resolve_secret("openai:shared") == "T-agent-333"  # the agent wins per key
@@ -193,40 +216,42 @@ def test_an_agent_store_overlays_the_main_store(tmp_path: Path, guard: SecretGua
     assert inherited == {"anthropic:main": True, "openai:shared": False, "google:agent": False}
 
 
-def test_writes_through_an_overlay_go_to_the_agent_file(tmp_path: Path, guard: SecretGuard) -> None:
-    main, agent = _main_and_agent(tmp_path)
-    main_bytes = (main / "auth-profiles.json").read_bytes()
-    store = open_auth_store(agent, inherit_from=main)
+def test_writes_through_an_overlay_go_to_the_agent_file(
+    auth_place: AuthPlace, guard: SecretGuard
+) -> None:
+    store = _overlay(auth_place)
+    main_before = auth_place.stored("main")
     stats = store.mark_failure("anthropic:main", "rate_limit", now=10_000)
     assert stats.cooldown_until == 40_000
-    assert (main / "auth-profiles.json").read_bytes() == main_bytes
-    assert (
-        read_json(agent / "auth-profiles.json")["usageStats"]["anthropic:main"]["errorCount"] == 1
-    )
+    assert auth_place.stored("main") == main_before
+    assert auth_place.stored("coder")["usageStats"]["anthropic:main"]["errorCount"] == 1
     err = catch(guard, InvalidProfile, store.remove, "anthropic:main")
     assert "inherited" in str(err)
     assert store.remove("google:agent") is True
     assert store.get("google:agent") is None
 
 
-def test_inherit_from_the_same_directory_is_no_overlay(agent_dir: Path, guard: SecretGuard) -> None:
-    store = open_auth_store(agent_dir, inherit_from=agent_dir)
+def test_inherit_from_the_same_directory_is_no_overlay(
+    auth_place: AuthPlace, openclaw_dir: Path, guard: SecretGuard
+) -> None:
+    auth_place.seed_fixture(openclaw_dir)
+    store = auth_place.open(inherit_from="main")
     assert store.inherited_path is None
 
 
 # -- malformed files ---------------------------------------------------------------------
 
 
-def test_malformed_profiles_are_reported_by_id_and_kept(tmp_path: Path, guard: SecretGuard) -> None:
+def test_malformed_profiles_are_reported_by_id_and_kept(
+    auth_place: AuthPlace, guard: SecretGuard
+) -> None:
     guard.secret("K-good-12345", "K-noprov-12345", "K-weird-12345")
-    path = tmp_path / "auth-profiles.json"
     bad = {
         "no:provider": {"type": "api_key", "key": "K-noprov-12345"},
         "weird:type": {"type": "password", "provider": "weird", "key": "K-weird-12345"},
         "not:object": ["K-in-a-list"],
     }
-    write_json(
-        path,
+    auth_place.seed(
         {
             "version": 1,
             "profiles": {"good:one": {"type": "api_key", "provider": "good", "key": "K-good-12345"}}
@@ -234,7 +259,7 @@ def test_malformed_profiles_are_reported_by_id_and_kept(tmp_path: Path, guard: S
             "order": "not-an-object",
         },
     )
-    store = open_auth_store(tmp_path)
+    store = auth_place.open()
     guard.watch(store, *store.problems)
     assert [p.id for p in store.profiles()] == ["good:one"]
     found = {(p.kind, p.subject) for p in store.problems}
@@ -246,7 +271,7 @@ def test_malformed_profiles_are_reported_by_id_and_kept(tmp_path: Path, guard: S
     }
     # Writing is allowed, and keeps the invalid profiles exactly as they were.
     store.mark_success("good:one", now=5)
-    after = read_json(path)
+    after = auth_place.stored()
     for profile_id, value in bad.items():
         assert after["profiles"][profile_id] == value
     assert after["order"] == "not-an-object"
@@ -291,10 +316,11 @@ def test_top_level_array_is_corrupt(tmp_path: Path, guard: SecretGuard) -> None:
     assert "not an object" in problem.message
 
 
-def test_openclaw_legacy_field_names_are_accepted(tmp_path: Path, guard: SecretGuard) -> None:
+def test_openclaw_legacy_field_names_are_accepted(
+    auth_place: AuthPlace, guard: SecretGuard
+) -> None:
     guard.secret("K-legacy-names-1")
-    write_json(
-        tmp_path / "auth-profiles.json",
+    auth_place.seed(
         {
             "version": 1,
             "profiles": {
@@ -303,7 +329,7 @@ def test_openclaw_legacy_field_names_are_accepted(tmp_path: Path, guard: SecretG
             "order": {"x": [" x:default ", "", 3]},
         },
     )
-    store = open_auth_store(tmp_path)
+    store = auth_place.open()
     assert store.get("x:default").type == "api_key"  # type: ignore[union-attr]
     assert store.resolve_secret("x:default") == "K-legacy-names-1"
     assert store.snapshot().order["x"] == ("x:default",)
@@ -386,10 +412,11 @@ def test_an_invalid_legacy_credential_keeps_the_old_file(
 
 
 def test_refs_resolve_at_use_time(
-    tmp_path: Path, guard: SecretGuard, monkeypatch: pytest.MonkeyPatch
+    auth_place: AuthPlace, guard: SecretGuard, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     guard.secret("S-env-first-1", "S-env-second-2", "S-file-3333", "S-plain-44444")
-    store = open_auth_store(tmp_path)
+    store = auth_place.open()
+    base = Path(store.agent_dir)  # a directory, or the local state_dir of a URL
     store.add("a:env", {"type": "api_key", "provider": "a", "keyRef": "env:FLATSTATE_T_KEY"})
     store.add("a:file", {"type": "token", "provider": "a", "tokenRef": "file:secrets/a.txt"})
     store.add(
@@ -401,22 +428,23 @@ def test_refs_resolve_at_use_time(
     monkeypatch.setenv("FLATSTATE_T_KEY", "S-env-second-2")
     assert store.resolve_secret("a:env") == "S-env-second-2"
     assert store.resolve_secret("a:obj") == "S-env-second-2"
-    (tmp_path / "secrets").mkdir()
-    (tmp_path / "secrets" / "a.txt").write_text("S-file-3333\n")
+    (base / "secrets").mkdir(parents=True)
+    (base / "secrets" / "a.txt").write_text("S-file-3333\n")
     assert store.resolve_secret("a:file") == "S-file-3333"
     guard.watch(store.get("a:env"), store.get("a:file"), store.status())
     monkeypatch.delenv("FLATSTATE_T_KEY")
     err = catch(guard, SecretUnavailable, store.resolve_secret, "a:env")
     assert "FLATSTATE_T_KEY" in str(err)
-    (tmp_path / "secrets" / "a.txt").unlink()
+    (base / "secrets" / "a.txt").unlink()
     catch(guard, SecretUnavailable, store.resolve_secret, "a:file")
     catch(guard, SecretUnavailable, store.resolve_secret, "no:such")
 
 
-def test_plaintext_is_dropped_on_save_when_a_ref_exists(tmp_path: Path, guard: SecretGuard) -> None:
+def test_plaintext_is_dropped_on_save_when_a_ref_exists(
+    auth_place: AuthPlace, guard: SecretGuard
+) -> None:
     guard.secret("S-plain-44444", "S-plain-token-5555")
-    write_json(
-        tmp_path / "auth-profiles.json",
+    auth_place.seed(
         {
             "version": 1,
             "profiles": {
@@ -435,15 +463,15 @@ def test_plaintext_is_dropped_on_save_when_a_ref_exists(tmp_path: Path, guard: S
             },
         },
     )
-    store = open_auth_store(tmp_path)
+    store = auth_place.open()
     store.mark_success("a:k", now=1)
-    text = (tmp_path / "auth-profiles.json").read_text()
+    text = json.dumps(auth_place.stored())
     assert "S-plain-44444" not in text and "S-plain-token-5555" not in text
-    assert read_json(tmp_path / "auth-profiles.json")["profiles"]["a:k"]["keyRef"] == "env:K"
+    assert auth_place.stored()["profiles"]["a:k"]["keyRef"] == "env:K"
 
 
-def test_add_checks_the_credential(tmp_path: Path, guard: SecretGuard) -> None:
-    store = open_auth_store(tmp_path)
+def test_add_checks_the_credential(auth_place: AuthPlace, guard: SecretGuard) -> None:
+    store = auth_place.open()
     catch(guard, InvalidProfile, store.add, "x:y", {"type": "api_key", "provider": "x"})
     catch(guard, InvalidProfile, store.add, "x:y", {"type": "magic", "provider": "x", "key": "k"})
     catch(guard, InvalidProfile, store.add, "x:y", {"type": "api_key", "key": "k"})
@@ -457,7 +485,10 @@ def test_add_checks_the_credential(tmp_path: Path, guard: SecretGuard) -> None:
     catch(
         guard, InvalidProfile, store.add, " x:y", {"type": "token", "provider": "x", "token": "t"}
     )
-    assert not (tmp_path / "auth-profiles.json").exists()
+    if auth_place.postgres:
+        assert auth_place.stored()["profiles"] == {}
+    else:
+        assert not (Path(store.agent_dir) / "auth-profiles.json").exists()
 
 
 # -- security ----------------------------------------------------------------------------
@@ -558,8 +589,11 @@ def test_readonly_suppresses_every_write(
     assert store.usage("openai:default") is None
 
 
-def test_concurrent_writers_lose_no_update(agent_dir: Path, guard: SecretGuard) -> None:
-    stores = [open_auth_store(agent_dir, check_interval=3600) for _ in range(4)]
+def test_concurrent_writers_lose_no_update(
+    auth_place: AuthPlace, openclaw_dir: Path, guard: SecretGuard
+) -> None:
+    auth_place.seed_fixture(openclaw_dir)
+    stores = [auth_place.open(check_interval=3600) for _ in range(4)]
     start = threading.Barrier(len(stores))
 
     def work(store: Any) -> None:
@@ -572,5 +606,5 @@ def test_concurrent_writers_lose_no_update(agent_dir: Path, guard: SecretGuard) 
         t.start()
     for t in threads:
         t.join(30)
-    stats = read_json(agent_dir / "auth-profiles.json")["usageStats"]["openai:default"]
+    stats = auth_place.stored()["usageStats"]["openai:default"]
     assert stats["errorCount"] == 40 and stats["failureCounts"] == {"timeout": 40}
