@@ -366,7 +366,8 @@ class PostgresAuthStorage:
                 xid: str | None = None
                 try:
                     conn = self._connection()
-                    with conn.transaction():
+                    conn.execute("BEGIN")
+                    try:
                         row = conn.execute(
                             BEGIN_WRITE, (self._lock_timeout_ms, self._lock_key)
                         ).fetchone()
@@ -384,6 +385,12 @@ class PostgresAuthStorage:
                                 ).fetchone()
                                 version = int(found[0]) if found else 0
                             result = AuthDocument(self.path, doc)
+                        self._commit(conn)
+                    except BaseException:
+                        if not conn.broken:
+                            with contextlib.suppress(psycopg.Error):
+                                conn.execute("ROLLBACK")
+                        raise
                     self._doc, self._version = result, version
                     return result
                 except psycopg.Error as exc:
@@ -394,6 +401,11 @@ class PostgresAuthStorage:
                         return self.current()
                     if not patience.again():
                         raise self._error(exc, "write the auth profiles") from None
+
+    def _commit(self, conn: Conn) -> None:
+        """COMMIT the write transaction (a seam of its own: the tests kill the session
+        just after it, to lose the reply of a commit that happened)."""
+        conn.execute("COMMIT")
 
     def _write(self, conn: Conn, rows: _Rows, doc: dict[str, Any]) -> bool:
         """Write the rows of ``doc`` that differ from ``rows``; False if none did."""
