@@ -416,3 +416,34 @@ def test_a_failing_refresher_releases_the_lock_and_the_claim(
     assert seen == [1, 1]  # held while the endpoint was called ...
     assert place.locks_left() == []  # ... and released after
     assert place.stored() == before
+
+
+# -- the CLI ---------------------------------------------------------------------------------
+
+
+def test_the_cli_keeps_auth_profiles_in_the_database(
+    place: AuthPlace, tmp_path: Path, guard: SecretGuard
+) -> None:
+    from typer.testing import CliRunner
+
+    from flatstate.cli import app
+
+    runner = CliRunner()
+    coder = place.location("coder")
+    env = {"OPENAI_API_KEY": "unused"}
+    added = runner.invoke(
+        app, ["auth", "add", "openai:ref", "--ref", "env:OPENAI_API_KEY", "--store", coder], env=env
+    )
+    assert added.exit_code == 0, added.output
+    with open_auth_store(coder) as store:
+        assert store.get("openai:ref") is not None
+    assert not (tmp_path / "coder" / "auth-profiles.json").exists()  # nothing local
+    listed = runner.invoke(
+        app, ["auth", "list", "--json", "--store", coder, "--inherit-from", place.location()]
+    )
+    assert listed.exit_code == 0, listed.output
+    ids = [p["id"] for p in json.loads(listed.stdout)["items"]]
+    assert ids == ["anthropic:default", OAUTH_ID, "openai:default", "openai:ref"]
+    guard.watch(added.output, listed.output)
+    empty = runner.invoke(app, ["auth", "list", "--store", place.location("nobody")])
+    assert empty.exit_code == 1 and "no auth profiles" in empty.output

@@ -24,6 +24,7 @@ from typer.core import TyperGroup
 from typer.testing import CliRunner
 
 import flatstate
+from flatstate.auth import open_auth_store
 from flatstate.cli import app
 from flatstate.cli._where import resolve
 from flatstate.facts import open_facts
@@ -213,8 +214,8 @@ STORE_COMMANDS = [path for path, (args, _) in RUNS.items() if "{store}" in args]
 
 
 def copy_into_postgres(openclaw_dir: Path, location: str, state_dir: Path) -> None:
-    """The fixture's main agent as a PostgreSQL store: its sessions in the database, its
-    transcripts, auth profiles and the facts FACTS in the store's local state directory."""
+    """The fixture's main agent as a PostgreSQL store: its sessions and auth profiles in the
+    database, its transcripts and the facts FACTS in the store's local state directory."""
     agent = openclaw_dir / "agents" / "main"
     with flatstate.open_store(agent / "sessions" / "sessions.json", readonly=True) as source:
         entries = {key: entry.to_dict() for key, entry in source.items()}
@@ -229,8 +230,15 @@ def copy_into_postgres(openclaw_dir: Path, location: str, state_dir: Path) -> No
     state_dir.chmod(0o700)
     for transcript in (agent / "sessions").glob("*.jsonl"):
         shutil.copy(transcript, state_dir / "transcripts" / transcript.name)
-    shutil.copy(agent / "agent" / "auth-profiles.json", state_dir / "auth-profiles.json")
-    (state_dir / "auth-profiles.json").chmod(0o600)
+    profiles = json.loads((agent / "agent" / "auth-profiles.json").read_text())
+
+    def replace(doc: dict[str, Any]) -> bool:
+        doc.clear()
+        doc.update(profiles)
+        return True
+
+    with open_auth_store(location) as auth:  # the auth profiles live in the database
+        auth.update(replace)
 
 
 @pytest.fixture

@@ -213,6 +213,7 @@ class PostgresAuthStorage:
         self._lock_timeout_ms = f"{max(1, int(lock_timeout * 1000))}ms"
         self._mutex = threading.RLock()
         self._conn: Conn | None = None
+        self._spare: Conn | None = None  # a refresh lock's connection, kept for the next
         self._doc: AuthDocument | None = None
         self._version: int | None = None
         self._who = f"{socket.gethostname()}:{os.getpid()}"
@@ -255,9 +256,42 @@ class PostgresAuthStorage:
             with contextlib.suppress(Exception):
                 conn.close()
 
+    def _lock_connection(self) -> Conn:
+        """A connection outside autocommit for a refresh lock: the one kept, or a new one."""
+        with self._mutex:
+            conn, self._spare = self._spare, None
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        return self._connect(autocommit=False)
+
+    def _spare_lock_connection(self, conn: Conn) -> None:
+        with self._mutex:
+            old, self._spare = self._spare, conn
+        if old is not None:
+            with contextlib.suppress(Exception):
+                old.close()
+
     def close(self) -> None:
         with self._mutex:
             self._drop()
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            with contextlib.suppress(Exception):
+                spare.close()
+
+    def drop(self) -> None:
+        """Delete this namespace's profiles, document and claims (benchmarks, tests)."""
+        if self.readonly:
+            raise ReadOnlyStore(self.path, "the store was opened read-only")
+        s = f'"{self.schema}"'
+
+        def delete(conn: Conn) -> None:
+            with conn.transaction():
+                for table in ("auth_refresh_claims", "auth_profiles", "auth_stores"):
+                    conn.execute(f"DELETE FROM {s}.{table} WHERE ns = %s", (self.namespace,))
+
+        self._retrying(delete, "delete the auth profiles")
+        self._doc = self._version = None
 
     def _error(self, exc: psycopg.Error, doing: str) -> Exception:
         """The flatstate error for a psycopg one (its message never holds a parameter)."""
@@ -571,7 +605,7 @@ class _RefreshLock:
             if left <= 0:
                 raise self.timeout("Another process is refreshing this profile; try again.")
             try:
-                conn = self.conn = self.storage._connect(autocommit=False)
+                conn = self.conn = self.storage._lock_connection()
                 conn.execute(
                     "SELECT set_config('lock_timeout', %s, true), "
                     "pg_advisory_xact_lock(hashtextextended(%s, 0))",
@@ -591,10 +625,18 @@ class _RefreshLock:
                     raise self.storage._error(exc, "lock an OAuth refresh") from None
 
     def _unlock(self) -> None:
+        """End the lock's transaction, which releases the lock; keep a sound connection
+        for the next refresh (a new one costs more than the rest of a refresh)."""
         conn, self.conn = self.conn, None
-        if conn is not None:
+        if conn is None:
+            return
+        try:
+            conn.rollback()
+        except Exception:
             with contextlib.suppress(Exception):
                 conn.close()  # the transaction ends with the session, and the lock with it
+            return
+        self.storage._spare_lock_connection(conn)
 
     def acquire(self) -> None:
         pause = 0.02

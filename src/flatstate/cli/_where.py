@@ -14,8 +14,9 @@ its part there: the sessions, the transcripts beside them, ``auth-profiles.json`
 - an OpenClaw root (``~/.openclaw``, holding ``agents/``) or a directory of state
   directories (what ``import-openclaw`` writes): the agent ``--agent ID`` (default
   ``main``), or every agent with ``--all-agents``;
-- a ``postgresql://`` URL: the sessions in the database, the rest in the store's local
-  state directory (the URL's ``state_dir``, else ``~/.flatstate/<namespace>``).
+- a ``postgresql://`` URL: the sessions and the auth profiles in the database, the rest
+  in the store's local state directory (the URL's ``state_dir``, else
+  ``~/.flatstate/<namespace>``).
 
 A command that only reads opens everything read-only and refuses a store that is not
 there or is damaged, so that nothing it shows is an empty stand-in.
@@ -263,6 +264,8 @@ def auth(place: Place, *, write: bool = False, inherit_from: str | None = None) 
     file and mode as it was); its problems are printed as warnings, a damaged file raises."""
     from flatstate.auth import open_auth_store
 
+    if place.is_url:
+        return _database_auth(place, write=write, inherit_from=inherit_from)
     main = resolve(inherit_from).agent_dir if inherit_from else None
     store = open_auth_store(place.agent_dir, inherit_from=main, readonly=not write)
     snap = store.snapshot()
@@ -280,4 +283,23 @@ def auth(place: Place, *, write: bool = False, inherit_from: str | None = None) 
         if problem.kind == "permissions" and not write:
             hint = f" (fix it with: flatstate doctor --repair --store {quote(place.shown)})"
         warn(f"{problem.path}: {problem.message}{hint}")
+    return store
+
+
+def _database_auth(place: Place, *, write: bool, inherit_from: str | None) -> AuthStore:
+    """The auth profiles of a ``postgresql://`` place, in the database; ``inherit_from`` is
+    the main agent's URL or agent id (flatstate.auth.open_auth_store says which)."""
+    from flatstate.auth import open_auth_store
+
+    store = open_auth_store(
+        place.sessions, agent_id=place.agent_id, inherit_from=inherit_from, readonly=not write
+    )
+    if not write and not store.profiles():
+        store.close()
+        raise FileNotFoundError(
+            f"{store.path}: no auth profiles here (`flatstate auth add` creates them); "
+            "check --store or FLATSTATE_STORE"
+        )
+    for problem in store.problems:
+        warn(f"{problem.path}: {problem.message}")
     return store

@@ -526,13 +526,47 @@ def bench_auth(
         int, typer.Option(help="Calls of select_profile and of get (RSS measured around).")
     ] = 1_000_000,
     profiles: Annotated[int, typer.Option(help="Profiles in the store.")] = 12,
+    write_calls: Annotated[int, typer.Option(help="Calls of mark_failure (0 skips).")] = 500,
+    refresh_calls: Annotated[
+        int, typer.Option(help="Forced refresh_oauth calls, instant refresher (0 skips).")
+    ] = 100,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="file (auth-profiles.json), or postgres: the file figures and, beside them, "
+            "the same phases on PostgreSQL."
+        ),
+    ] = "file",
+    dsn: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL DSN for --backend postgres (default: $FLATSTATE_BENCH_POSTGRES_DSN); "
+            "the profiles get a namespace of their own, removed afterwards."
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Measure select_profile and profile-read rates and RSS growth, vs a deepcopy per read."""
-    from flatstate.bench.auth import AuthBenchOptions, run_auth_bench
+    """Measure select_profile, read and write rates and RSS growth, vs a deepcopy per read."""
+    from flatstate.bench.auth import BACKENDS, DSN_ENV, AuthBenchOptions, run_auth_bench
 
-    options = AuthBenchOptions(calls=calls, profiles=profiles)
+    if backend not in BACKENDS:
+        raise typer.BadParameter(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend == "postgres" and not (dsn or os.environ.get(DSN_ENV)):
+        raise typer.BadParameter(
+            f"--backend postgres needs --dsn or {DSN_ENV}; a throwaway server: "
+            "bash scripts/postgres start /tmp/flatstate-pg"
+        )
+    options = AuthBenchOptions(
+        calls=calls,
+        profiles=profiles,
+        write_calls=write_calls,
+        refresh_calls=refresh_calls,
+        backend=backend,
+        dsn=dsn,
+    )
     command = f"flatstate bench auth --calls {calls} --profiles {profiles}"
+    if backend != "file":
+        command += f" --backend {backend}"
     run_bench(
         lambda progress: {**run_auth_bench(options, progress=progress), "command": command},
         json_output,
@@ -540,31 +574,56 @@ def bench_auth(
     )
 
 
+_AUTH_PHASES = {
+    "select_profile": "select_profile(provider)",
+    "get": "get(profile_id)",
+    "get_stat_every_call": "get, a check on every call",
+    "mark_failure": "mark_failure (locked write)",
+    "refresh_oauth": "refresh_oauth, forced, instant refresher",
+    "baseline": "deepcopy of the store per read",
+}
+
+
 def _print_auth_bench(result: dict[str, Any]) -> None:
     grid = table()
     grid.add_column("operation")
-    for column in ("calls", "ops/s", "RSS before", "RSS after", "growth"):
+    postgres = result.get("postgres")
+    columns = ["calls", "ops/s", "RSS before", "RSS after", "growth"]
+    if postgres:
+        columns += ["postgres calls", "postgres ops/s", "postgres growth"]
+    for column in columns:
         grid.add_column(column, justify="right")
-    names = {
-        "select_profile": "select_profile(provider)",
-        "get": "get(profile_id)",
-        "get_stat_every_call": "get, stat on every call",
-        "baseline": "deepcopy of the store per read",
-    }
     for phase, r in result["phases"].items():
-        add_row(
-            grid,
-            names.get(phase, phase),
+        cells = [
             f"{r['calls']:,}",
             f"{r['per_s']:,}",
             f"{r['rss_before_mib']} MiB",
             f"{r['rss_after_mib']} MiB",
             f"{r['rss_growth_mib']:+} MiB",
+        ]
+        if postgres:
+            p = postgres.get(phase)
+            cells += (
+                [f"{p['calls']:,}", f"{p['per_s']:,}", f"{p['rss_growth_mib']:+} MiB"]
+                if p
+                else ["-", "-", "-"]
+            )
+        add_row(
+            grid,
+            _AUTH_PHASES.get(phase, phase),
+            *cells,
             style="dim" if phase == "baseline" else None,
         )
-    print_table(grid, f"Auth store reads ({result['options']['profiles']} profiles)")
+    where = "file, and PostgreSQL beside it" if postgres else "file"
+    print_table(grid, f"Auth store ({result['options']['profiles']} profiles; {where})")
     if "get_vs_deepcopy" in result:
         say(f"get vs deepcopy-per-read: {result['get_vs_deepcopy']:,}x")
+    if postgres:
+        say(
+            "postgres 'a check on every call' asks the server for the store's version "
+            "(a round trip); with the default check_interval, a read waits for one at most "
+            "once per 0.25 s."
+        )
     print_machine(result["machine"])
     say(f"command: {result['command']}")
 
