@@ -276,6 +276,9 @@ def test_bench_phases_run_in_process(tmp_path: Path, guard: SecretGuard) -> None
     for phase in ("select_profile", "get", "baseline"):
         result = _phase(agent, phase, 1000, warmup=100)
         assert result["calls"] == 1000 and result["per_s"] > 0
+    for phase in ("mark_failure", "refresh_oauth"):
+        result = _phase(agent, phase, 5, warmup=1)
+        assert result["calls"] == 5 and result["per_s"] > 0
 
 
 def test_add_without_a_terminal_points_at_secret_stdin(agent_dir: str, guard: SecretGuard) -> None:

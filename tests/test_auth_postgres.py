@@ -447,3 +447,30 @@ def test_the_cli_keeps_auth_profiles_in_the_database(
     guard.watch(added.output, listed.output)
     empty = runner.invoke(app, ["auth", "list", "--store", place.location("nobody")])
     assert empty.exit_code == 1 and "no auth profiles" in empty.output
+
+
+# -- the benchmark -------------------------------------------------------------------------
+
+
+def test_the_benchmark_runs_each_phase_beside_the_file_and_cleans_up(sql: Any) -> None:
+    from flatstate.bench.auth import AuthBenchOptions, run_auth_bench
+
+    options = AuthBenchOptions(
+        calls=2000,
+        stat_calls=200,
+        baseline_calls=100,
+        write_calls=3,
+        refresh_calls=3,
+        check_calls=5,
+        backend="postgres",
+        dsn=POSTGRES_DSN,
+    )
+    result = run_auth_bench(options)
+    assert set(result["postgres"]) == set(result["phases"]) - {"baseline"}
+    assert result["postgres"]["get_stat_every_call"]["calls"] == 5
+    password = psycopg.conninfo.conninfo_to_dict(POSTGRES_DSN).get("password")
+    assert password and password not in json.dumps(result)
+    left = sql.execute(
+        "SELECT count(*) FROM flatstate.auth_stores WHERE ns LIKE 'bench-auth-%'"
+    ).fetchone()
+    assert left == (0,)
