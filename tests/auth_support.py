@@ -94,6 +94,10 @@ def secret_guard(
     """Body of each test module's ``guard`` fixture: scan outputs and logs at teardown."""
     caplog.set_level(logging.DEBUG, logger="flatstate")
     guard = SecretGuard()
+    if POSTGRES_DSN and psycopg is not None:  # the test server's password is a secret too
+        password = psycopg.conninfo.conninfo_to_dict(POSTGRES_DSN).get("password")
+        if password:
+            guard.secret(str(password))
     yield guard
     out, err = capsys.readouterr()
     guard.texts.append(("stdout", out))

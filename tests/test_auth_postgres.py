@@ -25,6 +25,7 @@ from flatstate.errors import (
     InvalidLocation,
     InvalidSessionKey,
     ReadOnlyStore,
+    StoreCorrupt,
     StoreUnavailable,
 )
 from tests.auth_support import (
@@ -54,11 +55,7 @@ NOW = 1_795_000_000_000
 def guard(
     capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> Iterator[SecretGuard]:
-    for scanner in secret_guard(capsys, caplog):
-        password = psycopg.conninfo.conninfo_to_dict(POSTGRES_DSN).get("password")
-        if password:
-            scanner.secret(str(password))
-        yield scanner
+    yield from secret_guard(capsys, caplog)  # the server's password among the secrets
 
 
 @pytest.fixture
@@ -210,6 +207,32 @@ def test_readonly_writes_nothing(place: AuthPlace, sql: Any, guard: SecretGuard)
     # The rows are the truth: when they change, the in-memory changes give way.
     place.open().mark_success("anthropic:default", now=2000)
     assert store.get("x:ro") is None
+
+
+def test_a_server_error_never_quotes_the_row(tmp_path: Path, sql: Any, guard: SecretGuard) -> None:
+    """PostgreSQL's DETAIL line quotes a failing row, credential and all: flatstate's error
+    keeps only the primary message."""
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    url = f"{POSTGRES_DSN}{'&' if '?' in (POSTGRES_DSN or '') else '?'}schema={schema}"
+    token = guard.secret("T-refused-by-a-check-0001")
+    try:
+        store = open_auth_store(url, agent_id="ops")
+        sql.execute(
+            f'ALTER TABLE "{schema}".auth_profiles ADD CONSTRAINT no_refused '
+            "CHECK (credential::text NOT LIKE '%%refused%%')"
+        )
+        err = catch(
+            guard,
+            StoreCorrupt,
+            store.add,
+            "x:y",
+            {"type": "token", "provider": "x", "token": token},
+        )
+        assert "23514" in str(err) and "no_refused" in str(err)
+        assert store.reload().get("x:y") is None
+        store.close()
+    finally:
+        sql.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def test_readonly_never_creates_the_tables(tmp_path: Path, sql: Any, guard: SecretGuard) -> None:

@@ -75,6 +75,7 @@ from flatstate.errors import (
     LockTimeout,
     ReadOnlyStore,
     StoreCorrupt,
+    StoreUnavailable,
 )
 from flatstate.frozen import decode_json
 
@@ -294,7 +295,8 @@ class PostgresAuthStorage:
         self._doc = self._version = None
 
     def _error(self, exc: psycopg.Error, doing: str) -> Exception:
-        """The flatstate error for a psycopg one (its message never holds a parameter)."""
+        """The flatstate error for a psycopg one. Only the server's primary message is
+        kept: its DETAIL and CONTEXT lines can quote a row or a JSON value, secrets included."""
         state = exc.sqlstate or ""
         if state == "55P03":
             return LockTimeout(
@@ -307,7 +309,19 @@ class PostgresAuthStorage:
             return ReadOnlyStore(self.path, f"the server refused to {doing} ({state}: {primary})")
         if lost(exc):
             return unavailable(self.path, exc, doing)
-        return exc
+        primary = exc.diag.message_primary or type(exc).__name__
+        if state.startswith(("22", "23", "42")):  # data, integrity, schema: tables changed
+            return StoreCorrupt(
+                self.path,
+                f"the server refused to {doing} ({state}: {primary})",
+                "Check the auth tables against flatstate.auth.postgres_schema; "
+                "they may have been changed by hand.",
+            )
+        return StoreUnavailable(
+            self.path,
+            f"the server could not {doing} ({state or 'no SQLSTATE'}: {primary})",
+            "Check the server's log.",
+        )
 
     def _retrying(self, fn: Callable[[Conn], T], doing: str) -> T:
         """Run ``fn`` on the connection, again on a new one after a lost connection."""
