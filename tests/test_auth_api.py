@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -11,9 +12,9 @@ from _pytest.outcomes import Failed
 
 import flatstate.auth
 from flatstate.auth import AuthProfile, redact, secret_hint
-from flatstate.errors import FlatstateError, InvalidProfile, SecretUnavailable
+from flatstate.errors import ExtraMissing, FlatstateError, InvalidProfile, SecretUnavailable
 from tests.auth_support import SecretGuard, secret_guard
-from tests.conftest import check_docstring_examples
+from tests.conftest import check_docstring_examples, require_extra
 
 MODULES = [
     "profiles",
@@ -46,12 +47,16 @@ def test_all_is_sorted_and_complete() -> None:
     public = {n for n in dir(flatstate.auth) if not n.startswith("_")} - set(MODULES)
     assert public - {"annotations"} == set(names)
     for module in MODULES:
+        if module.startswith("postgres"):
+            require_extra("psycopg", "postgres")
         exported = importlib.import_module(f"flatstate.auth.{module}").__all__
         assert exported == sorted(exported, key=_isort_order), module
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_docstring_examples_run(module: str) -> None:
+    if module.startswith("postgres"):
+        require_extra("psycopg", "postgres")
     check_docstring_examples(f"flatstate.auth.{module}")
 
 
@@ -89,3 +94,15 @@ def test_auth_errors_are_typed() -> None:
         assert isinstance(err, FlatstateError)
     assert isinstance(InvalidProfile(None, "x"), ValueError)
     assert isinstance(SecretUnavailable("a", "b", "c"), LookupError)
+
+
+def test_a_database_url_without_the_postgres_extra_names_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prefixes = ("flatstate.auth.postgres", "flatstate.backends.postgres", "psycopg")
+    for name in [n for n in sys.modules if n.startswith(prefixes)]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if it were not installed
+    with pytest.raises(ExtraMissing) as info:
+        flatstate.auth.open_auth_store("postgresql://gw@db.internal/agents")
+    assert "flatstate[postgres]" in str(info.value)

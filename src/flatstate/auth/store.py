@@ -41,6 +41,7 @@ from flatstate.auth.rotation import CooldownPolicy, apply_failure, apply_success
 from flatstate.auth.storage import AuthStorage
 from flatstate.errors import (
     ConflictError,
+    ExtraMissing,
     InvalidLocation,
     InvalidProfile,
     SecretUnavailable,
@@ -218,7 +219,12 @@ def _open_postgres(
     lock_timeout: float,
     refresh_lock_timeout: float,
 ) -> AuthStore:
-    from flatstate.auth.postgres import PostgresAuthStorage
+    try:
+        from flatstate.auth.postgres import PostgresAuthStorage
+    except ImportError as exc:
+        if exc.name not in ("psycopg", "psycopg_pool"):
+            raise
+        raise ExtraMissing("auth profiles in PostgreSQL", "postgres") from None
 
     options: dict[str, Any] = {
         "readonly": readonly,
