@@ -497,3 +497,54 @@ def test_the_benchmark_runs_each_phase_beside_the_file_and_cleans_up(sql: Any) -
         "SELECT count(*) FROM flatstate.auth_stores WHERE ns LIKE 'bench-auth-%'"
     ).fetchone()
     assert left == (0,)
+
+
+def _refresh_and_hang(location: str, calls_path: str, calling: Any) -> None:
+    """Claims the refresh with a short claim (refresh_lock_timeout=2 s), then hangs in the
+    token endpoint until the test kills the process."""
+
+    def refresher(profile: AuthProfile) -> Mapping[str, Any]:
+        with open(calls_path, "a", encoding="utf-8") as f:
+            f.write(f"dead {profile.refresh}\n")
+        calling.set()
+        time.sleep(3600)
+        raise AssertionError("never answers")
+
+    with open_auth_store(location, refresh_lock_timeout=2.0) as store:
+        store.refresh_oauth(OAUTH_ID, refresher, now=EXPIRED)
+
+
+def test_a_host_killed_mid_refresh_leaves_a_claim_that_lapses(
+    place: AuthPlace, tmp_path: Path, guard: SecretGuard
+) -> None:
+    """The case the claim cannot save: the process holding it dies (kill -9) while the
+    endpoint is being called. Its claim lapses (after its refresh_lock_timeout); the next
+    host then refreshes from the stored token, and nothing half-written is left behind."""
+    guard.secret("A-new-next-000", "R-new-next-000")
+    ctx = multiprocessing.get_context("spawn")
+    calls_path = str(tmp_path / "calls.txt")
+    calling = ctx.Event()
+    doomed = ctx.Process(target=_refresh_and_hang, args=(place.location(), calls_path, calling))
+    doomed.start()
+    try:
+        assert calling.wait(START_TIMEOUT), "the doomed host never called the endpoint"
+        doomed.kill()
+        doomed.join(JOIN_TIMEOUT)
+    finally:
+        if doomed.is_alive():
+            doomed.kill()
+            doomed.join()
+    store = place.open(refresh_lock_timeout=30.0)
+
+    def refresher(profile: AuthProfile) -> Mapping[str, Any]:
+        with open(calls_path, "a", encoding="utf-8") as f:
+            f.write(f"next {profile.refresh}\n")
+        return _tokens("next")
+
+    new = store.refresh_oauth(OAUTH_ID, refresher, now=EXPIRED)  # waits out the claim
+    with open(calls_path, encoding="utf-8") as f:
+        calls = f.read().splitlines()
+    assert calls == ["dead FIXTURE-refresh-token-0003", "next FIXTURE-refresh-token-0003"]
+    assert new.refresh == "R-new-next-000"
+    assert place.stored()["profiles"][OAUTH_ID]["refresh"] == "R-new-next-000"
+    assert place.locks_left() == []
