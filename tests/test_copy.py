@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flatstate import open_store
+from flatstate.auth import open_auth_store
 from flatstate.backends.postgres.catalog import namespaces
 from flatstate.cli import app
 from flatstate.copying import copy_state, tally
@@ -56,6 +58,10 @@ def test_a_state_dir_goes_to_postgres_and_back_unchanged(state_dir: Path, tmp_pa
     copied = there.agents[0]
     assert copied.sessions.count == 5 and copied.transcripts.count > 0
     assert copied.auth_profiles.count > 0 and copied.facts == 2
+    (there_place,) = sources(url)
+    assert not os.path.exists(there_place.auth_file)  # the profiles are rows in the database
+    with open_auth_store(url) as auth:
+        assert len(auth.profiles()) == copied.auth_profiles.count
 
     back = copy_state(url, str(tmp_path / "back"))
     assert back.verified
@@ -79,6 +85,12 @@ def test_an_openclaw_root_imports_into_postgres_and_exports_back(
     assert entries(str(exported)) == entries(str(source))
     for transcript in source.parent.glob("*.jsonl*"):
         assert (exported.parent / transcript.name).read_bytes() == transcript.read_bytes()
+    # The auth profiles went into the database's rows and came back out as OpenClaw's file.
+    auth = "agents/main/agent/auth-profiles.json"
+    original = json.loads((openclaw_dir / auth).read_text())
+    assert json.loads((tmp_path / "back" / auth).read_text()) == original
+    with open_auth_store(own_schema, agent_id="main") as store:
+        assert [p.id for p in store.profiles()] == list(original["profiles"])
 
 
 def test_copy_from_openclaw_reads_back_what_it_wrote(openclaw_dir: Path, tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ Locations are those of :mod:`flatstate.places` (a state directory, a directory o
 :func:`flatstate.transfer.import_openclaw` reads it. The source is only read. A destination
 that holds state is refused unless ``force``. The check (``verify``) reopens both sides and
 compares, per agent, the number and a SHA-256 digest of the session entries, of the
-transcript files and of the auth profiles, and the number of facts.
+transcript files and of the auth profiles (a file, or rows in PostgreSQL), and the number
+of facts.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from dataclasses import dataclass
 import msgspec
 
 from flatstate._open import open_store
-from flatstate.auth.document import decode_document, encode_document
+from flatstate.auth.document import encode_document
 from flatstate.errors import DestinationExists
 from flatstate.frozen import encode_json
-from flatstate.places import Place, destinations, is_postgres, sources
+from flatstate.places import Place, destinations, is_postgres, read_auth, sources, write_auth
 from flatstate.transfer import (
     AgentTransfer,
     Progress,
@@ -108,11 +109,11 @@ def tally(place: Place) -> tuple[Tally, Tally, Tally, int]:
     transcripts = Tally(len(names), h.hexdigest())
     profiles = 0
     h = hashlib.sha256()
-    if os.path.isfile(place.auth_file):
-        with open(place.auth_file, "rb") as f:
-            doc = decode_document(place.auth_file, f.read())
+    doc = read_auth(place)
+    if doc is not None:
         profiles = len(doc.get("profiles") or {})
-        h.update(encode_document(doc))
+        # Top-level keys sorted: rows in the database give them back in an order of their own.
+        h.update(encode_document({name: doc[name] for name in sorted(doc)}))
     auth = Tally(profiles, h.hexdigest())
     return sessions, transcripts, auth, _facts_count(place)
 
@@ -154,7 +155,11 @@ def _copy_agent(source: Place, target: Place, progress: Progress | None) -> None
     for path in files:
         copy_private(path, os.path.join(target.transcripts_dir, os.path.basename(path)))
         tick()
-    if os.path.isfile(source.auth_file):
+    if is_postgres(source.location) or is_postgres(target.location):
+        doc = read_auth(source)  # the profiles' rows, on PostgreSQL
+        if doc is not None:
+            write_auth(target, doc)
+    elif os.path.isfile(source.auth_file):
         copy_private(source.auth_file, target.auth_file)
     _copy_facts(source, target)
 

@@ -5,20 +5,32 @@ inside) is one agent; a directory of state directories (what ``import-openclaw``
 one per subdirectory; a ``postgresql://`` URL is one namespace per agent (the URL's
 ``namespace`` when it names one, else every namespace of its schema). Each agent is a
 :class:`Place`: the session store's location, and the local directory of the transcripts,
-``auth-profiles.json`` and ``facts.sqlite`` that stay beside it.
+``auth-profiles.json`` and ``facts.sqlite`` that stay beside it. On PostgreSQL the auth
+profiles are in the database instead: :func:`read_auth` and :func:`write_auth` move an
+agent's auth document whichever of the two holds it.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from flatstate._open import POSTGRES_SCHEMES
 from flatstate.backends.sqlite import DB_FILENAME, TRANSCRIPTS_DIRNAME
 from flatstate.keys import DEFAULT_AGENT_ID, normalize_agent_id
 
-__all__ = ["AUTH_FILENAME", "FACTS_FILENAME", "Place", "destinations", "is_postgres", "sources"]
+__all__ = [
+    "AUTH_FILENAME",
+    "FACTS_FILENAME",
+    "Place",
+    "destinations",
+    "is_postgres",
+    "read_auth",
+    "sources",
+    "write_auth",
+]
 
 AUTH_FILENAME = "auth-profiles.json"
 FACTS_FILENAME = "facts.sqlite"
@@ -135,3 +147,54 @@ def destinations(location: str, agent_ids: list[str], *, single: bool) -> list[P
     if single:
         return [_state_dir_place(location, agent_ids[0] if agent_ids else DEFAULT_AGENT_ID)]
     return [_state_dir_place(os.path.join(location, a), a) for a in agent_ids]
+
+
+_EMPTY_AUTH = {"version": 1, "profiles": {}}
+
+
+def read_auth(place: Place) -> dict[str, Any] | None:
+    """The agent's auth document as stored (plain values), or None when it has none: no
+    ``auth-profiles.json``, or no rows in the database (nor its auth tables)."""
+    if not is_postgres(place.location):
+        if not os.path.isfile(place.auth_file):
+            return None
+        from flatstate.auth.document import decode_document
+
+        with open(place.auth_file, "rb") as f:
+            return decode_document(place.auth_file, f.read())
+    from flatstate.auth import open_auth_store
+    from flatstate.errors import ReadOnlyStore
+    from flatstate.frozen import thaw
+
+    try:
+        store = open_auth_store(place.location, agent_id=place.agent_id, readonly=True)
+    except ReadOnlyStore:  # the auth tables were never created: nothing stored
+        return None
+    with store:
+        doc = store.snapshot().agent
+        if doc.corrupt is not None:
+            raise doc.corrupt
+        plain: dict[str, Any] = thaw(doc.raw)
+    return None if plain == _EMPTY_AUTH else plain
+
+
+def write_auth(place: Place, doc: dict[str, Any]) -> None:
+    """Make ``doc`` the agent's whole auth document: the file (0600, atomically), or the
+    rows of its namespace (one transaction)."""
+    if not is_postgres(place.location):
+        from flatstate.auth.document import encode_document
+        from flatstate.files import atomic_write
+
+        os.makedirs(place.state_dir, mode=0o700, exist_ok=True)
+        atomic_write(place.auth_file, encode_document(doc), mode=0o600)
+        return
+    from flatstate.auth import open_auth_store
+    from flatstate.frozen import thaw
+
+    def replace(current: dict[str, Any]) -> bool:
+        current.clear()
+        current.update(thaw(doc))
+        return True
+
+    with open_auth_store(place.location, agent_id=place.agent_id, migrate=False) as store:
+        store.update(replace)

@@ -55,7 +55,15 @@ from flatstate.openclaw.root import (
     overlay,
     shared_auth,
 )
-from flatstate.places import AUTH_FILENAME, Place, destinations, is_postgres, sources
+from flatstate.places import (
+    AUTH_FILENAME,
+    Place,
+    destinations,
+    is_postgres,
+    read_auth,
+    sources,
+    write_auth,
+)
 from flatstate.snapshot import Draft
 from flatstate.store import SessionStore
 from flatstate.transcripts import archive_name
@@ -296,19 +304,19 @@ def holds(target: Place) -> str | None:
     with contextlib.suppress(FileNotFoundError):
         if os.listdir(target.transcripts_dir):
             found.append("transcripts")
-    if os.path.isfile(target.auth_file):
+    if read_auth(target) is not None:
         found.append("auth profiles")
     return ", ".join(found) or None
 
 
 def _write_auth(target: Place, doc: dict[str, Any], merge: bool) -> None:
-    """Write ``doc`` as the destination's auth file; with ``merge`` what it has stays."""
-    path = target.auth_file
-    if merge and os.path.isfile(path):
-        with open(path, "rb") as f:
-            doc = overlay(doc, decode_document(path, f.read()))
-    os.makedirs(target.state_dir, mode=0o700, exist_ok=True)
-    atomic_write(path, encode_document(doc), mode=0o600)
+    """Write ``doc`` as the destination's auth profiles (its file, or its rows in the
+    database); with ``merge`` what it has stays."""
+    if merge:
+        existing = read_auth(target)
+        if existing is not None:
+            doc = overlay(doc, existing)
+    write_auth(target, doc)
 
 
 def import_openclaw(
@@ -443,11 +451,11 @@ def _import_files(
                 transcripts += 1
             copied.tick()
     if agent.auth_file:
-        if merge and os.path.isfile(target.auth_file):
+        if merge or is_postgres(target.location):
             with open(agent.auth_file, "rb") as f:
                 _write_auth(target, decode_document(agent.auth_file, f.read()), merge)
         else:
-            copy_private(agent.auth_file, target.auth_file)
+            copy_private(agent.auth_file, target.auth_file)  # the file, byte for byte
     return AgentTransfer(
         agent_id=agent.agent_id,
         source=agent.sessions_json,
@@ -590,9 +598,8 @@ def export_openclaw(
         for path in files:
             copy_private(path, os.path.join(sessions_dir, os.path.basename(path)))
             tick()
-        auth = place.auth_file
-        if os.path.isfile(auth):
-            copy_private(auth, os.path.join(agent_dir, "agent", AUTH_FILENAME))
+        auth = os.path.join(agent_dir, "agent", AUTH_FILENAME)
+        has_auth = _export_auth(place, auth)
         reports.append(
             AgentTransfer(
                 agent_id=agent_id,
@@ -600,8 +607,24 @@ def export_openclaw(
                 destination=sessions_json,
                 sessions=sessions,
                 transcripts=len(files),
-                auth_profiles=os.path.isfile(auth),
+                auth_profiles=has_auth,
                 skipped_keys=skipped,
             )
         )
     return TransferReport(agents=reports)
+
+
+def _export_auth(place: Place, path: str) -> bool:
+    """The agent's auth profiles as OpenClaw's ``auth-profiles.json`` at ``path``: its
+    file copied byte for byte, or its rows in the database written out; False if none."""
+    if not is_postgres(place.location):
+        if not os.path.isfile(place.auth_file):
+            return False
+        copy_private(place.auth_file, path)
+        return True
+    doc = read_auth(place)
+    if doc is None:
+        return False
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    atomic_write(path, encode_document(doc), mode=0o600)
+    return True
