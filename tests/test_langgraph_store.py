@@ -547,6 +547,7 @@ def test_a_batch_reads_before_it_writes_and_the_last_put_wins(tmp_path: Path) ->
         ({"when": __import__("datetime").datetime(2026, 1, 1)}, "ISO strings"),
         ({"x": "\ud800"}, "lone surrogate"),
         ("not a dict", "a value is a dict"),
+        ({"x": __import__("functools").reduce(lambda v, _: [v], range(100), 1)}, "deeper than 64"),
     ],
 )
 def test_a_bad_value_fails_the_whole_batch(tmp_path: Path, value: Any, says: str) -> None:

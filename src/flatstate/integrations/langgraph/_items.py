@@ -45,6 +45,8 @@ __all__ = [
 DB_FILENAME = "langgraph-store.sqlite"
 WHAT = "LangGraph store database"
 SEPARATOR = b"\x00"
+# As for session entries: deep enough for any real value, far from the recursion limit.
+MAX_DEPTH = 64
 
 MIGRATIONS: list[tuple[str, ...]] = [
     (
@@ -121,9 +123,12 @@ def check_key(key: Any) -> str:
     return key
 
 
-def check_value(value: Any, where: str = "value") -> None:
+def check_value(value: Any, where: str = "value", depth: int = 1) -> None:
     """Raise InvalidStoreItem unless ``value`` comes back from JSON as it went in: string
-    keys, finite floats, no other types. (A tuple is taken as a JSON array: a list on read.)"""
+    keys, finite floats, no other types, at most MAX_DEPTH levels. (A tuple is taken as a
+    JSON array: a list on read.)"""
+    if depth > MAX_DEPTH and isinstance(value, Mapping | list | tuple):
+        raise InvalidStoreItem(f"{where} nests deeper than {MAX_DEPTH} levels")
     if isinstance(value, str):
         _utf8(value, f"the string at {where}")
     elif value is None or isinstance(value, bool | int):
@@ -135,10 +140,10 @@ def check_value(value: Any, where: str = "value") -> None:
         for key, sub in value.items():
             if not isinstance(key, str):
                 raise InvalidStoreItem(f"{where} has the key {key!r}: JSON object keys are strings")
-            check_value(sub, f"{where}.{key}")
+            check_value(sub, f"{where}.{key}", depth + 1)
     elif isinstance(value, list | tuple):
         for i, sub in enumerate(value):
-            check_value(sub, f"{where}[{i}]")
+            check_value(sub, f"{where}[{i}]", depth + 1)
     else:
         raise InvalidStoreItem(
             f"{where} is a {type(value).__name__}, which is not JSON: store strings, "
