@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import shutil
+import signal
 import sqlite3
 import tempfile
 import threading
@@ -299,6 +301,26 @@ def test_vectors_of_the_wrong_length_are_refused(tmp_path: Path) -> None:
         with pytest.raises(InvalidStoreItem, match="dims=8"):
             s.put(("docs",), "a", {"text": "apple"})
         assert s.get(("docs",), "a") is None
+
+
+def test_a_zero_vector_is_unscored_not_an_error(tmp_path: Path) -> None:
+    require_extra("sqlite_vec", "vec")
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        return [[0.0] * 4 if text == "zero" else [1.0, 0.0, 0.0, 0.0] for text in texts]
+
+    index = {"dims": 4, "embed": embed, "fields": ["text"]}
+    with FlatstateStore(tmp_path / "state", index=index) as store:
+        store.put(("d",), "one", {"text": "x"})
+        store.put(("d",), "zero", {"text": "zero"})
+        assert [(i.key, i.score) for i in store.search(("d",), query="x")] == [
+            ("one", pytest.approx(1.0)),
+            ("zero", None),
+        ]
+        assert {(i.key, i.score) for i in store.search(("d",), query="zero")} == {
+            ("one", None),
+            ("zero", None),
+        }
 
 
 # -- keyword search ----------------------------------------------------------------------
@@ -725,3 +747,29 @@ def test_two_processes_on_one_state_dir_lose_nothing(tmp_path: Path) -> None:
             assert len(store.search(("w", str(w)), limit=EVERYTHING)) == count
             assert len(store.search(("w",), query=f"worker{w}", limit=EVERYTHING)) == count
         assert store.get(("shared",), "last").value["i"] == count - 1
+
+
+def _put_until_killed(state_dir: str, acks: str) -> None:
+    with FlatstateStore(state_dir) as store, open(acks, "a", buffering=1) as out:
+        for i in range(100_000):
+            store.put(("k",), str(i), {"i": i, "text": "survivor"})
+            out.write(f"{i}\n")  # acknowledged: the put returned
+
+
+@pytest.mark.slow
+def test_every_acknowledged_put_survives_kill_9(tmp_path: Path) -> None:
+    state, acks = str(tmp_path / "state"), str(tmp_path / "acks")
+    with running(_put_until_killed, [(state, acks)]) as procs:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if os.path.exists(acks) and os.path.getsize(acks) > 2000:
+                break
+            time.sleep(0.01)
+        os.kill(procs[0].pid, signal.SIGKILL)
+        procs[0].join(10)
+    acknowledged = [int(line) for line in Path(acks).read_text().split()]
+    assert len(acknowledged) > 300
+    with FlatstateStore(state) as store:
+        kept = {item.key for item in store.search(("k",), limit=len(acknowledged) + 10)}
+        assert {str(i) for i in acknowledged} <= kept
+        assert len(store.search(("k",), query="survivor", limit=EVERYTHING)) == len(kept)

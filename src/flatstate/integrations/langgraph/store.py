@@ -488,8 +488,8 @@ class FlatstateStore(BaseStore):
             where += f" AND {clause}"
         args += compiled.args
         match = fts_query(op.query) if op.query and self._embeddings is None else None
-        if op.query and self._embeddings is not None:
-            blob = query_blobs[op.query]
+        blob = query_blobs.get(op.query) if op.query else None
+        if blob is not None:  # None also for a zero vector, which points nowhere: unranked
             assert self.index_config is not None
             sql = (
                 f"SELECT {_COLUMNS}, (SELECT max(1.0 - vec_distance_cosine(v.embedding, ?)) "
