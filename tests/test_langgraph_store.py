@@ -11,6 +11,8 @@ import os
 import shutil
 import signal
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -773,3 +775,14 @@ def test_every_acknowledged_put_survives_kill_9(tmp_path: Path) -> None:
         kept = {item.key for item in store.search(("k",), limit=len(acknowledged) + 10)}
         assert {str(i) for i in acknowledged} <= kept
         assert len(store.search(("k",), query="survivor", limit=EVERYTHING)) == len(kept)
+
+
+def test_without_the_extra_the_import_names_it() -> None:
+    code = (
+        "import sys; sys.modules['langgraph'] = None\n"
+        "try:\n    import flatstate.integrations.langgraph\n"
+        "except ImportError as exc:\n    print(type(exc).__name__, exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("ExtraMissing")
+    assert "pip install 'flatstate[langgraph]'" in done.stdout

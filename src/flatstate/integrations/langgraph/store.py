@@ -24,36 +24,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from flatstate._sqlite import Checkpointer, Translate, restart_log
 from flatstate.errors import ExtraMissing, InvalidStoreItem, StoreClosed
 from flatstate.facts.query import fts_query
 from flatstate.facts.vectors import fact_driver, load_sqlite_vec, vector_driver
-from flatstate.integrations.langgraph._filters import CompiledFilter, compile_filter
+from flatstate.integrations.langgraph._filters import CompiledFilter
 from flatstate.integrations.langgraph._items import (
     DB_FILENAME,
     WHAT,
-    check_key,
-    check_value,
     connect,
     decode_json,
     decode_namespace,
-    encode_json,
     encode_namespace,
-    keyword_text,
     unit_vector,
 )
 from flatstate.model import Clock, now_ms
 from flatstate.writer import Job, Writer
 
 try:
-    from langchain_core.embeddings import Embeddings
     from langgraph.store.base import (
         BaseStore,
         GetOp,
@@ -67,10 +61,14 @@ try:
         SearchItem,
         SearchOp,
         TTLConfig,
-        ensure_embeddings,
-        get_text_at_path,
-        tokenize_path,
-        validate_op_namespace,
+    )
+
+    from flatstate.integrations.langgraph._plan import (
+        Plan,
+        Put,
+        check_index,
+        check_ttl_config,
+        plan_batch,
     )
 except ImportError as exc:  # the extra is missing: say which one
     raise ExtraMissing("flatstate.integrations.langgraph", "langgraph") from exc
@@ -83,44 +81,7 @@ MS_PER_MINUTE = 60_000
 _COLUMNS = "seq, namespace, key, value, created_at, updated_at, ttl_minutes"
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _ORDER = "updated_at DESC, namespace, key"
-_TTL_KEYS = frozenset({"default_ttl", "refresh_on_read", "sweep_interval_minutes", "omit_expired"})
 _POSTGRES = ("postgresql://", "postgres://")
-
-
-class _Put(NamedTuple):
-    """A checked put: everything its write needs but the embeddings."""
-
-    namespace: bytes
-    key: str
-    value: str | None  # JSON; None deletes
-    ttl: float | None
-    keyword: str | None  # the keyword index's text; None: not indexed
-    fields: list[tuple[str, str]]  # (field name, text) to embed
-
-
-class _Plan(NamedTuple):
-    ops: list[Op]
-    filters: dict[int, CompiledFilter]
-    puts: list[_Put]
-    queries: list[str]  # the semantic queries to embed
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_ttl(ttl: Any, what: str) -> float | None:
-    if ttl is None:
-        return None
-    if not _number(ttl) or ttl <= 0:
-        raise InvalidStoreItem(f"{what} is {ttl!r}: a TTL is a positive number of minutes, or None")
-    return float(ttl)
-
-
-def _check_page(value: Any, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InvalidStoreItem(f"{what} is {value!r}: it must be an integer >= 0")
-    return value
 
 
 def _when(ms: int) -> datetime:
@@ -182,8 +143,8 @@ class FlatstateStore(BaseStore):
                 "FlatstateStore runs on a state directory (SQLite); PostgreSQL is not "
                 "supported yet: pass a directory path"
             )
-        self.ttl_config = self._check_ttl_config(ttl)
-        self.index_config, self._embeddings, self._fields = self._check_index(index)
+        self.ttl_config = check_ttl_config(ttl)
+        self.index_config, self._embeddings, self._fields = check_index(index)
         self.path = os.path.join(os.path.expanduser(where), DB_FILENAME)
         self._clock: Clock = clock or now_ms
         self._lock_timeout = lock_timeout
@@ -218,49 +179,6 @@ class FlatstateStore(BaseStore):
                 daemon=True,
             )
             self._sweeper.start()
-
-    # -- configuration -------------------------------------------------------------------
-    @staticmethod
-    def _check_ttl_config(ttl: TTLConfig | None) -> TTLConfig | None:
-        if ttl is None:
-            return None
-        if not isinstance(ttl, dict):
-            raise InvalidStoreItem(f"ttl is a TTLConfig dict, not {type(ttl).__name__}")
-        unknown = set(ttl) - _TTL_KEYS
-        if unknown:
-            raise InvalidStoreItem(
-                f"ttl has unknown keys {sorted(unknown)}; TTLConfig has "
-                "default_ttl, refresh_on_read and sweep_interval_minutes"
-            )
-        _check_ttl(ttl.get("default_ttl"), "ttl['default_ttl']")
-        interval = ttl.get("sweep_interval_minutes")
-        if interval is not None and (not _number(interval) or interval <= 0):
-            raise InvalidStoreItem(
-                f"ttl['sweep_interval_minutes'] is {interval!r}: a positive number, or None"
-            )
-        if not isinstance(ttl.get("refresh_on_read", True), bool):
-            raise InvalidStoreItem("ttl['refresh_on_read'] is True or False")
-        return TTLConfig(**ttl)
-
-    @staticmethod
-    def _check_index(
-        index: IndexConfig | None,
-    ) -> tuple[IndexConfig | None, Embeddings | None, list[tuple[str, Any]]]:
-        if index is None:
-            return None, None, []
-        if not isinstance(index, dict):
-            raise InvalidStoreItem(f"index is an IndexConfig dict, not {type(index).__name__}")
-        dims = index.get("dims")
-        if not isinstance(dims, int) or isinstance(dims, bool) or dims <= 0:
-            raise InvalidStoreItem(f"index['dims'] is {dims!r}: the embeddings' length, an int")
-        if index.get("embed") is None:
-            raise InvalidStoreItem("index needs 'embed': an embedding function or Embeddings")
-        fields = index.get("fields") or ["$"]
-        if not isinstance(fields, list | tuple) or not all(isinstance(f, str) for f in fields):
-            raise InvalidStoreItem("index['fields'] is a list of JSON paths, e.g. ['text']")
-        config = IndexConfig(dims=dims, embed=index["embed"], fields=list(fields))
-        tokenized = [(f, f if f == "$" else tokenize_path(f)) for f in fields]
-        return config, ensure_embeddings(index["embed"]), tokenized
 
     # -- lifecycle -----------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -304,7 +222,8 @@ class FlatstateStore(BaseStore):
     # -- the batch -----------------------------------------------------------------------
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         """Run ``ops``: reads first (one state), then the puts in one commit; see the module."""
-        plan = self._plan(ops)
+        self._check_open()
+        plan = plan_batch(ops, self._fields, self._embeddings is not None)
         embeddings = self._embeddings
         vectors: Sequence[Sequence[float]] = []
         queries: dict[str, Sequence[float]] = {}
@@ -317,7 +236,8 @@ class FlatstateStore(BaseStore):
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         """:meth:`batch` for asyncio: embeddings awaited, the database on a worker thread."""
-        plan = self._plan(ops)
+        self._check_open()
+        plan = plan_batch(ops, self._fields, self._embeddings is not None)
         embeddings = self._embeddings
         vectors: Sequence[Sequence[float]] = []
         queries: dict[str, Sequence[float]] = {}
@@ -329,97 +249,9 @@ class FlatstateStore(BaseStore):
             queries = dict(zip(plan.queries, found, strict=True))
         return await asyncio.to_thread(self._run, plan, vectors, queries)
 
-    def _plan(self, ops: Iterable[Op]) -> _Plan:
-        """Check every op before anything runs; a bad one fails the batch, nothing written."""
-        self._check_open()
-        listed = list(ops)
-        filters: dict[int, CompiledFilter] = {}
-        puts: dict[tuple[bytes, str], _Put] = {}
-        queries: list[str] = []
-        for i, op in enumerate(listed):
-            if not isinstance(op, GetOp | SearchOp | ListNamespacesOp | PutOp):
-                raise InvalidStoreItem(
-                    f"op {i} is a {type(op).__name__}; a batch takes GetOp, PutOp, SearchOp "
-                    "and ListNamespacesOp"
-                )
-            validate_op_namespace(op)
-            if isinstance(op, GetOp):
-                encode_namespace(op.namespace)
-                check_key(op.key)
-            elif isinstance(op, SearchOp):
-                encode_namespace(op.namespace_prefix)
-                _check_page(op.limit, "limit")
-                _check_page(op.offset, "offset")
-                if op.query is not None and not isinstance(op.query, str):
-                    raise InvalidStoreItem(f"query is text, not {type(op.query).__name__}")
-                filters[i] = compile_filter(op.filter)
-                if op.query and self._embeddings is not None and op.query not in queries:
-                    queries.append(op.query)
-            elif isinstance(op, ListNamespacesOp):
-                self._check_listing(op)
-            else:
-                put = self._check_put(op)
-                # The last put of a key wins, as in LangGraph's own stores.
-                puts.pop((put.namespace, put.key), None)
-                puts[put.namespace, put.key] = put
-        return _Plan(listed, filters, list(puts.values()), queries)
-
-    @staticmethod
-    def _check_listing(op: ListNamespacesOp) -> None:
-        _check_page(op.limit, "limit")
-        _check_page(op.offset, "offset")
-        if op.max_depth is not None and (
-            not isinstance(op.max_depth, int) or isinstance(op.max_depth, bool) or op.max_depth < 1
-        ):
-            raise InvalidStoreItem(f"max_depth is {op.max_depth!r}: an integer >= 1, or None")
-        for condition in op.match_conditions or ():
-            if condition.match_type not in ("prefix", "suffix"):
-                raise InvalidStoreItem(
-                    f"match_type is {condition.match_type!r}: 'prefix' or 'suffix'"
-                )
-
-    def _check_put(self, op: PutOp) -> _Put:
-        if not op.namespace:
-            raise InvalidStoreItem("a put needs a namespace of at least one label")
-        namespace = encode_namespace(op.namespace)
-        key = check_key(op.key)
-        if op.value is None:
-            return _Put(namespace, key, None, None, None, [])
-        if not isinstance(op.value, dict) and not hasattr(op.value, "items"):
-            raise InvalidStoreItem(f"a value is a dict, not {type(op.value).__name__}")
-        value = dict(op.value)
-        check_value(value)
-        ttl = _check_ttl(op.ttl, "ttl")
-        index = op.index
-        if (
-            index is not None
-            and index is not False
-            and not (isinstance(index, list | tuple) and all(isinstance(f, str) for f in index))
-        ):
-            raise InvalidStoreItem("index is False, None, or a list of JSON paths")
-        if index is False:
-            return _Put(namespace, key, encode_json(value).decode(), ttl, None, [])
-        paths = [(f, f if f == "$" else tokenize_path(f)) for f in index] if index else self._fields
-        keyword = self._keyword(value, paths)
-        fields: list[tuple[str, str]] = []
-        if self._embeddings is not None:
-            for name, path in paths:
-                texts = get_text_at_path(value, path)
-                if len(texts) == 1:
-                    fields.append((name, texts[0]))
-                else:
-                    fields.extend((f"{name}.{i}", text) for i, text in enumerate(texts))
-        return _Put(namespace, key, encode_json(value).decode(), ttl, keyword, fields)
-
-    @staticmethod
-    def _keyword(value: dict[str, Any], paths: list[tuple[str, Any]]) -> str:
-        if not paths or any(name == "$" for name, _ in paths):
-            return keyword_text(value)
-        return "\n".join(text for _, path in paths for text in get_text_at_path(value, path))
-
     def _run(
         self,
-        plan: _Plan,
+        plan: Plan,
         vectors: Sequence[Sequence[float]],
         queries: dict[str, Sequence[float]],
     ) -> list[Result]:
@@ -597,7 +429,7 @@ class FlatstateStore(BaseStore):
 
     # -- writes --------------------------------------------------------------------------
     def _vector_blobs(
-        self, puts: list[_Put], vectors: Sequence[Sequence[float]], dims: int
+        self, puts: list[Put], vectors: Sequence[Sequence[float]], dims: int
     ) -> list[list[tuple[str, bytes]]]:
         """Each put's (field, unit vector) pairs, from the embeddings in the puts' order."""
         wanted = sum(len(put.fields) for put in puts)
@@ -620,7 +452,7 @@ class FlatstateStore(BaseStore):
     def _write(
         self,
         conn: Any,
-        puts: list[_Put],
+        puts: list[Put],
         blobs: list[list[tuple[str, bytes]]],
         refresh: list[int],
     ) -> None:
