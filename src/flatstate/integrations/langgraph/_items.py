@@ -61,6 +61,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
             expires_at INTEGER,
             UNIQUE (namespace, key)
         )""",
+        # Search without a query reads the newest first: this index gives that order, so a
+        # page is read, not every match sorted (4x at 2,000 items; a put costs ~5% more).
+        "CREATE INDEX items_recent ON items (updated_at DESC, namespace, key)",
         # The sweep's index, holding only the items that can expire.
         "CREATE INDEX items_expiry ON items (expires_at) WHERE expires_at IS NOT NULL",
         "CREATE VIRTUAL TABLE items_fts USING fts5(doc, tokenize='porter unicode61')",

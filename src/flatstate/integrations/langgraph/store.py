@@ -498,16 +498,21 @@ class FlatstateStore(BaseStore):
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
+                # A lone job (most often) needs no savepoint: the transaction is its own.
+                alone = len(jobs) == 1
                 for job in jobs:
-                    conn.execute("SAVEPOINT job")
+                    if not alone:
+                        conn.execute("SAVEPOINT job")
                     try:
                         with self._errors:
                             job.result = job.fn(conn)
                     except Exception as exc:
-                        conn.execute("ROLLBACK TO job")
+                        conn.execute("ROLLBACK" if alone else "ROLLBACK TO job")
                         job.error = exc
-                    conn.execute("RELEASE job")
-                conn.execute("COMMIT")
+                    if not alone:
+                        conn.execute("RELEASE job")
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
