@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ("_cache", "snapshot", "writer", "store", "_open", "aio", ""),
     ),  # "" is the package itself (flatstate/__init__.py)
     ("features", ("compaction", "places", "doctor", "transfer", "copying", "facts", "auth")),
+    ("integrations", ("integrations",)),
     ("apps", ("cli", "bench", "__main__")),
 ]
 

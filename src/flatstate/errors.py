@@ -13,6 +13,7 @@ fix. No message ever carries a secret: callers pass identifiers, never values.
     ├── SecretUnavailable   (LookupError)
     ├── InvalidFact         (ValueError)
     ├── FactNotFound        (LookupError)
+    ├── InvalidStoreItem    (ValueError)
     ├── VectorsUnavailable  (ImportError)
     ├── ExtraMissing        (ImportError)
     ├── StoreCorrupt        (OSError)
@@ -153,6 +154,14 @@ class FactNotFound(FlatstateError, LookupError):
             f"no fact with id {fact_id!r} in {path}. "
             "List ids with: flatstate facts list (or search)."
         )
+
+
+class InvalidStoreItem(FlatstateError, ValueError):
+    """A LangGraph store operation that cannot run: a bad value, filter, TTL or page."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"invalid store operation: {problem}. Nothing was written.")
 
 
 class VectorsUnavailable(FlatstateError, ImportError):
