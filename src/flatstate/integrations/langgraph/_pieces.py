@@ -1,0 +1,198 @@
+"""Channel values stored by content: a value becomes a small *manifest* and a few *pieces*.
+
+A LangGraph channel holds the whole value at every step (a message list, a dict of
+documents), and the official savers store it whole each time it changes. Here a large list
+or dict is cut at element boundaries into pieces of about a KiB, each stored once under its
+digest: appending one message, or rewriting one entry of a 64 KiB dict, adds one new piece
+and a manifest of digests, not another copy of the value.
+
+Cuts depend on content only (an element ends a piece when it is large, or when its hash
+says so and the piece is big enough), so the pieces before and after a changed element are
+the same bytes as before and dedupe.
+
+Pieces are raw msgpack fragments of the serializer's own encoding of each element, so a
+read joins them under one array (or map) header and decodes the whole value in one call,
+exactly as the serializer would have decoded it whole. Only values the standard
+:class:`JsonPlusSerializer` turns into msgpack are cut; any other value (or serializer) is
+stored whole, still by content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgspec
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+__all__ = [
+    "INLINE_MAX",
+    "Encoded",
+    "decode_value",
+    "digest_of",
+    "encode_value",
+    "manifest_digests",
+    "refs_digests",
+]
+
+# A serialized value this small stays in the checkpoint row (no blob, no lookup).
+INLINE_MAX = 256
+# Lists and dicts whose elements add up to less than this are stored whole.
+SPLIT_MIN = 2048
+# A piece ends after an element at least this large, after any element once it holds this
+# much and the element's hash says so (1 in CUT_ODDS), and always at PIECE_MAX.
+PIECE_TARGET = 1024
+CUT_ODDS = 4
+PIECE_MAX = 16 << 10
+
+# Manifest kinds: [INLINE, type, bytes] | [WHOLE, type, digest] | [LIST|DICT, count, digests]
+INLINE, WHOLE, LIST, DICT = 0, 1, 2, 3
+
+_NIL = b"\xc0"
+_encode = msgspec.msgpack.Encoder().encode
+_decode_manifest = msgspec.msgpack.Decoder().decode
+
+
+def digest_of(body: bytes) -> bytes:
+    """The 16-byte content address of a piece."""
+    return hashlib.blake2b(body, digest_size=16).digest()
+
+
+class Encoded:
+    """One channel value as stored: its manifest and the pieces it refers to."""
+
+    __slots__ = ("manifest", "pieces")
+
+    def __init__(self, manifest: list[Any], pieces: list[tuple[bytes, bytes]]) -> None:
+        self.manifest = manifest
+        self.pieces = pieces  # (digest, body)
+
+
+def _splittable(serde: SerializerProtocol) -> bool:
+    kind = type(serde)
+    return (
+        isinstance(serde, JsonPlusSerializer)
+        and kind.dumps_typed is JsonPlusSerializer.dumps_typed
+        and kind.loads_typed is JsonPlusSerializer.loads_typed
+    )
+
+
+def _fragment(serde: SerializerProtocol, value: Any) -> bytes | None:
+    """The msgpack bytes ``value`` has inside a container, or None when it has none."""
+    type_, data = serde.dumps_typed(value)
+    if type_ == "msgpack":
+        return data
+    if type_ == "null":
+        return _NIL
+    if type_ == "bytes":
+        return _encode(data)
+    return None
+
+
+def _elements(serde: SerializerProtocol, value: Any) -> tuple[int, list[bytes]] | None:
+    """(kind, fragments) of a list or a dict with str keys, or None to store it whole."""
+    items: Iterable[Any]
+    if type(value) is list:
+        kind, items = LIST, value
+    elif type(value) is dict and all(type(k) is str for k in value):
+        kind, items = DICT, value.items()
+    else:
+        return None
+    if len(value) < 2:
+        return None
+    fragments: list[bytes] = []
+    for item in items:
+        if kind == DICT:
+            key, item = item
+            fragments.append(_encode(key))
+        fragment = _fragment(serde, item)
+        if fragment is None:
+            return None
+        if kind == DICT:
+            fragments[-1] += fragment
+        else:
+            fragments.append(fragment)
+    return kind, fragments
+
+
+def _cut(fragments: Iterable[bytes]) -> list[bytes]:
+    pieces: list[bytes] = []
+    current: list[bytes] = []
+    size = 0
+    for fragment in fragments:
+        if len(fragment) >= PIECE_TARGET:
+            if current:
+                pieces.append(b"".join(current))
+                current, size = [], 0
+            pieces.append(fragment)
+            continue
+        current.append(fragment)
+        size += len(fragment)
+        if size >= PIECE_MAX or (size >= PIECE_TARGET and zlib.crc32(fragment) % CUT_ODDS == 0):
+            pieces.append(b"".join(current))
+            current, size = [], 0
+    if current:
+        pieces.append(b"".join(current))
+    return pieces
+
+
+def encode_value(serde: SerializerProtocol, value: Any) -> Encoded:
+    """Lay ``value`` out as a manifest and pieces (see the module's docstring)."""
+    if _splittable(serde):
+        split = _elements(serde, value)
+        if split is not None:
+            kind, fragments = split
+            if sum(map(len, fragments)) >= SPLIT_MIN:
+                bodies = _cut(fragments)
+                pieces = [(digest_of(body), body) for body in bodies]
+                return Encoded([kind, len(fragments), [d for d, _ in pieces]], pieces)
+    type_, data = serde.dumps_typed(value)
+    data = bytes(data)
+    if len(data) <= INLINE_MAX:
+        return Encoded([INLINE, type_, data], [])
+    digest = digest_of(data)
+    return Encoded([WHOLE, type_, digest], [(digest, data)])
+
+
+def _header(kind: int, count: int) -> bytes:
+    if kind == LIST:
+        small, short, long_ = 0x90, 0xDC, 0xDD
+    else:
+        small, short, long_ = 0x80, 0xDE, 0xDF
+    if count < 16:
+        return bytes((small | count,))
+    if count < 1 << 16:
+        return bytes((short,)) + struct.pack(">H", count)
+    return bytes((long_,)) + struct.pack(">I", count)
+
+
+def decode_value(
+    serde: SerializerProtocol, manifest: list[Any], body: Callable[[bytes], bytes]
+) -> Any:
+    """The value a manifest stands for; ``body(digest)`` returns a stored piece."""
+    kind = manifest[0]
+    if kind == INLINE:
+        return serde.loads_typed((manifest[1], manifest[2]))
+    if kind == WHOLE:
+        return serde.loads_typed((manifest[1], body(manifest[2])))
+    joined = _header(kind, manifest[1]) + b"".join(body(d) for d in manifest[2])
+    return serde.loads_typed(("msgpack", joined))
+
+
+def manifest_digests(manifest: list[Any]) -> list[bytes]:
+    kind = manifest[0]
+    if kind == INLINE:
+        return []
+    if kind == WHOLE:
+        return [manifest[2]]
+    return list(manifest[2])
+
+
+def refs_digests(refs: bytes) -> Iterable[bytes]:
+    """Every digest a checkpoint row's packed refs name."""
+    for _version, manifest in _decode_manifest(refs).values():
+        yield from manifest_digests(manifest)
