@@ -119,9 +119,14 @@ class RowCache:
                     self._put_blob(digest, body)
             self._trim()
 
-    def apply_writes(self, key: Key, rows: list[WriteRow]) -> None:
+    def apply_writes(
+        self, key: Key, rows: list[WriteRow], pieces: list[tuple[bytes, bytes]]
+    ) -> None:
         with self.lock:
             self.epoch += 1
+            if self.rows_enabled:
+                for digest, body in pieces:
+                    self._put_blob(digest, body)
             entry = self._rows.get(key)
             if entry is None:
                 return

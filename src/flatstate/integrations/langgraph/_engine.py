@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -40,7 +41,9 @@ class Engine:
     def __init__(self, cache: RowCache, *, name: str) -> None:
         self.cache = cache
         self._closed = False
-        self._writer = Writer(self._commit, self._closed_error, name=name)
+        # The writer may commit on its thread while a caller commits inline: one at a time.
+        self._commit_lock = threading.Lock()
+        self._writer = Writer(self._locked_commit, self._closed_error, name=name)
         self._notifiers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Notify] = (
             weakref.WeakKeyDictionary()
         )
@@ -62,6 +65,10 @@ class Engine:
         raise NotImplementedError
 
     # -- writes ---------------------------------------------------------------------
+    def _locked_commit(self, batch: list[Job]) -> None:
+        with self._commit_lock:
+            self._commit(batch)
+
     def _closed_error(self) -> StoreClosed:
         return StoreClosed(self.location)
 
@@ -117,17 +124,22 @@ class Engine:
 
         return job
 
-    def writes_job(self, key: tuple[str, str, str], rows: list[WriteRow]) -> JobFn:
+    def writes_job(
+        self, key: tuple[str, str, str], rows: list[WriteRow], pieces: list[tuple[bytes, bytes]]
+    ) -> JobFn:
         sql, cache = self.sql, self.cache
 
         def job(db: Db) -> tuple[None, After]:
+            new = [piece for piece in pieces if not cache.stored(piece[0])]
+            if new:
+                db.many(sql["put_blob"], new)
             keep = [(*key, *w) for w in rows if w.idx >= 0]
             replace = [(*key, *w) for w in rows if w.idx < 0]
             if keep:
                 db.many(sql["put_write"], keep)
             if replace:
                 db.many(sql["replace_write"], replace)
-            return None, lambda: cache.apply_writes(key, rows)
+            return None, lambda: cache.apply_writes(key, rows, pieces)
 
         return job
 

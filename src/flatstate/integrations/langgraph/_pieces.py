@@ -8,11 +8,12 @@ and a manifest of digests, not another copy of the value.
 
 Cuts depend on content only (an element ends a piece when it is large, or when its hash
 says so and the piece is big enough), so the pieces before and after a changed element are
-the same bytes as before and dedupe.
+the same bytes as before and dedupe. Large elements that are lists or dicts themselves
+(a state dict holding a document dict) are cut the same way, at any depth.
 
-Pieces are raw msgpack fragments of the serializer's own encoding of each element, so a
-read joins them under one array (or map) header and decodes the whole value in one call,
-exactly as the serializer would have decoded it whole. Only values the standard
+Pieces are consecutive runs of the serializer's own msgpack encoding (container headers,
+keys, elements), so a read joins them and decodes the whole value in one call, exactly as
+the serializer would have decoded it whole. Only values the standard
 :class:`JsonPlusSerializer` turns into msgpack are cut; any other value (or serializer) is
 stored whole, still by content.
 """
@@ -31,26 +32,36 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 __all__ = [
     "INLINE_MAX",
+    "PIECES_TYPE",
     "Encoded",
     "decode_value",
     "digest_of",
     "encode_value",
     "manifest_digests",
+    "pack_manifest",
     "refs_digests",
+    "unpack_manifest",
 ]
 
 # A serialized value this small stays in the checkpoint row (no blob, no lookup).
 INLINE_MAX = 256
-# Lists and dicts whose elements add up to less than this are stored whole.
+# Lists and dicts smaller than this are stored whole.
 SPLIT_MIN = 2048
-# A piece ends after an element at least this large, after any element once it holds this
-# much and the element's hash says so (1 in CUT_ODDS), and always at PIECE_MAX.
+# A piece ends after an atom (a header, a key, an element) at least this large, after any
+# atom once it holds this much and the atom's hash says so (1 in CUT_ODDS), and always at
+# PIECE_MAX. An element of two targets or more that is itself a list or dict is cut too.
 PIECE_TARGET = 1024
 CUT_ODDS = 4
 PIECE_MAX = 16 << 10
 
-# Manifest kinds: [INLINE, type, bytes] | [WHOLE, type, digest] | [LIST|DICT, count, digests]
-INLINE, WHOLE, LIST, DICT = 0, 1, 2, 3
+# The type a pending write is stored under when its value went to pieces (its value
+# column then holds the packed manifest).
+PIECES_TYPE = "flatstate-pieces"
+
+# Manifest kinds: [INLINE, type, bytes] | [WHOLE, type, digest] | [CUT, digests] (the
+# value's msgpack is the pieces joined in order).
+INLINE, WHOLE, CUT = 0, 1, 2
+LIST, DICT = 0x90, 0x80
 
 _NIL = b"\xc0"
 _encode = msgspec.msgpack.Encoder().encode
@@ -85,7 +96,7 @@ def _fragment(serde: SerializerProtocol, value: Any) -> bytes | None:
     """The msgpack bytes ``value`` has inside a container, or None when it has none."""
     type_, data = serde.dumps_typed(value)
     if type_ == "msgpack":
-        return data
+        return bytes(data)
     if type_ == "null":
         return _NIL
     if type_ == "bytes":
@@ -93,46 +104,52 @@ def _fragment(serde: SerializerProtocol, value: Any) -> bytes | None:
     return None
 
 
-def _elements(serde: SerializerProtocol, value: Any) -> tuple[int, list[bytes]] | None:
-    """(kind, fragments) of a list or a dict with str keys, or None to store it whole."""
-    items: Iterable[Any]
-    if type(value) is list:
-        kind, items = LIST, value
-    elif type(value) is dict and all(type(k) is str for k in value):
-        kind, items = DICT, value.items()
-    else:
-        return None
-    if len(value) < 2:
-        return None
-    fragments: list[bytes] = []
-    for item in items:
-        if kind == DICT:
-            key, item = item
-            fragments.append(_encode(key))
+def _container(value: Any) -> int | None:
+    """LIST or DICT for a value whose elements can be cut apart, else None."""
+    if type(value) is list and value:
+        return LIST
+    if type(value) is dict and value and all(type(k) is str for k in value):
+        return DICT
+    return None
+
+
+def _atoms(serde: SerializerProtocol, value: Any, kind: int, out: list[bytes]) -> bool:
+    """Append the msgpack encoding of a container as atoms (its header, then each key and
+    element); an element large enough to hold several pieces is cut the same way. False
+    when some element has no msgpack form (then the value is stored whole)."""
+    out.append(_header(kind, len(value)))
+    pairs: Iterable[tuple[str | None, Any]] = (
+        value.items() if kind == DICT else ((None, item) for item in value)
+    )
+    for key, item in pairs:
+        if key is not None:
+            out.append(_encode(key))
         fragment = _fragment(serde, item)
         if fragment is None:
-            return None
-        if kind == DICT:
-            fragments[-1] += fragment
+            return False
+        inner = _container(item)
+        if inner is not None and len(fragment) >= 2 * PIECE_TARGET:
+            if not _atoms(serde, item, inner, out):
+                return False
         else:
-            fragments.append(fragment)
-    return kind, fragments
+            out.append(fragment)
+    return True
 
 
-def _cut(fragments: Iterable[bytes]) -> list[bytes]:
+def _cut(atoms: Iterable[bytes]) -> list[bytes]:
     pieces: list[bytes] = []
     current: list[bytes] = []
     size = 0
-    for fragment in fragments:
-        if len(fragment) >= PIECE_TARGET:
+    for atom in atoms:
+        if len(atom) >= PIECE_TARGET:
             if current:
                 pieces.append(b"".join(current))
                 current, size = [], 0
-            pieces.append(fragment)
+            pieces.append(atom)
             continue
-        current.append(fragment)
-        size += len(fragment)
-        if size >= PIECE_MAX or (size >= PIECE_TARGET and zlib.crc32(fragment) % CUT_ODDS == 0):
+        current.append(atom)
+        size += len(atom)
+        if size >= PIECE_MAX or (size >= PIECE_TARGET and zlib.crc32(atom) % CUT_ODDS == 0):
             pieces.append(b"".join(current))
             current, size = [], 0
     if current:
@@ -142,18 +159,16 @@ def _cut(fragments: Iterable[bytes]) -> list[bytes]:
 
 def encode_value(serde: SerializerProtocol, value: Any) -> Encoded:
     """Lay ``value`` out as a manifest and pieces (see the module's docstring)."""
-    if _splittable(serde):
-        split = _elements(serde, value)
-        if split is not None:
-            kind, fragments = split
-            if sum(map(len, fragments)) >= SPLIT_MIN:
-                bodies = _cut(fragments)
-                pieces = [(digest_of(body), body) for body in bodies]
-                return Encoded([kind, len(fragments), [d for d, _ in pieces]], pieces)
     type_, data = serde.dumps_typed(value)
     data = bytes(data)
     if len(data) <= INLINE_MAX:
         return Encoded([INLINE, type_, data], [])
+    kind = _container(value)
+    if kind is not None and len(data) >= SPLIT_MIN and type_ == "msgpack" and _splittable(serde):
+        atoms: list[bytes] = []
+        if _atoms(serde, value, kind, atoms):
+            pieces = [(digest_of(body), body) for body in _cut(atoms)]
+            return Encoded([CUT, [d for d, _ in pieces]], pieces)
     digest = digest_of(data)
     return Encoded([WHOLE, type_, digest], [(digest, data)])
 
@@ -179,8 +194,7 @@ def decode_value(
         return serde.loads_typed((manifest[1], manifest[2]))
     if kind == WHOLE:
         return serde.loads_typed((manifest[1], body(manifest[2])))
-    joined = _header(kind, manifest[1]) + b"".join(body(d) for d in manifest[2])
-    return serde.loads_typed(("msgpack", joined))
+    return serde.loads_typed(("msgpack", b"".join(body(d) for d in manifest[1])))
 
 
 def manifest_digests(manifest: list[Any]) -> list[bytes]:
@@ -189,10 +203,19 @@ def manifest_digests(manifest: list[Any]) -> list[bytes]:
         return []
     if kind == WHOLE:
         return [manifest[2]]
-    return list(manifest[2])
+    return list(manifest[1])
 
 
 def refs_digests(refs: bytes) -> Iterable[bytes]:
     """Every digest a checkpoint row's packed refs name."""
     for _version, manifest in _decode_manifest(refs).values():
         yield from manifest_digests(manifest)
+
+
+def pack_manifest(manifest: list[Any]) -> bytes:
+    return _encode(manifest)
+
+
+def unpack_manifest(packed: bytes) -> list[Any]:
+    manifest: list[Any] = _decode_manifest(packed)
+    return manifest

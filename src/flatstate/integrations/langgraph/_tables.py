@@ -16,7 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from flatstate.integrations.langgraph._pieces import refs_digests
+from flatstate.integrations.langgraph._pieces import (
+    PIECES_TYPE,
+    manifest_digests,
+    refs_digests,
+    unpack_manifest,
+)
 
 __all__ = ["Db", "Row", "Sql", "WriteRow", "list_rows", "runs_rows", "sweep"]
 
@@ -121,6 +126,7 @@ THREAD_CHAIN = (
     "WHERE thread_id = ? ORDER BY checkpoint_ns, checkpoint_id DESC"
 )
 ALL_REFS = "SELECT refs FROM {p}checkpoints"
+ALL_WRITE_MANIFESTS = "SELECT value FROM {p}writes WHERE type = ?"
 ALL_DIGESTS = "SELECT digest FROM {p}blobs"
 DELETE_BLOB = "DELETE FROM {p}blobs WHERE digest = ?"
 
@@ -149,13 +155,15 @@ def list_rows(*, thread: bool, ns: bool, checkpoint: bool, before: bool) -> str:
 
 
 def sweep(db: Db, sql: Sql) -> int:
-    """Delete the pieces no checkpoint names any more; how many went.
+    """Delete the pieces no checkpoint or write names any more; how many went.
 
     Scans every row's refs: deletes are rare maintenance, and a piece may be shared by any
     thread (a copy, or the same content written twice), so no narrower scan is exact."""
     referenced: set[bytes] = set()
     for (refs,) in db.q(sql["all_refs"]):
         referenced.update(refs_digests(bytes(refs)))
+    for (packed,) in db.q(sql["all_write_manifests"], (PIECES_TYPE,)):
+        referenced.update(manifest_digests(unpack_manifest(bytes(packed))))
     dead = [(d,) for (d,) in db.q(sql["all_digests"]) if bytes(d) not in referenced]
     if dead:
         db.many(sql["delete_blob"], dead)
@@ -180,6 +188,7 @@ STATEMENTS = {
     "copy_writes": COPY_THREAD[1],
     "thread_chain": THREAD_CHAIN,
     "all_refs": ALL_REFS,
+    "all_write_manifests": ALL_WRITE_MANIFESTS,
     "all_digests": ALL_DIGESTS,
     "delete_blob": DELETE_BLOB,
 }

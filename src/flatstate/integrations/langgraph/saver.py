@@ -30,9 +30,13 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from flatstate.integrations.langgraph._cache import DEFAULT_CACHE_BYTES, Entry
 from flatstate.integrations.langgraph._engine import MISS, Engine
 from flatstate.integrations.langgraph._pieces import (
+    INLINE,
+    PIECES_TYPE,
     decode_value,
     encode_value,
     manifest_digests,
+    pack_manifest,
+    unpack_manifest,
 )
 from flatstate.integrations.langgraph._tables import Row, WriteRow
 
@@ -219,19 +223,19 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
         conf = config["configurable"]
         key = (str(conf["thread_id"]), str(conf.get("checkpoint_ns", "")), conf["checkpoint_id"])
         rows = []
+        pieces: list[tuple[bytes, bytes]] = []
         for idx, (channel, value) in enumerate(writes):
-            type_, data = self.serde.dumps_typed(value)
-            rows.append(
-                WriteRow(
-                    task_id,
-                    WRITES_IDX_MAP.get(channel, idx),
-                    channel,
-                    type_,
-                    bytes(data),
-                    task_path,
-                )
-            )
-        return self._engine.writes_job(key, rows)
+            # A node's write is often the whole new value of a channel: by content too.
+            encoded = encode_value(self.serde, value)
+            manifest = encoded.manifest
+            if manifest[0] == INLINE:
+                type_, data = manifest[1], manifest[2]
+            else:
+                type_, data = PIECES_TYPE, pack_manifest(manifest)
+                pieces.extend(encoded.pieces)
+            index = WRITES_IDX_MAP.get(channel, idx)
+            rows.append(WriteRow(task_id, index, channel, type_, bytes(data), task_path))
+        return self._engine.writes_job(key, rows, pieces)
 
     def put_writes(
         self,
@@ -303,14 +307,14 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
         if entry is None:
             return None
         refs = _unpack_refs(entry.row.refs)
-        return self._tuple(entry, refs, self._engine.bodies(_digests(refs)))
+        return self._tuple(entry, refs, self._engine.bodies(_digests(refs, entry)))
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         if self._engine.cache.rows_enabled:
             entry = self._engine.fetch_cached(*self._address(config))
             if entry is not MISS and entry is not None:
                 refs = _unpack_refs(entry.row.refs)
-                bodies = self._engine.cached_bodies(_digests(refs))
+                bodies = self._engine.cached_bodies(_digests(refs, entry))
                 if bodies is not None:
                     return self._tuple(entry, refs, bodies)
         return await asyncio.to_thread(self.get_tuple, config)
@@ -338,10 +342,14 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
                 else None
             ),
             pending_writes=[
-                (w.task_id, w.channel, serde.loads_typed((w.type, w.value)))
-                for w in entry.sorted_writes()
+                (w.task_id, w.channel, self._write_value(w, bodies)) for w in entry.sorted_writes()
             ],
         )
+
+    def _write_value(self, write: WriteRow, bodies: dict[bytes, bytes]) -> Any:
+        if write.type == PIECES_TYPE:
+            return decode_value(self.serde, unpack_manifest(write.value), bodies.__getitem__)
+        return self.serde.loads_typed((write.type, write.value))
 
     def list(
         self,
@@ -368,7 +376,7 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
                 if not all(metadata.get(k) == v for k, v in filter.items()):
                     continue
             refs = _unpack_refs(entry.row.refs)
-            yield self._tuple(entry, refs, self._engine.bodies(_digests(refs)))
+            yield self._tuple(entry, refs, self._engine.bodies(_digests(refs, entry)))
             if left is not None:
                 left -= 1
 
@@ -387,8 +395,13 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
             yield item
 
 
-def _digests(refs: dict[str, tuple[str, list[Any]]]) -> list[bytes]:
-    return [d for _, manifest in refs.values() for d in manifest_digests(manifest)]
+def _digests(refs: dict[str, tuple[str, list[Any]]], entry: Entry) -> list[bytes]:
+    """Every piece a checkpoint's values and pending writes need."""
+    found = [d for _, manifest in refs.values() for d in manifest_digests(manifest)]
+    for write in entry.writes.values():
+        if write.type == PIECES_TYPE:
+            found.extend(manifest_digests(unpack_manifest(write.value)))
+    return found
 
 
 class _Opening:
