@@ -392,3 +392,51 @@ def test_postgres_messages_never_show_the_password() -> None:
     assert secret not in str(bad.value)
     with FlatstateSaver(POSTGRES_DSN) as saver:
         assert "password" not in repr(saver).lower() or ":" not in repr(saver).split("@")[0]
+
+
+def _cp(n: int, values: dict[str, Any]) -> tuple[Any, Any, Any]:
+    from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_metadata
+
+    versions = {k: n for k in values}
+    return (
+        generate_checkpoint(channel_values=values, channel_versions=versions),
+        (generate_metadata(step=n)),
+        versions,
+    )
+
+
+def test_writes_that_arrive_before_their_checkpoint_are_kept(tmp_path: Path) -> None:
+    """LangGraph saves a checkpoint in the background while tasks already write to it."""
+    with FlatstateSaver(str(tmp_path / "state")) as saver:
+        cp, md, versions = _cp(1, {"x": "y"})
+        config = {
+            "configurable": {"thread_id": "w", "checkpoint_ns": "", "checkpoint_id": cp["id"]}
+        }
+        saver.put_writes(config, [("x", "early")], "task")
+        saver.put({"configurable": {"thread_id": "w", "checkpoint_ns": ""}}, cp, md, versions)
+        got = saver.get_tuple({"configurable": {"thread_id": "w"}})
+        assert got is not None and got.pending_writes == [("task", "x", "early")]
+
+
+def test_a_second_saver_on_the_same_directory_sees_the_first_ones_changes(
+    tmp_path: Path,
+) -> None:
+    """Two savers keep two caches, as two processes would: each sees the other's writes and
+    deletes on its next read."""
+    location = str(tmp_path / "state")
+    with FlatstateSaver(location) as one, FlatstateSaver(location) as two:
+        big = {"docs": {f"d{i}": "x" * 2000 for i in range(8)}}
+        cp, md, versions = _cp(1, big)
+        first = one.put({"configurable": {"thread_id": "s", "checkpoint_ns": ""}}, cp, md, versions)
+        assert two.get_tuple({"configurable": {"thread_id": "s"}}) is not None  # cached in two
+        cp2, md2, versions2 = _cp(2, {"docs": {**big["docs"], "d0": "changed" * 300}})
+        one.put(first, cp2, md2, versions2)
+        latest = two.get_tuple({"configurable": {"thread_id": "s"}})
+        assert latest is not None and latest.checkpoint["id"] == cp2["id"]
+        one.delete_thread("s")
+        assert two.get_tuple({"configurable": {"thread_id": "s"}}) is None
+        # two's next put must store every piece again: one's sweep deleted them.
+        two.put({"configurable": {"thread_id": "s2", "checkpoint_ns": ""}}, cp, md, versions)
+        one._engine.cache.clear()
+        again = one.get_tuple({"configurable": {"thread_id": "s2"}})
+        assert again is not None and again.checkpoint["channel_values"] == big

@@ -25,13 +25,19 @@ Writes = dict[tuple[str, int], WriteRow]
 
 
 class Entry:
-    __slots__ = ("row", "size", "writes")
+    """A checkpoint row, its writes, and (``joined``) the stored bytes of its channel values
+    once assembled from their pieces, so that reading the row again decodes them at once."""
 
-    def __init__(self, row: Row, writes: Writes) -> None:
+    __slots__ = ("joined", "refs", "row", "size", "writes")
+
+    def __init__(self, row: Row, writes: Writes, joined: dict[str, bytes] | None = None) -> None:
         self.row = row
         self.writes = writes
+        self.joined = joined or {}
+        self.refs: Any = None  # the row's refs, decoded on first use
         self.size = len(row.checkpoint) + len(row.metadata) + len(row.refs) + 200
         self.size += sum(len(w.value) + 100 for w in writes.values())
+        self.size += sum(len(v) for v in self.joined.values())
 
     def sorted_writes(self) -> list[WriteRow]:
         return sorted(self.writes.values(), key=lambda w: (w.task_path, w.task_id, w.idx))
@@ -70,12 +76,33 @@ class RowCache:
                 self._rows.move_to_end(key)
             return entry
 
-    def blob(self, digest: bytes) -> bytes | None:
+    def blobs(self, digests: list[bytes]) -> tuple[dict[bytes, bytes], list[bytes]]:
+        """(found, missing) of ``digests``."""
+        found: dict[bytes, bytes] = {}
+        missing: list[bytes] = []
         with self.lock:
-            body = self._blobs.get(digest)
-            if body is not None:
-                self._blobs.move_to_end(digest)
-            return body
+            blobs = self._blobs
+            for digest in digests:
+                body = blobs.get(digest)
+                if body is None:
+                    missing.append(digest)
+                else:
+                    found[digest] = body
+                    blobs.move_to_end(digest)
+        return found, missing
+
+    def remember_joined(self, entry: Entry, channel: str, data: bytes) -> None:
+        with self.lock:
+            entry.joined[channel] = data
+            entry.size += len(data)
+            if self._rows.get(self._key(entry)) is entry:
+                self._row_bytes += len(data)
+                self._trim()
+
+    @staticmethod
+    def _key(entry: Entry) -> Key:
+        row = entry.row
+        return (row.thread_id, row.checkpoint_ns, row.checkpoint_id)
 
     def stored(self, digest: bytes) -> bool:
         """Whether the piece is known to be in the tables (only where rows are cached: only
@@ -103,20 +130,19 @@ class RowCache:
             self._trim()
 
     # -- changes this process committed --------------------------------------------
-    def apply_put(self, row: Row, pieces: list[tuple[bytes, bytes]], existed: bool) -> None:
+    def apply_put(self, entry: Entry, pieces: list[tuple[bytes, bytes]]) -> None:
+        """A committed put: its row (with the writes it had in that transaction) and its
+        pieces."""
         with self.lock:
             self.epoch += 1
+            row = entry.row
             key = (row.thread_id, row.checkpoint_ns, row.checkpoint_id)
-            if self.rows_enabled:
-                if existed:
-                    self._drop_row(key)
-                else:
-                    self._put_row(key, Entry(row, {}))
-                latest = self._latest.get(key[:2])
-                if latest is not None and row.checkpoint_id > latest:
-                    self._latest[key[:2]] = row.checkpoint_id
-                for digest, body in pieces:
-                    self._put_blob(digest, body)
+            self._put_row(key, entry)
+            latest = self._latest.get(key[:2])
+            if latest is not None and row.checkpoint_id > latest:
+                self._latest[key[:2]] = row.checkpoint_id
+            for digest, body in pieces:
+                self._put_blob(digest, body)
             self._trim()
 
     def apply_writes(

@@ -110,17 +110,26 @@ class Engine:
             raise
 
     # -- jobs -----------------------------------------------------------------------
-    def put_job(self, row: Row, pieces: list[tuple[bytes, bytes]], result: Any) -> JobFn:
+    def put_job(
+        self,
+        row: Row,
+        pieces: list[tuple[bytes, bytes]],
+        joined: dict[str, bytes],
+        result: Any,
+    ) -> JobFn:
         sql, cache = self.sql, self.cache
 
-        def job(db: Db) -> tuple[Any, After]:
-            key = (row.thread_id, row.checkpoint_ns, row.checkpoint_id)
-            existed = bool(db.q(sql["row_exists"], key))
+        def job(db: Db) -> tuple[Any, After | None]:
             db.run(sql["put_row"], row)
             new = [piece for piece in pieces if not cache.stored(piece[0])]
             if new:
                 db.many(sql["put_blob"], new)
-            return result, lambda: cache.apply_put(row, pieces, existed)
+            if not cache.rows_enabled:
+                return result, None
+            # Writes may reach a checkpoint before its row does (LangGraph saves the
+            # row in the background while the next tasks already write).
+            entry = Entry(row, writes_dict(self._writes(db, row)), joined)
+            return result, lambda: cache.apply_put(entry, pieces)
 
         return job
 
@@ -221,7 +230,7 @@ class Engine:
             for t, i, c, ty, v, p in db.q(self.sql["get_writes"], key)
         ]
 
-    def list(
+    def scan(
         self,
         thread_id: str | None,
         ns: str | None,
@@ -250,17 +259,10 @@ class Engine:
                 writes = self._writes(db, row)
             yield Entry(row, writes_dict(writes))
 
-    def bodies(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
+    def bodies(self, digests: list[bytes]) -> dict[bytes, bytes]:
         """The stored pieces for ``digests`` (from the cache where it has them)."""
         cache = self.cache
-        found: dict[bytes, bytes] = {}
-        missing: list[bytes] = []
-        for digest in digests:
-            body = cache.blob(digest)
-            if body is None:
-                missing.append(digest)
-            else:
-                found[digest] = body
+        found, missing = cache.blobs(digests)
         if missing:
             epoch = cache.epoch
             with self._reading() as db:
@@ -279,14 +281,9 @@ class Engine:
                     cache.fill_blob(epoch, digest, body)
         return found
 
-    def cached_bodies(self, digests: Sequence[bytes]) -> dict[bytes, bytes] | None:
-        found: dict[bytes, bytes] = {}
-        for digest in digests:
-            body = self.cache.blob(digest)
-            if body is None:
-                return None
-            found[digest] = body
-        return found
+    def cached_bodies(self, digests: list[bytes]) -> dict[bytes, bytes] | None:
+        found, missing = self.cache.blobs(digests)
+        return None if missing else found
 
     # -- closing --------------------------------------------------------------------
     def close(self) -> None:

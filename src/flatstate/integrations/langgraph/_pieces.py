@@ -11,32 +11,35 @@ says so and the piece is big enough), so the pieces before and after a changed e
 the same bytes as before and dedupe. Large elements that are lists or dicts themselves
 (a state dict holding a document dict) are cut the same way, at any depth.
 
-Pieces are consecutive runs of the serializer's own msgpack encoding (container headers,
-keys, elements), so a read joins them and decodes the whole value in one call, exactly as
-the serializer would have decoded it whole. Only values the standard
-:class:`JsonPlusSerializer` turns into msgpack are cut; any other value (or serializer) is
-stored whole, still by content.
+The value is serialized once, whole, by the saver's serializer; when that gives msgpack,
+the bytes are cut at element boundaries (a light walk over the msgpack headers finds
+them), so the pieces are consecutive runs of exactly those bytes: a read joins them and
+decodes the whole value in one call, as the serializer wrote it. Any other serialization
+(pickle, an encrypted serializer) is stored whole, still by content.
 """
 
 from __future__ import annotations
 
 import hashlib
-import struct
 import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 __all__ = [
+    "CUT",
+    "INLINE",
     "INLINE_MAX",
     "PIECES_TYPE",
+    "WHOLE",
     "Encoded",
+    "assemble",
     "decode_value",
     "digest_of",
     "encode_value",
+    "joined",
     "manifest_digests",
     "pack_manifest",
     "refs_digests",
@@ -45,7 +48,7 @@ __all__ = [
 
 # A serialized value this small stays in the checkpoint row (no blob, no lookup).
 INLINE_MAX = 256
-# Lists and dicts smaller than this are stored whole.
+# Values smaller than this are stored whole.
 SPLIT_MIN = 2048
 # A piece ends after an atom (a header, a key, an element) at least this large, after any
 # atom once it holds this much and the atom's hash says so (1 in CUT_ODDS), and always at
@@ -61,16 +64,14 @@ PIECES_TYPE = "flatstate-pieces"
 # Manifest kinds: [INLINE, type, bytes] | [WHOLE, type, digest] | [CUT, digests] (the
 # value's msgpack is the pieces joined in order).
 INLINE, WHOLE, CUT = 0, 1, 2
-LIST, DICT = 0x90, 0x80
 
-_NIL = b"\xc0"
 _encode = msgspec.msgpack.Encoder().encode
 _decode_manifest = msgspec.msgpack.Decoder().decode
 
 
 def digest_of(body: bytes) -> bytes:
-    """The 16-byte content address of a piece."""
-    return hashlib.blake2b(body, digest_size=16).digest()
+    """The 16-byte content address of a piece (sha256, which CPUs accelerate, cut short)."""
+    return hashlib.sha256(body).digest()[:16]
 
 
 class Encoded:
@@ -83,118 +84,145 @@ class Encoded:
         self.pieces = pieces  # (digest, body)
 
 
-def _splittable(serde: SerializerProtocol) -> bool:
-    kind = type(serde)
-    return (
-        isinstance(serde, JsonPlusSerializer)
-        and kind.dumps_typed is JsonPlusSerializer.dumps_typed
-        and kind.loads_typed is JsonPlusSerializer.loads_typed
-    )
-
-
-def _fragment(serde: SerializerProtocol, value: Any) -> bytes | None:
-    """The msgpack bytes ``value`` has inside a container, or None when it has none."""
-    type_, data = serde.dumps_typed(value)
-    if type_ == "msgpack":
-        return bytes(data)
-    if type_ == "null":
-        return _NIL
-    if type_ == "bytes":
-        return _encode(data)
+def _container(data: bytes, pos: int) -> tuple[int, int, int] | None:
+    """(entries, items per entry, where the first item starts) of the array or map whose
+    msgpack starts at ``pos``, or None for any other value."""
+    b = data[pos]
+    if 0x90 <= b <= 0x9F:
+        return b & 0x0F, 1, pos + 1
+    if 0x80 <= b <= 0x8F:
+        return b & 0x0F, 2, pos + 1
+    if b in (0xDC, 0xDE):
+        return int.from_bytes(data[pos + 1 : pos + 3], "big"), 1 if b == 0xDC else 2, pos + 3
+    if b in (0xDD, 0xDF):
+        return int.from_bytes(data[pos + 1 : pos + 5], "big"), 1 if b == 0xDD else 2, pos + 5
     return None
 
 
-def _container(value: Any) -> int | None:
-    """LIST or DICT for a value whose elements can be cut apart, else None."""
-    if type(value) is list and value:
-        return LIST
-    if type(value) is dict and value and all(type(k) is str for k in value):
-        return DICT
-    return None
+# Bytes after the type byte that hold a length (str, bin, ext: +1 for the ext's type).
+_SIZED = {0xD9: 1, 0xDA: 2, 0xDB: 4, 0xC4: 1, 0xC5: 2, 0xC6: 4}
+_EXT = {0xC7: 1, 0xC8: 2, 0xC9: 4}
+_FIXED = {
+    0xC0: 1, 0xC2: 1, 0xC3: 1, 0xCA: 5, 0xCB: 9, 0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9,
+    0xD0: 2, 0xD1: 3, 0xD2: 5, 0xD3: 9, 0xD4: 3, 0xD5: 4, 0xD6: 6, 0xD7: 10, 0xD8: 18,
+}  # fmt: skip
 
 
-def _atoms(serde: SerializerProtocol, value: Any, kind: int, out: list[bytes]) -> bool:
-    """Append the msgpack encoding of a container as atoms (its header, then each key and
-    element); an element large enough to hold several pieces is cut the same way. False
-    when some element has no msgpack form (then the value is stored whole)."""
-    out.append(_header(kind, len(value)))
-    pairs: Iterable[tuple[str | None, Any]] = (
-        value.items() if kind == DICT else ((None, item) for item in value)
-    )
-    for key, item in pairs:
-        if key is not None:
-            out.append(_encode(key))
-        fragment = _fragment(serde, item)
-        if fragment is None:
-            return False
-        inner = _container(item)
-        if inner is not None and len(fragment) >= 2 * PIECE_TARGET:
-            if not _atoms(serde, item, inner, out):
-                return False
+def _skip(data: bytes, pos: int) -> int:
+    """Where the msgpack value starting at ``pos`` ends."""
+    b = data[pos]
+    if b <= 0x7F or b >= 0xE0:
+        return pos + 1
+    if 0xA0 <= b <= 0xBF:
+        return pos + 1 + (b & 0x1F)
+    size = _FIXED.get(b)
+    if size is not None:
+        return pos + size
+    width = _SIZED.get(b)
+    if width is not None:
+        return pos + 1 + width + int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+    width = _EXT.get(b)
+    if width is not None:
+        return pos + 2 + width + int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+    shape = _container(data, pos)
+    if shape is None:
+        raise ValueError(f"not msgpack: byte {b:#x} at {pos}")
+    count, per, pos = shape
+    for _ in range(count * per):
+        pos = _skip(data, pos)
+    return pos
+
+
+def _atoms(data: bytes, pos: int, out: list[tuple[int, int]]) -> int:
+    """Append (start, end) of the container at ``pos`` as atoms: its header, then each
+    element (with its key, in a map); an element large enough for several pieces that is a
+    container itself is cut the same way. Returns where the container ends."""
+    shape = _container(data, pos)
+    assert shape is not None
+    count, per, first = shape
+    out.append((pos, first))
+    pos = first
+    for _ in range(count):
+        start = pos
+        if per == 2:
+            pos = _skip(data, pos)
+        value = pos
+        end = _skip(data, value)
+        if end - value >= 2 * PIECE_TARGET and _container(data, value) is not None:
+            if value > start:
+                out.append((start, value))
+            _atoms(data, value, out)
         else:
-            out.append(fragment)
-    return True
+            out.append((start, end))
+        pos = end
+    return pos
 
 
-def _cut(atoms: Iterable[bytes]) -> list[bytes]:
+def _cut(data: bytes, atoms: list[tuple[int, int]]) -> list[bytes]:
+    """Pieces of ``data``: consecutive runs of atoms, cut where content says (see above)."""
     pieces: list[bytes] = []
-    current: list[bytes] = []
-    size = 0
-    for atom in atoms:
-        if len(atom) >= PIECE_TARGET:
-            if current:
-                pieces.append(b"".join(current))
-                current, size = [], 0
-            pieces.append(atom)
+    begin = end = atoms[0][0]
+    for start, stop in atoms:
+        if stop - start >= PIECE_TARGET:
+            if end > begin:
+                pieces.append(data[begin:end])
+            pieces.append(data[start:stop])
+            begin = end = stop
             continue
-        current.append(atom)
-        size += len(atom)
-        if size >= PIECE_MAX or (size >= PIECE_TARGET and zlib.crc32(atom) % CUT_ODDS == 0):
-            pieces.append(b"".join(current))
-            current, size = [], 0
-    if current:
-        pieces.append(b"".join(current))
+        end = stop
+        size = end - begin
+        if size >= PIECE_MAX or (
+            size >= PIECE_TARGET and zlib.crc32(data[start:stop]) % CUT_ODDS == 0
+        ):
+            pieces.append(data[begin:end])
+            begin = end
+    if end > begin:
+        pieces.append(data[begin:end])
     return pieces
 
 
 def encode_value(serde: SerializerProtocol, value: Any) -> Encoded:
     """Lay ``value`` out as a manifest and pieces (see the module's docstring)."""
-    type_, data = serde.dumps_typed(value)
-    data = bytes(data)
+    type_, raw = serde.dumps_typed(value)
+    data = bytes(raw)
+    if type_ == "msgpack" and len(data) >= SPLIT_MIN and _container(data, 0) is not None:
+        atoms: list[tuple[int, int]] = []
+        if _atoms(data, 0, atoms) == len(data):
+            pieces = [(digest_of(body), body) for body in _cut(data, atoms)]
+            return Encoded([CUT, [d for d, _ in pieces]], pieces)
+    return _whole(type_, data)
+
+
+def _whole(type_: str, data: bytes) -> Encoded:
     if len(data) <= INLINE_MAX:
         return Encoded([INLINE, type_, data], [])
-    kind = _container(value)
-    if kind is not None and len(data) >= SPLIT_MIN and type_ == "msgpack" and _splittable(serde):
-        atoms: list[bytes] = []
-        if _atoms(serde, value, kind, atoms):
-            pieces = [(digest_of(body), body) for body in _cut(atoms)]
-            return Encoded([CUT, [d for d, _ in pieces]], pieces)
     digest = digest_of(data)
     return Encoded([WHOLE, type_, digest], [(digest, data)])
 
 
-def _header(kind: int, count: int) -> bytes:
-    if kind == LIST:
-        small, short, long_ = 0x90, 0xDC, 0xDD
-    else:
-        small, short, long_ = 0x80, 0xDE, 0xDF
-    if count < 16:
-        return bytes((small | count,))
-    if count < 1 << 16:
-        return bytes((short,)) + struct.pack(">H", count)
-    return bytes((long_,)) + struct.pack(">I", count)
+def joined(manifest: list[Any], pieces: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The stored bytes of a value just encoded (None for an inline one)."""
+    if manifest[0] == INLINE:
+        return None
+    return b"".join(body for _, body in pieces)
+
+
+def assemble(manifest: list[Any], body: Callable[[bytes], bytes]) -> tuple[str, bytes]:
+    """The (type, bytes) the serializer decodes for a stored value; ``body(digest)``
+    returns a stored piece."""
+    kind = manifest[0]
+    if kind == INLINE:
+        return manifest[1], manifest[2]
+    if kind == WHOLE:
+        return manifest[1], body(manifest[2])
+    return "msgpack", b"".join(body(d) for d in manifest[1])
 
 
 def decode_value(
     serde: SerializerProtocol, manifest: list[Any], body: Callable[[bytes], bytes]
 ) -> Any:
-    """The value a manifest stands for; ``body(digest)`` returns a stored piece."""
-    kind = manifest[0]
-    if kind == INLINE:
-        return serde.loads_typed((manifest[1], manifest[2]))
-    if kind == WHOLE:
-        return serde.loads_typed((manifest[1], body(manifest[2])))
-    return serde.loads_typed(("msgpack", b"".join(body(d) for d in manifest[1])))
+    """The value a manifest stands for."""
+    return serde.loads_typed(assemble(manifest, body))
 
 
 def manifest_digests(manifest: list[Any]) -> list[bytes]:

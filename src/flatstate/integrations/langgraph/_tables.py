@@ -172,7 +172,6 @@ def sweep(db: Db, sql: Sql) -> int:
 
 STATEMENTS = {
     "put_row": PUT_ROW,
-    "row_exists": ROW_EXISTS,
     "put_blob": PUT_BLOB,
     "put_write": PUT_WRITE,
     "replace_write": REPLACE_WRITE,

@@ -9,7 +9,7 @@ changes a little per step costs disk in proportion to the change.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -30,10 +30,13 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from flatstate.integrations.langgraph._cache import DEFAULT_CACHE_BYTES, Entry
 from flatstate.integrations.langgraph._engine import MISS, Engine
 from flatstate.integrations.langgraph._pieces import (
+    CUT,
     INLINE,
     PIECES_TYPE,
+    assemble,
     decode_value,
     encode_value,
+    joined,
     manifest_digests,
     pack_manifest,
     unpack_manifest,
@@ -139,12 +142,16 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
         values: dict[str, Any] = stripped.pop("channel_values", {}) or {}
         refs: dict[str, tuple[str, list[Any]]] = {}
         pieces: list[tuple[bytes, bytes]] = []
+        stored: dict[str, bytes] = {}
         parent_refs: dict[str, tuple[str, list[Any]]] | None = None
         for channel, version in checkpoint["channel_versions"].items():
             if channel in values:
                 encoded = encode_value(self.serde, values[channel])
                 refs[channel] = (str(version), encoded.manifest)
                 pieces.extend(encoded.pieces)
+                data = joined(encoded.manifest, encoded.pieces)
+                if data is not None:
+                    stored[channel] = data
             elif channel not in new_versions and parent_id:
                 # Unchanged and not handed over: the value the parent stored at this version.
                 if parent_refs is None:
@@ -176,7 +183,7 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
                 "checkpoint_id": checkpoint["id"],
             }
         }
-        return self._engine.put_job(row, pieces, result)
+        return self._engine.put_job(row, pieces, stored, result)
 
     def put(
         self,
@@ -306,31 +313,55 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
         entry = self._engine.fetch(*self._address(config))
         if entry is None:
             return None
-        refs = _unpack_refs(entry.row.refs)
-        return self._tuple(entry, refs, self._engine.bodies(_digests(refs, entry)))
+        found = self._tuple(entry, self._engine.bodies)
+        assert found is not None
+        return found
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         if self._engine.cache.rows_enabled:
+            # Answered inline when the cache holds everything: no I/O on the loop.
             entry = self._engine.fetch_cached(*self._address(config))
             if entry is not MISS and entry is not None:
-                refs = _unpack_refs(entry.row.refs)
-                bodies = self._engine.cached_bodies(_digests(refs, entry))
-                if bodies is not None:
-                    return self._tuple(entry, refs, bodies)
+                found = self._tuple(entry, self._engine.cached_bodies)
+                if found is not None:
+                    return found
         return await asyncio.to_thread(self.get_tuple, config)
 
     def _tuple(
-        self,
-        entry: Entry,
-        refs: dict[str, tuple[str, list[Any]]],
-        bodies: dict[bytes, bytes],
-    ) -> CheckpointTuple:
+        self, entry: Entry, fetch: Callable[[list[bytes]], dict[bytes, bytes] | None]
+    ) -> CheckpointTuple | None:
+        """The tuple of a row; None if ``fetch`` (of the pieces it needs) returns None."""
         row, serde = entry.row, self.serde
-        checkpoint = serde.loads_typed((row.type, row.checkpoint))
-        checkpoint["channel_values"] = {
-            channel: decode_value(serde, manifest, bodies.__getitem__)
+        refs: dict[str, tuple[str, list[Any]]] = entry.refs
+        if refs is None:
+            refs = entry.refs = _unpack_refs(row.refs)
+        have = entry.joined
+        needed = [
+            d
             for channel, (_, manifest) in refs.items()
-        }
+            if channel not in have
+            for d in manifest_digests(manifest)
+        ]
+        for write in entry.writes.values():
+            if write.type == PIECES_TYPE:
+                needed.extend(manifest_digests(unpack_manifest(write.value)))
+        bodies = fetch(needed) if needed else {}
+        if bodies is None:
+            return None
+        values: dict[str, Any] = {}
+        for channel, (_, manifest) in refs.items():
+            kind = manifest[0]
+            if kind == INLINE:
+                values[channel] = serde.loads_typed((manifest[1], manifest[2]))
+                continue
+            type_ = "msgpack" if kind == CUT else manifest[1]
+            data = have.get(channel)
+            if data is None:
+                type_, data = assemble(manifest, bodies.__getitem__)
+                self._engine.cache.remember_joined(entry, channel, data)
+            values[channel] = serde.loads_typed((type_, data))
+        checkpoint = serde.loads_typed((row.type, row.checkpoint))
+        checkpoint["channel_values"] = values
         address = {"thread_id": row.thread_id, "checkpoint_ns": row.checkpoint_ns}
         return CheckpointTuple(
             config={"configurable": {**address, "checkpoint_id": row.checkpoint_id}},
@@ -363,7 +394,7 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
         thread_id = conf.get("thread_id")
         ns = conf.get("checkpoint_ns")
         left = limit
-        for entry in self._engine.list(
+        for entry in self._engine.scan(
             str(thread_id) if thread_id is not None else None,
             str(ns) if ns is not None else None,
             conf.get("checkpoint_id"),
@@ -375,8 +406,9 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
                 metadata = self.serde.loads_typed((entry.row.meta_type, entry.row.metadata))
                 if not all(metadata.get(k) == v for k, v in filter.items()):
                     continue
-            refs = _unpack_refs(entry.row.refs)
-            yield self._tuple(entry, refs, self._engine.bodies(_digests(refs, entry)))
+            found = self._tuple(entry, self._engine.bodies)
+            assert found is not None
+            yield found
             if left is not None:
                 left -= 1
 
@@ -393,15 +425,6 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
 
         for item in await asyncio.to_thread(read):
             yield item
-
-
-def _digests(refs: dict[str, tuple[str, list[Any]]], entry: Entry) -> list[bytes]:
-    """Every piece a checkpoint's values and pending writes need."""
-    found = [d for _, manifest in refs.values() for d in manifest_digests(manifest)]
-    for write in entry.writes.values():
-        if write.type == PIECES_TYPE:
-            found.extend(manifest_digests(unpack_manifest(write.value)))
-    return found
 
 
 class _Opening:
