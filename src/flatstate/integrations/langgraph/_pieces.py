@@ -32,6 +32,7 @@ __all__ = [
     "CUT",
     "INLINE",
     "INLINE_MAX",
+    "LISTED",
     "PIECES_TYPE",
     "WHOLE",
     "Encoded",
@@ -39,10 +40,11 @@ __all__ = [
     "decode_value",
     "digest_of",
     "encode_value",
-    "joined",
+    "expand",
+    "listing",
     "manifest_digests",
     "pack_manifest",
-    "refs_digests",
+    "refs_manifests",
     "unpack_manifest",
 ]
 
@@ -62,8 +64,12 @@ PIECE_MAX = 16 << 10
 PIECES_TYPE = "flatstate-pieces"
 
 # Manifest kinds: [INLINE, type, bytes] | [WHOLE, type, digest] | [CUT, digests] (the
-# value's msgpack is the pieces joined in order).
-INLINE, WHOLE, CUT = 0, 1, 2
+# value's msgpack is the pieces joined in order) | [LISTED, digest]: a CUT whose digests,
+# being many, are a piece themselves (their 16-byte digests end to end), so that a checkpoint
+# and the write that made it, which hold the same value, share that list too.
+INLINE, WHOLE, CUT, LISTED = 0, 1, 2, 3
+LIST_AFTER = 8
+DIGEST_BYTES = 16
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode_manifest = msgspec.msgpack.Decoder().decode
@@ -75,13 +81,17 @@ def digest_of(body: bytes) -> bytes:
 
 
 class Encoded:
-    """One channel value as stored: its manifest and the pieces it refers to."""
+    """One channel value as stored: its manifest, the pieces it refers to, and its stored
+    bytes whole (None when inline)."""
 
-    __slots__ = ("manifest", "pieces")
+    __slots__ = ("data", "manifest", "pieces")
 
-    def __init__(self, manifest: list[Any], pieces: list[tuple[bytes, bytes]]) -> None:
+    def __init__(
+        self, manifest: list[Any], pieces: list[tuple[bytes, bytes]], data: bytes | None
+    ) -> None:
         self.manifest = manifest
         self.pieces = pieces  # (digest, body)
+        self.data = data
 
 
 def _container(data: bytes, pos: int) -> tuple[int, int, int] | None:
@@ -189,22 +199,32 @@ def encode_value(serde: SerializerProtocol, value: Any) -> Encoded:
         atoms: list[tuple[int, int]] = []
         if _atoms(data, 0, atoms) == len(data):
             pieces = [(digest_of(body), body) for body in _cut(data, atoms)]
-            return Encoded([CUT, [d for d, _ in pieces]], pieces)
+            digests = [d for d, _ in pieces]
+            if len(digests) <= LIST_AFTER:
+                return Encoded([CUT, digests], pieces, data)
+            listing = b"".join(digests)
+            listed = digest_of(listing)
+            return Encoded([LISTED, listed], [*pieces, (listed, listing)], data)
     return _whole(type_, data)
 
 
 def _whole(type_: str, data: bytes) -> Encoded:
     if len(data) <= INLINE_MAX:
-        return Encoded([INLINE, type_, data], [])
+        return Encoded([INLINE, type_, data], [], None)
     digest = digest_of(data)
-    return Encoded([WHOLE, type_, digest], [(digest, data)])
+    return Encoded([WHOLE, type_, digest], [(digest, data)], data)
 
 
-def joined(manifest: list[Any], pieces: list[tuple[bytes, bytes]]) -> bytes | None:
-    """The stored bytes of a value just encoded (None for an inline one)."""
-    if manifest[0] == INLINE:
-        return None
-    return b"".join(body for _, body in pieces)
+def listing(body: bytes) -> list[bytes]:
+    """The digests a LISTED manifest's list piece holds."""
+    return [body[i : i + DIGEST_BYTES] for i in range(0, len(body), DIGEST_BYTES)]
+
+
+def expand(manifest: list[Any], body: Callable[[bytes], bytes]) -> list[Any]:
+    """A LISTED manifest as the CUT one it stands for (any other as it is)."""
+    if manifest[0] == LISTED:
+        return [CUT, listing(body(manifest[1]))]
+    return manifest
 
 
 def assemble(manifest: list[Any], body: Callable[[bytes], bytes]) -> tuple[str, bytes]:
@@ -215,7 +235,7 @@ def assemble(manifest: list[Any], body: Callable[[bytes], bytes]) -> tuple[str, 
         return manifest[1], manifest[2]
     if kind == WHOLE:
         return manifest[1], body(manifest[2])
-    return "msgpack", b"".join(body(d) for d in manifest[1])
+    return "msgpack", b"".join(body(d) for d in expand(manifest, body)[1])
 
 
 def decode_value(
@@ -226,18 +246,21 @@ def decode_value(
 
 
 def manifest_digests(manifest: list[Any]) -> list[bytes]:
+    """The pieces a manifest names itself (of a LISTED one, its list piece only)."""
     kind = manifest[0]
     if kind == INLINE:
         return []
     if kind == WHOLE:
         return [manifest[2]]
+    if kind == LISTED:
+        return [manifest[1]]
     return list(manifest[1])
 
 
-def refs_digests(refs: bytes) -> Iterable[bytes]:
-    """Every digest a checkpoint row's packed refs name."""
+def refs_manifests(refs: bytes) -> Iterable[list[Any]]:
+    """Every manifest of a checkpoint row's packed refs."""
     for _version, manifest in _decode_manifest(refs).values():
-        yield from manifest_digests(manifest)
+        yield manifest
 
 
 def pack_manifest(manifest: list[Any]) -> bytes:

@@ -17,9 +17,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from flatstate.integrations.langgraph._pieces import (
+    LISTED,
     PIECES_TYPE,
+    listing,
     manifest_digests,
-    refs_digests,
+    refs_manifests,
     unpack_manifest,
 )
 
@@ -160,10 +162,17 @@ def sweep(db: Db, sql: Sql) -> int:
     Scans every row's refs: deletes are rare maintenance, and a piece may be shared by any
     thread (a copy, or the same content written twice), so no narrower scan is exact."""
     referenced: set[bytes] = set()
+    lists: set[bytes] = set()
     for (refs,) in db.q(sql["all_refs"]):
-        referenced.update(refs_digests(bytes(refs)))
+        for manifest in refs_manifests(bytes(refs)):
+            (lists if manifest[0] == LISTED else referenced).update(manifest_digests(manifest))
     for (packed,) in db.q(sql["all_write_manifests"], (PIECES_TYPE,)):
-        referenced.update(manifest_digests(unpack_manifest(bytes(packed))))
+        manifest = unpack_manifest(bytes(packed))
+        (lists if manifest[0] == LISTED else referenced).update(manifest_digests(manifest))
+    for digest in lists:  # a list piece, and the pieces it lists
+        referenced.add(digest)
+        for (body,) in db.q(sql["get_blob"], (digest,)):
+            referenced.update(listing(bytes(body)))
     dead = [(d,) for (d,) in db.q(sql["all_digests"]) if bytes(d) not in referenced]
     if dead:
         db.many(sql["delete_blob"], dead)

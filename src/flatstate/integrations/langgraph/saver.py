@@ -30,13 +30,14 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from flatstate.integrations.langgraph._cache import DEFAULT_CACHE_BYTES, Entry
 from flatstate.integrations.langgraph._engine import MISS, Engine
 from flatstate.integrations.langgraph._pieces import (
-    CUT,
     INLINE,
+    LISTED,
     PIECES_TYPE,
+    WHOLE,
     assemble,
     decode_value,
     encode_value,
-    joined,
+    listing,
     manifest_digests,
     pack_manifest,
     unpack_manifest,
@@ -149,9 +150,8 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
                 encoded = encode_value(self.serde, values[channel])
                 refs[channel] = (str(version), encoded.manifest)
                 pieces.extend(encoded.pieces)
-                data = joined(encoded.manifest, encoded.pieces)
-                if data is not None:
-                    stored[channel] = data
+                if encoded.data is not None:
+                    stored[channel] = encoded.data
             elif channel not in new_versions and parent_id:
                 # Unchanged and not handed over: the value the parent stored at this version.
                 if parent_refs is None:
@@ -336,16 +336,11 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
         if refs is None:
             refs = entry.refs = _unpack_refs(row.refs)
         have = entry.joined
-        needed = [
-            d
-            for channel, (_, manifest) in refs.items()
-            if channel not in have
-            for d in manifest_digests(manifest)
+        manifests = [m for channel, (_, m) in refs.items() if channel not in have]
+        manifests += [
+            unpack_manifest(w.value) for w in entry.writes.values() if w.type == PIECES_TYPE
         ]
-        for write in entry.writes.values():
-            if write.type == PIECES_TYPE:
-                needed.extend(manifest_digests(unpack_manifest(write.value)))
-        bodies = fetch(needed) if needed else {}
+        bodies = _fetch_all(manifests, fetch)
         if bodies is None:
             return None
         values: dict[str, Any] = {}
@@ -354,7 +349,7 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
             if kind == INLINE:
                 values[channel] = serde.loads_typed((manifest[1], manifest[2]))
                 continue
-            type_ = "msgpack" if kind == CUT else manifest[1]
+            type_ = manifest[1] if kind == WHOLE else "msgpack"
             data = have.get(channel)
             if data is None:
                 type_, data = assemble(manifest, bodies.__getitem__)
@@ -425,6 +420,25 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
 
         for item in await asyncio.to_thread(read):
             yield item
+
+
+def _fetch_all(
+    manifests: list[list[Any]], fetch: Callable[[list[bytes]], dict[bytes, bytes] | None]
+) -> dict[bytes, bytes] | None:
+    """Every piece the manifests need: their own, then those their list pieces list."""
+    needed = [d for manifest in manifests for d in manifest_digests(manifest)]
+    if not needed:
+        return {}
+    bodies = fetch(needed)
+    if bodies is None:
+        return None
+    listed = [d for m in manifests if m[0] == LISTED for d in listing(bodies[m[1]])]
+    if listed:
+        more = fetch(listed)
+        if more is None:
+            return None
+        bodies.update(more)
+    return bodies
 
 
 class _Opening:
