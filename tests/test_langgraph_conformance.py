@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import NO_POSTGRES, POSTGRES_DSN, require_extra
 
 
-def _run_suite(name: str, make: Any) -> Any:
+def _run_suite(name: str, make: Any, capsys: pytest.CaptureFixture[str]) -> Any:
     conformance = require_extra("langgraph.checkpoint.conformance", "langgraph")
     from langgraph.checkpoint.conformance.report import ProgressCallbacks
 
@@ -27,7 +27,8 @@ def _run_suite(name: str, make: Any) -> Any:
 
     registered = conformance.checkpointer_test(name=name)(factory)
     report = asyncio.run(conformance.validate(registered, progress=ProgressCallbacks.verbose()))
-    report.print_report()
+    with capsys.disabled():  # the capability results, in the test run's output
+        report.print_report()
     return report
 
 
@@ -41,19 +42,21 @@ def _assert_full(report: Any) -> None:
     assert report.conformance_level() == "FULL"
 
 
-def test_conformance_on_sqlite(tmp_path: Path) -> None:
+def test_conformance_on_sqlite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     require_extra("langgraph", "langgraph")
     from flatstate.integrations.langgraph import FlatstateSaver
 
     counter = iter(range(100))
     report = _run_suite(
-        "FlatstateSaver(sqlite)", lambda: FlatstateSaver(str(tmp_path / f"s{next(counter)}"))
+        "FlatstateSaver(sqlite)",
+        lambda: FlatstateSaver(str(tmp_path / f"s{next(counter)}")),
+        capsys,
     )
     _assert_full(report)
 
 
 @pytest.mark.postgres
-def test_conformance_on_postgres() -> None:
+def test_conformance_on_postgres(capsys: pytest.CaptureFixture[str]) -> None:
     require_extra("langgraph", "langgraph")
     if POSTGRES_DSN is None:
         pytest.skip(NO_POSTGRES)
@@ -61,5 +64,5 @@ def test_conformance_on_postgres() -> None:
 
     schema = f"lg_{uuid.uuid4().hex[:10]}"
     location = f"{POSTGRES_DSN}{'&' if '?' in POSTGRES_DSN else '?'}schema={schema}"
-    report = _run_suite("FlatstateSaver(postgres)", lambda: FlatstateSaver(location))
+    report = _run_suite("FlatstateSaver(postgres)", lambda: FlatstateSaver(location), capsys)
     _assert_full(report)
