@@ -441,3 +441,39 @@ def test_a_second_saver_on_the_same_directory_sees_the_first_ones_changes(
         one._engine.cache.clear()
         again = one.get_tuple({"configurable": {"thread_id": "s2"}})
         assert again is not None and again.checkpoint["channel_values"] == big
+
+
+def test_threads_and_tasks_write_through_one_saver_at_once(location: str) -> None:
+    """Sync puts from worker threads and async puts from a loop share one writer: every
+    acknowledged checkpoint is there, each thread's chain intact."""
+    import threading
+
+    with FlatstateSaver(location) as saver:
+
+        def chain(thread_id: str, count: int) -> None:
+            config: Any = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+            for n in range(count):
+                cp, md, versions = _cp(n + 1, {"n": n, "blob": [thread_id * 50] * (n + 3)})
+                config = saver.put(config, cp, md, versions)
+
+        async def achain(thread_id: str, count: int) -> None:
+            config: Any = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+            for n in range(count):
+                cp, md, versions = _cp(n + 1, {"n": n, "blob": [thread_id * 50] * (n + 3)})
+                config = await saver.aput(config, cp, md, versions)
+
+        async def tasks() -> None:
+            await asyncio.gather(*(achain(f"task{i}", 15) for i in range(6)))
+
+        workers = [threading.Thread(target=chain, args=(f"thr{i}", 15)) for i in range(4)]
+        for worker in workers:
+            worker.start()
+        asyncio.run(tasks())
+        for worker in workers:
+            worker.join()
+        for thread_id in [f"thr{i}" for i in range(4)] + [f"task{i}" for i in range(6)]:
+            listed = list(saver.list({"configurable": {"thread_id": thread_id}}))
+            assert [t.checkpoint["channel_values"]["n"] for t in listed] == list(range(14, -1, -1))
+            assert listed[0].checkpoint["channel_values"]["blob"] == [thread_id * 50] * 17
+            parents = [t.parent_config["configurable"]["checkpoint_id"] for t in listed[:-1]]
+            assert parents == [t.config["configurable"]["checkpoint_id"] for t in listed[1:]]
