@@ -21,7 +21,9 @@ decodes the whole value in one call, as the serializer wrote it. Any other seria
 from __future__ import annotations
 
 import hashlib
+import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -36,11 +38,13 @@ __all__ = [
     "PIECES_TYPE",
     "WHOLE",
     "Encoded",
+    "RecentEncodings",
     "assemble",
     "decode_value",
     "digest_of",
     "encode_value",
     "expand",
+    "layout",
     "listing",
     "manifest_digests",
     "pack_manifest",
@@ -70,6 +74,8 @@ PIECES_TYPE = "flatstate-pieces"
 INLINE, WHOLE, CUT, LISTED = 0, 1, 2, 3
 LIST_AFTER = 8
 DIGEST_BYTES = 16
+# Large values whose layout a saver remembers (RecentEncodings).
+RECENT = 16
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode_manifest = msgspec.msgpack.Decoder().decode
@@ -194,7 +200,11 @@ def _cut(data: bytes, atoms: list[tuple[int, int]]) -> list[bytes]:
 def encode_value(serde: SerializerProtocol, value: Any) -> Encoded:
     """Lay ``value`` out as a manifest and pieces (see the module's docstring)."""
     type_, raw = serde.dumps_typed(value)
-    data = bytes(raw)
+    return layout(type_, bytes(raw))
+
+
+def layout(type_: str, data: bytes) -> Encoded:
+    """Serialized bytes as a manifest and pieces."""
     if type_ == "msgpack" and len(data) >= SPLIT_MIN and _container(data, 0) is not None:
         atoms: list[tuple[int, int]] = []
         if _atoms(data, 0, atoms) == len(data):
@@ -206,6 +216,37 @@ def encode_value(serde: SerializerProtocol, value: Any) -> Encoded:
             listed = digest_of(listing)
             return Encoded([LISTED, listed], [*pieces, (listed, listing)], data)
     return _whole(type_, data)
+
+
+class RecentEncodings:
+    """The layouts of the last few large values, by their serialized bytes.
+
+    A node's write is usually the very value the next checkpoint holds (a channel without a
+    reducer takes what the node returned), so the checkpoint's put finds the layout the
+    write's put_writes made, and skips cutting and hashing it again."""
+
+    def __init__(self, size: int = RECENT) -> None:
+        self.size = size
+        self._memo: OrderedDict[tuple[str, bytes], Encoded] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def encode(self, serde: SerializerProtocol, value: Any) -> Encoded:
+        type_, raw = serde.dumps_typed(value)
+        data = bytes(raw)
+        if len(data) < SPLIT_MIN:
+            return layout(type_, data)
+        key = (type_, data)
+        with self._lock:
+            found = self._memo.get(key)
+            if found is not None:
+                self._memo.move_to_end(key)
+                return found
+        encoded = layout(type_, data)
+        with self._lock:
+            self._memo[key] = encoded
+            while len(self._memo) > self.size:
+                self._memo.popitem(last=False)
+        return encoded
 
 
 def _whole(type_: str, data: bytes) -> Encoded:

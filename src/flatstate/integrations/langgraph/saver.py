@@ -34,9 +34,9 @@ from flatstate.integrations.langgraph._pieces import (
     LISTED,
     PIECES_TYPE,
     WHOLE,
+    RecentEncodings,
     assemble,
     decode_value,
-    encode_value,
     listing,
     manifest_digests,
     pack_manifest,
@@ -97,6 +97,7 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
         super().__init__(serde=serde)
         self._engine = open_engine(location, **options)
         self.location = self._engine.location
+        self._encodings = RecentEncodings()
 
     # -- opening and closing --------------------------------------------------------
     @classmethod
@@ -147,7 +148,7 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
         parent_refs: dict[str, tuple[str, list[Any]]] | None = None
         for channel, version in checkpoint["channel_versions"].items():
             if channel in values:
-                encoded = encode_value(self.serde, values[channel])
+                encoded = self._encodings.encode(self.serde, values[channel])
                 refs[channel] = (str(version), encoded.manifest)
                 pieces.extend(encoded.pieces)
                 if encoded.data is not None:
@@ -233,7 +234,7 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
         pieces: list[tuple[bytes, bytes]] = []
         for idx, (channel, value) in enumerate(writes):
             # A node's write is often the whole new value of a channel: by content too.
-            encoded = encode_value(self.serde, value)
+            encoded = self._encodings.encode(self.serde, value)
             manifest = encoded.manifest
             if manifest[0] == INLINE:
                 type_, data = manifest[1], manifest[2]
