@@ -44,7 +44,7 @@ def require_extra(module: str, extra: str) -> ModuleType:
         why = f"{module} is missing: pip install 'flatstate[{extra}]' ({exc})"
         if EXTRAS_REQUIRED:
             pytest.fail(f"FLATSTATE_REQUIRE_EXTRAS=1 but {why}", pytrace=False)
-        pytest.skip(why)
+        pytest.skip(why, allow_module_level=True)  # also from a module's top level
 
 
 def check_docstring_examples(module: str) -> None:

@@ -25,12 +25,13 @@ from typer.testing import CliRunner
 
 import flatstate
 from flatstate.auth import open_auth_store
+from flatstate.bench.langgraph import CONTENDERS, POSTGRES
 from flatstate.cli import app
 from flatstate.cli._where import resolve
 from flatstate.facts import open_facts
 from flatstate.snapshot import Draft
 from flatstate.transfer import import_openclaw
-from tests.conftest import POSTGRES_DSN, postgres_location
+from tests.conftest import POSTGRES_DSN, postgres_location, require_extra
 from tests.test_docs import PAGES
 
 runner = CliRunner()
@@ -602,3 +603,32 @@ def test_tables_sent_to_a_pipe_are_plain_and_not_cut_to_80_columns(tmp_path: Pat
     assert result.returncode == 0, result.stderr
     assert any(key in line for line in result.stdout.splitlines())
     assert not [ch for ch in result.stdout if "\u2500" <= ch <= "\u257f"], "box drawing"
+
+
+def test_bench_langgraph_writes_its_figures(tmp_path: Path) -> None:
+    require_extra("langgraph.checkpoint.sqlite", "bench")
+    out = tmp_path / "langgraph.json"
+    dsn = ["--dsn", POSTGRES_DSN] if POSTGRES_DSN else []
+    args = ["bench", "langgraph", "--threads", "3", "--steps", "12", "--state-kib", "8",
+            "--gets", "30", *dsn, "--json-out", str(out), "--json"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    assert figures == json.loads(result.stdout)
+    expected = set(CONTENDERS) if POSTGRES_DSN else set(CONTENDERS) - POSTGRES
+    assert set(figures["runs"]) == expected
+    for name, run in figures["runs"].items():
+        assert run["puts"] == 15 and run["writes"] == 12, name
+        assert run["put_per_s"] > 0 and run["get_tuple_per_s"] > 0 and run["disk_bytes"] > 0
+        assert run["rss_end_mib"] > 0
+    ours = figures["runs"]["FlatstateSaver sqlite"]["vs_sqlite_saver"]
+    assert ours["disk"] < 1  # content addressing: less than SqliteSaver's full copies
+    if POSTGRES_DSN:
+        assert POSTGRES_DSN.split("@")[0].split(":")[-1] not in out.read_text()  # no password
+    help_text = runner.invoke(app, ["bench", "langgraph", "--help"]).output
+    assert "--json-out" in help_text
+
+
+def test_bench_langgraph_refuses_an_unknown_contender() -> None:
+    result = runner.invoke(app, ["bench", "langgraph", "--contenders", "RedisSaver"])
+    assert result.exit_code != 0 and "RedisSaver" in result.output

@@ -61,7 +61,10 @@ def run(block: Block, namespace: dict[str, Any], tmp_path: Path) -> None:
     code = block.code
     if DOCS_POSTGRES_URL in code:
         code = code.replace(DOCS_POSTGRES_URL, postgres_location(tmp_path))  # skips without one
-    exec(compile("\n" * (block.line - 1) + code, block.page, "exec"), namespace)
+    # dont_inherit: a block runs as its reader would, without this module's __future__
+    # imports (string annotations would hide a TypedDict's types from LangGraph).
+    source = "\n" * (block.line - 1) + code
+    exec(compile(source, block.page, "exec", dont_inherit=True), namespace)
 
 
 @pytest.mark.parametrize(

@@ -718,3 +718,89 @@ def _print_facts_bench(result: dict[str, Any]) -> None:
             f"(growth {soak['rss_growth_mib']} MiB)"
         )
     print_machine(result["machine"], sqlite=result["sqlite"])
+
+
+@app.command("langgraph")
+def bench_langgraph(
+    threads: Annotated[
+        int, typer.Option(help="LangGraph threads the steps are shared over.")
+    ] = 100,
+    steps: Annotated[int, typer.Option(help="Steps in all (a put_writes and a put each).")] = 1000,
+    state_kib: Annotated[int, typer.Option(help="KiB of documents in the state.")] = 64,
+    change_kib: Annotated[int, typer.Option(help="KiB of it one step rewrites.")] = 1,
+    gets: Annotated[int, typer.Option(help="Timed get_tuple calls (latest checkpoint).")] = 2000,
+    contenders: Annotated[
+        str, typer.Option(help="Comma-separated contenders, or all (see the docs).")
+    ] = "all",
+    dsn: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL server for the PostgreSQL contenders (default: "
+            "$FLATSTATE_BENCH_POSTGRES_DSN, else a throwaway one from scripts/postgres); "
+            "each gets a schema of its own, dropped afterwards."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the generated documents.")] = 7,
+    json_out: JsonOutOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """LangGraph checkpointers side by side, each in a fresh process: SqliteSaver,
+    AsyncSqliteSaver, PostgresSaver and FlatstateSaver (SQLite and PostgreSQL, sync and
+    async): put, put_writes and get_tuple rates, bytes on disk, RSS."""
+    from flatstate.bench.langgraph import CONTENDERS, LangGraphBenchOptions, run_langgraph_bench
+
+    chosen = CONTENDERS if contenders == "all" else tuple(c.strip() for c in contenders.split(","))
+    unknown = sorted(set(chosen) - set(CONTENDERS))
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown contender {unknown[0]!r}; choose from {', '.join(CONTENDERS)}"
+        )
+    if min(threads, steps, state_kib, change_kib) < 1 or gets < 0:
+        raise typer.BadParameter("threads, steps, state-kib and change-kib must be at least 1")
+    options = LangGraphBenchOptions(
+        threads=threads, steps=steps, state_kib=state_kib, change_kib=change_kib, gets=gets,
+        seed=seed, dsn=dsn or os.environ.get("FLATSTATE_BENCH_POSTGRES_DSN"), contenders=chosen,
+    )  # fmt: skip
+    command = (
+        f"flatstate bench langgraph --threads {threads} --steps {steps} --state-kib {state_kib} "
+        f"--change-kib {change_kib} --gets {gets}"
+    )
+    with err_console.status("starting") as status:
+        report = {**run_langgraph_bench(options, progress=status.update), "command": command}
+    _finish(report, json_out, None, json_output, _print_langgraph)
+
+
+def _print_langgraph(report: dict[str, Any]) -> None:
+    grid = table()
+    grid.add_column("checkpointer")
+    for column in ("put/s", "put_writes/s", "get_tuple/s", "disk", "RSS", "durability"):
+        grid.add_column(column, justify="right")
+    grid.add_column("vs SqliteSaver (put, get, disk)", justify="right")
+    for name, run in report["runs"].items():
+        ratios = run.get("vs_sqlite_saver")
+        add_row(
+            grid,
+            name,
+            f"{run['put_per_s']:,}",
+            f"{run['put_writes_per_s']:,}",
+            f"{run['get_tuple_per_s']:,}",
+            f"{run['disk_bytes'] / (1 << 20):.2f} MiB",
+            f"{run['rss_end_mib']} MiB",
+            run["synchronous"],
+            (
+                f"{_times(ratios['put'])}, {_times(ratios['get_tuple'])}, {_times(ratios['disk'])}"
+                if ratios
+                else "-"
+            ),
+            style="dim" if name.startswith(("Sqlite", "AsyncSqlite", "Postgres")) else None,
+        )
+    o = report["options"]
+    print_table(
+        grid,
+        f"LangGraph checkpointers: {o['steps']:,} steps over {o['threads']} threads, "
+        f"{o['state_kib']} KiB state, {o['change_kib']} KiB changed per step",
+    )
+    for name, why in report["skipped"].items():
+        say(f"{name}: skipped ({why})")
+    print_machine(report["machine"])
+    say(f"command: {report['command']}")
