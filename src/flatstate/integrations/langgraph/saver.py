@@ -14,18 +14,24 @@ from types import TracebackType
 from typing import Any
 
 import msgspec
-from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import (
-    WRITES_IDX_MAP,
-    BaseCheckpointSaver,
-    ChannelVersions,
-    Checkpoint,
-    CheckpointMetadata,
-    CheckpointTuple,
-    get_checkpoint_id,
-    get_checkpoint_metadata,
-)
-from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from flatstate.errors import ExtraMissing
+
+try:
+    from langchain_core.runnables import RunnableConfig
+    from langgraph.checkpoint.base import (
+        WRITES_IDX_MAP,
+        BaseCheckpointSaver,
+        ChannelVersions,
+        Checkpoint,
+        CheckpointMetadata,
+        CheckpointTuple,
+        get_checkpoint_id,
+        get_checkpoint_metadata,
+    )
+    from langgraph.checkpoint.serde.base import SerializerProtocol
+except ImportError as exc:  # the extra is missing: say which one
+    raise ExtraMissing("flatstate.integrations.langgraph", "langgraph") from exc
 
 from flatstate.integrations.langgraph._cache import DEFAULT_CACHE_BYTES, Entry
 from flatstate.integrations.langgraph._engine import MISS, Engine
