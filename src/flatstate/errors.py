@@ -20,6 +20,7 @@ fix. No message ever carries a secret: callers pass identifiers, never values.
     ├── StoreUnavailable    (ConnectionError)
     ├── DiskFull            (OSError)
     ├── StoreClosed         (ValueError)
+    ├── InvalidLocation     (ValueError)
     ├── NeedsAwait          (RuntimeError)
     ├── LockTimeout         (TimeoutError)
     ├── ReadOnlyStore       (PermissionError)
@@ -234,6 +235,15 @@ def is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     return "database or disk is full" in str(exc)
+
+
+class InvalidLocation(FlatstateError, ValueError):
+    """A location (a path or a URI such as ``flatstate:///path``) that names no store."""
+
+    def __init__(self, location: str, problem: str) -> None:
+        self.location = location
+        self.problem = problem
+        super().__init__(f"invalid store location {location!r}: {problem}. Nothing was opened.")
 
 
 class StoreClosed(FlatstateError, ValueError):
