@@ -32,8 +32,10 @@ import bisect
 import json
 import logging
 import os
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +79,7 @@ EVENT_TYPE = "adk.event"
 # An append that finds unapplied events applies them and tries again; each round can
 # only be lost to another writer's append, so a bound this size means a livelock.
 MAX_ROUNDS = 64
+TRANSCRIPTS_KEPT = 1024
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
 
 
@@ -208,7 +211,7 @@ def _view(lookup: Mapping[str, Any], key: str, app_name: str, user_id: str) -> _
     )
 
 
-def _event_records(entries: Sequence[FrozenMap]) -> list[FrozenMap]:
+def _event_records(entries: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [
         e for e in entries if e.get("type") == EVENT_TYPE and isinstance(e.get("event"), Mapping)
     ]
@@ -224,7 +227,7 @@ def _position(records: Sequence[Mapping[str, Any]], applied: str | None) -> int 
 
 def _read_window(
     transcript: Transcript, applied: str | None, limit: int | None, after: float | None
-) -> tuple[list[FrozenMap], list[FrozenMap]]:
+) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
     """(the events to return, the events after ``applied``) read from the end of the
     transcript, only as far back as ``limit`` and ``after`` need (``None``: everything)."""
     if limit is None and after is None:
@@ -233,7 +236,7 @@ def _read_window(
         return records, records[start:] if start is not None else _unknown(records, applied)
     size = (limit if limit is not None else 16) + 1  # one more: the entry before the window
     while True:
-        entries = transcript.tail(size)
+        entries = transcript.tail_plain(size)  # validated into Events next: no frozen copy
         whole = len(entries) < size
         records = _event_records(entries)
         start = _position(records, applied)
@@ -255,7 +258,7 @@ def _read_window(
         size *= 4
 
 
-def _unknown(records: list[FrozenMap], applied: str | None) -> list[FrozenMap]:
+def _unknown(records: list[Mapping[str, Any]], applied: str | None) -> list[Mapping[str, Any]]:
     """The pending events when the transcript does not hold the last applied one."""
     if applied is None:
         return records  # nothing applied yet: every event is pending
@@ -263,7 +266,8 @@ def _unknown(records: list[FrozenMap], applied: str | None) -> list[FrozenMap]:
 
 
 def _to_event(record: Mapping[str, Any]) -> Event:
-    return Event.model_validate(thaw(record["event"]))
+    event = record["event"]
+    return Event.model_validate(thaw(event) if isinstance(event, FrozenMap) else event)
 
 
 @dataclass
@@ -357,6 +361,25 @@ class FlatstateSessionService(BaseSessionService):
         else:
             self._store, self._owned = AsyncSessionStore(open_store(location, **options)), True
         self._closed = False
+        # Transcripts by (key, sessionId): finding one through the store checks its path
+        # (realpath, makedirs) on every call, a tenth of a millisecond an append.
+        self._transcripts: OrderedDict[tuple[str, str], Transcript] = OrderedDict()
+        self._transcripts_lock = threading.Lock()
+
+    def _transcript(self, key: str, entry: Mapping[str, Any]) -> Transcript:
+        """The transcript of session ``key`` as its current ``entry`` names it."""
+        found_key = (key, entry["sessionId"])
+        with self._transcripts_lock:  # worker threads share the table
+            found = self._transcripts.get(found_key)
+            if found is not None:
+                self._transcripts.move_to_end(found_key)
+                return found
+        found = self._store.sync.transcript(key, create=False, reconcile=False)
+        with self._transcripts_lock:
+            self._transcripts[found_key] = found
+            while len(self._transcripts) > TRANSCRIPTS_KEPT:
+                self._transcripts.popitem(last=False)
+        return found
 
     @property
     def store(self) -> AsyncSessionStore:
@@ -427,11 +450,11 @@ class FlatstateSessionService(BaseSessionService):
     def _read(
         self, key: str, app_name: str, user_id: str, limit: int | None, after: float | None
     ) -> Session | None:
-        sync = self._store.sync
-        view = _view(_Lookup(sync), key, app_name, user_id)
+        lookup = _Lookup(self._store.sync)
+        view = _view(lookup, key, app_name, user_id)
         if view is None:
             return None
-        transcript = sync.transcript(key, create=False, reconcile=False)
+        transcript = self._transcript(key, lookup[key])
         events, pending = _read_window(transcript, view.fields["applied"], limit, after)
         view.replay(pending)  # in memory only: a read writes nothing
         return view.session([_to_event(record) for record in events])
@@ -528,9 +551,10 @@ class FlatstateSessionService(BaseSessionService):
         """On a worker thread: append ``record`` if the session is current and every
         earlier event applied; otherwise say which events to apply first."""
         sync = self._store.sync
-        if sync.get(key) is None:
-            raise SessionNotFoundError(f"Session {record['event'].get('id')} not found: {key}")
-        transcript = sync.transcript(key, create=False, reconcile=False)
+        entry = sync.get(key)
+        if entry is None:
+            raise SessionNotFoundError(f"Session not found: {key}")
+        transcript = self._transcript(key, entry)
         found: dict[str, Any] = {}
 
         def current() -> bool:  # runs under the transcript's lock
