@@ -407,7 +407,7 @@ class Transcript:
     @property
     def leaf_id(self) -> str | None:
         """The id of the last entry (the parent of the next append)."""
-        last = self.tail_plain(1)
+        last = self.tail(1)
         leaf = last[0].get("id") if last else None
         return leaf if isinstance(leaf, str) else None
 
