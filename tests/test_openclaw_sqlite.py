@@ -98,6 +98,7 @@ def test_transcripts_are_openclaw_events_in_seq_order(root: Path) -> None:
             assert header is not None and header.to_dict() == stored[0]
             assert [e.to_dict() for e in transcript.iter_entries()] == stored[1:]
             assert [e.to_dict() for e in transcript.tail(3)] == stored[-3:]
+            assert transcript.tail_plain(3) == stored[-3:]
             assert transcript.leaf_id == stored[-1]["id"] and not transcript.problems
 
 

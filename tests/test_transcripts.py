@@ -294,3 +294,20 @@ def test_copying_the_fixture_keeps_it_readable(openclaw_dir: Path, tmp_path: Pat
     target = tmp_path / "copy.jsonl"
     shutil.copy(sessions_dir(openclaw_dir) / "162cb05f-a456-44f7-a1f5-a4d48d64ea75.jsonl", target)
     assert len(list(Transcript(str(target)).iter_entries())) == 31
+
+
+def test_tail_plain_gives_the_tail_as_fresh_plain_dicts(tmp_path: Path) -> None:
+    transcript = Transcript(str(tmp_path / "t.jsonl"), session_id="s")
+    for number in range(5):
+        transcript.append({"type": "note", "n": number, "nested": {"list": [number]}})
+    with open(transcript.path, "ab") as f:
+        f.write(b"not json\n")
+    plain = transcript.tail_plain(3)
+    assert [entry["n"] for entry in plain] == [2, 3, 4]
+    assert plain == [flatstate.frozen.thaw(entry) for entry in transcript.tail(3)]
+    assert all(type(entry) is dict and type(entry["nested"]) is dict for entry in plain)
+    plain[0]["n"] = "mine"  # a private copy: the next read is unaffected
+    assert transcript.tail_plain(3)[0]["n"] == 2
+    assert len(transcript.tail_plain(99)) == 5  # the header is not an entry
+    assert transcript.tail_plain(0) == []
+    assert any("not JSON" in problem.problem for problem in transcript.problems)

@@ -22,6 +22,7 @@ fix. No message ever carries a secret: callers pass identifiers, never values.
     ├── StoreUnavailable    (ConnectionError)
     ├── DiskFull            (OSError)
     ├── StoreClosed         (ValueError)
+    ├── InvalidLocation     (ValueError)
     ├── NeedsAwait          (RuntimeError)
     ├── LockTimeout         (TimeoutError)
     ├── ReadOnlyStore       (PermissionError)
@@ -98,9 +99,10 @@ class InvalidProfile(FlatstateError, ValueError):
 
 
 class InvalidLocation(FlatstateError, ValueError):
-    """A store location (a URL, a directory, an option naming one) that cannot be used."""
+    """A store location (a URL, a directory, a URI such as ``flatstate:///path``, an option
+    naming one) that cannot be used; nothing was opened."""
 
-    def __init__(self, location: str, problem: str, fix: str) -> None:
+    def __init__(self, location: str, problem: str, fix: str = "Nothing was opened.") -> None:
         self.location = location
         self.problem = problem
         super().__init__(f"{location}: {problem}. {fix}")

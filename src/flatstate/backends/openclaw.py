@@ -26,7 +26,7 @@ import msgspec
 from flatstate._signal import LocalSignal
 from flatstate.backends.base import Backend, Row
 from flatstate.errors import InvalidEntry, ReadOnlyStore, StoreClosed, StoreCorrupt
-from flatstate.frozen import FrozenMap, NotJSON, StringPool, decode_json, freeze
+from flatstate.frozen import FrozenMap, NotJSON, StringPool, decode_json, freeze, thaw
 from flatstate.model import SessionEntry, build_entry
 from flatstate.openclaw.agent import AgentDatabase, Event
 from flatstate.openclaw.database import Stamp, damaged
@@ -195,6 +195,9 @@ class StoredTranscript(Transcript):
             return ()
         found = [e for e in self._entries(backward=True, limit=n + 1) if e.get("type") != "session"]
         return tuple(reversed(found[:n]))
+
+    def tail_plain(self, n: int) -> list[dict[str, Any]]:
+        return [thaw(entry) for entry in self.tail(n)]
 
     def context(self) -> Context:
         stamp = self._backend.fresh_database().db.stamp

@@ -192,6 +192,18 @@ class Transcript:
         return count
 
     def _parse(self, fd: int, offset: int, line: bytes) -> FrozenMap | None:
+        value = self._decode(fd, offset, line)
+        if value is None:
+            return None
+        try:
+            frozen: FrozenMap = freeze(value, decoded=True)
+        except NotJSON as exc:
+            self._problem(self._line_number(fd, offset), offset, exc.problem)
+            return None
+        return frozen
+
+    def _decode(self, fd: int, offset: int, line: bytes) -> dict[str, Any] | None:
+        """A line as a plain JSON object, or None (reported) when it is not one."""
         try:
             value = _decoder.decode(line)
         except msgspec.DecodeError as exc:
@@ -200,12 +212,7 @@ class Transcript:
         if not isinstance(value, dict):
             self._problem(self._line_number(fd, offset), offset, "not a JSON object")
             return None
-        try:
-            frozen: FrozenMap = freeze(value, decoded=True)
-        except NotJSON as exc:
-            self._problem(self._line_number(fd, offset), offset, exc.problem)
-            return None
-        return frozen
+        return value
 
     def header(self) -> FrozenMap | None:
         """The first line, when it is a session header."""
@@ -260,17 +267,26 @@ class Transcript:
 
     def tail(self, n: int) -> tuple[FrozenMap, ...]:
         """The last ``n`` entries in file order, read from the end (header excluded)."""
+        return tuple(self._tail(n, self._parse))
+
+    def tail_plain(self, n: int) -> list[dict[str, Any]]:
+        """:meth:`tail` as fresh plain dicts: for a caller that hands the entries straight
+        to a model of its own (an adapter validating them into a framework's classes),
+        which would otherwise thaw the frozen copies ``tail`` makes."""
+        return self._tail(n, self._decode)
+
+    def _tail(self, n: int, parse: Callable[[int, int, bytes], Any]) -> list[Any]:
         if n <= 0:
-            return ()
-        found: list[FrozenMap] = []
+            return []
+        found: list[Any] = []
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
-            return ()
+            return []
         try:
             end = os.fstat(fd).st_size
             for offset, line in self._lines_backward(fd, end):
-                entry = self._parse(fd, offset, line)
+                entry = parse(fd, offset, line)
                 if entry is None or (offset == 0 and entry.get("type") == "session"):
                     continue
                 found.append(entry)
@@ -279,7 +295,7 @@ class Transcript:
         finally:
             os.close(fd)
         found.reverse()
-        return tuple(found)
+        return found
 
     def context(self) -> Context:
         """The model context: the latest compaction's summary plus the entries from its
