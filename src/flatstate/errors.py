@@ -22,7 +22,6 @@ fix. No message ever carries a secret: callers pass identifiers, never values.
     ├── StoreUnavailable    (ConnectionError)
     ├── DiskFull            (OSError)
     ├── StoreClosed         (ValueError)
-    ├── InvalidLocation     (ValueError)
     ├── NeedsAwait          (RuntimeError)
     ├── LockTimeout         (TimeoutError)
     ├── ReadOnlyStore       (PermissionError)
