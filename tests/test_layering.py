@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ("_cache", "snapshot", "writer", "store", "_open", "aio", ""),
     ),  # "" is the package itself (flatstate/__init__.py)
     ("features", ("compaction", "doctor", "transfer", "facts", "auth")),
+    ("integrations", ("integrations",)),
     ("apps", ("cli", "bench", "__main__")),
 ]
 
