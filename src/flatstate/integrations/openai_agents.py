@@ -53,6 +53,7 @@ from flatstate.integrations._agents_history import (
     pop_entry,
     walk,
 )
+from flatstate.integrations._threads import run_blocking
 from flatstate.keys import normalize_agent_id, normalize_key
 from flatstate.store import SessionStore
 from flatstate.transcripts import Transcript
@@ -195,7 +196,7 @@ class FlatstateSession:
         if wanted == 0:
             self._check_open()
             return []
-        history = await asyncio.to_thread(self._read, wanted)
+        history = await run_blocking(self._read, wanted)
         return history.plain()  # type: ignore[return-value]
 
     async def add_items(
@@ -223,7 +224,7 @@ class FlatstateSession:
             transcript.append_many(entries)
             self._touch()
 
-        await _settle(asyncio.to_thread(append))
+        await _settle(run_blocking(append))
 
     def _touch(self) -> None:
         """Refresh ``updatedAt`` at most every :data:`TOUCH_SECONDS` (on the worker thread)."""
@@ -243,7 +244,7 @@ class FlatstateSession:
         """Remove and return the newest item (None for an empty session), durably: one
         appended line moves the transcript's leaf back past it."""
         self._check_open()
-        return await _settle(asyncio.to_thread(self._pop))  # type: ignore[no-any-return]
+        return await _settle(run_blocking(self._pop))  # type: ignore[no-any-return]
 
     def _pop(self) -> dict[str, Any] | None:
         transcript = self._transcript(create=False)
@@ -270,7 +271,7 @@ class FlatstateSession:
             if store.get(self.key) is not None:
                 store.reset(self.key)
 
-        await _settle(asyncio.to_thread(clear))
+        await _settle(run_blocking(clear))
 
     # -- compaction -----------------------------------------------------------------
     async def run_compaction(
@@ -286,13 +287,13 @@ class FlatstateSession:
         self._check_open()
         force = bool(args.get("force", False)) if args else False
         for _ in range(COMPACTION_ATTEMPTS):
-            planned = await asyncio.to_thread(self._plan, force)
+            planned = await run_blocking(self._plan, force)
             if planned is None:
                 return
             history, cut, transcript = planned
             request = SummaryRequest(cut.to_summarize, cut.previous_summary, transcript.path)
             summary = await _summarize(self.summarizer, request)
-            if await _settle(asyncio.to_thread(self._commit, transcript, history, cut, summary)):
+            if await _settle(run_blocking(self._commit, transcript, history, cut, summary)):
                 return
         log.info("%s: history kept changing while compacting; left for the next call", self.key)
 
@@ -358,7 +359,7 @@ class FlatstateSession:
 
     async def aclose(self) -> None:
         """:meth:`close` on a worker thread."""
-        await asyncio.to_thread(self.close)
+        await run_blocking(self.close)
 
     async def __aenter__(self) -> FlatstateSession:
         return self
