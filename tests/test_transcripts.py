@@ -294,3 +294,20 @@ def test_copying_the_fixture_keeps_it_readable(openclaw_dir: Path, tmp_path: Pat
     target = tmp_path / "copy.jsonl"
     shutil.copy(sessions_dir(openclaw_dir) / "162cb05f-a456-44f7-a1f5-a4d48d64ea75.jsonl", target)
     assert len(list(Transcript(str(target)).iter_entries())) == 31
+
+
+def test_tail_plain_is_tail_as_fresh_plain_values(tmp_path: Path) -> None:
+    from flatstate.frozen import thaw
+
+    transcript = Transcript(str(tmp_path / "t.jsonl"), session_id="s")
+    assert transcript.tail_plain(3) == []
+    transcript.append_many([{"type": "custom", "data": {"n": n, "l": [n]}} for n in range(5)])
+    with open(transcript.path, "ab") as f:
+        f.write(b"not json\n")  # reported and skipped, as tail does
+    plain = transcript.tail_plain(3)
+    assert plain == [thaw(entry) for entry in transcript.tail(3)]
+    assert [entry["data"]["n"] for entry in plain] == [2, 3, 4]
+    plain[0]["data"]["l"].append("mine")  # the caller's own copy
+    assert transcript.tail_plain(3)[0]["data"]["l"] == [2]
+    assert transcript.tail_plain(0) == [] and len(transcript.tail_plain(99)) == 5
+    assert any("not JSON" in problem.problem for problem in transcript.problems)

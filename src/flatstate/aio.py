@@ -207,6 +207,9 @@ class AsyncTranscript:
     async def tail(self, n: int) -> tuple[FrozenMap, ...]:
         return await self._run(lambda t: t.tail(n))
 
+    async def tail_plain(self, n: int) -> list[dict[str, Any]]:
+        return await self._run(lambda t: t.tail_plain(n))
+
     async def context(self) -> Context:
         return await self._run(lambda t: t.context())
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flatstate.frozen import FrozenMap, encode_json, thaw
+from flatstate.frozen import FrozenMap, encode_json, freeze, thaw
 
 __all__ = [
     "ITEM",
@@ -70,40 +70,48 @@ class History:
     ``leaf`` is the id of the last line.
     """
 
-    entries: list[FrozenMap]
-    compaction: FrozenMap | None
+    entries: list[Mapping[str, Any]]
+    compaction: Mapping[str, Any] | None
     complete: bool
     leaf: str | None
     summary_included: bool
 
     @property
-    def stored(self) -> list[FrozenMap]:
+    def stored(self) -> list[Mapping[str, Any]]:
         """The item entries, without the compaction that heads the history."""
         return self.entries[1:] if self.summary_included else self.entries
 
     def plain(self) -> list[dict[str, Any]]:
         """The items as fresh plain dicts, as the SDK expects them (it may change them)."""
-        out = [thaw(entry["data"]) for entry in self.stored]
+        # A tail read decodes fresh dicts, handed on as they are; a whole-file read's entries
+        # are frozen, and copied.
+        out = [_own(entry["data"]) for entry in self.stored]
         if self.summary_included and self.compaction is not None:
             out.insert(0, summary_item(self.compaction))
         return out
 
 
-def _is_item(entry: FrozenMap) -> bool:
+def _own(data: Any) -> dict[str, Any]:
+    return thaw(data) if isinstance(data, FrozenMap) else data  # type: ignore[no-any-return]
+
+
+def _is_item(entry: Mapping[str, Any]) -> bool:
     return (
         entry.get("type") == "custom"
         and entry.get("customType") == ITEM
-        and isinstance(entry.get("data"), FrozenMap)
+        and isinstance(entry.get("data"), Mapping)
     )
 
 
-def walk(entries: Sequence[FrozenMap], limit: int | None, whole_file: bool) -> History | None:
+def walk(
+    entries: Sequence[Mapping[str, Any]], limit: int | None, whole_file: bool
+) -> History | None:
     """The newest ``limit`` items (None: all) of the history whose last line is the last of
     ``entries`` (the end of the file, in file order); None when ``entries`` end before the
     walk does and the file holds more (read a longer tail and walk again)."""
     leaf = entries[-1].get("id") if entries else None
-    found: list[FrozenMap] = []
-    compaction: FrozenMap | None = None
+    found: list[Mapping[str, Any]] = []
+    compaction: Mapping[str, Any] | None = None
     wanted: Any = leaf
     for entry in reversed(entries):
         if wanted is None:
@@ -127,8 +135,8 @@ def walk(entries: Sequence[FrozenMap], limit: int | None, whole_file: bool) -> H
 
 
 def _history(
-    found: list[FrozenMap],
-    compaction: FrozenMap | None,
+    found: list[Mapping[str, Any]],
+    compaction: Mapping[str, Any] | None,
     complete: bool,
     leaf: Any,
     limit: int | None,
@@ -174,7 +182,7 @@ def plan_cut(history: History, keep_recent_tokens: int) -> CompactionCut | None:
     reasoning item (the Responses API refuses either half alone).
     """
     stored = history.stored
-    items: list[FrozenMap] = [entry["data"] for entry in stored]
+    items: list[FrozenMap] = [freeze(entry["data"]) for entry in stored]
     if len(items) < 2:
         return None
     costs = [estimate_tokens(item) for item in items]

@@ -145,6 +145,7 @@ class FlatstateSession:
         self._open_lock = threading.Lock()
         self._closed = False
         self._touched = 0.0
+        self._known: tuple[str | None, Transcript] | None = None
         if isinstance(location, AsyncSessionStore):
             self._store = location
         elif isinstance(location, SessionStore):
@@ -172,10 +173,25 @@ class FlatstateSession:
         return self._store
 
     def _transcript(self, create: bool) -> Transcript | None:
+        """The session's transcript (None: no session yet, and ``create`` is false).
+
+        The store finds a transcript's path from the session's ``sessionId`` (resolving it
+        on disk); it is kept here while that id stays the same, which a cache read checks.
+        """
+        store = self._open()
+        entry = store.get(self.key)
+        if entry is None and not create:
+            return None
+        known = self._known
+        if entry is not None and known is not None and known[0] == entry.session_id:
+            return known[1]
         try:
-            return self._open().transcript(self.key, create=create, reconcile=False)
+            transcript = store.transcript(self.key, create=create, reconcile=False)
         except SessionNotFound:
             return None
+        entry = store.get(self.key)
+        self._known = (entry.session_id if entry is not None else None, transcript)
+        return transcript
 
     def _read(self, limit: int | None) -> History:
         """The newest ``limit`` items (None: all), from a tail that grows until it holds them."""
@@ -208,20 +224,19 @@ class FlatstateSession:
         checked = check_items(items)
         if not checked:
             return
-        entries = []
-        for number, item in enumerate(checked):
-            try:
-                freeze(item)
-            except NotJSON as exc:
-                raise InvalidEntry(
-                    self.key, f"session item {number}, {exc.where()}: {exc.problem}"
-                ) from None
-            entries.append(item_entry(item))
+        entries = [item_entry(item) for item in checked]
 
         def append() -> None:
-            transcript = self._transcript(create=True)
-            assert transcript is not None
-            transcript.append_many(entries)
+            transcript = self._transcript(create=False)
+            if transcript is None:
+                _check_json(self.key, checked)  # before the session is created
+                transcript = self._transcript(create=True)
+                assert transcript is not None
+            try:
+                transcript.append_many(entries)  # checks every entry before it writes
+            except InvalidEntry:
+                _check_json(self.key, checked)  # the same problem, told in the SDK's terms
+                raise
             self._touch()
 
         await _settle(run_blocking(append))
@@ -379,11 +394,22 @@ def read_history(transcript: Transcript, limit: int | None) -> History:
         return walk(list(transcript.iter_entries()), None, True) or _EMPTY
     window = limit + 2
     while True:
-        entries = transcript.tail(window)
+        entries = transcript.tail_plain(window)
         found = walk(entries, limit, len(entries) < window)
         if found is not None:
             return found
         window *= 4
+
+
+def _check_json(key: str, items: list[Any]) -> None:
+    """InvalidEntry naming the first item JSON cannot carry, and where in it."""
+    for number, item in enumerate(items):
+        try:
+            freeze(item)
+        except NotJSON as exc:
+            raise InvalidEntry(
+                key, f"session item {number}, {exc.where()}: {exc.problem}"
+            ) from None
 
 
 def _leaf_is(transcript: Transcript, leaf: str | None) -> Callable[[], bool]:

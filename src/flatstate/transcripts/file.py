@@ -281,6 +281,37 @@ class Transcript:
         found.reverse()
         return tuple(found)
 
+    def tail_plain(self, n: int) -> list[dict[str, Any]]:
+        """:meth:`tail` as fresh plain dicts and lists, decoded and never frozen: for callers
+        that hand entries to code that may change them (the Agents SDK's session items),
+        where freezing and then copying would double the cost of a read."""
+        if n <= 0:
+            return []
+        found: list[dict[str, Any]] = []
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return []
+        try:
+            end = os.fstat(fd).st_size
+            for offset, line in self._lines_backward(fd, end):
+                try:
+                    value = _decoder.decode(line)
+                except msgspec.DecodeError:
+                    value = None
+                if not isinstance(value, dict):
+                    self._parse(fd, offset, line)  # reports the line, as tail does
+                    continue
+                if offset == 0 and value.get("type") == "session":
+                    continue
+                found.append(value)
+                if len(found) >= n:
+                    break
+        finally:
+            os.close(fd)
+        found.reverse()
+        return found
+
     def context(self) -> Context:
         """The model context: the latest compaction's summary plus the entries from its
         ``firstKeptEntryId`` on, along the path from the root to the leaf.
