@@ -29,7 +29,7 @@ from flatstate.cli._where import resolve
 from flatstate.facts import open_facts
 from flatstate.snapshot import Draft
 from flatstate.transfer import import_openclaw
-from tests.conftest import POSTGRES_DSN, postgres_location
+from tests.conftest import POSTGRES_DSN, postgres_location, require_extra
 from tests.test_docs import PAGES
 
 runner = CliRunner()
@@ -554,7 +554,7 @@ def test_bench_write_writes_its_figures(tmp_path: Path) -> None:
 
 
 def test_bench_frameworks_writes_its_figures(tmp_path: Path) -> None:
-    pytest.importorskip("agents")  # the openai-agents extra, required by test_openai_agents
+    require_extra("agents", "openai-agents")
     out = tmp_path / "frameworks.json"
     args = ["bench", "frameworks", "--sessions", "6", "--turns", "2", "--concurrency", "1,3",
             "--contender", "sdk-sqlite,flatstate,flatstate-adk", "--json-out", str(out),
