@@ -566,6 +566,37 @@ def test_bench_write_writes_its_figures(tmp_path: Path) -> None:
         assert run["mean_batch"] >= 1 and run["loop_lag_p99_ms"] >= 0
 
 
+def test_bench_frameworks_writes_its_figures(tmp_path: Path) -> None:
+    require_extra("agents", "openai-agents")
+    out = tmp_path / "frameworks.json"
+    args = ["bench", "frameworks", "--sessions", "6", "--turns", "2", "--concurrency", "1,3",
+            "--contender", "sdk-sqlite,flatstate,flatstate-adk", "--json-out", str(out),
+            "--json"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    assert json.loads(result.stdout) == figures
+    assert {"machine", "fsync_ms", "runs", "ratios", "skipped"} <= set(figures)
+    ran = {(run["contender"], run["concurrency"]) for run in figures["runs"]}
+    slot = (
+        {("flatstate-adk", n) for n in (1, 3)}
+        if "flatstate-adk" not in figures["skipped"]
+        else set()
+    )
+    assert ran == {(c, n) for c in ("sdk-sqlite", "flatstate") for n in (1, 3)} | slot
+    for run in figures["runs"]:
+        assert run["turns"] == 12 and run["failed_turns"] == 0
+        assert run["turns_per_s"] > 0 and run["p99_ms"] >= run["p50_ms"] > 0
+        assert run["rss_peak_mib"] >= run["rss_start_mib"] > 0
+    assert set(figures["ratios"]) == {"1", "3"}
+    assert figures["machine"]["versions"]["openai-agents"].startswith("0.24")
+
+
+def test_bench_frameworks_refuses_an_unknown_contender() -> None:
+    result = runner.invoke(app, ["bench", "frameworks", "--contender", "redis"])
+    assert result.exit_code == 2 and "redis" in result.output
+
+
 def test_unknown_profile_is_a_clear_error() -> None:
     result = runner.invoke(app, ["bench", "store", "--profile", "giant"])
     assert result.exit_code != 0 and "giant" in result.output

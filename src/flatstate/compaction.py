@@ -189,9 +189,11 @@ def builtin_summarizer(request: SummaryRequest) -> Summary:
     read: list[str] = []
     modified: list[str] = []
     for message in request.messages:
-        role = str(message.get("role"))
+        role = str(message.get("role") or message.get("type"))  # an Agents SDK item: its type
         roles[role] = roles.get(role, 0) + 1
         content = message.get("content")
+        if role == "user" and isinstance(content, str) and len(asks) < 5:
+            asks.append(content[:60])  # the Agents SDK's easy input form
         if not isinstance(content, tuple | list):
             continue
         if role == "user" and len(asks) < 5:

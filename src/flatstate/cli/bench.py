@@ -299,6 +299,96 @@ def _print_write(report: dict[str, Any]) -> None:
     print_machine(report["machine"])
 
 
+@app.command("frameworks")
+def frameworks(
+    sessions: Annotated[int, typer.Option(help="Conversations, each its own session.")] = 1000,
+    turns: Annotated[int, typer.Option(help="Turns each conversation gets, in order.")] = 4,
+    concurrency: Annotated[
+        str, typer.Option(help="Sessions served at once, comma-separated.")
+    ] = "1,64",
+    contender: Annotated[
+        str,
+        typer.Option(
+            help="sdk-sqlite, sdk-async-sqlite, adk-sqlite, adk-database, flatstate, "
+            "flatstate-adk, comma-separated, or all."
+        ),
+    ] = "all",
+    directory: Annotated[
+        str | None, typer.Option(help="Keep the databases under this directory (its disk).")
+    ] = None,
+    json_out: JsonOutOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Agent-framework session backends side by side: a turn reads the last 20 items and
+    stores two of ~1 KiB, durably (the Agents SDK's and ADK's own backends, and flatstate)."""
+    from flatstate.bench.frameworks import CONTENDERS, run_frameworks_bench
+
+    chosen = CONTENDERS if contender == "all" else tuple(contender.split(","))
+    unknown = sorted(set(chosen) - set(CONTENDERS))
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown contender {unknown[0]!r}; choose from {', '.join(CONTENDERS)}"
+        )
+    try:
+        counts = tuple(int(n) for n in concurrency.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"concurrency is a list of numbers, not {concurrency!r}") from None
+    if sessions < 1 or turns < 1 or min(counts) < 1:
+        raise typer.BadParameter("sessions, turns and every concurrency are 1 or more")
+
+    with err_console.status("starting") as status:
+        report = run_frameworks_bench(
+            sessions=sessions, turns=turns, concurrency=counts, contenders=chosen,
+            directory=directory, progress=status.update,
+        )  # fmt: skip
+    _finish(report, json_out, None, json_output, _print_frameworks)
+
+
+def _print_frameworks(report: dict[str, Any]) -> None:
+    from flatstate.bench.frameworks import OURS
+
+    table = Table(
+        title=f"Framework sessions: {report['sessions']:,} sessions x "
+        f"{report['turns_per_session']} turns (get {report['history_limit']}, add 2 x ~1 KiB)"
+    )
+    columns = ("contender", "at once", "turns/s", "flatstate vs", "p50 ms", "p99 ms",
+               "RSS start/peak MiB", "MiB/1k turns", "failed")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column == "contender" else "right")
+    ours = {r["concurrency"]: r for r in report["runs"] if r["contender"] == OURS}
+    for run in report["runs"]:
+        mine = ours.get(run["concurrency"])
+        ratio = (
+            _times(mine["turns_per_s"] / run["turns_per_s"])
+            if mine and run["turns_per_s"] and run["contender"] != OURS
+            else "-"
+        )
+        table.add_row(
+            run["contender"], str(run["concurrency"]), f"{run['turns_per_s']:,.0f}", ratio,
+            f"{run['p50_ms']:.2f}", f"{run['p99_ms']:.2f}",
+            f"{run['rss_start_mib']:.0f} / {run['rss_peak_mib']:.0f}",
+            f"{run['rss_slope_mib_per_1k_turns']:+.2f}", str(run["failed_turns"]),
+        )  # fmt: skip
+    console.print(table)
+    for count, ratio in report["ratios"].items():
+        console.print(
+            f"at {count}: flatstate {_times(ratio['flatstate_vs_best'])} the best contender "
+            f"({ratio['best_contender']})"
+        )
+    for name, why in report["skipped"].items():
+        console.print(f"skipped {name}: {why}")
+    fsync = report["fsync_ms"]
+    console.print(
+        f"fsync of 4 KiB beside the runs: p50 {fsync['before']['p50']} ms, p99 "
+        f"{fsync['before']['p99']} ms before; p50 {fsync['after']['p50']} ms, p99 "
+        f"{fsync['after']['p99']} ms after"
+    )
+    versions = report["machine"]["versions"]
+    packages = ("openai-agents", "google-adk", "sqlalchemy", "aiosqlite")
+    console.print("[dim]" + ", ".join(f"{p} {versions.get(p)}" for p in packages) + "[/dim]")
+    print_machine(report["machine"])
+
+
 @app.command("seed")
 def seed(
     entries: Annotated[int, typer.Option(help="Sessions in the store.")] = 2000,
