@@ -112,6 +112,14 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def facts_backend(request: pytest.FixtureRequest) -> str:
+    """The facts conformance tests run on both backends (postgres skips without a server)."""
+    return str(request.param)
+
+
 @pytest.fixture
 def open_store(tmp_path: Path, backend: str) -> Iterator[Callable[..., SessionStore]]:
     """Opens stores at one location on the parametrized backend; closes them after the test."""

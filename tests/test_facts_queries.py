@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from flatstate.facts import FactStore, fts_query, query_terms
 from tests.conftest import FakeClock
-from tests.facts_support import OpenFacts, stores
+from tests.facts_support import OpenFacts, facts_location, stores
 
 # Words that porter stemming leaves alone, so a plain word comparison is the oracle.
 WORDS = ["alpha", "bravo", "delta", "kilo", "lima", "papa", "romeo", "tango", "zulu", "near"]
@@ -55,8 +55,8 @@ SYNTAX = [
 
 
 @pytest.fixture
-def open_at(tmp_path: Path, clock: FakeClock) -> Iterator[OpenFacts]:
-    yield from stores(tmp_path / "state", clock)
+def open_at(tmp_path: Path, clock: FakeClock, facts_backend: str) -> Iterator[OpenFacts]:
+    yield from stores(facts_location(facts_backend, tmp_path), clock)
 
 
 @pytest.fixture
