@@ -17,7 +17,15 @@ from flatstate.facts import (
 from flatstate.facts.query import plan_terms
 from flatstate.facts.ranking import fill_budget, freshness, keyword_scores, relevance
 from tests.conftest import FakeClock
-from tests.facts_support import CORPUS, DAY, OpenFacts, facts_location, is_postgres, raw_execute, stores
+from tests.facts_support import (
+    CORPUS,
+    DAY,
+    OpenFacts,
+    facts_location,
+    is_postgres,
+    raw_execute,
+    stores,
+)
 
 
 @pytest.fixture

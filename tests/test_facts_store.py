@@ -255,8 +255,9 @@ def test_fts_follows_a_change_made_by_any_writer(facts: FactStore) -> None:
     fact = facts.add("The queue is rabbitmq")
     # The index is kept by triggers (SQLite) or a generated column (PostgreSQL), so even a
     # plain sqlite3 or psql session keeps it in step.
-    raw_execute(facts, _sql(facts, "UPDATE facts SET text = 'The queue is kafka' WHERE id = ?"),
-                (fact.id,))
+    raw_execute(
+        facts, _sql(facts, "UPDATE facts SET text = 'The queue is kafka' WHERE id = ?"), (fact.id,)
+    )
     assert _match(facts, "rabbitmq") == []
     assert _match(facts, "kafka") == ["The queue is kafka"]
     assert [h.fact.id for h in facts.search("kafka")] == [fact.id]

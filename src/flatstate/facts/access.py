@@ -24,6 +24,7 @@ __all__ = ["ACCESS_FLUSH_FACTS", "ACCESS_FLUSH_SECONDS", "AccessLog"]
 ACCESS_FLUSH_SECONDS = 1.0
 ACCESS_FLUSH_FACTS = 8192
 
+
 class AccessLog:
     """Recalls counted in memory, by fact ``seq``, until :meth:`flush` writes them."""
 

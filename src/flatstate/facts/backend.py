@@ -168,21 +168,21 @@ class FactsBackend(ABC):
     def by_id(self, fact_id: str) -> Row | None: ...
 
     @abstractmethod
-    def by_prefix(self, prefix: str) -> list[Row]:
+    def by_prefix(self, prefix: str) -> Sequence[Row]:
         """At most two rows whose id starts with ``prefix``."""
 
     @abstractmethod
-    def newest(self, now: int, n: int) -> list[Row]: ...
+    def newest(self, now: int, n: int) -> Sequence[Row]: ...
 
     @abstractmethod
-    def lookup(self, entity: str, key: str | None, now: int, limit: int) -> list[Row]:
+    def lookup(self, entity: str, key: str | None, now: int, limit: int) -> Sequence[Row]:
         """Live facts about ``entity`` (and ``key``), newest first, case-insensitive."""
 
     @abstractmethod
     def count_live(self, now: int) -> int: ...
 
     @abstractmethod
-    def by_seqs(self, seqs: list[int]) -> list[Row]: ...
+    def by_seqs(self, seqs: list[int]) -> Sequence[Row]: ...
 
     @abstractmethod
     def is_live(self, seq: int) -> bool:

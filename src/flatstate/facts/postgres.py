@@ -42,7 +42,7 @@ from psycopg.conninfo import conninfo_to_dict
 from flatstate.backends.postgres.connection import Patience, lost, unavailable
 from flatstate.backends.postgres.dsn import resolve
 from flatstate.errors import InvalidFact, LockTimeout, ReadOnlyStore, StoreUnavailable
-from flatstate.facts.backend import FIELDS, STORED, STORED_COUNT, FactsBackend, Row
+from flatstate.facts.backend import FIELDS, FILLED, STORED, STORED_COUNT, FactsBackend, Row
 from flatstate.facts.postgres_schema import SCHEMA_VERSION, check_pgvector, migrate
 from flatstate.facts.query import QueryPlanner
 from flatstate.facts.vectors import MIN_SIMILARITY, Embed
@@ -61,6 +61,7 @@ OUTCOME_PATIENCE = 30.0
 OUTCOME_PAUSE = 0.01
 
 Conn = psycopg.Connection[tuple[Any, ...]]
+IDLE = psycopg.pq.TransactionStatus.IDLE
 T = TypeVar("T")
 
 
@@ -120,32 +121,33 @@ class PostgresFacts(FactsBackend):
         self._planner = QueryPlanner(self._count_matching, self._top_seq, self._floor_of)
         patience = Patience(lock_timeout)
         while True:
-            conn = self._connect()
             try:
+                conn = self._connect()
                 migrate(conn, self.schema, readonly=readonly, create=create, location=self.location)
                 break
             except psycopg.Error as exc:
+                # A server that refuses us fails at once; a session lost once made (or
+                # terminated while starting) is worth another try.
+                made = self._conn is not None or (exc.sqlstate or "").startswith("57P")
                 self._drop()
-                if not (lost(exc) and patience.again()):
-                    raise self._translate(exc, "prepare the facts tables") from exc
+                if not (made and lost(exc) and patience.again()):
+                    raise self._translate(exc, "open the facts") from exc
             except BaseException:
                 self._drop()
                 raise
 
     # -- connections ---------------------------------------------------------------
     def _connect(self) -> Conn:
-        """The store's connection, made anew when there is none or it broke."""
+        """The store's connection, made anew when there is none or it broke (psycopg's
+        errors pass: the callers' loops decide what is worth another try)."""
         conn = self._conn
         if conn is not None and not conn.closed and not conn.broken:
             return conn
         self._drop()
-        try:
-            conn = psycopg.connect(self._dsn, **self._conn_kwargs)
-            # "word too long to be indexed" and the like are no news to a caller.
-            conn.execute("SET client_min_messages = warning")
-        except psycopg.Error as exc:
-            raise unavailable(self.location, exc, "connect") from exc
+        conn = psycopg.connect(self._dsn, **self._conn_kwargs)
         self._conn = conn
+        # "word too long to be indexed" and the like are no news to a caller.
+        conn.execute("SET client_min_messages = warning")
         return conn
 
     def _drop(self) -> None:
@@ -186,11 +188,12 @@ class PostgresFacts(FactsBackend):
             return fn()
         patience = Patience(self.lock_timeout)
         while True:
-            conn = self._connect()
             try:
+                self._connect()
                 return fn()
             except psycopg.Error as exc:
-                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn = self._conn
+                if conn is not None and conn.info.transaction_status != IDLE:
                     self._rollback(conn)
                 if not (lost(exc) and patience.again()):
                     raise self._translate(exc, "read the facts") from exc
@@ -199,11 +202,11 @@ class PostgresFacts(FactsBackend):
     def write(self, fn: Callable[[], T]) -> T:
         patience = Patience(self.lock_timeout)
         while True:
-            conn = self._connect()
             xid: str | None = None
             committing = False
             self._writing = True
             try:
+                conn = self._connect()
                 xid = self._begin(conn)
                 result = fn()
                 committing = True
@@ -211,7 +214,7 @@ class PostgresFacts(FactsBackend):
                 return result
             except psycopg.Error as exc:
                 if not lost(exc):
-                    self._rollback(conn)
+                    self._rollback(self._conn)
                     raise self._translate(exc, "write the facts") from exc
                 self._drop()
                 if committing and xid is not None:
@@ -228,7 +231,7 @@ class PostgresFacts(FactsBackend):
                 if not patience.again():
                     raise unavailable(self.location, exc, "write the facts") from exc
             except BaseException:
-                self._rollback(conn)
+                self._rollback(self._conn)
                 raise
             finally:
                 self._writing = False
@@ -249,8 +252,8 @@ class PostgresFacts(FactsBackend):
         assert row is not None
         return str(row[1])
 
-    def _rollback(self, conn: Conn) -> None:
-        if not conn.closed and not conn.broken:
+    def _rollback(self, conn: Conn | None) -> None:
+        if conn is not None and not conn.closed and not conn.broken:
             with contextlib.suppress(psycopg.Error):
                 conn.execute("ROLLBACK")
 
@@ -262,7 +265,7 @@ class PostgresFacts(FactsBackend):
             try:
                 conn = self._connect()
                 row = conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()
-            except (psycopg.Error, StoreUnavailable):
+            except psycopg.Error:
                 self._drop()
                 time.sleep(OUTCOME_PAUSE)
                 continue
@@ -312,8 +315,6 @@ class PostgresFacts(FactsBackend):
         importance: float,
         filled: Sequence[Any],
     ) -> None:
-        from flatstate.facts.backend import FILLED
-
         self._check_storable(FILLED, filled)
         self.conn.execute(
             self._sql.confirm, (now, decay_class, expires_at, confidence, importance, *filled, seq)
@@ -342,8 +343,7 @@ class PostgresFacts(FactsBackend):
         self._check_storable(list(sets), list(sets.values()))
         assignments = ", ".join(f'"{name}" = %s' for name in sets)
         row = self.conn.execute(
-            f"UPDATE {self._sql.s}.facts SET {assignments} WHERE ns = %s AND id = %s "
-            "RETURNING seq",
+            f"UPDATE {self._sql.s}.facts SET {assignments} WHERE ns = %s AND id = %s RETURNING seq",
             (*sets.values(), self.namespace, fact_id),
         ).fetchone()
         assert row is not None
@@ -387,17 +387,17 @@ class PostgresFacts(FactsBackend):
             return None
         return self.conn.execute(self._sql.by_id, (self.namespace, fact_id)).fetchone()
 
-    def by_prefix(self, prefix: str) -> list[Row]:
+    def by_prefix(self, prefix: str) -> Sequence[Row]:
         if _has_nul(prefix):
             return []
         return self.conn.execute(
             self._sql.by_prefix, (self.namespace, prefix, prefix + "\U0010ffff")
         ).fetchall()
 
-    def newest(self, now: int, n: int) -> list[Row]:
+    def newest(self, now: int, n: int) -> Sequence[Row]:
         return self.conn.execute(self._sql.newest, (self.namespace, now, n)).fetchall()
 
-    def lookup(self, entity: str, key: str | None, now: int, limit: int) -> list[Row]:
+    def lookup(self, entity: str, key: str | None, now: int, limit: int) -> Sequence[Row]:
         if _has_nul(entity, key):
             return []
         if key is None:
@@ -412,7 +412,7 @@ class PostgresFacts(FactsBackend):
         row = self.conn.execute(self._sql.count_live, (self.namespace, now)).fetchone()
         return int(row[0]) if row else 0
 
-    def by_seqs(self, seqs: list[int]) -> list[Row]:
+    def by_seqs(self, seqs: list[int]) -> Sequence[Row]:
         return self.conn.execute(self._sql.by_seqs, (self.namespace, seqs)).fetchall()
 
     def is_live(self, seq: int) -> bool:
@@ -442,9 +442,7 @@ class PostgresFacts(FactsBackend):
         return int(row[0] or 0) if row else 0
 
     def _floor_of(self, terms: list[str], n: int) -> int:
-        row = self.conn.execute(
-            self._sql.floor(len(terms)), (*terms, self.namespace, n)
-        ).fetchone()
+        row = self.conn.execute(self._sql.floor(len(terms)), (*terms, self.namespace, n)).fetchone()
         return int(row[0]) if row else 0
 
     def stats(self, now: int) -> tuple[int, int, int, tuple[tuple[str, int], ...], int]:
@@ -521,7 +519,9 @@ class _Statements:
 
     def __init__(self, s: str) -> None:
         self.s = s
-        select = f"SELECT {FIELDS} FROM {s}.facts AS f LEFT JOIN {s}.fact_access AS a ON a.seq = f.seq"
+        select = (
+            f"SELECT {FIELDS} FROM {s}.facts AS f LEFT JOIN {s}.fact_access AS a ON a.seq = f.seq"
+        )
         live = "f.superseded_at IS NULL AND (f.expires_at IS NULL OR f.expires_at > %s)"
         self._select, self._live = select, live
         self._config = f"'{s}.facts_search'::regconfig"
@@ -531,8 +531,8 @@ class _Statements:
             "ORDER BY text = %s DESC, seq LIMIT 1"
         )
         self.insert = (
-            f"INSERT INTO {s}.facts (ns, {STORED}) VALUES ({', '.join(['%s'] * (STORED_COUNT + 1))}) "
-            "RETURNING seq"
+            f"INSERT INTO {s}.facts (ns, {STORED}) "
+            f"VALUES ({', '.join(['%s'] * (STORED_COUNT + 1))}) RETURNING seq"
         )
         self.decay_class = f"SELECT decay_class FROM {s}.facts WHERE seq = %s"
         self.confirm = (
@@ -564,8 +564,9 @@ class _Statements:
             f"INSERT INTO {s}.fact_access AS a (seq, recall_count, last_accessed_at) "
             "SELECT u.seq, u.n, u.at FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) "
             f"AS u (seq, n, at) WHERE EXISTS (SELECT 1 FROM {s}.facts f WHERE f.seq = u.seq) "
-            "ON CONFLICT (seq) DO UPDATE SET recall_count = a.recall_count + excluded.recall_count, "
-            "last_accessed_at = greatest(coalesce(a.last_accessed_at, 0), excluded.last_accessed_at)"
+            "ON CONFLICT (seq) DO UPDATE SET "
+            "recall_count = a.recall_count + excluded.recall_count, last_accessed_at = "
+            "greatest(coalesce(a.last_accessed_at, 0), excluded.last_accessed_at)"
         )
         self.by_seq = f"{select} WHERE f.seq = %s"
         self.by_id = f"{select} WHERE f.ns = %s AND f.id = %s"

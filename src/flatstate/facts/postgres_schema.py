@@ -169,8 +169,7 @@ def migrate(conn: Any, schema: str, *, readonly: bool, create: bool, location: s
         version = schema_version(conn, schema)  # again, under the lock
         conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         conn.execute(
-            f'CREATE TABLE IF NOT EXISTS "{schema}".facts_schema_version '
-            "(version integer NOT NULL)"
+            f'CREATE TABLE IF NOT EXISTS "{schema}".facts_schema_version (version integer NOT NULL)'
         )
         for step in MIGRATIONS[version:]:
             for statement in statements(step, schema):
@@ -204,7 +203,7 @@ def check_pgvector(conn: Any, *, readonly: bool) -> str:
     ).fetchone()
     if not available:
         raise VectorsUnavailable(
-            "the PostgreSQL server has no pgvector extension (\"vector\" is not in "
+            'the PostgreSQL server has no pgvector extension ("vector" is not in '
             "pg_available_extensions)",
             fix=_install_hint(conn),
         )

@@ -199,9 +199,7 @@ class SQLiteFacts(FactsBackend):
         )
 
     def drop_faint(self, floor: float) -> int:
-        return int(
-            self.conn.execute("DELETE FROM facts WHERE confidence < ?", (floor,)).rowcount
-        )
+        return int(self.conn.execute("DELETE FROM facts WHERE confidence < ?", (floor,)).rowcount)
 
     def write_access(self, rows: list[tuple[int, int, int]]) -> None:
         self.conn.executemany(_UPSERT_ACCESS, rows)
@@ -221,20 +219,20 @@ class SQLiteFacts(FactsBackend):
         row: Row | None = self.conn.execute(f"{_SELECT} WHERE f.id = ?", (fact_id,)).fetchone()
         return row
 
-    def by_prefix(self, prefix: str) -> list[Row]:
+    def by_prefix(self, prefix: str) -> Sequence[Row]:
         # A range scan of the unique index on id.
         rows: list[Row] = self.conn.execute(
             f"{_SELECT} WHERE f.id >= ? AND f.id < ? LIMIT 2", (prefix, prefix + "\U0010ffff")
         ).fetchall()
         return rows
 
-    def newest(self, now: int, n: int) -> list[Row]:
+    def newest(self, now: int, n: int) -> Sequence[Row]:
         rows: list[Row] = self.conn.execute(
             f"{_SELECT} WHERE {_LIVE} ORDER BY f.seq DESC LIMIT ?", (now, n)
         ).fetchall()
         return rows
 
-    def lookup(self, entity: str, key: str | None, now: int, limit: int) -> list[Row]:
+    def lookup(self, entity: str, key: str | None, now: int, limit: int) -> Sequence[Row]:
         sql = f"{_SELECT} WHERE f.entity = ? COLLATE NOCASE"
         args: builtins.list[Any] = [entity]
         if key is not None:
@@ -250,7 +248,7 @@ class SQLiteFacts(FactsBackend):
         ).fetchone()
         return int(row[0])
 
-    def by_seqs(self, seqs: list[int]) -> list[Row]:
+    def by_seqs(self, seqs: list[int]) -> Sequence[Row]:
         rows: list[Row] = self.conn.execute(
             f"{_SELECT} WHERE f.seq IN (SELECT value FROM json_each(?))",
             ("[" + ",".join(map(str, seqs)) + "]",),

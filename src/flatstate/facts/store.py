@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -383,18 +383,25 @@ class FactStore:
                 todo = backend.read(lambda: vectors.missing(batch))
                 if not todo:
                     return done
-                blobs = backend.read(lambda: [(seq, vectors.encode(text)) for seq, text in todo])
+                done += backend.write(self._embedder(vectors, todo))
 
-                def write() -> int:
-                    stored = 0
-                    for seq, blob in blobs:
-                        # The fact may have gone or been superseded since it was read.
-                        if backend.is_live(seq):
-                            vectors.put(seq, blob)
-                            stored += 1
-                    return stored
+    def _embedder(
+        self, vectors: VectorSearch, todo: Sequence[tuple[int, str]]
+    ) -> Callable[[], int]:
+        """The write that stores the vectors of ``todo``, embedded now (before the write)."""
+        backend = self.backend
+        blobs = backend.read(lambda: [(seq, vectors.encode(text)) for seq, text in todo])
 
-                done += backend.write(write)
+        def write() -> int:
+            stored = 0
+            for seq, blob in blobs:
+                # The fact may have gone or been superseded since it was read.
+                if backend.is_live(seq):
+                    vectors.put(seq, blob)
+                    stored += 1
+            return stored
+
+        return write
 
     def flush(self) -> None:
         """Write the access counters of recent recalls now (see ``access``).
@@ -454,9 +461,7 @@ class FactStore:
         """Live facts about ``entity`` (and ``key``, if given), newest first; case-insensitive."""
         with self._lock:
             self._check_open()
-            rows = self.backend.read(
-                lambda: self.backend.lookup(entity, key, self._clock(), limit)
-            )
+            rows = self.backend.read(lambda: self.backend.lookup(entity, key, self._clock(), limit))
             return tuple(map(self._build, rows))
 
     def count(self) -> int:
@@ -522,9 +527,7 @@ class FactStore:
             self.flush()
             backend = self.backend
             now = self._clock()
-            total, superseded, expired, by_class, vectors = backend.read(
-                lambda: backend.stats(now)
-            )
+            total, superseded, expired, by_class, vectors = backend.read(lambda: backend.stats(now))
             disk = backend.read(backend.disk_bytes)
         return FactStats(
             path=self.path,
