@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from typer.testing import CliRunner
 
 from flatstate.cli import app
+from tests.conftest import POSTGRES_DSN
+from tests.facts_support import facts_location
 
 runner = CliRunner()
+POSTGRES_PASSWORD = urlsplit(POSTGRES_DSN).password if POSTGRES_DSN else None
 COMMANDS = ["add", "search", "list", "show", "forget", "decay", "stats"]
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "facts.md"
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> str:
-    return str(tmp_path / "state")
+def state(tmp_path: Path, facts_backend: str) -> str:
+    """A state directory, or a postgresql:// URL (the facts then live in the database)."""
+    return facts_location(facts_backend, tmp_path)
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -97,9 +103,13 @@ def test_stats_and_decay_as_json(state: str) -> None:
     }
 
 
-def test_errors_are_one_line_and_exit_1(state: str) -> None:
+def test_errors_are_one_line_and_exit_1(tmp_path: Path, facts_backend: str) -> None:
+    # A schema of its own on PostgreSQL, where no facts table exists yet.
+    state = facts_location(facts_backend, tmp_path, schema=f"t_{uuid.uuid4().hex[:12]}")
     code, output = run("facts", "list", "--store", state)
-    assert code == 1 and "no facts database" in output and "Traceback" not in output
+    assert code == 1 and "Traceback" not in output
+    assert re.search("no facts (database here|in this database)", output)
+    assert POSTGRES_PASSWORD is None or POSTGRES_PASSWORD not in output
     code, output = run("facts", "add", "x", "--decay-class", "forever", "--store", state)
     assert code == 1 and "unknown decay class" in output
     code, output = run("facts", "add", "x", "--importance", "2", "--store", state)
