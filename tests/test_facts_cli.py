@@ -176,3 +176,25 @@ def test_bench_facts_prints_figures(tmp_path: Path) -> None:
     assert figures["add"]["per_s"] > 0 and figures["add"]["new_facts"] == 60
     assert figures["soak"]["recalls"] == 300 and figures["soak"]["rss_after_mib"] > 0
     assert figures["vector_recall"]["embedded"] == 300
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_bench_facts_on_postgres_prints_both_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+    if POSTGRES_DSN is None:
+        pytest.skip("no PostgreSQL server (FLATSTATE_TEST_POSTGRES_DSN)")
+    figures = run_json(
+        "bench", "facts", "--backend", "postgres", "--dsn", POSTGRES_DSN,
+        "--sizes", "200", "--recalls", "30", "--adds", "40",
+        "--soak-recalls", "0", "--vector-recalls", "0",
+    )  # fmt: skip
+    assert isinstance(figures, dict)
+    for side in (figures, figures["postgres"]):
+        r = side["recall"]["200"]
+        assert r["facts"] == 200 and 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+        assert side["add"]["new_facts"] == 40 and side["add"]["per_s"] > 0
+    assert POSTGRES_PASSWORD not in json.dumps(figures)
+    assert figures["machine"]["versions"]["postgresql"]
+    monkeypatch.delenv("FLATSTATE_BENCH_POSTGRES_DSN", raising=False)
+    code, output = run("bench", "facts", "--backend", "postgres", "--dsn", "")
+    assert code != 0 and "needs --dsn" in output

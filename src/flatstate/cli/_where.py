@@ -256,9 +256,7 @@ def facts(place: Place, *, write: bool = False) -> FactStore:
     from flatstate.facts import open_facts
 
     if place.is_url:
-        return open_facts(
-            place.sessions, agent_id=place.agent_id, create=write, readonly=not write
-        )
+        return open_facts(place.sessions, agent_id=place.agent_id, create=write, readonly=not write)
     return open_facts(place.agent_dir, create=write, readonly=not write)
 
 

@@ -56,6 +56,10 @@ RANK_WEIGHTS = "{0.25,0.5,0.75,1.0}"
 RANK_NORMALIZATION = 1
 # Longer words are not indexed by PostgreSQL (2,047 bytes), so never worth searching for.
 MAX_TERM_BYTES = 2047
+# A filter, never an index choice (the "+" of the SQLite side): with stale statistics,
+# after a bulk load, the planner would AND the GIN index with (ns, seq), reading an entry
+# for every fact of the namespace. Keyword queries are driven by the GIN index alone.
+_NS_FILTER = "f.ns || '' = %s"
 # How long to keep asking whether a commit whose reply was lost happened.
 OUTCOME_PATIENCE = 30.0
 OUTCOME_PAUSE = 0.01
@@ -585,7 +589,7 @@ class _Statements:
         self.is_live = f"SELECT 1 FROM {s}.facts WHERE seq = %s AND superseded_at IS NULL"
         self.count_matching = (
             f"SELECT count(*) FROM (SELECT 1 FROM {s}.facts AS f WHERE "
-            f"f.search @@ {self._tsquery(1)} AND f.ns = %s AND f.superseded_at IS NULL "
+            f"f.search @@ {self._tsquery(1)} AND {_NS_FILTER} AND f.superseded_at IS NULL "
             "LIMIT %s) AS m"
         )
         self.top_seq = f"SELECT max(seq) FROM {s}.facts WHERE ns = %s"
@@ -645,8 +649,8 @@ class _Statements:
                 f"SELECT -ts_rank('{RANK_WEIGHTS}', f.search, q.q, {RANK_NORMALIZATION}) AS b, "
                 f"{FIELDS} FROM (SELECT {self._tsquery(terms)} AS q) AS q, {self.s}.facts AS f "
                 f"LEFT JOIN {self.s}.fact_access AS a ON a.seq = f.seq "
-                "WHERE f.search @@ q.q AND f.ns = %s AND f.superseded_at IS NULL "
-                "AND f.seq >= %s AND (f.expires_at IS NULL OR f.expires_at > %s) "
+                f"WHERE f.search @@ q.q AND {_NS_FILTER} AND f.superseded_at IS NULL "
+                "AND f.seq + 0 >= %s AND (f.expires_at IS NULL OR f.expires_at > %s) "
                 "ORDER BY b, f.seq DESC LIMIT %s"
             )
         return found
@@ -656,6 +660,7 @@ class _Statements:
         if found is None:
             found = self._floor[terms] = (
                 f"SELECT f.seq FROM {self.s}.facts AS f WHERE f.search @@ {self._tsquery(terms)} "
-                "AND f.ns = %s AND f.superseded_at IS NULL ORDER BY f.seq DESC LIMIT 1 OFFSET %s"
+                f"AND {_NS_FILTER} AND f.superseded_at IS NULL "
+                "ORDER BY f.seq DESC LIMIT 1 OFFSET %s"
             )
         return found

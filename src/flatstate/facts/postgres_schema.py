@@ -105,7 +105,12 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX facts_live ON {s}.facts (ns, expires_at) WHERE superseded_at IS NULL",
         """CREATE INDEX facts_entity ON {s}.facts (ns, lower(entity), lower(key))
             WHERE entity IS NOT NULL""",
-        "CREATE INDEX facts_search ON {s}.facts USING gin (search) WHERE superseded_at IS NULL",
+        # New entries wait in a pending list that every search reads in full until a
+        # vacuum (or the list's limit) merges them: 256 kB (a few hundred facts) rather
+        # than the default 4 MB bounds that read. Without the list (fastupdate off) adds
+        # were four times slower here.
+        """CREATE INDEX facts_search ON {s}.facts USING gin (search)
+            WITH (gin_pending_list_limit = 256) WHERE superseded_at IS NULL""",
         """CREATE TABLE {s}.fact_access (
             seq bigint PRIMARY KEY REFERENCES {s}.facts (seq) ON DELETE CASCADE,
             recall_count bigint NOT NULL DEFAULT 0,
