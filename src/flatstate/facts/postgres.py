@@ -44,7 +44,12 @@ from flatstate.backends.postgres.dsn import resolve
 from flatstate.errors import InvalidFact, LockTimeout, ReadOnlyStore, StoreUnavailable
 from flatstate.facts.backend import FIELDS, FILLED, STORED, STORED_COUNT, FactsBackend, Row
 from flatstate.facts.postgres_schema import SCHEMA_VERSION, check_pgvector, migrate
-from flatstate.facts.query import QueryPlanner
+from flatstate.facts.query import (
+    DOC_FREQ_CACHE_GROWTH,
+    DOC_FREQ_CACHE_TERMS,
+    POSTINGS_BUDGET,
+    QueryPlanner,
+)
 from flatstate.facts.vectors import MIN_SIMILARITY, Embed
 
 __all__ = ["PgVectorIndex", "PostgresFacts"]
@@ -60,6 +65,11 @@ MAX_TERM_BYTES = 2047
 # after a bulk load, the planner would AND the GIN index with (ns, seq), reading an entry
 # for every fact of the namespace. Keyword queries are driven by the GIN index alone.
 _NS_FILTER = "f.ns || '' = %s"
+# Counting a term's facts reads a row per match here (FTS5 reads only its index): stop
+# just past the budget, which is all the planner's choice needs; among terms past it the
+# first of the prompt is kept.
+DOC_FREQ_CAP = POSTINGS_BUDGET + 1
+TOP_SEQ_SECONDS = 1.0
 # How long to keep asking whether a commit whose reply was lost happened.
 OUTCOME_PATIENCE = 30.0
 OUTCOME_PAUSE = 0.01
@@ -122,7 +132,12 @@ class PostgresFacts(FactsBackend):
         self._conn: Conn | None = None
         self._writing = False
         self._sql = _Statements(f'"{self.schema}"')
-        self._planner = QueryPlanner(self._count_matching, self._top_seq, self._floor_of)
+        self._planner = QueryPlanner(
+            self._count_matching, self._top_seq, self._floor_of, cap=DOC_FREQ_CAP
+        )
+        self._top: tuple[float, int] = (-TOP_SEQ_SECONDS, 0)  # (when read, the highest seq)
+        self._floors: dict[tuple[str, ...], int] = {}
+        self._floors_at = 0  # the highest seq when the floors were found
         patience = Patience(lock_timeout)
         while True:
             try:
@@ -442,12 +457,35 @@ class PostgresFacts(FactsBackend):
         return int(row[0]) if row else 0
 
     def _top_seq(self) -> int:
-        row = self.conn.execute(self._sql.top_seq, (self.namespace,)).fetchone()
-        return int(row[0] or 0) if row else 0
+        """The highest seq, read at most every TOP_SEQ_SECONDS (it only tells the planner
+        when its counts are stale: one round trip a recall saved)."""
+        at, top = self._top
+        now = time.monotonic()
+        if now - at >= TOP_SEQ_SECONDS:
+            row = self.conn.execute(self._sql.top_seq, (self.namespace,)).fetchone()
+            top = int(row[0] or 0) if row else 0
+            self._top = (now, top)
+        return top
 
     def _floor_of(self, terms: list[str], n: int) -> int:
-        row = self.conn.execute(self._sql.floor(len(terms)), (*terms, self.namespace, n)).fetchone()
-        return int(row[0]) if row else 0
+        """The seq of the ``n``-th newest fact matching ``terms``, remembered (bounded) until
+        the facts grow by the planner's 10%: finding it reads every match, and a floor
+        found earlier only lets the facts added since be scored too."""
+        top = self._top[1]
+        if top > self._floors_at * (1 + DOC_FREQ_CACHE_GROWTH) + 100 or top < self._floors_at:
+            self._floors.clear()
+            self._floors_at = top
+        key = tuple(terms)
+        found = self._floors.get(key)
+        if found is None:
+            row = self.conn.execute(
+                self._sql.floor(len(terms)), (*terms, self.namespace, n)
+            ).fetchone()
+            found = int(row[0]) if row else 0
+            if len(self._floors) >= DOC_FREQ_CACHE_TERMS:
+                self._floors.clear()
+            self._floors[key] = found
+        return found
 
     def stats(self, now: int) -> tuple[int, int, int, tuple[tuple[str, int], ...], int]:
         conn = self.conn

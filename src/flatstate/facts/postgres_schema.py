@@ -13,7 +13,8 @@ quoted name (filled in by :func:`flatstate.backends.postgres.schema.statements`)
   follows every change, whoever makes it (flatstate, ``psql``, a script), as
   SQLite's triggers make FTS5 follow. A partial GIN index holds only the
   facts that are not superseded, as FTS5 does on SQLite.
-- ``fact_access``: the access counters, in a narrow table (see ``access``).
+- ``fact_access``: the access counters, in a narrow table (see ``access``),
+  dropped with their fact by a trigger.
 - ``fact_vectors``: one embedding (``real[]``, unit length) per fact and its
   model. A plain array, not pgvector's ``vector`` type: the tables must exist
   (and stay writable) on a server without the extension; searching casts to
@@ -111,11 +112,21 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # were four times slower here.
         """CREATE INDEX facts_search ON {s}.facts USING gin (search)
             WITH (gin_pending_list_limit = 256) WHERE superseded_at IS NULL""",
+        # No foreign key: its check would lock (and so write) every recalled fact's row
+        # on each batch of counters. A trigger drops a deleted fact's counters instead.
         """CREATE TABLE {s}.fact_access (
-            seq bigint PRIMARY KEY REFERENCES {s}.facts (seq) ON DELETE CASCADE,
+            seq bigint PRIMARY KEY,
             recall_count bigint NOT NULL DEFAULT 0,
             last_accessed_at bigint
         )""",
+        """CREATE FUNCTION {s}.facts_access_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            DELETE FROM {s}.fact_access WHERE seq = OLD.seq;
+            RETURN NULL;
+        END
+        $$""",
+        """CREATE TRIGGER facts_access_gone AFTER DELETE ON {s}.facts
+            FOR EACH ROW EXECUTE FUNCTION {s}.facts_access_gone()""",
         """CREATE TABLE {s}.fact_vectors (
             seq bigint PRIMARY KEY REFERENCES {s}.facts (seq) ON DELETE CASCADE,
             ns text NOT NULL,

@@ -165,20 +165,22 @@ class QueryPlanner:
         top_seq: Callable[[], int],
         floor_of: Callable[[list[str], int], int],
         budget: int = POSTINGS_BUDGET,
+        cap: int = DOC_FREQ_CAP,
     ) -> None:
         self._count_matching = count_matching
         self._top_seq = top_seq
         self._floor_of = floor_of
         self.budget = budget
+        self.cap = cap
         self._doc_freq: dict[str, int] = {}
         self._rows = 0
 
     def doc_freq(self, term: str) -> int:
-        """How many indexed facts hold ``term`` (at most DOC_FREQ_CAP)."""
+        """How many indexed facts hold ``term`` (at most ``cap``)."""
         cache = self._doc_freq
         found = cache.pop(term, None)
         if found is None:
-            found = self._count_matching(term, DOC_FREQ_CAP)
+            found = self._count_matching(term, self.cap)
             if len(cache) >= DOC_FREQ_CACHE_TERMS:
                 del cache[next(iter(cache))]  # the least recently used
         cache[term] = found
