@@ -187,3 +187,13 @@ hostile_text = st.lists(
 @given(query=hostile_text)
 def test_any_text_is_a_safe_query(loaded: FactStore, query: str) -> None:
     assert _found(loaded, query) == _expected(query)
+
+
+def test_huge_queries_are_safe(loaded: FactStore) -> None:
+    # One word longer than any index keeps (PostgreSQL drops words over 2,047 bytes), and
+    # a prompt of a hundred thousand words: a clean answer, never an SQL error.
+    assert loaded.search("é" * 300_000) == ()
+    assert loaded.recall("zulu " + "ü" * 5000) != ()
+    many = " ".join(f"w{i}" for i in range(100_000)) + " zulu"
+    assert loaded.search(many) == ()  # only the first 32 words of a prompt are searched
+    assert {h.fact.text for h in loaded.search("zulu " + many)} == {"zulu", "alpha near zulu"}
