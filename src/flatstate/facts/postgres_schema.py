@@ -114,11 +114,13 @@ MIGRATIONS: list[tuple[str, ...]] = [
             WITH (gin_pending_list_limit = 256) WHERE superseded_at IS NULL""",
         # No foreign key: its check would lock (and so write) every recalled fact's row
         # on each batch of counters. A trigger drops a deleted fact's counters instead.
+        # Room on each page (fillfactor) lets a counter's update stay on its page without
+        # a new index entry (a HOT update).
         """CREATE TABLE {s}.fact_access (
             seq bigint PRIMARY KEY,
             recall_count bigint NOT NULL DEFAULT 0,
             last_accessed_at bigint
-        )""",
+        ) WITH (fillfactor = 70)""",
         """CREATE FUNCTION {s}.facts_access_gone() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
             DELETE FROM {s}.fact_access WHERE seq = OLD.seq;
