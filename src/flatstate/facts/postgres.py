@@ -43,7 +43,12 @@ from flatstate.backends.postgres.connection import Patience, lost, unavailable
 from flatstate.backends.postgres.dsn import resolve
 from flatstate.errors import InvalidFact, LockTimeout, ReadOnlyStore, StoreUnavailable
 from flatstate.facts.backend import FILLED, STORED, FactsBackend, Row
-from flatstate.facts.postgres_schema import SCHEMA_VERSION, check_pgvector, migrate
+from flatstate.facts.postgres_schema import (
+    SCHEMA_VERSION,
+    check_pgvector,
+    migrate,
+    namespace_lexeme,
+)
 from flatstate.facts.postgres_sql import Statements
 from flatstate.facts.query import (
     DOC_FREQ_CACHE_GROWTH,
@@ -122,6 +127,7 @@ class PostgresFacts(FactsBackend):
             f"flatstate-facts/{self.schema}/{self.namespace}",
         )
         self._conn: Conn | None = None
+        self._ns_lexeme = namespace_lexeme(self.namespace)
         self._writing = False
         self._sql = Statements(f'"{self.schema}"')
         self._planner = QueryPlanner(
@@ -435,7 +441,8 @@ class PostgresFacts(FactsBackend):
             return []
         terms, floor = plan
         rows = self.conn.execute(
-            self._sql.keyword(len(terms)), (*terms, self.namespace, floor, now, pool)
+            self._sql.keyword(len(terms)),
+            (*terms, self._ns_lexeme, self.namespace, floor, now, pool),
         ).fetchall()
         return [(float(row[0]), row[1:]) for row in rows]
 
@@ -445,7 +452,9 @@ class PostgresFacts(FactsBackend):
     def _count_matching(self, term: str, cap: int) -> int:
         if not self._searchable([term]):
             return 0
-        row = self.conn.execute(self._sql.count_matching, (term, self.namespace, cap)).fetchone()
+        row = self.conn.execute(
+            self._sql.count_matching, (term, self._ns_lexeme, self.namespace, cap)
+        ).fetchone()
         return int(row[0]) if row else 0
 
     def _top_seq(self) -> int:
@@ -471,7 +480,7 @@ class PostgresFacts(FactsBackend):
         found = self._floors.get(key)
         if found is None:
             row = self.conn.execute(
-                self._sql.floor(len(terms)), (*terms, self.namespace, n)
+                self._sql.floor(len(terms)), (*terms, self._ns_lexeme, self.namespace, n)
             ).fetchone()
             found = int(row[0]) if row else 0
             if len(self._floors) >= DOC_FREQ_CACHE_TERMS:

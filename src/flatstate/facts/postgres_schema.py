@@ -11,8 +11,11 @@ quoted name (filled in by :func:`flatstate.backends.postgres.schema.statements`)
   vectors hang off; ``search`` is a generated ``tsvector`` of entity
   (weight A), key (B), text and value (C) and category (D), so the index
   follows every change, whoever makes it (flatstate, ``psql``, a script), as
-  SQLite's triggers make FTS5 follow. A partial GIN index holds only the
-  facts that are not superseded, as FTS5 does on SQLite.
+  SQLite's triggers make FTS5 follow. It also holds one lexeme naming the
+  namespace (:func:`namespace_lexeme`), so that the GIN index alone finds a
+  word among one namespace's facts, however many other namespaces share the
+  table. A partial GIN index holds only the facts that are not superseded,
+  as FTS5 does on SQLite.
 - ``fact_access``: the access counters, in a narrow table (see ``access``),
   dropped with their fact by a trigger.
 - ``fact_vectors``: one embedding (``real[]``, unit length) per fact and its
@@ -32,13 +35,21 @@ SQLite. The database must use UTF-8 (``normalize`` needs it).
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from flatstate._schema import needs_migration
 from flatstate.backends.postgres.schema import statements
 from flatstate.errors import VectorsUnavailable
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "check_pgvector", "migrate", "schema_version"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "check_pgvector",
+    "migrate",
+    "namespace_lexeme",
+    "schema_version",
+]
 
 # Combining marks (diacritics once decomposed) and punctuation or symbols, as
 # PostgreSQL regular-expression brackets.
@@ -97,6 +108,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
                 || {_vector_of("coalesce(key, '')", "B")}
                 || {_vector_of("text || ' ' || coalesce(value, '')", "C")}
                 || {_vector_of("category", "D")}
+                || array_to_tsvector(ARRAY['ns' || md5(ns)])
             ) STORED
         )""",
         # Few indexes, as on SQLite: each is another page written per add.
@@ -151,6 +163,12 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def namespace_lexeme(namespace: str) -> str:
+    """The lexeme every fact of ``namespace`` carries in ``search`` (the SQL
+    ``'ns' || md5(ns)``): letters and digits only, so also a safe tsquery."""
+    return "ns" + hashlib.md5(namespace.encode(), usedforsecurity=False).hexdigest()
 
 
 def schema_version(conn: Any, schema: str) -> int:

@@ -13,7 +13,10 @@ RANK_WEIGHTS = "{0.25,0.5,0.75,1.0}"
 RANK_NORMALIZATION = 1
 # A filter, never an index choice (the "+" of the SQLite side): with stale statistics,
 # after a bulk load, the planner would AND the GIN index with (ns, seq), reading an entry
-# for every fact of the namespace. Keyword queries are driven by the GIN index alone.
+# for every fact of the namespace. Keyword queries are driven by the GIN index alone, which
+# finds the namespace's facts itself: each fact's tsvector holds its namespace's lexeme
+# (postgres_schema), which a search ANDs with its words. The filter stays, the final word
+# (a fact whose text happened to spell that lexeme would otherwise pass).
 _NS_FILTER = "f.ns || '' = %s"
 
 
@@ -88,7 +91,8 @@ class Statements:
         self.is_live = f"SELECT 1 FROM {s}.facts WHERE seq = %s AND superseded_at IS NULL"
         self.count_matching = (
             f"SELECT count(*) FROM (SELECT 1 FROM {s}.facts AS f WHERE "
-            f"f.search @@ {self._tsquery(1)} AND {_NS_FILTER} AND f.superseded_at IS NULL "
+            f"f.search @@ ({self._tsquery(1)} && %s::tsquery) AND {_NS_FILTER} "
+            "AND f.superseded_at IS NULL "
             "LIMIT %s) AS m"
         )
         self.top_seq = f"SELECT max(seq) FROM {s}.facts WHERE ns = %s"
@@ -146,9 +150,10 @@ class Statements:
             # are filtered here.
             found = self._keyword[terms] = (
                 f"SELECT -ts_rank('{RANK_WEIGHTS}', f.search, q.q, {RANK_NORMALIZATION}) AS b, "
-                f"{FIELDS} FROM (SELECT {self._tsquery(terms)} AS q) AS q, {self.s}.facts AS f "
+                f"{FIELDS} FROM (SELECT {self._tsquery(terms)} AS q, %s::tsquery AS n) AS q, "
+                f"{self.s}.facts AS f "
                 f"LEFT JOIN {self.s}.fact_access AS a ON a.seq = f.seq "
-                f"WHERE f.search @@ q.q AND {_NS_FILTER} AND f.superseded_at IS NULL "
+                f"WHERE f.search @@ (q.q && q.n) AND {_NS_FILTER} AND f.superseded_at IS NULL "
                 "AND f.seq + 0 >= %s AND (f.expires_at IS NULL OR f.expires_at > %s) "
                 "ORDER BY b, f.seq DESC LIMIT %s"
             )
@@ -158,7 +163,8 @@ class Statements:
         found = self._floor.get(terms)
         if found is None:
             found = self._floor[terms] = (
-                f"SELECT f.seq FROM {self.s}.facts AS f WHERE f.search @@ {self._tsquery(terms)} "
+                f"SELECT f.seq FROM {self.s}.facts AS f "
+                f"WHERE f.search @@ ({self._tsquery(terms)} && %s::tsquery) "
                 f"AND {_NS_FILTER} AND f.superseded_at IS NULL "
                 "ORDER BY f.seq DESC LIMIT 1 OFFSET %s"
             )
