@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -103,9 +102,9 @@ def test_stats_and_decay_as_json(state: str) -> None:
     }
 
 
-def test_errors_are_one_line_and_exit_1(tmp_path: Path, facts_backend: str) -> None:
+def test_errors_are_one_line_and_exit_1(tmp_path: Path, facts_backend: str, pg_schema: str) -> None:
     # A schema of its own on PostgreSQL, where no facts table exists yet.
-    state = facts_location(facts_backend, tmp_path, schema=f"t_{uuid.uuid4().hex[:12]}")
+    state = facts_location(facts_backend, tmp_path, schema=pg_schema)
     code, output = run("facts", "list", "--store", state)
     assert code == 1 and "Traceback" not in output
     assert re.search("no facts (database here|in this database)", output)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -391,9 +390,9 @@ def test_a_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
         open_facts(state)
 
 
-def test_a_newer_schema_is_refused(tmp_path: Path, facts_backend: str) -> None:
+def test_a_newer_schema_is_refused(tmp_path: Path, facts_backend: str, pg_schema: str) -> None:
     # A schema of its own on PostgreSQL: the version is shared by every namespace in it.
-    location = facts_location(facts_backend, tmp_path, schema=f"t_{uuid.uuid4().hex[:12]}")
+    location = facts_location(facts_backend, tmp_path, schema=pg_schema)
     store = open_facts(location)
     if is_postgres(store):
         raw_execute(store, "UPDATE facts_schema_version SET version = 99")
@@ -406,10 +405,10 @@ def test_a_newer_schema_is_refused(tmp_path: Path, facts_backend: str) -> None:
         open_facts(location)
 
 
-def test_missing_database_without_create(tmp_path: Path, facts_backend: str) -> None:
-    location = facts_location(
-        facts_backend, tmp_path / "nowhere", schema=f"t_{uuid.uuid4().hex[:12]}"
-    )
+def test_missing_database_without_create(
+    tmp_path: Path, facts_backend: str, pg_schema: str
+) -> None:
+    location = facts_location(facts_backend, tmp_path / "nowhere", schema=pg_schema)
     with pytest.raises(FileNotFoundError, match="no facts"):
         open_facts(location if is_postgres_url(location) else tmp_path / "nowhere", create=False)
     with pytest.raises(FileNotFoundError, match="no facts"):
