@@ -112,6 +112,27 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def facts_backend(request: pytest.FixtureRequest) -> str:
+    """The facts conformance tests run on both backends (postgres skips without a server)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A PostgreSQL schema of the test's own (for what a shared schema cannot show, such as
+    its version), dropped after the test if it was created."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    if POSTGRES_DSN is not None:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'.encode())
+
+
 @pytest.fixture
 def open_store(tmp_path: Path, backend: str) -> Iterator[Callable[..., SessionStore]]:
     """Opens stores at one location on the parametrized backend; closes them after the test."""

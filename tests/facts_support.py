@@ -1,4 +1,5 @@
-"""Shared pieces of the facts tests: a store on a fake clock, and a fixed corpus."""
+"""Shared pieces of the facts tests: a store on a fake clock (on SQLite or PostgreSQL),
+and a fixed corpus."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from flatstate.facts import FactStore, open_facts
 from flatstate.facts.vectors import fact_driver
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, postgres_location
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
@@ -19,8 +20,16 @@ DAY = 24 * HOUR
 OpenFacts = Callable[..., FactStore]
 
 
-def stores(state_dir: Path, clock: FakeClock) -> Iterator[OpenFacts]:
-    """For a fixture: opens fact stores in ``state_dir`` on a fake clock; closes them after.
+def facts_location(backend: str, root: Path, **params: str) -> str:
+    """Where a test keeps its facts: a state directory under ``root`` (sqlite), or a
+    namespace of its own on the test server (postgres; ``params`` go in the URL)."""
+    if backend == "postgres":
+        return postgres_location(root, **params)
+    return str(root / "state")
+
+
+def stores(location: str | Path, clock: FakeClock) -> Iterator[OpenFacts]:
+    """For a fixture: opens fact stores at ``location`` on a fake clock; closes them after.
 
     Each test module wraps this in its own fixture (fixtures imported from a
     helper module would trip the linter's redefinition check).
@@ -29,7 +38,7 @@ def stores(state_dir: Path, clock: FakeClock) -> Iterator[OpenFacts]:
 
     def factory(**options: Any) -> FactStore:
         options.setdefault("clock", clock)
-        store = open_facts(state_dir, **options)
+        store = open_facts(location, **options)
         opened.append(store)
         return store
 
@@ -87,3 +96,27 @@ def raw_db(path: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
     """
     with closing(fact_driver().connect(os.fspath(path), isolation_level=None)) as conn:
         yield conn
+
+
+def raw_execute(store: FactStore, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement on the store's database the way another program would (the sqlite3
+    shell, psql): outside flatstate, in a connection of its own, committed at once. On
+    PostgreSQL ``facts`` means this store's schema (``ns`` is the store's namespace) and
+    placeholders are ``%s``; on SQLite ``?``."""
+    backend = store.backend
+    if store.path.startswith("postgresql://"):
+        import psycopg
+
+        from flatstate.backends.postgres import split_dsn
+
+        dsn = split_dsn(backend._dsn)[0]  # type: ignore[attr-defined]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'SET search_path = "{backend.schema}"')  # type: ignore[attr-defined]
+            cursor = conn.execute(sql.encode(), params)
+            return cursor.fetchall() if cursor.description else []
+    with raw_db(store.path) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def is_postgres(store: FactStore) -> bool:
+    return store.path.startswith("postgresql://")

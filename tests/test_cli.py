@@ -160,9 +160,9 @@ RUNS: dict[str, tuple[str, Check]] = {
 }
 
 
-def add_facts(state_dir: Path) -> str:
-    """FACTS in the facts database of ``state_dir``; the id of the first."""
-    with open_facts(state_dir) as facts:
+def add_facts(location: Path | str) -> str:
+    """FACTS in the facts of ``location`` (a state directory or a URL); the id of the first."""
+    with open_facts(location) as facts:
         first = facts.add(FACTS[0])
         facts.add(FACTS[1])
     return first.id
@@ -246,7 +246,7 @@ def copy_into_postgres(openclaw_dir: Path, location: str, state_dir: Path) -> No
 def pg_places(tmp_path: Path, openclaw_dir: Path) -> dict[str, str]:
     location = postgres_location(tmp_path)  # its state_dir is tmp_path / "state"
     copy_into_postgres(openclaw_dir, location, tmp_path / "state")
-    return {"store": location, "fact": add_facts(tmp_path / "state")}
+    return {"store": location, "fact": add_facts(location)}  # facts live in the database
 
 
 def test_the_test_database_url_carries_a_password() -> None:

@@ -5,20 +5,25 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from typer.testing import CliRunner
 
 from flatstate.cli import app
+from tests.conftest import POSTGRES_DSN
+from tests.facts_support import facts_location
 
 runner = CliRunner()
+POSTGRES_PASSWORD = urlsplit(POSTGRES_DSN).password if POSTGRES_DSN else None
 COMMANDS = ["add", "search", "list", "show", "forget", "decay", "stats"]
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "facts.md"
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> str:
-    return str(tmp_path / "state")
+def state(tmp_path: Path, facts_backend: str) -> str:
+    """A state directory, or a postgresql:// URL (the facts then live in the database)."""
+    return facts_location(facts_backend, tmp_path)
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -97,9 +102,13 @@ def test_stats_and_decay_as_json(state: str) -> None:
     }
 
 
-def test_errors_are_one_line_and_exit_1(state: str) -> None:
+def test_errors_are_one_line_and_exit_1(tmp_path: Path, facts_backend: str, pg_schema: str) -> None:
+    # A schema of its own on PostgreSQL, where no facts table exists yet.
+    state = facts_location(facts_backend, tmp_path, schema=pg_schema)
     code, output = run("facts", "list", "--store", state)
-    assert code == 1 and "no facts database" in output and "Traceback" not in output
+    assert code == 1 and "Traceback" not in output
+    assert re.search("no facts (database here|in this database)", output)
+    assert POSTGRES_PASSWORD is None or POSTGRES_PASSWORD not in output
     code, output = run("facts", "add", "x", "--decay-class", "forever", "--store", state)
     assert code == 1 and "unknown decay class" in output
     code, output = run("facts", "add", "x", "--importance", "2", "--store", state)
@@ -166,3 +175,25 @@ def test_bench_facts_prints_figures(tmp_path: Path) -> None:
     assert figures["add"]["per_s"] > 0 and figures["add"]["new_facts"] == 60
     assert figures["soak"]["recalls"] == 300 and figures["soak"]["rss_after_mib"] > 0
     assert figures["vector_recall"]["embedded"] == 300
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_bench_facts_on_postgres_prints_both_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+    if POSTGRES_DSN is None:
+        pytest.skip("no PostgreSQL server (FLATSTATE_TEST_POSTGRES_DSN)")
+    figures = run_json(
+        "bench", "facts", "--backend", "postgres", "--dsn", POSTGRES_DSN,
+        "--sizes", "200", "--recalls", "30", "--adds", "40",
+        "--soak-recalls", "0", "--vector-recalls", "0",
+    )  # fmt: skip
+    assert isinstance(figures, dict)
+    for side in (figures, figures["postgres"]):
+        r = side["recall"]["200"]
+        assert r["facts"] == 200 and 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+        assert side["add"]["new_facts"] == 40 and side["add"]["per_s"] > 0
+    assert POSTGRES_PASSWORD not in json.dumps(figures)
+    assert figures["machine"]["versions"]["postgresql"]
+    monkeypatch.delenv("FLATSTATE_BENCH_POSTGRES_DSN", raising=False)
+    code, output = run("bench", "facts", "--backend", "postgres", "--dsn", "")
+    assert code != 0 and "needs --dsn" in output

@@ -9,12 +9,12 @@ import pytest
 
 from flatstate.facts import DECAY_TTL_MS, DecayReport, FactStore
 from tests.conftest import FakeClock
-from tests.facts_support import DAY, HOUR, OpenFacts, stores
+from tests.facts_support import DAY, HOUR, OpenFacts, facts_location, stores
 
 
 @pytest.fixture
-def open_at(tmp_path: Path, clock: FakeClock) -> Iterator[OpenFacts]:
-    yield from stores(tmp_path / "state", clock)
+def open_at(tmp_path: Path, clock: FakeClock, facts_backend: str) -> Iterator[OpenFacts]:
+    yield from stores(facts_location(facts_backend, tmp_path), clock)
 
 
 @pytest.fixture
@@ -106,14 +106,14 @@ def test_recall_does_not_extend_a_life(facts: FactStore, clock: FakeClock) -> No
 
 
 def test_the_outcome_does_not_depend_on_how_often_decay_runs(
-    open_at: OpenFacts, tmp_path: Path
+    tmp_path: Path, facts_backend: str
 ) -> None:
     from flatstate.facts import open_facts
 
     def run(every: int) -> list[tuple[str, float]]:
         clock = FakeClock()
-        directory = tmp_path / f"every-{every}"
-        with open_facts(directory, clock=clock) as facts:
+        location = facts_location(facts_backend, tmp_path / f"every-{every}")
+        with open_facts(location, clock=clock) as facts:
             for i, decay_class in enumerate(["stable", "normal", "short", "session", "ephemeral"]):
                 facts.add(f"fact {i}", decay_class=decay_class, confidence=0.25 + 0.15 * i)
                 clock.advance(HOUR)

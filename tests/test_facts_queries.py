@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from flatstate.facts import FactStore, fts_query, query_terms
 from tests.conftest import FakeClock
-from tests.facts_support import OpenFacts, stores
+from tests.facts_support import OpenFacts, facts_location, stores
 
 # Words that porter stemming leaves alone, so a plain word comparison is the oracle.
 WORDS = ["alpha", "bravo", "delta", "kilo", "lima", "papa", "romeo", "tango", "zulu", "near"]
@@ -55,8 +55,8 @@ SYNTAX = [
 
 
 @pytest.fixture
-def open_at(tmp_path: Path, clock: FakeClock) -> Iterator[OpenFacts]:
-    yield from stores(tmp_path / "state", clock)
+def open_at(tmp_path: Path, clock: FakeClock, facts_backend: str) -> Iterator[OpenFacts]:
+    yield from stores(facts_location(facts_backend, tmp_path), clock)
 
 
 @pytest.fixture
@@ -187,3 +187,13 @@ hostile_text = st.lists(
 @given(query=hostile_text)
 def test_any_text_is_a_safe_query(loaded: FactStore, query: str) -> None:
     assert _found(loaded, query) == _expected(query)
+
+
+def test_huge_queries_are_safe(loaded: FactStore) -> None:
+    # One word longer than any index keeps (PostgreSQL drops words over 2,047 bytes), and
+    # a prompt of a hundred thousand words: a clean answer, never an SQL error.
+    assert loaded.search("é" * 300_000) == ()
+    assert loaded.recall("zulu " + "ü" * 5000) != ()
+    many = " ".join(f"w{i}" for i in range(100_000)) + " zulu"
+    assert loaded.search(many) == ()  # only the first 32 words of a prompt are searched
+    assert {h.fact.text for h in loaded.search("zulu " + many)} == {"zulu", "alpha near zulu"}

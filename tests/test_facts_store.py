@@ -20,12 +20,20 @@ from flatstate.errors import (
 )
 from flatstate.facts import Fact, FactStore, NewFact, open_facts
 from tests.conftest import FakeClock, check_docstring_examples
-from tests.facts_support import DAY, OpenFacts, raw_db, stores
+from tests.facts_support import (
+    DAY,
+    OpenFacts,
+    facts_location,
+    is_postgres,
+    raw_db,
+    raw_execute,
+    stores,
+)
 
 
 @pytest.fixture
-def open_at(tmp_path: Path, clock: FakeClock) -> Iterator[OpenFacts]:
-    yield from stores(tmp_path / "state", clock)
+def open_at(tmp_path: Path, clock: FakeClock, facts_backend: str) -> Iterator[OpenFacts]:
+    yield from stores(facts_location(facts_backend, tmp_path), clock)
 
 
 @pytest.fixture
@@ -34,14 +42,32 @@ def facts(open_at: OpenFacts) -> FactStore:
 
 
 def _match(store: FactStore, word: str) -> list[str]:
-    """Texts of the facts the full-text index finds for one word, read straight from SQLite."""
-    with raw_db(store.path) as conn:
-        rows = conn.execute(
+    """Texts of the facts the full-text index finds for one word, read straight from the
+    database (FTS5 on SQLite, the GIN-indexed tsvector on PostgreSQL)."""
+    if is_postgres(store):
+        rows = raw_execute(
+            store,
+            "SELECT text FROM facts WHERE ns = %s AND superseded_at IS NULL "
+            "AND search @@ plainto_tsquery('facts_search', facts_fold(%s)) ORDER BY seq",
+            (store.backend.namespace, word),  # type: ignore[attr-defined]
+        )
+    else:
+        rows = raw_execute(
+            store,
             "SELECT f.text FROM facts_fts JOIN facts AS f ON f.seq = facts_fts.rowid "
             "WHERE facts_fts MATCH ? ORDER BY f.seq",
             (f'"{word}"',),
-        ).fetchall()
+        )
     return [text for (text,) in rows]
+
+
+def _sql(store: FactStore, sql: str) -> str:
+    """``sql`` with ``?`` placeholders as the store's database writes them."""
+    return sql.replace("?", "%s") if is_postgres(store) else sql
+
+
+def is_postgres_url(location: str) -> bool:
+    return location.startswith("postgresql://")
 
 
 # -- adding and deduplicating ----------------------------------------------------------
@@ -226,13 +252,15 @@ def test_fts_follows_an_update(facts: FactStore) -> None:
 
 def test_fts_follows_a_change_made_by_any_writer(facts: FactStore) -> None:
     fact = facts.add("The queue is rabbitmq")
-    # The index is kept by triggers, so even a plain sqlite3 session keeps it in step.
-    with raw_db(facts.path) as conn:
-        conn.execute("UPDATE facts SET text = 'The queue is kafka' WHERE id = ?", (fact.id,))
+    # The index is kept by triggers (SQLite) or a generated column (PostgreSQL), so even a
+    # plain sqlite3 or psql session keeps it in step.
+    raw_execute(
+        facts, _sql(facts, "UPDATE facts SET text = 'The queue is kafka' WHERE id = ?"), (fact.id,)
+    )
     assert _match(facts, "rabbitmq") == []
     assert _match(facts, "kafka") == ["The queue is kafka"]
-    with raw_db(facts.path) as conn:
-        conn.execute("DELETE FROM facts WHERE id = ?", (fact.id,))
+    assert [h.fact.id for h in facts.search("kafka")] == [fact.id]
+    raw_execute(facts, _sql(facts, "DELETE FROM facts WHERE id = ?"), (fact.id,))
     assert _match(facts, "kafka") == []
 
 
@@ -322,6 +350,7 @@ def test_stats_count_by_state_and_class(facts: FactStore, clock: FakeClock) -> N
 # -- the file on disk ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("facts_backend", ["sqlite"])
 def test_database_file_and_directory_are_private(facts: FactStore, tmp_path: Path) -> None:
     facts.add("private")
     assert stat.S_IMODE(os.stat(facts.path).st_mode) == 0o600
@@ -361,18 +390,29 @@ def test_a_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
         open_facts(state)
 
 
-def test_a_newer_schema_is_refused(open_at: OpenFacts) -> None:
-    store = open_at()
+def test_a_newer_schema_is_refused(tmp_path: Path, facts_backend: str, pg_schema: str) -> None:
+    # A schema of its own on PostgreSQL: the version is shared by every namespace in it.
+    location = facts_location(facts_backend, tmp_path, schema=pg_schema)
+    store = open_facts(location)
+    if is_postgres(store):
+        raw_execute(store, "UPDATE facts_schema_version SET version = 99")
+    else:
+        store.close()
+        with raw_db(store.path) as conn:
+            conn.execute("UPDATE schema_version SET version = 99")
     store.close()
-    with raw_db(store.path) as conn:
-        conn.execute("UPDATE schema_version SET version = 99")
     with pytest.raises(StoreCorrupt, match="newer"):
-        open_at()
+        open_facts(location)
 
 
-def test_missing_database_without_create(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="no facts database"):
-        open_facts(tmp_path / "nowhere", create=False)
+def test_missing_database_without_create(
+    tmp_path: Path, facts_backend: str, pg_schema: str
+) -> None:
+    location = facts_location(facts_backend, tmp_path / "nowhere", schema=pg_schema)
+    with pytest.raises(FileNotFoundError, match="no facts"):
+        open_facts(location if is_postgres_url(location) else tmp_path / "nowhere", create=False)
+    with pytest.raises(FileNotFoundError, match="no facts"):
+        open_facts(location if is_postgres_url(location) else tmp_path / "nowhere", readonly=True)
     assert not (tmp_path / "nowhere").exists()
 
 

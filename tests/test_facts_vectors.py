@@ -170,9 +170,9 @@ def test_the_driver_is_the_first_that_loads_extensions(tmp_path: Path) -> None:
     assert vectors_module.fact_driver() is expected
     assert vectors_module.vector_driver() is expected
     with open_facts(tmp_path / "state", embed=synonym_embed) as facts:
-        assert facts.vectors and isinstance(facts._conn, expected.Connection)
+        assert facts.vectors and isinstance(facts.backend.conn, expected.Connection)  # type: ignore[attr-defined]
     with open_facts(tmp_path / "state") as plain:  # one driver with or without vectors
-        assert isinstance(plain._conn, expected.Connection)
+        assert isinstance(plain.backend.conn, expected.Connection)  # type: ignore[attr-defined]
 
 
 def test_hashing_embedder_is_deterministic() -> None:

@@ -166,13 +166,18 @@ class InvalidStoreItem(FlatstateError, ValueError):
 
 
 class VectorsUnavailable(FlatstateError, ImportError):
-    """Vector search was asked for but sqlite-vec cannot be loaded here."""
+    """Vector search was asked for but cannot run here: sqlite-vec does not load, or the
+    PostgreSQL server lacks pgvector (``fix`` then says how to install it)."""
 
-    def __init__(self, problem: str) -> None:
+    def __init__(self, problem: str, fix: str | None = None) -> None:
         self.problem = problem
         super().__init__(
             f"vector search is unavailable: {problem}. "
-            "Install it with: pip install 'flatstate[vec]', or open the facts without embed=."
+            + (
+                fix
+                or "Install it with: pip install 'flatstate[vec]', or open the facts without embed="
+            )
+            + "."
         )
 
 

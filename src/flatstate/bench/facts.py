@@ -16,6 +16,11 @@ Each phase runs in a fresh process on a seeded, generated corpus:
 5. hybrid: recall with vectors on (a hashed bag-of-words embedding) at the
    first size, if sqlite-vec can load.
 
+With ``backend="postgres"`` phases 1-3 also run against a PostgreSQL server
+(each size in a namespace of its own, removed afterwards), on the same
+corpus, queries and sizes, so its figures print beside SQLite's from the
+same run; the soak and the hybrid phase stay on SQLite.
+
 Benchmarks print figures; the tests never assert on them.
 """
 
@@ -27,13 +32,24 @@ import shutil
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from flatstate.bench.measure import in_fresh_process, machine, settled_rss_mib
 
-__all__ = ["FactsBenchOptions", "make_facts", "make_queries", "run_facts_bench"]
+__all__ = [
+    "BACKENDS",
+    "DSN_ENV",
+    "FactsBenchOptions",
+    "make_facts",
+    "make_queries",
+    "run_facts_bench",
+]
+
+BACKENDS = ("sqlite", "postgres")
+DSN_ENV = "FLATSTATE_BENCH_POSTGRES_DSN"
 
 POPULATE_BATCH = 1000
 WARMUP_RECALLS = 200
@@ -51,6 +67,8 @@ class FactsBenchOptions:
     vector_recalls: int = 200
     seed: int = 7
     directory: str | None = None
+    backend: str = "sqlite"
+    dsn: str | None = None
 
 
 # -- the corpus ----------------------------------------------------------------------
@@ -197,11 +215,11 @@ def make_queries(count: int, seed: int) -> list[str]:
 # -- the phases (each in a fresh process) -----------------------------------------
 
 
-def _populate(state_dir: str, count: int, seed: int) -> dict[str, Any]:
+def _populate(location: str, count: int, seed: int) -> dict[str, Any]:
     from flatstate.facts import NewFact, open_facts
 
     start = time.perf_counter()
-    with open_facts(state_dir) as facts:
+    with open_facts(location) as facts:
         batch: list[NewFact] = []
         for fields in make_facts(count, seed):
             batch.append(NewFact(**fields))
@@ -210,6 +228,10 @@ def _populate(state_dir: str, count: int, seed: int) -> dict[str, Any]:
                 batch.clear()
         if batch:
             facts.add_many(batch)
+        if location.startswith("postgresql://"):
+            # What autovacuum does within a minute of a bulk load: fresh statistics and a
+            # visibility map, so that the figures are those of a settled table.
+            facts.vacuum()
         stored = facts.count()
     elapsed = time.perf_counter() - start
     return {"facts": stored, "populate_per_s": round(count / elapsed)}
@@ -229,13 +251,13 @@ def _percentiles(samples_ns: list[int]) -> dict[str, float]:
     }
 
 
-def _recall_latency(state_dir: str, recalls: int, seed: int, vectors: bool) -> dict[str, Any]:
+def _recall_latency(location: str, recalls: int, seed: int, vectors: bool) -> dict[str, Any]:
     from flatstate.facts import open_facts
     from flatstate.facts.vectors import HashingEmbedder
 
     queries = make_queries(recalls + WARMUP_RECALLS, seed)
     embed = HashingEmbedder(EMBED_DIMENSIONS) if vectors else None
-    with open_facts(state_dir, embed=embed) as facts:
+    with open_facts(location, embed=embed) as facts:
         embedded = facts.embed_missing() if vectors else 0
         facts_count = facts.count()
         for query in queries[:WARMUP_RECALLS]:
@@ -255,14 +277,14 @@ def _recall_latency(state_dir: str, recalls: int, seed: int, vectors: bool) -> d
     return result
 
 
-def _add_rate(state_dir: str, adds: int, seed: int) -> dict[str, Any]:
+def _add_rate(location: str, adds: int, seed: int) -> dict[str, Any]:
     from flatstate.facts import open_facts
 
     # Another seed: new facts, not restatements of the stored ones.
     fresh = list(make_facts(adds, seed + 1000))
     chunk = max(1, min(ADD_CHUNK, adds))
     chunk_rates: list[float] = []
-    with open_facts(state_dir) as facts:
+    with open_facts(location) as facts:
         before = facts.count()
         start = time.perf_counter()
         for i in range(0, adds, chunk):
@@ -332,33 +354,87 @@ def _sqlite_version() -> str:
     return version
 
 
+def _postgres_location(dsn: str, run: str, count: int) -> str:
+    from urllib.parse import quote, urlencode
+
+    query = urlencode({"namespace": f"bench-facts-{run}-{count}"}, quote_via=quote)
+    return f"{dsn}{'&' if '?' in dsn else '?'}{query}"
+
+
+def _drop_namespace(location: str) -> None:
+    """Remove a benchmark namespace's facts (their counters and vectors go with them)."""
+    import psycopg
+
+    from flatstate.backends.postgres import split_dsn
+
+    dsn, ours = split_dsn(location)
+    schema = ours.get("schema", "flatstate")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass(%s)", (f'"{schema}".facts',)).fetchone() != (None,):
+            conn.execute(f'DELETE FROM "{schema}".facts WHERE ns = %s', (ours["namespace"],))
+
+
+def _backend_phases(
+    locations: dict[int, str],
+    options: FactsBenchOptions,
+    progress: Callable[[str], None],
+    label: str,
+) -> dict[str, Any]:
+    """Populate each size, then time recalls at each."""
+    out: dict[str, Any] = {"recall": {}}
+    populated: dict[int, dict[str, Any]] = {}
+    for n, location in locations.items():
+        progress(f"{label}: populating {n:,} facts")
+        populated[n] = in_fresh_process(_populate, location, n, options.seed)
+    for n in sorted(set(options.sizes)):
+        progress(f"{label}: timing {options.recalls:,} recalls at {n:,} facts")
+        figures = in_fresh_process(
+            _recall_latency, locations[n], options.recalls, options.seed, False
+        )
+        figures["populate_per_s"] = populated[n]["populate_per_s"]
+        out["recall"][str(n)] = figures
+    return out
+
+
+def _add_phase(
+    locations: dict[int, str], options: FactsBenchOptions, progress: Callable[[str], None]
+) -> dict[str, Any]:
+    """The add rate into the first size's store (last: it grows that store)."""
+    first = min(options.sizes)
+    progress(f"adding {options.adds:,} facts one at a time")
+    return in_fresh_process(_add_rate, locations[first], options.adds, options.seed)
+
+
 def run_facts_bench(
     options: FactsBenchOptions, progress: Callable[[str], None] = lambda phase: None
 ) -> dict[str, Any]:
     """Run every phase and return the figures (see the module docstring)."""
+    if options.backend not in BACKENDS:
+        raise ValueError(f"unknown backend {options.backend!r}; choose from {', '.join(BACKENDS)}")
+    dsn = options.dsn or os.environ.get(DSN_ENV) if options.backend == "postgres" else None
+    if options.backend == "postgres" and not dsn:
+        raise ValueError(f"the postgres backend needs a DSN (--dsn or {DSN_ENV})")
     root = options.directory or tempfile.mkdtemp(prefix="flatstate-bench-facts-")
     sizes = sorted(set(options.sizes) | ({options.soak_size} if options.soak_recalls else set()))
+    shown = asdict(options)
+    if dsn:
+        from flatstate.backends.postgres import redact_dsn
+
+        shown["dsn"] = redact_dsn(dsn)
     result: dict[str, Any] = {
-        "machine": machine(root),
+        "machine": machine(root, dsn),
         "sqlite": _sqlite_version(),
-        "options": asdict(options),
+        "options": shown,
         "directory": root,
-        "recall": {},
     }
+    pg_locations: dict[int, str] = {}
     try:
-        dirs: dict[int, str] = {}
-        populated: dict[int, dict[str, Any]] = {}
-        for n in sizes:
-            progress(f"populating {n:,} facts")
-            dirs[n] = os.path.join(root, f"facts-{n}")
-            populated[n] = in_fresh_process(_populate, dirs[n], n, options.seed)
-        for n in sorted(set(options.sizes)):
-            progress(f"timing {options.recalls:,} recalls at {n:,} facts")
-            figures = in_fresh_process(
-                _recall_latency, dirs[n], options.recalls, options.seed, False
-            )
-            figures["populate_per_s"] = populated[n]["populate_per_s"]
-            result["recall"][str(n)] = figures
+        dirs = {n: os.path.join(root, f"facts-{n}") for n in sizes}
+        result.update(_backend_phases(dirs, options, progress, "sqlite"))
+        if dsn:
+            run = uuid.uuid4().hex[:8]
+            pg_locations = {n: _postgres_location(dsn, run, n) for n in sorted(set(options.sizes))}
+            result["postgres"] = _backend_phases(pg_locations, options, progress, "postgres")
         if options.soak_recalls > 0:
             progress(f"soak: {options.soak_recalls:,} recalls at {options.soak_size:,} facts")
             result["soak"] = in_fresh_process(
@@ -374,9 +450,12 @@ def run_facts_bench(
             )
         elif options.vector_recalls > 0:
             result["vector_recall_skipped"] = "sqlite-vec cannot load (install flatstate[vec])"
-        progress(f"adding {options.adds:,} facts one at a time")
-        result["add"] = in_fresh_process(_add_rate, dirs[first], options.adds, options.seed)
+        result["add"] = _add_phase(dirs, options, progress)
+        if pg_locations:
+            result["postgres"]["add"] = _add_phase(pg_locations, options, progress)
     finally:
         if options.directory is None:
             shutil.rmtree(root, ignore_errors=True)
+        for location in pg_locations.values():
+            _drop_namespace(location)
     return result

@@ -14,8 +14,8 @@ its part there: the sessions, the transcripts beside them, ``auth-profiles.json`
 - an OpenClaw root (``~/.openclaw``, holding ``agents/``) or a directory of state
   directories (what ``import-openclaw`` writes): the agent ``--agent ID`` (default
   ``main``), or every agent with ``--all-agents``;
-- a ``postgresql://`` URL: the sessions and the auth profiles in the database, the rest
-  in the store's local state directory (the URL's ``state_dir``, else
+- a ``postgresql://`` URL: the sessions, the auth profiles and the facts in the database,
+  the rest in the store's local state directory (the URL's ``state_dir``, else
   ``~/.flatstate/<namespace>``).
 
 A command that only reads opens everything read-only and refuses a store that is not
@@ -253,9 +253,11 @@ def sessions(place: Place, *, write: bool = False) -> Iterator[SessionStore]:
 
 
 def facts(place: Place, *, write: bool = False) -> FactStore:
-    """The facts of ``place``: created by a write, never by a read."""
+    """The facts of ``place`` (a URL's in its database): created by a write, never by a read."""
     from flatstate.facts import open_facts
 
+    if place.is_url:
+        return open_facts(place.sessions, agent_id=place.agent_id, create=write, readonly=not write)
     return open_facts(place.agent_dir, create=write, readonly=not write)
 
 

@@ -737,12 +737,32 @@ def bench_facts(
     directory: Annotated[
         str | None, typer.Option(help="Build the databases here (kept) instead of a temp dir.")
     ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="sqlite, or postgres: recall and adds measured on PostgreSQL too, beside "
+            "SQLite's figures from the same run."
+        ),
+    ] = "sqlite",
+    dsn: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL DSN for --backend postgres (default: $FLATSTATE_BENCH_POSTGRES_DSN); "
+            "each size gets a namespace of its own, removed afterwards."
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Measure recall latency (p50/p99), add rate and RSS across 100,000 recalls.
 
     Every phase runs in a fresh process on a seeded, generated corpus.
     """
+    from flatstate.bench.facts import BACKENDS, DSN_ENV
+
+    if backend not in BACKENDS:
+        raise typer.BadParameter(f"choose from {', '.join(BACKENDS)}", param_hint="'--backend'")
+    if backend == "postgres" and not (dsn or os.environ.get(DSN_ENV)):
+        raise typer.BadParameter(f"--backend postgres needs --dsn or ${DSN_ENV}")
     from flatstate.bench.facts import FactsBenchOptions, run_facts_bench
 
     try:
@@ -758,6 +778,8 @@ def bench_facts(
         vector_recalls=vector_recalls,
         seed=seed,
         directory=directory,
+        backend=backend,
+        dsn=dsn,
     )
     run_bench(
         lambda progress: run_facts_bench(options, progress=progress),
@@ -767,19 +789,31 @@ def bench_facts(
 
 
 def _print_facts_bench(result: dict[str, Any]) -> None:
+    postgres = result.get("postgres")
     grid = table()
-    for column in ("facts", "p50", "p99", "max", "mean facts/recall", "populate facts/s"):
+    columns = ["facts", "p50", "p99", "max", "mean facts/recall", "populate facts/s"]
+    if postgres:
+        columns += ["postgres p50", "postgres p99", "postgres max", "postgres populate/s"]
+    for column in columns:
         grid.add_column(column, justify="right")
     for size, r in result["recall"].items():
-        add_row(
-            grid,
+        cells = [
             f"{int(size):,}",
             f"{r['p50_ms']:.3f}",
             f"{r['p99_ms']:.3f}",
             f"{r['max_ms']:.3f}",
             f"{r['mean_facts']:.1f}",
             f"{r['populate_per_s']:,}",
-        )
+        ]
+        if postgres:
+            p = postgres["recall"][size]
+            cells += [
+                f"{p['p50_ms']:.3f}",
+                f"{p['p99_ms']:.3f}",
+                f"{p['max_ms']:.3f}",
+                f"{p['populate_per_s']:,}",
+            ]
+        add_row(grid, *cells)
     if "vector_recall" in result:
         v = result["vector_recall"]
         add_row(
@@ -790,16 +824,20 @@ def _print_facts_bench(result: dict[str, Any]) -> None:
             f"{v['max_ms']:.3f}",
             f"{v['mean_facts']:.1f}",
             "-",
+            *(["-"] * 4 if postgres else []),
             style="dim",
         )
         grid.caption = f"dim row: keyword + vector ({v['dimensions']}-d hashed embedding)"
-    print_table(grid, "Fact recall latency (ms)")
-    add = result["add"]
-    console.print(
-        f"add: {add['per_s']:,} facts/s, one transaction each (median of {add['chunk']:,}-add "
-        f"chunks; {add['overall_per_s']:,}/s overall; {add['count']:,} adds into "
-        f"{add['start_facts']:,} facts)"
+    print_table(
+        grid, "Fact recall latency (ms)" + (": SQLite, then PostgreSQL" if postgres else "")
     )
+    adds = [("", result["add"])] + ([("postgres ", postgres["add"])] if postgres else [])
+    for label, add in adds:
+        console.print(
+            f"{label}add: {add['per_s']:,} facts/s, one transaction each (median of "
+            f"{add['chunk']:,}-add chunks; {add['overall_per_s']:,}/s overall; "
+            f"{add['count']:,} adds into {add['start_facts']:,} facts)"
+        )
     if "soak" in result:
         soak = result["soak"]
         console.print(

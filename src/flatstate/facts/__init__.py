@@ -1,6 +1,7 @@
 """Durable memory facts: preferences, decisions and entities that survive compaction.
 
-Open a state directory's facts with :func:`open_facts`; see ``docs/facts.md``.
+Open a state directory's facts, or a PostgreSQL namespace's (a ``postgresql://`` URL),
+with :func:`open_facts`; see ``docs/facts.md``.
 
 >>> import tempfile
 >>> from flatstate.facts import open_facts

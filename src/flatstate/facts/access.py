@@ -9,28 +9,20 @@ Readers in this process see them at once (:meth:`AccessLog.apply`); other
 processes within about a second. A crash loses at most that second of
 counts, never a fact.
 
-The counters live in their own narrow table (``fact_access``, see
-``schema``): a page holds hundreds of them, so a batch dirties few pages
+The counters live in their own narrow table (``fact_access``, on every
+backend): a page holds hundreds of them, so a batch dirties few pages
 where the same counts on the wide ``facts`` rows would dirty one page each.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
+from collections.abc import Callable
 
 __all__ = ["ACCESS_FLUSH_FACTS", "ACCESS_FLUSH_SECONDS", "AccessLog"]
 
 ACCESS_FLUSH_SECONDS = 1.0
 ACCESS_FLUSH_FACTS = 8192
-
-# Counts for facts deleted meanwhile are dropped, not left behind as orphans.
-_UPSERT = (
-    "INSERT INTO fact_access (seq, recall_count, last_accessed_at) "
-    "SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM facts WHERE seq = ?1) "
-    "ON CONFLICT (seq) DO UPDATE SET recall_count = recall_count + excluded.recall_count, "
-    "last_accessed_at = max(coalesce(last_accessed_at, 0), excluded.last_accessed_at)"
-)
 
 
 class AccessLog:
@@ -61,19 +53,14 @@ class AccessLog:
             or time.monotonic() - self._flushed_at >= ACCESS_FLUSH_SECONDS
         )
 
-    def flush(self, conn: sqlite3.Connection) -> int:
-        """Write the waiting counts in one transaction; return how many facts they cover."""
+    def flush(self, write: Callable[[list[tuple[int, int, int]]], object]) -> int:
+        """Hand the waiting counts, as (seq, recalls, last access) rows, to ``write`` (one
+        transaction of the backend's); return how many facts they cover. If ``write``
+        raises, the counts keep waiting."""
         self._flushed_at = time.monotonic()
         if not self.pending:
             return 0
         rows = [(seq, count, at) for seq, (count, at) in self.pending.items()]
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.executemany(_UPSERT, rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        write(rows)
         self.pending.clear()
         return len(rows)

@@ -12,13 +12,14 @@ rarest words first.
 Scoring is the cost of a query, about two microseconds for every fact that
 matches any term, so a query is planned first (:class:`QueryPlanner`): it
 keeps the prompt's rarest words, and bounds how many facts are scored,
-whatever the size of the store.
+whatever the size of the store. The words are the same on every backend;
+PostgreSQL gets them as bound parameters of ``plainto_tsquery`` rather than
+as FTS5 strings (see ``postgres``).
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
 import unicodedata
 from collections.abc import Callable, Sequence
 
@@ -148,61 +149,63 @@ def fts_query(text: str | Sequence[str]) -> str | None:
 
 
 class QueryPlanner:
-    """Plans a query against one facts database: which terms, and which rows to score.
+    """Plans queries against one store's keyword index: which terms, and which rows to score.
 
-    Keeps a bounded memory of how many facts hold each term, so that a term
-    is counted once, not on every recall.
+    The index is reached through three functions, so that one planner serves
+    every backend: ``count_matching(term, cap)`` (facts holding a term, at most
+    ``cap``), ``top_seq()`` (the highest seq stored) and ``floor_of(terms, n)``
+    (the seq of the ``n``-th newest fact matching any of ``terms``, 0 if fewer).
+    Keeps a bounded memory of how many facts hold each term, so that a term is
+    counted once, not on every recall.
     """
 
-    def __init__(self, conn: sqlite3.Connection, budget: int = POSTINGS_BUDGET) -> None:
-        self._conn = conn
+    def __init__(
+        self,
+        count_matching: Callable[[str, int], int],
+        top_seq: Callable[[], int],
+        floor_of: Callable[[list[str], int], int],
+        budget: int = POSTINGS_BUDGET,
+        cap: int = DOC_FREQ_CAP,
+    ) -> None:
+        self._count_matching = count_matching
+        self._top_seq = top_seq
+        self._floor_of = floor_of
         self.budget = budget
+        self.cap = cap
         self._doc_freq: dict[str, int] = {}
         self._rows = 0
 
     def doc_freq(self, term: str) -> int:
-        """How many indexed facts hold ``term`` (at most DOC_FREQ_CAP)."""
+        """How many indexed facts hold ``term`` (at most ``cap``)."""
         cache = self._doc_freq
         found = cache.pop(term, None)
         if found is None:
-            found = int(
-                self._conn.execute(
-                    "SELECT count(*) FROM (SELECT 1 FROM facts_fts WHERE facts_fts MATCH ? "
-                    "LIMIT ?)",
-                    (quote(term), DOC_FREQ_CAP),
-                ).fetchone()[0]
-            )
+            found = self._count_matching(term, self.cap)
             if len(cache) >= DOC_FREQ_CACHE_TERMS:
                 del cache[next(iter(cache))]  # the least recently used
         cache[term] = found
         return found
 
-    def plan(self, text: str) -> tuple[str, int] | None:
-        """The MATCH expression for ``text`` and the lowest rowid worth scoring; None: no words.
+    def plan(self, text: str) -> tuple[list[str], int] | None:
+        """The terms to search ``text`` for and the lowest seq worth scoring; None: no words.
 
-        The expression holds the text's rarest terms (:func:`plan_terms`).
-        When even the rarest term alone is in more facts than the budget,
-        only the budget's worth of the newest of them are scored, through a
-        rowid floor: among equally good matches the newest, being the
-        freshest, would rank first anyway.
+        The terms are the text's rarest (:func:`plan_terms`). When even the
+        rarest term alone is in more facts than the budget, only the budget's
+        worth of the newest of them are scored, through a seq floor: among
+        equally good matches the newest, being the freshest, would rank first
+        anyway.
         """
         terms = query_terms(text)
         if not terms:
             return None
-        top = self._conn.execute("SELECT max(seq) FROM facts").fetchone()[0] or 0
+        top = self._top_seq()
         if top > self._rows * (1 + DOC_FREQ_CACHE_GROWTH) + 100 or top < self._rows:
             self._doc_freq.clear()
             self._rows = top
         kept = plan_terms(terms, self.doc_freq, self.budget)
-        match = fts_query(kept)
-        if match is None:
+        if not kept:
             return None
         floor = 0
         if sum(map(self.doc_freq, kept)) > self.budget:
-            row = self._conn.execute(
-                "SELECT rowid FROM facts_fts WHERE facts_fts MATCH ? "
-                "ORDER BY rowid DESC LIMIT 1 OFFSET ?",
-                (match, self.budget),
-            ).fetchone()
-            floor = row[0] if row else 0
-        return match, floor
+            floor = self._floor_of(kept, self.budget)
+        return kept, floor

@@ -1,10 +1,13 @@
-"""``FactStore``: durable facts in SQLite, deduplicated, ranked, decaying.
+"""``FactStore``: durable facts, deduplicated, ranked, decaying, on SQLite or PostgreSQL.
 
-Every write is one ``BEGIN IMMEDIATE`` transaction: the duplicate check and
-the insert see the same database, so two processes adding the same fact
-store it once and two adding different facts lose neither. The full-text
-index and the vectors follow the rows inside that transaction (triggers, see
-``schema``). Reads build immutable :class:`Fact` objects from the rows they
+The logic lives here once; the statements live in a backend
+(:mod:`~flatstate.facts.backend`): a state directory's ``facts.sqlite``
+(:mod:`~flatstate.facts.sqlite`) or a namespace of a PostgreSQL database
+(:mod:`~flatstate.facts.postgres`). Every write is one transaction of the
+backend's, serialized with every other writer of the same facts, so that the
+duplicate check and the insert see the same state: two processes (or hosts)
+adding the same fact store it once, and two adding different facts lose
+neither. Reads build immutable :class:`Fact` objects from the rows they
 select and keep nothing: no cache to copy from or to invalidate, and a
 process's memory does not grow with how often it recalls. Only the access
 counters of recent recalls wait in memory, bounded, for about a second
@@ -13,77 +16,40 @@ counters of recent recalls wait in memory, bounded, for about a second
 
 from __future__ import annotations
 
-import builtins
-import contextlib
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
-from types import ModuleType
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
 
-from flatstate._sqlite import Checkpointer, Translate
 from flatstate.errors import FactNotFound, InvalidFact, ReadOnlyStore, StoreClosed
 from flatstate.facts.access import AccessLog
+from flatstate.facts.backend import FILLED, FactsBackend, Row, VectorSearch
 from flatstate.facts.model import (
     DECAY_TTL_MS,
     DecayReport,
     Fact,
     Hit,
     NewFact,
-    estimate_tokens,
     longer_class,
-    render_fact,
     ttl_of,
     validated,
 )
-from flatstate.facts.query import QueryPlanner
-from flatstate.facts.ranking import fill_budget, keyword_scores, score_hit
-from flatstate.facts.schema import DB_FILENAME, SCHEMA_VERSION, WHAT, connect
-from flatstate.facts.vectors import (
-    DUPLICATE_SIMILARITY,
-    Embed,
-    VectorIndex,
-    fact_driver,
-    vector_driver,
-)
+from flatstate.facts.recall import Ranked, choose, pool_size, rank
+from flatstate.facts.vectors import DUPLICATE_SIMILARITY, Embed
 from flatstate.model import Clock, now_ms
 
 __all__ = ["FactStats", "FactStore", "open_facts"]
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # Confidence under this is not worth recalling: decay() deletes the fact.
 CONFIDENCE_FLOOR = 0.1
 # Past this share of its TTL a fact's confidence halves (once per TTL window).
 DECAY_HALVE_AT = 0.75
-# bm25 weights of the indexed columns: text, category, entity, key, value.
-# An entity or key named in the query is a strong hint; a category word is weak.
-BM25_WEIGHTS = (1.0, 0.5, 2.0, 1.5, 1.0)
-# Recall ranks at least this many keyword (and vector) candidates to fill its budget.
-MIN_CANDIDATES = 48
 
-# The stored columns of a fact, in Fact's field order, without the counters.
-_STORED = (
-    "id, text, why, category, importance, entity, key, value, source, created_at, "
-    "decay_class, expires_at, last_confirmed_at, confidence, normalized_hash, "
-    "superseded_at, superseded_by, tags, scope, scope_target, session_key, entry_id"
-)
-_INSERT = f"INSERT INTO facts ({_STORED}) VALUES ({', '.join('?' * 22)}) RETURNING seq"
-# Every read selects seq, then a Fact's fields in order, counters joined in.
-_FIELDS = (
-    "f.seq, f.id, f.text, f.why, f.category, f.importance, f.entity, f.key, f.value, "
-    "f.source, f.created_at, f.decay_class, f.expires_at, f.last_confirmed_at, f.confidence, "
-    "f.normalized_hash, coalesce(a.recall_count, 0), a.last_accessed_at, f.superseded_at, "
-    "f.superseded_by, f.tags, f.scope, f.scope_target, f.session_key, f.entry_id"
-)
-_SELECT = f"SELECT {_FIELDS} FROM facts AS f LEFT JOIN fact_access AS a ON a.seq = f.seq"
-# A filter, never an index choice: "+" keeps SQLite from driving a query by the
-# facts_live index (list() then sorted every live fact instead of reading the
-# newest few by seq). count() alone wants that index: _LIVE_INDEXED.
-_LIVE = "+f.superseded_at IS NULL AND (+f.expires_at IS NULL OR +f.expires_at > ?)"
-_LIVE_INDEXED = "f.superseded_at IS NULL AND (f.expires_at IS NULL OR f.expires_at > ?)"
-# Positions in a _SELECT row.
+# Positions in a backend row (see backend.FIELDS).
 _RECALLS, _ACCESSED, _TAGS = 16, 17, 20
 
 _UPDATABLE = frozenset(NewFact.__struct_fields__) - {"supersedes"}
@@ -97,7 +63,7 @@ def _tags_text(tags: Sequence[str]) -> str | None:
 
 
 class FactStats(msgspec.Struct, frozen=True, gc=False):
-    """Counts and sizes of one facts database, for ``flatstate facts stats``."""
+    """Counts and sizes of one facts store, for ``flatstate facts stats``."""
 
     path: str
     schema_version: int
@@ -111,57 +77,35 @@ class FactStats(msgspec.Struct, frozen=True, gc=False):
 
 
 class FactStore:
-    """Durable facts in ``<state_dir>/facts.sqlite``. Open with :func:`open_facts`.
+    """Durable facts on a backend. Open with :func:`open_facts`.
 
-    Thread-safe: one lock serializes this object's use of its connection.
-    Several processes may open the same database; SQLite's locks (WAL mode,
-    ``BEGIN IMMEDIATE``, a busy timeout) order their writes.
+    Thread-safe: one lock serializes this object's use of its backend (one
+    connection). Several processes, on one host (SQLite) or many
+    (PostgreSQL), may open the same facts.
     """
 
     def __init__(
         self,
-        state_dir: str | os.PathLike[str],
+        backend: FactsBackend,
         *,
         embed: Embed | None = None,
         embed_model: str = "default",
         clock: Clock | None = None,
-        lock_timeout: float = 30.0,
-        synchronous: str = "normal",
-        readonly: bool = False,
-        create: bool = True,
     ) -> None:
-        self.path = os.path.join(os.fspath(state_dir), DB_FILENAME)
-        self.readonly = readonly
-        self.lock_timeout = lock_timeout
+        self.backend = backend
+        self.path = backend.location
+        self.readonly = backend.readonly
         self._clock: Clock = clock or now_ms
-        driver: ModuleType = vector_driver() if embed is not None else fact_driver()
-        self._errors = Translate(self.path, lock_timeout, driver, WHAT)
-        self._conn = connect(
-            self.path,
-            driver=driver,
-            lock_timeout=lock_timeout,
-            readonly=readonly,
-            create=create,
-            synchronous=synchronous,
-        )
         self._lock = threading.RLock()
         self._closed = False
         self._access = AccessLog()
-        self._planner = QueryPlanner(self._conn)
-        self._vectors: VectorIndex | None = None
+        self._vectors: VectorSearch | None = None
         if embed is not None:
             try:
-                self._vectors = VectorIndex(self._conn, embed, embed_model)
+                self._vectors = backend.read(lambda: backend.vectors(embed, embed_model))
             except BaseException:
-                self._conn.close()
+                backend.close()
                 raise
-        self._checkpointer = (
-            None
-            if readonly
-            else Checkpointer(
-                self.path, driver=driver, every_commits=256, name="flatstate-facts-checkpoint"
-            )
-        )
 
     # -- lifecycle ---------------------------------------------------------------
     def close(self) -> None:
@@ -172,17 +116,16 @@ class FactStore:
                     self.flush()
                 finally:
                     self._closed = True
-                    if self._checkpointer is not None:
-                        self._checkpointer.close()
-                        with contextlib.suppress(Exception):
-                            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                    self._conn.close()
+                    self.backend.close()
 
     def __enter__(self) -> FactStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __repr__(self) -> str:
+        return f"<FactStore {self.path}{' (closed)' if self._closed else ''}>"
 
     @property
     def vectors(self) -> bool:
@@ -195,17 +138,8 @@ class FactStore:
         if write and self.readonly:
             raise ReadOnlyStore(self.path, "the facts were opened read-only")
 
-    def _begin(self) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
-
-    def _finish(self, ok: bool) -> None:
-        if self._conn.in_transaction:
-            self._conn.execute("COMMIT" if ok else "ROLLBACK")
-            if ok and self._checkpointer is not None:
-                self._checkpointer.committed()
-
-    def _build(self, row: Sequence[Any]) -> Fact:
-        """A Fact from a ``_SELECT`` row, with this process's waiting recalls counted in."""
+    def _build(self, row: Row) -> Fact:
+        """A Fact from a backend row, with this process's waiting recalls counted in."""
         values = list(row)
         tags = values[_TAGS]
         values[_TAGS] = _tags_decoder.decode(tags) if tags else ()
@@ -216,7 +150,7 @@ class FactStore:
         return Fact(*values[1:])
 
     def _by_seq(self, seq: int) -> Fact:
-        return self._build(self._conn.execute(f"{_SELECT} WHERE f.seq = ?", (seq,)).fetchone())
+        return self._build(self.backend.by_seq(seq))
 
     # -- writes ------------------------------------------------------------------
     def add(self, text: str, **fields: Any) -> Fact:
@@ -239,35 +173,27 @@ class FactStore:
         """Add several facts in one transaction: all are stored, or none. See :meth:`add`."""
         self._check_open(write=True)
         items = [validated(NewFact(text=f) if isinstance(f, str) else f) for f in facts]
-        with self._lock, self._errors:
+        with self._lock:
             self._check_open(write=True)
             vectors = self._vectors
-            # Embed before taking the database's write lock: a model call may be slow.
-            blobs = [vectors.encode(new.text) for new, _ in items] if vectors else None
+            # Embed before the write transaction: a model call may be slow.
+            blobs = (
+                self.backend.read(lambda: [vectors.encode(new.text) for new, _ in items])
+                if vectors
+                else None
+            )
             now = self._clock()
-            self._begin()
-            ok = False
-            try:
-                out = tuple(
+            return self.backend.write(
+                lambda: tuple(
                     self._add_one(new, digest, now, blobs[i] if blobs else None)
                     for i, (new, digest) in enumerate(items)
                 )
-                ok = True
-            finally:
-                self._finish(ok)
-        return out
+            )
 
-    def _add_one(self, new: NewFact, digest: str, now: int, blob: bytes | None) -> Fact:
-        conn = self._conn
+    def _add_one(self, new: NewFact, digest: str, now: int, blob: Any) -> Fact:
+        backend = self.backend
         assert new.decay_class is not None  # settled by validated()
-        # Exact text and normalized text both land on the hash index; an exact
-        # match is preferred when both exist.
-        found = conn.execute(
-            "SELECT seq FROM facts WHERE normalized_hash = ? AND superseded_at IS NULL "
-            "AND scope = ? AND scope_target IS ? ORDER BY text = ? DESC, seq LIMIT 1",
-            (digest, new.scope, new.scope_target, new.text),
-        ).fetchone()
-        seq: int | None = found[0] if found else None
+        seq = backend.find_duplicate(digest, new.scope, new.scope_target, new.text)
         if seq is None and blob is not None and self._vectors is not None:
             for near, _similarity in self._vectors.nearest(blob, now, 1, DUPLICATE_SIMILARITY):
                 seq = near
@@ -304,7 +230,7 @@ class FactStore:
             row = list(msgspec.structs.astuple(fact))
             del row[15:17]  # the counters live in fact_access
             row[17] = _tags_text(fact.tags)
-            seq = conn.execute(_INSERT, row).fetchone()[0]
+            seq = backend.insert(row)
             if blob is not None and self._vectors is not None:
                 self._vectors.put(seq, blob)
         if new.supersedes is not None and new.supersedes != fact.id:
@@ -314,49 +240,28 @@ class FactStore:
     def _confirm(self, seq: int, new: NewFact, now: int) -> Fact:
         """Renew the fact at ``seq`` because ``new`` restated it; return it as it now is."""
         assert new.decay_class is not None
-        current = self._conn.execute("SELECT decay_class FROM facts WHERE seq = ?", (seq,))
-        decay_class = longer_class(current.fetchone()[0], new.decay_class)
+        decay_class = longer_class(self.backend.decay_class_of(seq), new.decay_class)
         ttl = ttl_of(decay_class)
-        self._conn.execute(
-            "UPDATE facts SET last_confirmed_at = ?, decay_class = ?, expires_at = ?, "
-            "confidence = max(confidence, ?), importance = max(importance, ?), "
-            "why = coalesce(why, ?), entity = coalesce(entity, ?), key = coalesce(key, ?), "
-            "value = coalesce(value, ?), source = coalesce(source, ?), "
-            "session_key = coalesce(session_key, ?), entry_id = coalesce(entry_id, ?), "
-            "tags = coalesce(tags, ?) WHERE seq = ?",
-            (
-                now,
-                decay_class,
-                None if ttl is None else now + ttl,
-                new.confidence,
-                new.importance,
-                new.why,
-                new.entity,
-                new.key,
-                new.value,
-                new.source,
-                new.session_key,
-                new.entry_id,
-                _tags_text(new.tags),
-                seq,
-            ),
+        filled = [_tags_text(new.tags) if name == "tags" else getattr(new, name) for name in FILLED]
+        self.backend.confirm(
+            seq,
+            now,
+            decay_class,
+            None if ttl is None else now + ttl,
+            new.confidence,
+            new.importance,
+            filled,
         )
         return self._by_seq(seq)
 
     def _supersede(self, old_id: str, new_id: str, now: int) -> Fact:
-        row = self._conn.execute(
-            "UPDATE facts SET superseded_at = ?, superseded_by = ? "
-            "WHERE id = ? AND superseded_at IS NULL RETURNING seq",
-            (now, new_id, old_id),
-        ).fetchone()
-        if row is not None:
-            return self._by_seq(row[0])
-        found = self._conn.execute(
-            "SELECT superseded_by FROM facts WHERE id = ?", (old_id,)
-        ).fetchone()
-        if found is None:
+        seq = self.backend.supersede(old_id, new_id, now)
+        if seq is not None:
+            return self._by_seq(seq)
+        exists, by = self.backend.superseded_by(old_id)
+        if not exists:
             raise FactNotFound(old_id, self.path)
-        raise InvalidFact(f"fact {old_id!r} was already superseded by {found[0]!r}")
+        raise InvalidFact(f"fact {old_id!r} was already superseded by {by!r}")
 
     def supersede(self, old: Fact | str, new: Fact | str) -> Fact:
         """Mark ``old`` as replaced by ``new`` (facts or ids); return ``old`` as it now is.
@@ -370,18 +275,15 @@ class FactStore:
         new_id = new.id if isinstance(new, Fact) else new
         if old_id == new_id:
             raise InvalidFact("a fact cannot supersede itself")
-        with self._lock, self._errors:
+
+        def write() -> Fact:
+            if not self.backend.exists(new_id):
+                raise FactNotFound(new_id, self.path)
+            return self._supersede(old_id, new_id, self._clock())
+
+        with self._lock:
             self._check_open(write=True)
-            self._begin()
-            ok = False
-            try:
-                if not self._conn.execute("SELECT 1 FROM facts WHERE id = ?", (new_id,)).fetchone():
-                    raise FactNotFound(new_id, self.path)
-                fact = self._supersede(old_id, new_id, self._clock())
-                ok = True
-            finally:
-                self._finish(ok)
-        return fact
+            return self.backend.write(write)
 
     def update(self, fact_id: str, **changes: Any) -> Fact:
         """Correct fields of a fact in place (no history: use supersede for that).
@@ -394,49 +296,34 @@ class FactStore:
         unknown = set(changes) - _UPDATABLE
         if unknown:
             raise InvalidFact(f"cannot update {', '.join(sorted(unknown))}")
-        with self._lock, self._errors:
+
+        def write() -> Fact:
+            current = self._get(fact_id)
+            if current is None:
+                raise FactNotFound(fact_id, self.path)
+            fields = {name: getattr(current, name) for name in _UPDATABLE}
+            fields.update(changes)
+            new, digest = validated(NewFact(**fields))
+            sets: dict[str, Any] = {name: getattr(new, name) for name in changes}
+            sets["normalized_hash"] = digest
+            if "tags" in sets:
+                sets["tags"] = _tags_text(new.tags)
+            if "decay_class" in sets:
+                ttl = ttl_of(str(new.decay_class))
+                anchor = current.last_confirmed_at or current.created_at
+                sets["expires_at"] = None if ttl is None else anchor + ttl
+                sets["decayed_at"] = None
+            return self._by_seq(self.backend.update(fact_id, sets))
+
+        with self._lock:
             self._check_open(write=True)
-            self._begin()
-            ok = False
-            try:
-                current = self._get(fact_id)
-                if current is None:
-                    raise FactNotFound(fact_id, self.path)
-                fields = {name: getattr(current, name) for name in _UPDATABLE}
-                fields.update(changes)
-                new, digest = validated(NewFact(**fields))
-                sets: dict[str, Any] = {name: getattr(new, name) for name in changes}
-                sets["normalized_hash"] = digest
-                if "tags" in sets:
-                    sets["tags"] = _tags_text(new.tags)
-                if "decay_class" in sets:
-                    ttl = ttl_of(str(new.decay_class))
-                    anchor = current.last_confirmed_at or current.created_at
-                    sets["expires_at"] = None if ttl is None else anchor + ttl
-                    sets["decayed_at"] = None
-                assignments = ", ".join(f"{name} = ?" for name in sets)
-                seq = self._conn.execute(
-                    f"UPDATE facts SET {assignments} WHERE id = ? RETURNING seq",
-                    (*sets.values(), fact_id),
-                ).fetchone()[0]
-                fact = self._by_seq(seq)
-                ok = True
-            finally:
-                self._finish(ok)
-        return fact
+            return self.backend.write(write)
 
     def forget(self, fact_id: str) -> bool:
         """Delete a fact for good (its index entry, counters and vector too); False if none."""
-        with self._lock, self._errors:
+        with self._lock:
             self._check_open(write=True)
-            self._begin()
-            ok = False
-            try:
-                cursor = self._conn.execute("DELETE FROM facts WHERE id = ?", (fact_id,))
-                ok = True
-            finally:
-                self._finish(ok)
-            return cursor.rowcount > 0
+            return self.backend.write(lambda: self.backend.delete(fact_id))
 
     def decay(self) -> DecayReport:
         """Age the facts by the clock: delete the expired, halve the fading, drop the faint.
@@ -449,49 +336,35 @@ class FactStore:
 
         The outcome depends on the clock, not on how often this runs.
         """
-        with self._lock, self._errors:
+        backend = self.backend
+
+        def write() -> DecayReport:
+            expired = backend.expire(now)
+            halved = 0
+            for name, ttl in DECAY_TTL_MS.items():
+                if ttl is None:
+                    continue
+                # Past 75% of the TTL means under 25% of it left before
+                # expires_at. The window began one TTL before expires_at; a
+                # halving at or before that instant belongs to the last one.
+                halved += backend.halve(name, now + round(ttl * (1 - DECAY_HALVE_AT)), ttl, now)
+            dropped = backend.drop_faint(CONFIDENCE_FLOOR)
+            return DecayReport(expired=expired, halved=halved, dropped=dropped)
+
+        with self._lock:
             self._check_open(write=True)
             self.flush()
             now = self._clock()
-            conn = self._conn
-            self._begin()
-            ok = False
-            try:
-                expired = conn.execute(
-                    "DELETE FROM facts WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
-                ).rowcount
-                halved = 0
-                for name, ttl in DECAY_TTL_MS.items():
-                    if ttl is None:
-                        continue
-                    # Past 75% of the TTL means under 25% of it left before
-                    # expires_at. The window began one TTL before expires_at; a
-                    # halving at or before that instant belongs to the last one.
-                    halved += conn.execute(
-                        "UPDATE facts SET confidence = confidence / 2, decayed_at = ? "
-                        "WHERE decay_class = ? AND expires_at IS NOT NULL AND expires_at <= ? "
-                        "AND (decayed_at IS NULL OR decayed_at <= expires_at - ?)",
-                        (now, name, now + round(ttl * (1 - DECAY_HALVE_AT)), ttl),
-                    ).rowcount
-                dropped = conn.execute(
-                    "DELETE FROM facts WHERE confidence < ?", (CONFIDENCE_FLOOR,)
-                ).rowcount
-                ok = True
-            finally:
-                self._finish(ok)
-        return DecayReport(expired=expired, halved=halved, dropped=dropped)
+            return backend.write(write)
 
     def vacuum(self) -> None:
-        """Merge the full-text index's segments, rebuild the file compactly, truncate the WAL.
-
-        Holds the database's write lock for as long as the rebuild lasts.
-        """
-        with self._lock, self._errors:
+        """Compact the database: on SQLite merge the full-text index's segments, rebuild the
+        file and truncate the WAL (holding the write lock meanwhile); on PostgreSQL
+        ``VACUUM (ANALYZE)`` the facts tables."""
+        with self._lock:
             self._check_open(write=True)
             self.flush()
-            self._conn.execute("INSERT INTO facts_fts (facts_fts) VALUES ('optimize')")
-            self._conn.execute("VACUUM")
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.backend.vacuum()
 
     def embed_missing(self, batch: int = 256) -> int:
         """Embed the facts that lack a vector of this store's model; return how many.
@@ -502,27 +375,33 @@ class FactStore:
         vectors = self._vectors
         if vectors is None:
             return 0
+        backend = self.backend
         done = 0
         while True:
-            with self._lock, self._errors:
+            with self._lock:
                 self._check_open(write=True)
-                todo = vectors.missing(batch)
+                todo = backend.read(lambda: vectors.missing(batch))
                 if not todo:
                     return done
-                blobs = [(seq, vectors.encode(text)) for seq, text in todo]
-                self._begin()
-                ok = False
-                try:
-                    for seq, blob in blobs:
-                        # The fact may have gone or been superseded since it was read.
-                        if self._conn.execute(
-                            "SELECT 1 FROM facts WHERE seq = ? AND superseded_at IS NULL", (seq,)
-                        ).fetchone():
-                            vectors.put(seq, blob)
-                            done += 1
-                    ok = True
-                finally:
-                    self._finish(ok)
+                done += backend.write(self._embedder(vectors, todo))
+
+    def _embedder(
+        self, vectors: VectorSearch, todo: Sequence[tuple[int, str]]
+    ) -> Callable[[], int]:
+        """The write that stores the vectors of ``todo``, embedded now (before the write)."""
+        backend = self.backend
+        blobs = backend.read(lambda: [(seq, vectors.encode(text)) for seq, text in todo])
+
+        def write() -> int:
+            stored = 0
+            for seq, blob in blobs:
+                # The fact may have gone or been superseded since it was read.
+                if backend.is_live(seq):
+                    vectors.put(seq, blob)
+                    stored += 1
+            return stored
+
+        return write
 
     def flush(self) -> None:
         """Write the access counters of recent recalls now (see ``access``).
@@ -530,24 +409,24 @@ class FactStore:
         Recall does this about once a second; close(), decay(), vacuum() and
         stats() do it too.
         """
-        with self._lock, self._errors:
+        with self._lock:
             if not self._closed and not self.readonly:
                 self._flush_access()
 
     def _flush_access(self) -> None:
-        if self._access.flush(self._conn) and self._checkpointer is not None:
-            self._checkpointer.committed()
+        backend = self.backend
+        self._access.flush(lambda rows: backend.write(lambda: backend.write_access(rows)))
 
     # -- reads -------------------------------------------------------------------
     def _get(self, fact_id: str) -> Fact | None:
-        found = self._conn.execute(f"{_SELECT} WHERE f.id = ?", (fact_id,)).fetchone()
+        found = self.backend.by_id(fact_id)
         return self._build(found) if found else None
 
     def get(self, fact_id: str) -> Fact | None:
         """The fact with this id, live or not; None if there is none."""
-        with self._lock, self._errors:
+        with self._lock:
             self._check_open()
-            return self._get(fact_id)
+            return self.backend.read(lambda: self._get(fact_id))
 
     def resolve(self, ref: str) -> Fact:
         """The fact whose id is ``ref``, or the only one whose id starts with it (4+ chars).
@@ -555,59 +434,54 @@ class FactStore:
         For people, who copy the 8 characters a table shows. Raises FactNotFound
         when no fact, or more than one, matches.
         """
-        with self._lock, self._errors:
-            self._check_open()
+
+        def read() -> Fact | None:
             fact = self._get(ref)
             if fact is None and len(ref) >= 4:
-                # A range scan of the unique index on id.
-                rows = self._conn.execute(
-                    f"{_SELECT} WHERE f.id >= ? AND f.id < ? LIMIT 2", (ref, ref + "\U0010ffff")
-                ).fetchall()
+                rows = self.backend.by_prefix(ref)
                 if len(rows) == 1:
                     fact = self._build(rows[0])
-        if fact is None:
+            return fact
+
+        with self._lock:
+            self._check_open()
+            found = self.backend.read(read)
+        if found is None:
             raise FactNotFound(ref, self.path)
-        return fact
+        return found
 
     def list(self, n: int = 20) -> tuple[Fact, ...]:
         """The ``n`` newest live facts, newest first."""
-        with self._lock, self._errors:
+        with self._lock:
             self._check_open()
-            rows = self._conn.execute(
-                f"{_SELECT} WHERE {_LIVE} ORDER BY f.seq DESC LIMIT ?",
-                (self._clock(), max(0, n)),
-            ).fetchall()
+            rows = self.backend.read(lambda: self.backend.newest(self._clock(), max(0, n)))
             return tuple(map(self._build, rows))
 
     def lookup(self, entity: str, key: str | None = None, *, limit: int = 50) -> tuple[Fact, ...]:
         """Live facts about ``entity`` (and ``key``, if given), newest first; case-insensitive."""
-        sql = f"{_SELECT} WHERE f.entity = ? COLLATE NOCASE"
-        args: builtins.list[Any] = [entity]
-        if key is not None:
-            sql += " AND f.key = ? COLLATE NOCASE"
-            args.append(key)
-        sql += f" AND {_LIVE} ORDER BY f.seq DESC LIMIT ?"
-        with self._lock, self._errors:
+        with self._lock:
             self._check_open()
-            rows = self._conn.execute(sql, (*args, self._clock(), limit)).fetchall()
+            rows = self.backend.read(lambda: self.backend.lookup(entity, key, self._clock(), limit))
             return tuple(map(self._build, rows))
 
     def count(self) -> int:
         """How many live facts there are (not superseded, not expired): one COUNT query."""
-        with self._lock, self._errors:
+        with self._lock:
             self._check_open()
-            row = self._conn.execute(
-                f"SELECT count(*) FROM facts AS f WHERE {_LIVE_INDEXED}", (self._clock(),)
-            ).fetchone()
-            return int(row[0])
+            return self.backend.read(lambda: self.backend.count_live(self._clock()))
+
+    def _rank(self, query: str, now: int, pool: int) -> Ranked:
+        return self.backend.read(
+            lambda: rank(self.backend, self._vectors, query, now, pool, self._build)
+        )
 
     def search(self, query: str, *, limit: int = 10) -> tuple[Hit, ...]:
         """Live facts ranked for ``query``, with their scores; a read (no counters change).
 
         ``query`` may be any text: it is split into words and never parsed
-        as FTS5 syntax (see ``query``).
+        as query syntax (see ``query``).
         """
-        with self._lock, self._errors:
+        with self._lock:
             self._check_open()
             ranked = self._rank(query, self._clock(), max(limit, 1))
         return tuple(hit for _, hit in ranked[: max(0, limit)])
@@ -628,16 +502,11 @@ class FactStore:
         ``recall_count`` + 1 and ``last_accessed_at`` = now; the database has
         those counts within about a second (see :meth:`flush`).
         """
-        with self._lock, self._errors:
+        with self._lock:
             self._check_open()
             now = self._clock()
-            ranked = self._rank(query, now, max(MIN_CANDIDATES, 4 * (limit or 0)))
-            chosen = fill_budget(
-                ranked,
-                lambda item: estimate_tokens(render_fact(item[1].fact, preview_chars)) + 1,
-                budget_tokens,
-                limit,
-            )
+            ranked = self._rank(query, now, pool_size(limit))
+            chosen = choose(ranked, budget_tokens, limit, preview_chars)
             if self.readonly:
                 return tuple(hit.fact for _, hit in chosen)
             access = self._access
@@ -651,101 +520,30 @@ class FactStore:
                 self._flush_access()
             return tuple(out)
 
-    def _rank(self, query: str, now: int, pool: int) -> builtins.list[tuple[int, Hit]]:
-        """(seq, hit) of the candidates from the keyword index (and vectors), best first."""
-        conn = self._conn
-        keyword: dict[int, tuple[Fact, float]] = {}
-        plan = self._planner.plan(query)
-        if plan is not None:
-            match, floor = plan
-            weights = ", ".join(map(str, BM25_WEIGHTS))
-            # bm25 ranks inside the index alone; only its top rows are joined
-            # to their facts. Superseded facts are not indexed; expired ones
-            # wait for decay() and are filtered here, from twice the pool.
-            rows = conn.execute(
-                f"SELECT m.b, {_FIELDS} FROM "
-                f"(SELECT rowid, bm25(facts_fts, {weights}) AS b FROM facts_fts "
-                "WHERE facts_fts MATCH ? AND rowid >= ? ORDER BY b, rowid DESC LIMIT ?) AS m "
-                "JOIN facts AS f ON f.seq = m.rowid "
-                "LEFT JOIN fact_access AS a ON a.seq = f.seq "
-                f"WHERE {_LIVE} ORDER BY m.b, m.rowid DESC LIMIT ?",
-                (match, floor, 2 * pool, now, pool),
-            ).fetchall()
-            scores = keyword_scores([row[0] for row in rows])
-            for row, kw in zip(rows, scores, strict=True):
-                keyword[row[1]] = (self._build(row[1:]), kw)
-        similar: dict[int, float] = {}
-        vectors = self._vectors
-        if vectors is not None and query.strip():
-            try:
-                blob = vectors.encode(query)
-            except InvalidFact:
-                blob = None  # no usable embedding for this text: keywords alone
-            if blob is not None:
-                similar = dict(vectors.nearest(blob, now, pool))
-        off = 0.0 if vectors is not None else None  # a vector part of 0, or none at all
-        ranked = [
-            (seq, score_hit(fact, kw, similar.get(seq, off), now))
-            for seq, (fact, kw) in keyword.items()
-        ]
-        only_vector = [seq for seq in similar if seq not in keyword]
-        if only_vector:
-            rows = conn.execute(
-                f"{_SELECT} WHERE f.seq IN (SELECT value FROM json_each(?))",
-                (_encode(only_vector).decode(),),
-            ).fetchall()
-            ranked.extend(
-                (row[0], score_hit(self._build(row), 0.0, similar[row[0]], now)) for row in rows
-            )
-        # Ties go to the newest fact (the highest seq).
-        ranked.sort(key=lambda item: (-item[1].score, -item[0]))
-        return ranked
-
     def stats(self) -> FactStats:
         """Counts by state and decay class, vectors stored, and bytes on disk."""
-        with self._lock, self._errors:
+        with self._lock:
             self._check_open()
             self.flush()
+            backend = self.backend
             now = self._clock()
-            conn = self._conn
-            conn.execute("BEGIN")
-            try:
-                total, superseded, expired = conn.execute(
-                    "SELECT count(*), count(superseded_at), "
-                    "count(CASE WHEN superseded_at IS NULL AND expires_at <= ? THEN 1 END) "
-                    "FROM facts",
-                    (now,),
-                ).fetchone()
-                by_class = tuple(
-                    (str(name), int(n))
-                    for name, n in conn.execute(
-                        f"SELECT f.decay_class, count(*) FROM facts AS f WHERE {_LIVE} "
-                        "GROUP BY f.decay_class ORDER BY f.decay_class",
-                        (now,),
-                    )
-                )
-                vectors = conn.execute("SELECT count(*) FROM fact_vectors").fetchone()[0]
-            finally:
-                conn.execute("COMMIT")
-        disk = 0
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(OSError):
-                disk += os.path.getsize(self.path + suffix)
+            total, superseded, expired, by_class, vectors = backend.read(lambda: backend.stats(now))
+            disk = backend.read(backend.disk_bytes)
         return FactStats(
             path=self.path,
-            schema_version=SCHEMA_VERSION,
+            schema_version=backend.schema_version,
             live=total - superseded - expired,
             superseded=superseded,
             expired=expired,
             total=total,
             by_class=by_class,
-            vectors=int(vectors),
+            vectors=vectors,
             disk_bytes=disk,
         )
 
 
 def open_facts(
-    state_dir: str | os.PathLike[str],
+    location: str | os.PathLike[str],
     *,
     embed: Embed | None = None,
     embed_model: str = "default",
@@ -754,22 +552,30 @@ def open_facts(
     synchronous: str = "normal",
     readonly: bool = False,
     create: bool = True,
+    **postgres: Any,
 ) -> FactStore:
-    """Open (or create) the facts database of a state directory.
+    """Open (or create) the facts of a state directory, or of a PostgreSQL namespace.
 
-    - ``embed``: turns on vector search (needs ``flatstate[vec]``); a function
-      from text to a fixed-length sequence of floats. ``embed_model`` names it:
-      vectors of another name are not compared with its vectors.
+    ``location`` is a state directory (its ``facts.sqlite``) or a
+    ``postgresql://`` URL (the facts of one namespace in that database: see
+    :mod:`~flatstate.facts.postgres`, whose options ``agent_id``,
+    ``namespace``, ``schema`` and ``connect_timeout`` are accepted here).
+
+    - ``embed``: turns on vector search (sqlite-vec from ``flatstate[vec]``;
+      pgvector on the server); a function from text to a fixed-length
+      sequence of floats. ``embed_model`` names it: vectors of another name
+      are not compared with its vectors.
     - ``clock``: the current time in epoch milliseconds (tests pass a fake).
-    - ``lock_timeout``: seconds a write waits for another writer (SQLite's
-      busy timeout) before LockTimeout; 30 s, as the hybrid-memory plugin.
+    - ``lock_timeout``: seconds a write waits for another writer before
+      LockTimeout; 30 s, as the hybrid-memory plugin.
     - ``synchronous``: "normal" (a commit survives a crash of the process) or
       "full" (also of the machine).
     - ``readonly``: refuse writes; recall then does not bump counters.
-    - ``create``: False raises FileNotFoundError when there is no database yet.
+    - ``create``: False raises FileNotFoundError when there are no facts yet.
 
     Raises StoreCorrupt (the file is not a facts database; it is never
-    replaced) and VectorsUnavailable.
+    replaced), StoreUnavailable (a server that cannot be reached) and
+    VectorsUnavailable.
 
     >>> import tempfile
     >>> with open_facts(tempfile.mkdtemp()) as facts:
@@ -777,13 +583,32 @@ def open_facts(
     ...     facts.add("the deploy target is fly.io.") is not None, facts.count()
     (True, 1)
     """
-    return FactStore(
-        os.path.expanduser(state_dir),
-        embed=embed,
-        embed_model=embed_model,
-        clock=clock,
-        lock_timeout=lock_timeout,
-        synchronous=synchronous,
-        readonly=readonly,
-        create=create,
-    )
+    backend: FactsBackend
+    if isinstance(location, str) and location.startswith(POSTGRES_SCHEMES):
+        from flatstate.facts.postgres import PostgresFacts
+
+        backend = PostgresFacts(
+            location,
+            lock_timeout=lock_timeout,
+            synchronous=synchronous,
+            readonly=readonly,
+            create=create,
+            **postgres,
+        )
+    else:
+        if postgres:
+            raise TypeError(
+                f"open_facts() got options for PostgreSQL ({', '.join(sorted(postgres))}) "
+                "with a state directory; they apply to a postgresql:// URL only"
+            )
+        from flatstate.facts.sqlite import SQLiteFacts
+
+        backend = SQLiteFacts(
+            os.path.expanduser(os.fspath(location)),
+            vectors=embed is not None,
+            lock_timeout=lock_timeout,
+            synchronous=synchronous,
+            readonly=readonly,
+            create=create,
+        )
+    return FactStore(backend, embed=embed, embed_model=embed_model, clock=clock)
