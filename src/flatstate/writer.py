@@ -7,7 +7,7 @@ commits at once, and writes that arrive while a commit runs share the next one
 (group commit: one durable commit, one fsync with ``synchronous="full"``, for
 the whole batch). The batch runs in one transaction in the order it was queued,
 so writes from one caller stay in order; a job that raises is undone alone
-(see ``SessionStore._apply``). Every job is acknowledged only after the commit
+(see :mod:`flatstate.pipeline`). Every job is acknowledged only after the commit
 that holds it.
 
 A thread that writes to an idle store (nothing queued, nothing committing)
@@ -94,6 +94,7 @@ class Writer:
         self._wake = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
         self._busy = False  # a batch is committing (on the thread, or inline by its caller)
+        self._sleeping = False  # the thread waits for a job: only then does a submit wake it
         self._stopping = False
         self._inline = threading.local()  # .active: this thread is committing inline
         self.batches = 0
@@ -109,7 +110,9 @@ class Writer:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
-            self._wake.notify()
+            elif self._sleeping:
+                self._sleeping = False
+                self._wake.notify()
 
     def run(self, job: Job) -> Any:
         """Queue ``job``, wait for its commit, and return its result (or raise its error)."""
@@ -132,7 +135,8 @@ class Writer:
             self._inline.active = False
             with self._wake:
                 self._busy = False
-                if self._queue:
+                if self._queue and self._sleeping:
+                    self._sleeping = False
                     self._wake.notify()
         return job.outcome()
 
@@ -153,7 +157,9 @@ class Writer:
         while True:
             with self._wake:
                 while not self._queue and not self._stopping:
+                    self._sleeping = True
                     self._wake.wait()
+                    self._sleeping = False
                 if not self._queue:
                     return
                 count = min(len(self._queue), self.max_batch)
@@ -184,7 +190,7 @@ class Writer:
         """Commit what is queued, then stop the thread; later writes raise StoreClosed."""
         with self._wake:
             self._stopping = True
-            self._wake.notify()
+            self._wake.notify_all()
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
