@@ -10,7 +10,11 @@ A job that raises is undone alone: the draft is the batch's savepoint (nothing
 reaches the backend before :meth:`Pipeline._stage`), so undoing a job is
 putting back the draft's changes as they were before it. If the commit itself fails (an
 entry over the size limit, a lost connection), every job runs again on its own,
-so that only the guilty one fails and the others commit.
+so that only the guilty one fails and the others commit; except when the
+backend cannot tell whether the commit happened (a connection lost during it
+and never settled, :class:`~flatstate.errors.CommitOutcomeUnknown`): then every
+job of the batch fails with that error, since running one again could apply it
+twice.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any, Protocol
 
 from flatstate._cache import EntryCache
 from flatstate.backends.base import Backend, RetryWrite
-from flatstate.errors import EntryTooLarge
+from flatstate.errors import CommitOutcomeUnknown, EntryTooLarge
 from flatstate.model import SessionEntry
 from flatstate.snapshot import Committed, Draft
 from flatstate.writer import Job
@@ -102,10 +106,16 @@ class Pipeline:
                     _run_undoable(job, draft)
             staged = self._stage(draft)
             token = backend.commit() if staged else None
-        except BaseException:
+        except BaseException as exc:
             backend.rollback()
             if len(jobs) == 1:
                 raise
+            if isinstance(exc, CommitOutcomeUnknown):
+                # The batch may have committed: running its jobs again could apply them twice.
+                for job in jobs:
+                    if job.error is None:  # a job that raised was never part of it
+                        job.error, job.result = exc, None
+                return [job.result for job in jobs]
             for job in jobs:
                 job.error = None
                 try:

@@ -39,7 +39,7 @@ from flatstate.backends.postgres.dsn import resolve, split_dsn
 from flatstate.backends.postgres.listen import Listener, shared_signal
 from flatstate.backends.postgres.queries import Op, Queries
 from flatstate.backends.postgres.schema import channel_name, migrate
-from flatstate.errors import StoreCorrupt, StoreUnavailable
+from flatstate.errors import CommitOutcomeUnknown, StoreCorrupt, StoreUnavailable
 from flatstate.frozen import StringPool, decode_json, encode_json
 from flatstate.model import SessionEntry, build_entry
 
@@ -679,7 +679,7 @@ class PostgresBackend(Backend):
             return base
         if committed is False:
             raise RetryWrite(self._unavailable(exc, "commit (nothing was written)")) from exc
-        raise StoreUnavailable(
+        raise CommitOutcomeUnknown(
             self.location,
             f"the connection was lost during a commit and whether it happened is unknown ({exc})",
             "Read the session again before repeating the write.",
