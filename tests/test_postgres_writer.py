@@ -4,6 +4,7 @@ connection killed in the middle of such a batch losing and repeating nothing."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import threading
 from collections.abc import Iterator
@@ -176,3 +177,21 @@ def test_a_batch_whose_connection_dies_at_commit_is_settled_whole(
     assert fired, "no batch of several writes reached a commit"
     assert count == TASKS
     assert results == list(range(1, TASKS + 1))  # each increment ran once, in some order
+
+
+def test_bench_write_puts_postgres_beside_sqlite(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flatstate.cli import app
+
+    out = tmp_path / "write.json"
+    args = ["bench", "write", "--entries", "20", "--tasks", "4", "--synchronous", "normal",
+            "--design", "flatstate", "--seconds", "0.2", "--backend", "postgres",
+            "--dsn", POSTGRES_DSN or "", "--json-out", str(out), "--json"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    runs = json.loads(out.read_text())["runs"]
+    assert [run["design"] for run in runs] == ["flatstate", "flatstate-postgres"]
+    for run in runs:
+        assert run["writes_per_s"] > 0 and run["cpu_us_per_write"] > 0
+    assert (POSTGRES_DSN or "").split("@")[0] not in result.output  # no password shown

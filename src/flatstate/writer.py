@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -99,6 +100,7 @@ class Writer:
         self._inline = threading.local()  # .active: this thread is committing inline
         self.batches = 0
         self.jobs = 0
+        self.busy_seconds = 0.0  # wall time spent committing batches (a perf counter)
         _writers.add(self)
 
     def submit(self, job: Job) -> None:
@@ -172,11 +174,13 @@ class Writer:
                     self._busy = False
 
     def _commit_batch(self, batch: list[Job]) -> None:
+        started = time.perf_counter()
         try:
             self._commit(batch)
         except BaseException as exc:  # every waiting caller learns why
             for job in batch:
                 job.error = exc
+        self.busy_seconds += time.perf_counter() - started
         self.batches += 1
         self.jobs += len(batch)
         _settle(batch)
