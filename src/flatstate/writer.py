@@ -92,7 +92,8 @@ class Writer:
         self._name = name
         self.max_batch = max_batch
         self._queue: deque[Job] = deque()
-        self._wake = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()  # the condition's own lock, taken directly where no wait
+        self._wake = threading.Condition(self._mutex)
         self._thread: threading.Thread | None = None
         self._busy = False  # a batch is committing (on the thread, or inline by its caller)
         self._sleeping = False  # the thread waits for a job: only then does a submit wake it
@@ -118,10 +119,13 @@ class Writer:
 
     def run(self, job: Job) -> Any:
         """Queue ``job``, wait for its commit, and return its result (or raise its error)."""
-        if threading.current_thread() is self._thread or getattr(self._inline, "active", False):
+        thread = self._thread
+        if (thread is not None and thread.ident == threading.get_ident()) or getattr(
+            self._inline, "active", False
+        ):
             # A write function that writes would wait for itself forever.
             raise RuntimeError("a write function cannot write to its own store")
-        with self._wake:
+        with self._mutex:
             inline = not self._busy and not self._queue and not self._stopping
             if inline:
                 self._busy = True
@@ -135,7 +139,7 @@ class Writer:
             self._commit_batch([job])
         finally:
             self._inline.active = False
-            with self._wake:
+            with self._mutex:
                 self._busy = False
                 if self._queue and self._sleeping:
                     self._sleeping = False
@@ -183,11 +187,14 @@ class Writer:
         self.busy_seconds += time.perf_counter() - started
         self.batches += 1
         self.jobs += len(batch)
-        _settle(batch)
+        if batch[0].done is not None or batch[0].notify is not None or len(batch) > 1:
+            _settle(batch)  # else: one job, its caller committed it inline and knows
 
     def _forked(self) -> None:
         """In a forked child: the thread did not come along; the next write starts one."""
-        self._wake = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        self._wake = threading.Condition(self._mutex)
+        self._sleeping = False
         self._thread = None
 
     def close(self) -> None:
