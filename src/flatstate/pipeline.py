@@ -94,7 +94,14 @@ class Pipeline:
         """
         host = self._host
         backend = host._backend
-        backend.begin()
+        try:
+            backend.begin()
+        except RetryWrite:
+            if len(jobs) == 1:
+                raise
+            # Nothing was done (a connection lost at BEGIN): each job runs on its own, with
+            # its retries, instead of the whole batch failing with an internal error.
+            return self._one_by_one(jobs)
         try:
             host._sync_locked()
             signal_before = host._signal_read()
@@ -116,17 +123,21 @@ class Pipeline:
                     if job.error is None:  # a job that raised was never part of it
                         job.error, job.result = exc, None
                 return [job.result for job in jobs]
-            for job in jobs:
-                job.error = None
-                try:
-                    job.result = self._apply_retrying(job)
-                except Exception as exc:
-                    job.error = exc
-            return [job.result for job in jobs]
+            return self._one_by_one(jobs)
         if not staged:
             backend.rollback()
         else:
             host._committed_batch(staged, token, signal_before)
+        return [job.result for job in jobs]
+
+    def _one_by_one(self, jobs: list[Job]) -> list[Any]:
+        """Run every job of a batch that could not commit whole again, alone."""
+        for job in jobs:
+            job.error = None
+            try:
+                job.result = self._apply_retrying(job)
+            except Exception as exc:
+                job.error = exc
         return [job.result for job in jobs]
 
     def _stage(self, draft: Draft) -> Staged:
