@@ -15,7 +15,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("storage", ("_sqlite", "backends", "transcripts", "maintenance", "openclaw")),
     (
         "store",
-        ("_cache", "snapshot", "writer", "store", "_open", "aio", ""),
+        ("_cache", "snapshot", "writer", "pipeline", "store", "_open", "aio", ""),
     ),  # "" is the package itself (flatstate/__init__.py)
     ("features", ("compaction", "places", "doctor", "transfer", "copying", "facts", "auth")),
     ("integrations", ("integrations",)),

@@ -61,6 +61,27 @@ def test_every_strategy_runs_and_loses_no_write() -> None:
     assert ours["rss_slope_mib_per_min"] is None
 
 
+def test_tasks_in_two_processes_share_commits_and_lose_no_write() -> None:
+    options = SeedOptions(
+        entries=60, facts=100, seconds=2.0, compaction_every=0.5, strategy="flatstate",
+        processes=2, tasks=8,
+    )  # fmt: skip
+    run = run_seed(options)["runs"][0]
+    assert run["processes"] == 2 and run["tasks"] == 8
+    assert run["writes"] > 0 and run["compactions"] > 0
+    assert run["lost_writes"] == 0
+    assert run["counted_patches"] == run["writes"]
+    assert run["counted_compactions"] == run["compactions"]
+    assert all(w["ops"] for w in run["workers"])
+    # One patch in every ten operations of each task.
+    assert run["writes"] == pytest.approx(run["ops"] / 10, rel=0.05)
+
+
+def test_tasks_need_the_entry_reads() -> None:
+    with pytest.raises(ValueError, match="--read entry"):
+        run_seed(SeedOptions(strategy="flatstate", tasks=4, read="store"))
+
+
 def test_two_processes_are_all_counted() -> None:
     options = SeedOptions(
         entries=60, facts=100, seconds=2.0, compaction_every=0.5, strategy="flatstate", processes=2

@@ -138,14 +138,14 @@ def test_replaced_blobs_are_collected_on_their_own_and_counter_patches_do_not_sc
     monkeypatch.setattr(_blobs, "COLLECT_AFTER", 8)
     monkeypatch.setattr(_blobs, "SWEEP_AFTER_COMMITS", 1000)
     scans = 0
-    collect = sqlite_backend.SQLiteBackend.collect_blobs
+    find = sqlite_backend.SQLiteBackend._find_garbage
 
-    def counted(backend: sqlite_backend.SQLiteBackend) -> int:
+    def counted(backend: sqlite_backend.SQLiteBackend) -> list[str]:
         nonlocal scans
         scans += 1
-        return collect(backend)
+        return find(backend)
 
-    monkeypatch.setattr(sqlite_backend.SQLiteBackend, "collect_blobs", counted)
+    monkeypatch.setattr(sqlite_backend.SQLiteBackend, "_find_garbage", counted)
     with flatstate.open_store(tmp_path) as store:
         for i in range(4):
             store.upsert(f"agent:main:s{i}", {"skillsSnapshot": {"prompt": "first " * 100}})
@@ -157,8 +157,9 @@ def test_replaced_blobs_are_collected_on_their_own_and_counter_patches_do_not_sc
         assert scans > 0
         with raw(tmp_path) as conn:
             stored = conn.execute("SELECT count(*) FROM blobs").fetchone()[0]
-        # Four live blobs, plus at most the garbage of the writes since the last scan.
-        assert 4 <= stored <= 4 + 8
+        # Four live blobs, plus at most the garbage of the writes since the last scan and
+        # what that scan found (the next commit deletes it).
+        assert 4 <= stored <= 4 + 2 * 8
         assert store.get("agent:main:s3")["skillsSnapshot"]["prompt"].startswith("v59 ")  # type: ignore[index]
 
 
@@ -246,3 +247,42 @@ def test_power_loss_durability_is_an_option(tmp_path: Path) -> None:
         assert backend._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     with pytest.raises(ValueError, match="synchronous"):
         flatstate.open_store(tmp_path, synchronous="sometimes")
+
+
+def test_housekeeping_in_a_commit_is_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Change-log pruning and blob deletion take a bounded batch per commit, however much
+    is due: a backlog is worked off by the commits that follow, and none of it is lost."""
+    monkeypatch.setattr(sqlite_backend, "PRUNE_BATCH", 50)
+    monkeypatch.setattr(sqlite_backend, "COLLECT_BATCH", 3)
+    monkeypatch.setattr(sqlite_backend, "CHANGE_LOG_KEEP", 10)
+    monkeypatch.setattr(sqlite_backend, "PRUNE_EVERY", 1_000_000)
+    with flatstate.open_store(tmp_path) as store:
+        store.update(lambda d: [d.__setitem__(f"k{i}", {"n": i}) for i in range(400)])
+        for i in range(10):
+            store.upsert(f"b{i}", {"skillsSnapshot": {"prompt": f"blob {i} " * 100}})
+        for i in range(10):
+            store.patch(f"b{i}", {"skillsSnapshot": None})  # ten blobs now unreferenced
+        backend = store.backend
+        assert isinstance(backend, sqlite_backend.SQLiteBackend)
+        backend._prune_pending = True
+        backend._garbage = backend._find_garbage()
+        assert len(backend._garbage) == 10
+
+        def counts() -> tuple[int, int]:
+            with raw(tmp_path) as conn:
+                changes = conn.execute("SELECT count(*) FROM changes").fetchone()[0]
+                blobs = conn.execute("SELECT count(*) FROM blobs").fetchone()[0]
+            return changes, blobs
+
+        before = counts()
+        store.patch("k0", {"n": -1})
+        after = counts()
+        assert before[0] + 1 - after[0] == 50  # one batch of the log, plus this write's row
+        assert before[1] - after[1] == 3
+        for i in range(20):
+            store.patch("k0", {"n": i})
+        changes, blobs = counts()
+        assert changes <= 10 + 1 + 50 and blobs == 0
+        assert len(store) == 410 and store.get("k0")["n"] == 19  # type: ignore[index]

@@ -67,9 +67,15 @@ class Opening(Generic[Closable]):
             await self._opened.aclose()
 
 
-def _settle(jobs: list[Job]) -> None:
-    """On the loop: complete the futures of a batch's jobs."""
-    for job in jobs:
+# The futures completed in one pass of the event loop. The tasks they wake run in the next
+# pass, back to back: a batch of 128 resumed at once kept the loop from its timers for 5-11 ms.
+SETTLE_SLICE = 16
+
+
+def _settle(jobs: list[Job], start: int = 0) -> None:
+    """On the loop: complete the futures of a batch's jobs, a slice per pass of the loop."""
+    end = start + SETTLE_SLICE
+    for job in jobs[start:end]:
         future: asyncio.Future[Any] = job.waiter
         if future.done():  # the awaiting task was cancelled; the outcome stands regardless
             continue
@@ -77,6 +83,9 @@ def _settle(jobs: list[Job]) -> None:
             future.set_exception(job.error)
         else:
             future.set_result(job.result)
+    if end < len(jobs):
+        # After the tasks just woken: call_soon queues behind them.
+        asyncio.get_running_loop().call_soon(_settle, jobs, end)
 
 
 def _notifier(loop: asyncio.AbstractEventLoop) -> Notify:
@@ -85,6 +94,10 @@ def _notifier(loop: asyncio.AbstractEventLoop) -> Notify:
             loop.call_soon_threadsafe(_settle, jobs)
 
     return notify
+
+
+def _notifier_unset(jobs: list[Job]) -> None:
+    raise AssertionError("no event loop has written yet")
 
 
 class AsyncSessionStore:
@@ -97,6 +110,9 @@ class AsyncSessionStore:
         self._notifiers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Notify] = (
             weakref.WeakKeyDictionary()
         )
+        # The loop of the last write and its notify: the usual case, without the weak lookup.
+        self._last_loop: asyncio.AbstractEventLoop | None = None
+        self._last_notify: Notify = _notifier_unset
 
     # -- reads -----------------------------------------------------------------
     async def _read(self, read: Callable[[], T]) -> T:
@@ -128,9 +144,14 @@ class AsyncSessionStore:
     async def _write(self, fn: Callable[[Draft], T]) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        notify = self._notifiers.get(loop)
-        if notify is None:
-            notify = self._notifiers[loop] = _notifier(loop)
+        if loop is self._last_loop:
+            notify = self._last_notify
+        else:
+            found = self._notifiers.get(loop)
+            if found is None:
+                found = self._notifiers[loop] = _notifier(loop)
+            notify = found
+            self._last_loop, self._last_notify = loop, found
         job = Job(fn, notify, future)
         writer = self.sync._writer
         writer.submit(job)

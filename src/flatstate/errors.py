@@ -20,6 +20,7 @@ fix. No message ever carries a secret: callers pass identifiers, never values.
     ├── StoreInUse          (BlockingIOError)
     ├── DestinationExists   (FileExistsError)
     ├── StoreUnavailable    (ConnectionError)
+    │   └── CommitOutcomeUnknown
     ├── DiskFull            (OSError)
     ├── StoreClosed         (ValueError)
     ├── NeedsAwait          (RuntimeError)
@@ -241,6 +242,13 @@ class StoreUnavailable(FlatstateError, ConnectionError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{location}: {problem}. {fix}")
+
+
+class CommitOutcomeUnknown(StoreUnavailable):
+    """The connection broke during a commit and whether the commit happened cannot be told.
+
+    Never retried by flatstate: running the write again could apply it twice.
+    """
 
 
 class DiskFull(FlatstateError, OSError):

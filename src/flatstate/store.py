@@ -32,9 +32,8 @@ import immutables
 import msgspec
 
 from flatstate._cache import EntryCache, fresher, freshest
-from flatstate.backends.base import Backend, RetryWrite
+from flatstate.backends.base import Backend
 from flatstate.errors import (
-    EntryTooLarge,
     InvalidEntry,
     InvalidSessionKey,
     SessionNotFound,
@@ -49,6 +48,7 @@ from flatstate.maintenance import (
     plan_maintenance,
 )
 from flatstate.model import Clock, SessionEntry, build_entry, merge_patch, now_ms
+from flatstate.pipeline import Pipeline, Staged
 from flatstate.snapshot import Draft, EntryInput, Snapshot
 from flatstate.transcripts import (
     FsyncPolicy,
@@ -72,10 +72,6 @@ DEFAULT_CACHE_BYTES = 256 << 20
 DEFAULT_MAX_ENTRY_BYTES = 4 << 20
 DEFAULT_CHECK_INTERVAL = 0.25
 log = logging.getLogger("flatstate.store")
-
-# A write the backend bounced (RetryWrite: a row changed under it, a lost connection)
-# runs at most this many times, pausing a little longer before each new attempt.
-WRITE_ATTEMPTS = 5
 
 # What a reset does to the entry, as OpenClaw's new-session path does (its reply/session.ts):
 # the old run's token and cost counters, model cache, prompt caches and run status go; the
@@ -111,7 +107,6 @@ RESET_SETS = {
     "systemSent": False,
     "abortedLastRun": False,
 }
-RETRY_PAUSE = 0.01
 
 T = TypeVar("T")
 
@@ -166,8 +161,9 @@ class SessionStore:
         self.transcript_fsync = transcript_fsync or FsyncPolicy()
         self._transcripts: OrderedDict[str, Transcript] = OrderedDict()
         self.commits = 0
+        self._pipeline = Pipeline(self)
         self._writer = Writer(
-            self._commit_batch,
+            self._pipeline.commit_batch,
             lambda: StoreClosed(backend.location),
             name=f"flatstate-writer {backend.location}",
         )
@@ -538,98 +534,18 @@ class SessionStore:
         """Hand ``fn`` to the writer and wait for the commit that holds it."""
         return cast(T, self._writer.run(Job(fn)))
 
-    def _commit_batch(self, jobs: list[Job]) -> None:
-        """What the writer thread runs: every job's outcome set, none raised."""
-        with self._lock:
-            self._check_open()
-            if len(jobs) > 1:
-                self._apply(jobs)
-                return
-            try:
-                jobs[0].result = self._apply_retrying(jobs[0])
-            except Exception as exc:
-                jobs[0].error = exc
-
-    def _apply_retrying(self, job: Job) -> Any:
-        """Apply one job, running it again when the backend says the write surely did not
-        commit and may simply be repeated (see :class:`~flatstate.backends.base.RetryWrite`):
-        each attempt catches up first, so the job sees what got in its way."""
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                return self._apply([job])[0]
-            except RetryWrite as retry:
-                if attempt == WRITE_ATTEMPTS:
-                    raise retry.error from retry
-                time.sleep(RETRY_PAUSE * attempt)
-        raise AssertionError("unreachable")
-
-    def _apply(self, jobs: list[Job]) -> list[Any]:
-        """Run ``jobs`` on one draft and commit them together; the caller holds the lock.
-
-        The draft is the batch's savepoint: nothing reaches the backend before
-        :meth:`_stage`, so undoing a job is restoring the draft's changes.
-
-        A single job's exception propagates. In a batch, a job that raises is
-        undone alone; if the commit itself fails (an entry over the size
-        limit), each job is retried on its own so only the guilty one fails.
-        """
-        backend = self._backend
-        backend.begin()
-        try:
-            self._sync_locked()
-            before_commit = self._signal_read()
-            draft = Draft(self)
-            for job in jobs:
-                saved = dict(draft._changes)
-                try:
-                    job.result = job.fn(draft)
-                except Exception as exc:
-                    if len(jobs) == 1:
-                        raise
-                    draft._changes = saved
-                    job.error = exc
-            staged = self._stage(draft)
-            token = backend.commit() if staged else None
-        except BaseException:
-            backend.rollback()
-            if len(jobs) == 1:
-                raise
-            for job in jobs:
-                job.error = None
-                try:
-                    job.result = self._apply_retrying(job)
-                except Exception as exc:
-                    job.error = exc
-            return [job.result for job in jobs]
-        if not staged:
-            backend.rollback()
-        else:
-            for canon, entry in staged:
-                self._cache.aliases.pop(canon, None)
-                self._set_cached(canon, entry)
-            self._token = token
-            self.commits += 1
-            # Our own commit bumped the signal exactly once; if nothing else
-            # did meanwhile, this process is already up to date.
-            if self._signal_read() == before_commit + 1:
-                self._seen = before_commit + 1
-        return [job.result for job in jobs]
-
-    def _stage(self, draft: Draft) -> list[tuple[str, SessionEntry | None]]:
-        """Hand the draft's changes to the backend, folding aliases; check sizes."""
-        backend = self._backend
-        staged: list[tuple[str, SessionEntry | None]] = []
-        for canon, entry in draft._changes.items():
-            for alias in self._cache.candidates(canon)[1:]:
-                backend.remove(alias)
-            if entry is None:
-                backend.remove(canon)
-            else:
-                size = backend.put(canon, entry, self._cache.entries.get(canon))
-                if size > self.max_entry_bytes:
-                    raise EntryTooLarge(canon, size, self.max_entry_bytes)
-            staged.append((canon, entry))
-        return staged
+    def _committed_batch(self, staged: Staged, token: Any, signal_before: int) -> None:
+        """After the pipeline committed ``staged``: swap the new entries into the cache."""
+        cache = self._cache
+        for canon, entry in staged:
+            cache.aliases.pop(canon, None)
+            self._set_cached(canon, entry)
+        self._token = token
+        self.commits += 1
+        # Our own commit bumped the signal exactly once; if nothing else
+        # did meanwhile, this process is already up to date.
+        if self._signal_read() == signal_before + 1:
+            self._seen = signal_before + 1
 
     # -- what a draft reads through (snapshot.Committed) ------------------------------
     def _committed(self, canon: str) -> SessionEntry | None:

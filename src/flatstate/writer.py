@@ -7,7 +7,7 @@ commits at once, and writes that arrive while a commit runs share the next one
 (group commit: one durable commit, one fsync with ``synchronous="full"``, for
 the whole batch). The batch runs in one transaction in the order it was queued,
 so writes from one caller stay in order; a job that raises is undone alone
-(see ``SessionStore._apply``). Every job is acknowledged only after the commit
+(see :mod:`flatstate.pipeline`). Every job is acknowledged only after the commit
 that holds it.
 
 A thread that writes to an idle store (nothing queued, nothing committing)
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -91,13 +92,16 @@ class Writer:
         self._name = name
         self.max_batch = max_batch
         self._queue: deque[Job] = deque()
-        self._wake = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()  # the condition's own lock, taken directly where no wait
+        self._wake = threading.Condition(self._mutex)
         self._thread: threading.Thread | None = None
         self._busy = False  # a batch is committing (on the thread, or inline by its caller)
+        self._sleeping = False  # the thread waits for a job: only then does a submit wake it
         self._stopping = False
         self._inline = threading.local()  # .active: this thread is committing inline
         self.batches = 0
         self.jobs = 0
+        self.busy_seconds = 0.0  # wall time spent committing batches (a perf counter)
         _writers.add(self)
 
     def submit(self, job: Job) -> None:
@@ -109,14 +113,19 @@ class Writer:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
-            self._wake.notify()
+            elif self._sleeping:
+                self._sleeping = False
+                self._wake.notify()
 
     def run(self, job: Job) -> Any:
         """Queue ``job``, wait for its commit, and return its result (or raise its error)."""
-        if threading.current_thread() is self._thread or getattr(self._inline, "active", False):
+        thread = self._thread
+        if (thread is not None and thread.ident == threading.get_ident()) or getattr(
+            self._inline, "active", False
+        ):
             # A write function that writes would wait for itself forever.
             raise RuntimeError("a write function cannot write to its own store")
-        with self._wake:
+        with self._mutex:
             inline = not self._busy and not self._queue and not self._stopping
             if inline:
                 self._busy = True
@@ -130,9 +139,10 @@ class Writer:
             self._commit_batch([job])
         finally:
             self._inline.active = False
-            with self._wake:
+            with self._mutex:
                 self._busy = False
-                if self._queue:
+                if self._queue and self._sleeping:
+                    self._sleeping = False
                     self._wake.notify()
         return job.outcome()
 
@@ -153,7 +163,9 @@ class Writer:
         while True:
             with self._wake:
                 while not self._queue and not self._stopping:
+                    self._sleeping = True
                     self._wake.wait()
+                    self._sleeping = False
                 if not self._queue:
                     return
                 count = min(len(self._queue), self.max_batch)
@@ -166,25 +178,30 @@ class Writer:
                     self._busy = False
 
     def _commit_batch(self, batch: list[Job]) -> None:
+        started = time.perf_counter()
         try:
             self._commit(batch)
         except BaseException as exc:  # every waiting caller learns why
             for job in batch:
                 job.error = exc
+        self.busy_seconds += time.perf_counter() - started
         self.batches += 1
         self.jobs += len(batch)
-        _settle(batch)
+        if batch[0].done is not None or batch[0].notify is not None or len(batch) > 1:
+            _settle(batch)  # else: one job, its caller committed it inline and knows
 
     def _forked(self) -> None:
         """In a forked child: the thread did not come along; the next write starts one."""
-        self._wake = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        self._wake = threading.Condition(self._mutex)
+        self._sleeping = False
         self._thread = None
 
     def close(self) -> None:
         """Commit what is queued, then stop the thread; later writes raise StoreClosed."""
         with self._wake:
             self._stopping = True
-            self._wake.notify()
+            self._wake.notify_all()
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()

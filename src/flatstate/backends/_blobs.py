@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import msgspec
@@ -72,37 +73,43 @@ def split_entry(entry: SessionEntry, previous: SessionEntry | None) -> Layout:
 
     A value shared by identity with ``previous`` is already stored: the store
     re-read that row inside the writer's transaction, so it cannot have gone.
+    One pass over the fields: this runs for every write.
     """
-    light: dict[str, Any] = {}
+    keys = entry._shape.keys
+    light = dict(zip(keys, entry._values, strict=True))
     refs: dict[str, str] = {}
     new_blobs: list[tuple[str, FrozenMap]] = []
     blob_bytes = 0
-    for field, value in entry.pairs():
-        if isinstance(value, FrozenMap):
-            size, digest, small = value.json_digest()
-            if small is not None:
-                light[field] = msgspec.Raw(small)
-                continue
-            if previous is None or previous.get(field) is not value:
-                new_blobs.append((digest, value))
-            light[field] = refs[field] = digest
-            blob_bytes += size - len(digest) - 2
+    if previous is not None and previous._shape is entry._shape:
+        olds: Any = previous._values
+        may_orphan = False
+    else:
+        olds = [previous.get(field, _MISSING) for field in keys] if previous else repeat(None)
+        may_orphan = previous is None or any(
+            _is_blob(old) for field, old in previous.pairs() if field not in light
+        )
+    for field, value, old in zip(keys, entry._values, olds, strict=False):
+        if value is not old and not may_orphan and _is_blob(old):
+            may_orphan = True
+        if not isinstance(value, FrozenMap):
             continue
-        light[field] = value
-    return Layout(light, refs, new_blobs, blob_bytes, _may_orphan(previous, entry, new_blobs))
-
-
-def _may_orphan(
-    previous: SessionEntry | None, entry: SessionEntry, new_blobs: list[tuple[str, FrozenMap]]
-) -> bool:
-    """True unless every blob ``previous`` referred to is still referred to by the new row."""
-    if previous is None or new_blobs:
-        return True
-    return any(_is_blob(value) for value in entry.dropped_values(previous))
+        size, digest, small = value.json_digest()
+        if small is not None:
+            light[field] = msgspec.Raw(small)
+            continue
+        if value is not old:
+            new_blobs.append((digest, value))
+            may_orphan = True
+        light[field] = refs[field] = digest
+        blob_bytes += size - len(digest) - 2
+    return Layout(light, refs, new_blobs, blob_bytes, may_orphan)
 
 
 def _is_blob(value: Any) -> bool:
     return isinstance(value, FrozenMap) and value.json_digest()[2] is None
+
+
+_MISSING: Any = object()
 
 
 class Collector:

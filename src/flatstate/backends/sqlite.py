@@ -10,9 +10,12 @@ Schema (version 1):
   blob's sha256, and the row's ``blobs`` column maps field -> sha256.
 - ``blobs``: ``hash`` -> ``value`` (JSON text). Nine sessions sharing one
   skills prompt share one row, and a patch of a token counter rewrites ~1 KiB
-  instead of the whole 10-100 KiB entry. Unreferenced blobs are collected
-  inside a write transaction when ``_blobs.Collector`` says enough writes may
-  have left some behind.
+  instead of the whole 10-100 KiB entry. Unreferenced blobs are looked for
+  between two commits when ``_blobs.Collector`` says enough writes may have left
+  some behind, and deleted by the commits that follow, a bounded batch in each.
+- Housekeeping never holds a commit long: the change log is pruned and blobs
+  are deleted at most ``PRUNE_BATCH`` rows, ``COLLECT_BATCH`` blobs and
+  ``COLLECT_BATCH_BYTES`` of their JSON per commit.
 - ``changes``: triggers append every insert, update and delete of a session,
   whoever makes it (flatstate, the ``sqlite3`` shell, a script), so another
   process reloads only the keys that changed.
@@ -87,7 +90,11 @@ _REFERENCED_BLOBS = (
     "SELECT j.value FROM sessions, json_each(sessions.blobs) AS j WHERE sessions.blobs IS NOT NULL"
 )
 _UNREFERENCED_BLOBS = f"SELECT hash FROM blobs WHERE hash NOT IN ({_REFERENCED_BLOBS})"
-_DELETE_BATCH = 500  # below SQLite's limit on bound parameters
+# Housekeeping inside a commit is bounded: at most this many change-log rows, and this many
+# blobs (under SQLite's limit on bound parameters) or bytes of blob JSON, per commit.
+PRUNE_BATCH = 2_000
+COLLECT_BATCH = 200
+COLLECT_BATCH_BYTES = 1 << 20
 # The page cache: large enough to hold the b-tree interior pages and the
 # recently written leaves of a store of tens of thousands of sessions.
 PAGE_CACHE_KIB = 8192
@@ -122,6 +129,8 @@ class SQLiteBackend(Backend):
         self.signal = open_signal(self.path + ".signal")
         self._commits = 0
         self._collector = Collector()
+        self._prune_pending = False  # the change log's last prune stopped at its bound
+        self._garbage: list[str] = []  # unreferenced blobs found, deleted a batch per commit
         self._checkpointer = None if readonly else Checkpointer(self.path)
         self._blob_cache = BlobCache()
 
@@ -295,37 +304,66 @@ class SQLiteBackend(Backend):
         with self._errors():
             token = self._token()
             self._commits += 1
-            if self._commits % PRUNE_EVERY == 0:
-                self._conn.execute("DELETE FROM changes WHERE seq <= ?", (token - CHANGE_LOG_KEEP,))
-            if self._collector.due(self.count):
-                self.collect_blobs()
+            if self._prune_pending or self._commits % PRUNE_EVERY == 0:
+                self._prune_pending = self._prune(token - CHANGE_LOG_KEEP)
+            if self._garbage:
+                self._delete_garbage()
             self._conn.execute("COMMIT")
         self.signal.bump()
+        if not self._garbage and self._collector.due(self.count):
+            # Between two commits, outside any transaction: the next commits delete the
+            # blobs found here a bounded batch at a time.
+            self._garbage = self._find_garbage()
         if self._checkpointer is not None and self._checkpointer.committed():
             restart_log(self._conn, int(self.lock_timeout * 1000))
         return token
 
-    def collect_blobs(self) -> int:
-        """Delete blobs no session refers to; inside a write transaction. Returns the count.
+    def _prune(self, keep_after: int) -> bool:
+        """Delete at most PRUNE_BATCH of the oldest change-log rows up to ``keep_after``;
+        whether more are left for the next commit."""
+        oldest: int | None = self._conn.execute("SELECT min(seq) FROM changes").fetchone()[0]
+        if oldest is None or oldest > keep_after:
+            return False
+        upto = min(keep_after, oldest + PRUNE_BATCH - 1)
+        self._conn.execute("DELETE FROM changes WHERE seq <= ?", (upto,))
+        return upto < keep_after
 
-        The candidates are found on a connection of its own, closed afterwards,
-        so that reading the whole blobs table does not leave its pages in the
-        writer's page cache (a few MiB of RSS that no patch uses). The writer
-        then deletes them only if still unreferenced, as its own transaction
-        sees the rows.
-        """
-        with contextlib.closing(self._side_connection()) as side:
-            candidates = [digest for (digest,) in side.execute(_UNREFERENCED_BLOBS)]
-        removed = 0
-        for start in range(0, len(candidates), _DELETE_BATCH):
-            batch = candidates[start : start + _DELETE_BATCH]
-            cursor = self._conn.execute(
-                f"DELETE FROM blobs WHERE hash IN ({','.join('?' * len(batch))}) "
-                f"AND hash NOT IN ({_REFERENCED_BLOBS})",
-                batch,
-            )
-            removed += cursor.rowcount
+    def _find_garbage(self) -> list[str]:
+        """The blobs no session refers to, found on a connection of its own (closed
+        afterwards, so reading the whole blobs table leaves nothing in the writer's page
+        cache); each is checked again when deleted."""
+        with self._errors(), contextlib.closing(self._side_connection()) as side:
+            return [digest for (digest,) in side.execute(_UNREFERENCED_BLOBS)]
+
+    def _delete_garbage(self) -> int:
+        """Inside a write transaction: delete the next found blobs that are still unreferenced,
+        at most COLLECT_BATCH of them and COLLECT_BATCH_BYTES of their JSON."""
+        taken, size = 0, 0
+        for digest in self._garbage[:COLLECT_BATCH]:
+            found = self._conn.execute(
+                "SELECT length(value) FROM blobs WHERE hash = ?", (digest,)
+            ).fetchone()
+            taken += 1
+            size += found[0] if found else 0
+            if size >= COLLECT_BATCH_BYTES:
+                break
+        batch, self._garbage = self._garbage[:taken], self._garbage[taken:]
+        cursor = self._conn.execute(
+            f"DELETE FROM blobs WHERE hash IN ({','.join('?' * len(batch))}) "
+            f"AND hash NOT IN ({_REFERENCED_BLOBS})",
+            batch,
+        )
         self._blob_cache.clear()
+        return int(cursor.rowcount)
+
+    def collect_blobs(self) -> int:
+        """Delete every blob no session refers to, inside a write transaction (for tests and
+        maintenance: the writer deletes a bounded batch per commit). Returns the count."""
+        with self._errors():
+            self._garbage = self._find_garbage()
+            removed = 0
+            while self._garbage:
+                removed += self._delete_garbage()
         return removed
 
     def rollback(self) -> None:

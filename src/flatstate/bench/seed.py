@@ -89,6 +89,9 @@ class SeedOptions:
     seconds: float = 10.0
     backend: str = "sqlite"
     processes: int = 1
+    tasks: int = 0
+    """asyncio tasks per flatstate process running the loop on the async API (0: the plain
+    synchronous loop, one caller)."""
     sample_every: float = 0.5
     warmup_fraction: float = 0.25
     min_warmup: float = 10.0
@@ -275,30 +278,11 @@ def _worker(
     next_sample = start
     next_compaction = start + options.compaction_every
     next_report = start + 1.0
-    i = worker  # workers start at different keys
     deadline = start + options.seconds
-    while True:
-        for _ in range(batch):
-            timed = i % TIME_EVERY == 0
-            t0 = time.perf_counter() if timed else 0.0
-            if i % write_every == write_every - 1:
-                patch(keys[(i * 7919) % n])
-                kind = "patch"
-                counts["writes"] += 1
-            else:
-                use_store = read == "store" or (read == "mixed" and i % 2)
-                if use_store:
-                    snapshot()[keys[i % n]]
-                    kind = "snapshot"
-                else:
-                    get(keys[i % n])
-                    kind = "get"
-                counts["reads"] += 1
-            if timed:
-                latencies[kind].add(time.perf_counter() - t0)
-            i += 1
-            counts["ops"] += 1
-        now = time.perf_counter()
+
+    def housekeeping(now: float) -> Callable[[], None] | None:
+        """Sample, report progress; the compaction due, if one is (for the caller to run)."""
+        nonlocal next_sample, next_compaction, next_report
         if now >= next_sample:
             next_sample += options.sample_every
             stats = store.stats()
@@ -310,16 +294,56 @@ def _worker(
                     stats.cache_bytes,
                 )
             )
-        if now >= next_compaction:
-            next_compaction = now + options.compaction_every
-            compaction_event(counts["compactions"] + len(compaction_ms))
         if now >= next_report:
             next_report = now + 1.0
             progress.put(
                 (strategy, worker, counts["ops"], now - start, samples[-1][1] if samples else 0.0)
             )
-        if now >= deadline:
-            break
+        if now >= next_compaction:
+            next_compaction = now + options.compaction_every
+            number = counts["compactions"] + len(compaction_ms)
+            return lambda: compaction_event(number)
+        return None
+
+    if ours and options.tasks:
+        from flatstate.bench.seed_tasks import run_tasks
+
+        run_tasks(
+            store, keys, tasks=options.tasks, first=worker * options.tasks,
+            stride=options.processes * options.tasks, write_every=write_every,
+            deadline=deadline, time_every=TIME_EVERY, counter=PATCH_COUNTER,
+            record=lambda kind, took: latencies[kind].add(took), counts=counts,
+            housekeeping=housekeeping,
+        )  # fmt: skip
+    else:
+        i = worker  # workers start at different keys
+        while True:
+            for _ in range(batch):
+                timed = i % TIME_EVERY == 0
+                t0 = time.perf_counter() if timed else 0.0
+                if i % write_every == write_every - 1:
+                    patch(keys[(i * 7919) % n])
+                    kind = "patch"
+                    counts["writes"] += 1
+                else:
+                    use_store = read == "store" or (read == "mixed" and i % 2)
+                    if use_store:
+                        snapshot()[keys[i % n]]
+                        kind = "snapshot"
+                    else:
+                        get(keys[i % n])
+                        kind = "get"
+                    counts["reads"] += 1
+                if timed:
+                    latencies[kind].add(time.perf_counter() - t0)
+                i += 1
+                counts["ops"] += 1
+            now = time.perf_counter()
+            due = housekeeping(now)
+            if due is not None:
+                due()
+            if now >= deadline:
+                break
     elapsed = time.perf_counter() - start
     facts.close()
     store.close()
@@ -422,6 +446,7 @@ def _summarize(
     return {
         "strategy": strategy,
         "processes": len(results),
+        "tasks": options.tasks if strategy == OURS else 0,
         "seconds": seconds,
         **total,
         "ops_per_s": round(total["ops"] / seconds, 1),
@@ -466,6 +491,11 @@ def run_seed(
     ):
         if value not in allowed:
             raise ValueError(f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
+    if options.tasks < 0 or (options.tasks and options.read != "entry"):
+        raise ValueError(
+            f"--tasks {options.tasks}: the tasks' loop reads one entry at a time; "
+            "give a count >= 1 with --read entry, or 0 for the synchronous loop"
+        )
     options.strategies = options.chosen()
     root = options.directory or tempfile.mkdtemp(prefix="flatstate-seed-")
     ctx = multiprocessing.get_context("spawn")

@@ -13,6 +13,10 @@ fresh process on a fresh copy of the store:
 - ``to_thread+lock``: the OpenAI Agents SDK ``SQLiteSession`` pattern: one
   connection, a ``threading.Lock``, ``asyncio.to_thread`` and a commit per write.
 - ``aiosqlite+lock``: aiosqlite with an ``asyncio.Lock`` and a commit per write.
+- ``flatstate-postgres`` (with ``backend="postgres"`` and a DSN): the first
+  design on a PostgreSQL namespace holding the same entries, so its figures
+  sit beside SQLite's from the same run. The namespace is built once and shared
+  by the runs (a server's database cannot be copied like a file), then dropped.
 
 The contenders keep the same entries as rows of one table and merge the
 changes in SQL (``json_patch``); flatstate stores large fields once, by content
@@ -32,6 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from flatstate.bench.measure import in_fresh_process, machine
@@ -41,6 +46,7 @@ __all__ = ["DESIGNS", "run_write_bench"]
 
 DESIGNS = ("flatstate", "one-commit", "to_thread+lock", "aiosqlite+lock")
 OURS = "flatstate"
+ON_POSTGRES = "flatstate-postgres"
 TICK = 0.001
 FSYNC_SAMPLES = 200
 CONTENDER_DB = "contender.sqlite"
@@ -84,15 +90,24 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _build(root: str, entries: int) -> tuple[str, str]:
-    """The flatstate state directory and the contenders' database, same entries."""
+def _put_all(chunk: list[tuple[str, dict[str, Any]]], draft: Any) -> None:
+    for key, value in chunk:
+        draft[key] = value
+
+
+def _build(root: str, entries: int, postgres: str | None = None) -> tuple[str, str]:
+    """The flatstate state directory and the contenders' database, same entries (and the
+    same in the PostgreSQL location ``postgres``, if given)."""
     import flatstate
 
     data = make_store(entries)
     ours = os.path.join(root, "flatstate")
-    with flatstate.open_store(ours, cache_bytes=1 << 30) as store:
-        for key, value in data.items():
-            store.upsert(key, value)
+    for where in (ours, postgres) if postgres else (ours,):
+        with flatstate.open_store(where, cache_bytes=1 << 30) as store:
+            items = list(data.items())
+            for start in range(0, len(items), 500):
+                chunk = items[start : start + 500]
+                store.update(partial(_put_all, chunk))
     theirs = os.path.join(root, CONTENDER_DB)
     conn = sqlite3.connect(theirs)
     conn.execute("PRAGMA journal_mode = WAL")
@@ -129,8 +144,10 @@ async def _drive(patch: Patch, keys: list[str], tasks: int, seconds: float) -> d
 
     tick = asyncio.create_task(ticker())
     started = time.perf_counter()
+    cpu = time.process_time()
     await asyncio.gather(*(task(n) for n in range(tasks)))
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     done.set()
     await tick
     return {
@@ -140,6 +157,9 @@ async def _drive(patch: Patch, keys: list[str], tasks: int, seconds: float) -> d
         "p99_ms": round(_percentile(latencies, 0.99), 3),
         "loop_lag_p50_ms": round(_percentile(lags, 0.5), 3),
         "loop_lag_p99_ms": round(_percentile(lags, 0.99), 3),
+        # The CPU time of the whole process (every thread) per write: what bounds the rate
+        # once group commit has taken the fsync out of it.
+        "cpu_us_per_write": round(cpu / len(latencies) * 1e6, 1) if latencies else None,
     }
 
 
@@ -162,9 +182,12 @@ async def _flatstate(
             return await store.patch(key, changes)
 
         before_jobs, before_batches = writer.jobs, writer.batches
+        before_busy = writer.busy_seconds
         result = await _drive(patch, keys, tasks, seconds)
         batches = writer.batches - before_batches
         result["mean_batch"] = round((writer.jobs - before_jobs) / batches, 2) if batches else 0
+        # How much of the run the writer spent committing (1.0: it was the bottleneck).
+        result["writer_busy"] = round((writer.busy_seconds - before_busy) / seconds, 2)
     return result
 
 
@@ -216,6 +239,9 @@ def _one_run(
     design: str, source: str, tasks: int, synchronous: str, seconds: float
 ) -> dict[str, Any]:
     """One design in this (fresh) process, on a fresh copy of its store."""
+    if design == ON_POSTGRES:
+        result = asyncio.run(_flatstate(source, tasks, synchronous, seconds, False))
+        return {"design": design, "tasks": tasks, "synchronous": synchronous, **result}
     work = tempfile.mkdtemp(prefix="flatstate-bench-write-", dir=os.path.dirname(source))
     try:
         if design in (OURS, "one-commit"):
@@ -241,13 +267,22 @@ def run_write_bench(
     designs: tuple[str, ...] = DESIGNS,
     seconds: float = 3.0,
     directory: str | None = None,
+    dsn: str | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """Every design at every concurrency and durability, each in a fresh process."""
+    """Every design at every concurrency and durability, each in a fresh process; with a
+    ``dsn``, flatstate on PostgreSQL too (the ``flatstate-postgres`` design)."""
+    from flatstate.bench.store import _drop_namespace, location
+
+    if dsn and ON_POSTGRES not in designs:
+        designs = (*designs, ON_POSTGRES)
+    if ON_POSTGRES in designs and not dsn:
+        raise ValueError(f"the {ON_POSTGRES} design needs a DSN (--dsn)")
     root = tempfile.mkdtemp(prefix="flatstate-bench-write-", dir=directory)
+    postgres = location(root, entries, "postgres", dsn) if dsn else None
     try:
         progress(f"building a store of {entries:,} sessions")
-        ours, theirs = _build(root, entries)
+        ours, theirs = _build(root, entries, postgres)
         fsync = {"before": fsync_ms(root)}
         runs = []
         for sync in synchronous:
@@ -255,9 +290,12 @@ def run_write_bench(
                 for design in designs:
                     progress(f"{design}, {count} tasks, synchronous={sync}")
                     source = ours if design in (OURS, "one-commit") else theirs
+                    if design == ON_POSTGRES:
+                        assert postgres is not None
+                        source = postgres
                     runs.append(in_fresh_process(_one_run, design, source, count, sync, seconds))
         fsync["after"] = fsync_ms(root)
-        found = machine(root)
+        found = machine(root, dsn)
         found["versions"]["aiosqlite"] = _version("aiosqlite")
         return {
             "machine": found,
@@ -267,4 +305,6 @@ def run_write_bench(
             "runs": runs,
         }
     finally:
+        if postgres is not None:
+            _drop_namespace(postgres)
         shutil.rmtree(root, ignore_errors=True)

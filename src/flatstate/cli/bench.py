@@ -237,17 +237,34 @@ def write(
     directory: Annotated[
         str | None, typer.Option(help="Build the stores under this directory (its disk).")
     ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="sqlite, or postgres: flatstate on PostgreSQL too, beside the SQLite runs."
+        ),
+    ] = "sqlite",
+    dsn: Annotated[
+        str | None,
+        typer.Option(help="The PostgreSQL server (else $FLATSTATE_BENCH_POSTGRES_DSN)."),
+    ] = None,
     json_out: JsonOutOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Durable ~1 KiB patches from many asyncio tasks: flatstate's writer against one
     commit per write, the Agents SDK's to_thread+lock pattern and aiosqlite with a lock."""
-    from flatstate.bench.write import DESIGNS, run_write_bench
+    from flatstate.bench.store import DSN_ENV
+    from flatstate.bench.write import DESIGNS, ON_POSTGRES, run_write_bench
 
+    if backend not in ("sqlite", "postgres"):
+        raise typer.BadParameter(f"backend is sqlite or postgres, not {backend!r}")
+    dsn = (dsn or os.environ.get(DSN_ENV)) if backend == "postgres" else None
+    if backend == "postgres" and not dsn:
+        raise typer.BadParameter(f"the postgres backend needs a DSN (--dsn or ${DSN_ENV})")
+    known = (*DESIGNS, ON_POSTGRES)
     designs = DESIGNS if design == "all" else tuple(design.split(","))
-    unknown = sorted(set(designs) - set(DESIGNS))
+    unknown = sorted(set(designs) - set(known))
     if unknown:
-        raise typer.BadParameter(f"unknown design {unknown[0]!r}; choose from {', '.join(DESIGNS)}")
+        raise typer.BadParameter(f"unknown design {unknown[0]!r}; choose from {', '.join(known)}")
     durabilities = tuple(synchronous.split(","))
     if not set(durabilities) <= {"normal", "full"}:
         raise typer.BadParameter(f"synchronous is normal or full, not {synchronous!r}")
@@ -259,7 +276,7 @@ def write(
     def run(progress: Any) -> dict[str, Any]:
         return run_write_bench(
             entries=entries, tasks=counts, synchronous=durabilities, designs=designs,
-            seconds=seconds, directory=directory, progress=progress,
+            seconds=seconds, directory=directory, dsn=dsn, progress=progress,
         )  # fmt: skip
 
     with err_console.status("starting") as status:
@@ -272,7 +289,7 @@ def _print_write(report: dict[str, Any]) -> None:
         title=f"Durable patches, {report['entries']:,} sessions, {report['seconds']} s each"
     )
     columns = ("design", "sync", "tasks", "writes/s", "vs one-commit", "vs to_thread", "p50 ms",
-               "p99 ms", "batch", "loop lag p50/p99 ms")  # fmt: skip
+               "p99 ms", "batch", "loop lag p50/p99 ms", "CPU µs/write")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column in ("design", "sync") else "right")
     by = {(r["design"], r["synchronous"], r["tasks"]): r for r in report["runs"]}
@@ -288,6 +305,7 @@ def _print_write(report: dict[str, Any]) -> None:
             run["design"], run["synchronous"], str(run["tasks"]), f"{run['writes_per_s']:,}",
             *ratios, f"{run['p50_ms']:.2f}", f"{run['p99_ms']:.2f}", f"{run['mean_batch']:.1f}",
             f"{run['loop_lag_p50_ms']:.2f} / {run['loop_lag_p99_ms']:.2f}",
+            f"{run['cpu_us_per_write']}",
         )  # fmt: skip
     console.print(table)
     fsync = report["fsync_ms"]
@@ -410,6 +428,13 @@ def seed(
         int,
         typer.Option(help="Worker processes sharing the store (flatstate; a contender runs one)."),
     ] = 1,
+    tasks: Annotated[
+        int,
+        typer.Option(
+            help="asyncio tasks per flatstate process, each running the loop on the async API "
+            "(0: one synchronous caller; --read entry only)."
+        ),
+    ] = 0,
     json_out: JsonOutOption = None,
     plot: Annotated[
         str | None, typer.Option(help="Draw RSS, operations a second and latency to this PNG.")
@@ -422,7 +447,7 @@ def seed(
     options = SeedOptions(
         entries=entries, read=read, write_every=write_every, compaction_every=compaction_every,
         facts=facts, strategy=strategy, profile=profile, seconds=seconds, backend=backend,
-        processes=processes,
+        processes=processes, tasks=tasks,
     )  # fmt: skip
     try:
         report = _run_live(lambda progress: run_seed(options, progress), options.chosen())
@@ -536,7 +561,9 @@ def _print_seed(report: dict[str, Any]) -> None:
             rss += f" (each ≤ {run['rss_process_peak_mib']:.1f})"
         slope = run["rss_slope_mib_per_min"]
         table.add_row(
-            run["strategy"] + (f" ×{run['processes']}" if run["processes"] > 1 else ""),
+            run["strategy"]
+            + (f" ×{run['processes']}" if run["processes"] > 1 else "")
+            + (f", {run['tasks']} tasks" if run.get("tasks") else ""),
             f"{run['ops_per_s']:,.0f}",
             f"{run['reads_per_s']:,.0f}",
             f"{run['writes_per_s']:,.0f}",

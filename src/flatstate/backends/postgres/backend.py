@@ -18,7 +18,6 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from flatstate.backends._blobs import (
     CHANGE_LOG_KEEP,
     MAX_REPLAY,
-    PRUNE_EVERY,
     BlobCache,
     Collector,
     load_blob,
@@ -39,7 +38,7 @@ from flatstate.backends.postgres.dsn import resolve, split_dsn
 from flatstate.backends.postgres.listen import Listener, shared_signal
 from flatstate.backends.postgres.queries import Op, Queries
 from flatstate.backends.postgres.schema import channel_name, migrate
-from flatstate.errors import StoreCorrupt, StoreUnavailable
+from flatstate.errors import CommitOutcomeUnknown, StoreCorrupt, StoreUnavailable
 from flatstate.frozen import StringPool, decode_json, encode_json
 from flatstate.model import SessionEntry, build_entry
 
@@ -48,6 +47,10 @@ __all__ = ["PostgresBackend"]
 DEFAULT_POOL_SIZE = 4
 TRANSCRIPTS_DIRNAME = "transcripts"
 SCAN_BATCH = 1000
+# The change log is pruned every PRUNE_EVERY commits by at most PRUNE_BATCH rows, in the
+# commit's own round trip: up to 256 rows a commit, more than a full batch of writes logs.
+PRUNE_EVERY = 16
+PRUNE_BATCH = 4096
 # How long to keep asking whether a commit whose reply was lost happened.
 OUTCOME_PATIENCE = 30.0
 
@@ -617,7 +620,7 @@ class PostgresBackend(Backend):
         params: list[Any] = [p for op in ops for p in op.params]
         if self._commits % PRUNE_EVERY == 0:
             queries.append(self._sql.prune)
-            params += (self.namespace, base - CHANGE_LOG_KEEP)
+            params += (self.namespace, base - CHANGE_LOG_KEEP, self.namespace, PRUNE_BATCH - 1)
         if self._collector.due(self.count):
             queries.append(self._sql.collect_blobs)
             params += (self.namespace, self.namespace)
@@ -679,7 +682,7 @@ class PostgresBackend(Backend):
             return base
         if committed is False:
             raise RetryWrite(self._unavailable(exc, "commit (nothing was written)")) from exc
-        raise StoreUnavailable(
+        raise CommitOutcomeUnknown(
             self.location,
             f"the connection was lost during a commit and whether it happened is unknown ({exc})",
             "Read the session again before repeating the write.",

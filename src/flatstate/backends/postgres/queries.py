@@ -54,7 +54,11 @@ class Queries:
             "ON CONFLICT DO NOTHING"
         )
         self.remove = f"SELECT {s}.remove(%s, %s, %s)"
-        self.prune = f"DELETE FROM {s}.changes WHERE ns = %s AND seq <= %s"
+        # At most a given number of the oldest rows up to a position: one bounded batch.
+        self.prune = (
+            f"DELETE FROM {s}.changes WHERE ns = %s AND seq <= least(%s, "
+            f"(SELECT min(seq) FROM {s}.changes WHERE ns = %s) + %s)"
+        )
         self.collect_blobs = (
             f"DELETE FROM {s}.blobs b WHERE b.ns = %s AND b.hash NOT IN "
             f"(SELECT j.value FROM {s}.sessions t, jsonb_each_text(t.blobs) AS j "
