@@ -12,7 +12,7 @@ from flatstate.cli._output import JsonOption, listing, print_json, say, warn
 from flatstate.cli._where import DEFAULT_STORE, AgentOption, StoreOption
 from flatstate.cli.sessions import KeyArgument, need
 from flatstate.frozen import FrozenMap
-from flatstate.transcripts import Transcript
+from flatstate.transcripts import TranscriptLike
 
 app = typer.Typer(help="Read and compact session transcripts.", no_args_is_help=True)
 
@@ -44,7 +44,7 @@ def _read(
     store: str,
     agent: str | None,
     json_output: bool,
-    entries_of: Callable[[Transcript], tuple[FrozenMap, ...]],
+    entries_of: Callable[[TranscriptLike], tuple[FrozenMap, ...]],
     whole: bool,
 ) -> None:
     """Print what ``entries_of`` reads from the transcript of ``key``: lines for people, or

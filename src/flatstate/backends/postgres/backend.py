@@ -39,6 +39,8 @@ from flatstate.backends.postgres.dsn import resolve, split_dsn
 from flatstate.backends.postgres.listen import Listener, shared_signal
 from flatstate.backends.postgres.queries import Op, Queries
 from flatstate.backends.postgres.schema import channel_name, migrate
+from flatstate.backends.postgres.transcript_schema import migrate_transcripts
+from flatstate.backends.postgres.transcripts import PgTranscript, PgTranscripts
 from flatstate.errors import StoreCorrupt, StoreUnavailable
 from flatstate.frozen import StringPool, decode_json, encode_json
 from flatstate.model import SessionEntry, build_entry
@@ -198,6 +200,7 @@ class PostgresBackend(Backend):
         except BaseException:
             self._listener.close()
             raise
+        self.transcripts = PgTranscripts(self)
 
     # -- connections ---------------------------------------------------------------
     def _unavailable(self, exc: BaseException, doing: str) -> StoreUnavailable:
@@ -294,6 +297,7 @@ class PostgresBackend(Backend):
         """Create or upgrade the schema, and register the namespace; serialized by a lock."""
         try:
             migrate(conn, self.schema, readonly=self.readonly, location=self.location)
+            migrate_transcripts(conn, self.schema, readonly=self.readonly, location=self.location)
             if not self.readonly:
                 conn.execute(self._sql.add_namespace, (self.namespace, self.namespace))
         except psycopg.Error as exc:
@@ -508,6 +512,14 @@ class PostgresBackend(Backend):
             return int(row[0] or 0) if row else 0
 
         return self._reading(fetch)
+
+    def transcript(self, entry: SessionEntry, key: str) -> PgTranscript:
+        return self.transcripts.open(entry, key)
+
+    def archive_transcript(
+        self, entry: SessionEntry, key: str, reason: str, now_ms: int
+    ) -> str | None:
+        return self.transcripts.archive(self.transcripts.open(entry, key).name, reason, now_ms)
 
     # -- writes --------------------------------------------------------------------
     def _begin(self) -> None:
@@ -727,6 +739,7 @@ class PostgresBackend(Backend):
 
     def close(self) -> None:
         self.rollback()
+        self.transcripts.close()
         self._listener.close()
         self._pool.close(timeout=5.0)
         self.signal.close()
