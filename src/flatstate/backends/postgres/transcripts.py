@@ -87,6 +87,7 @@ class PgTranscripts:
         return self.named(name, entry.session_id)
 
     def named(self, name: str, session_id: str | None = None) -> PgTranscript:
+        """The transcript called ``name`` (as its file would be), live or archived."""
         with self._lock:
             found = self._objects.get(name)
             if found is None or (session_id is not None and found.session_id != session_id):
