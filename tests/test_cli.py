@@ -126,6 +126,11 @@ RUNS: dict[str, tuple[str, Check]] = {
         "main --keep-recent-tokens 60 --store {store}",
         lambda out: out["compaction_count"] == 2,
     ),
+    "transcript export": ("main {out}.jsonl --store {store}", lambda out: out["lines"] == 32),
+    "transcript import": (
+        "agent:main:copy {jsonl} --store {store}",
+        lambda out: out["lines"] == 32,
+    ),
     "auth list": ("--store {store}", lambda out: [p["id"] for p in out["items"]] == PROFILES),
     "auth show": ("openai:default --store {store}", lambda out: out["id"] == "openai:default"),
     "auth add": (
@@ -172,6 +177,7 @@ def places(tmp_path: Path, openclaw_dir: Path) -> dict[str, str]:
         "fact": fact,
         "imported": tmp_path / "imported",
         "out": tmp_path / "out",
+        "jsonl": openclaw_dir / "agents" / "main" / "sessions" / f"{MAIN_ID}.jsonl",
     }
     return {name: str(value) for name, value in found.items()}
 
@@ -209,8 +215,8 @@ STORE_COMMANDS = [path for path, (args, _) in RUNS.items() if "{store}" in args]
 
 
 def copy_into_postgres(openclaw_dir: Path, location: str, state_dir: Path) -> None:
-    """The fixture's main agent as a PostgreSQL store: its sessions in the database, its
-    transcripts, auth profiles and the facts FACTS in the store's local state directory."""
+    """The fixture's main agent as a PostgreSQL store: its sessions and transcripts in the
+    database, its auth profiles and the facts FACTS in the store's local state directory."""
     agent = openclaw_dir / "agents" / "main"
     with flatstate.open_store(agent / "sessions" / "sessions.json", readonly=True) as source:
         entries = {key: entry.to_dict() for key, entry in source.items()}
@@ -221,10 +227,11 @@ def copy_into_postgres(openclaw_dir: Path, location: str, state_dir: Path) -> No
 
     with flatstate.open_store(location) as target:
         target.update(copy)
-    (state_dir / "transcripts").mkdir(mode=0o700, parents=True)  # as flatstate makes them
+        for transcript in (agent / "sessions").glob("*.jsonl"):
+            with open(transcript, "rb") as f:
+                target.backend.transcripts.named(transcript.name).import_lines(f)  # type: ignore[attr-defined]
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     state_dir.chmod(0o700)
-    for transcript in (agent / "sessions").glob("*.jsonl"):
-        shutil.copy(transcript, state_dir / "transcripts" / transcript.name)
     shutil.copy(agent / "agent" / "auth-profiles.json", state_dir / "auth-profiles.json")
     (state_dir / "auth-profiles.json").chmod(0o600)
 
@@ -233,7 +240,13 @@ def copy_into_postgres(openclaw_dir: Path, location: str, state_dir: Path) -> No
 def pg_places(tmp_path: Path, openclaw_dir: Path) -> dict[str, str]:
     location = postgres_location(tmp_path)  # its state_dir is tmp_path / "state"
     copy_into_postgres(openclaw_dir, location, tmp_path / "state")
-    return {"store": location, "fact": add_facts(tmp_path / "state")}
+    jsonl = openclaw_dir / "agents" / "main" / "sessions" / f"{MAIN_ID}.jsonl"
+    return {
+        "store": location,
+        "fact": add_facts(tmp_path / "state"),
+        "out": str(tmp_path / "out"),
+        "jsonl": str(jsonl),
+    }
 
 
 def test_the_test_database_url_carries_a_password() -> None:

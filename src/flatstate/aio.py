@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from flatstate._open import open_store
 from flatstate.frozen import FrozenMap
@@ -213,10 +213,16 @@ class AsyncTranscript:
 
     async def append_many(self, entries: Sequence[Mapping[str, Any]]) -> list[str]:
         def start(transcript: TranscriptLike) -> list[str] | Future[list[str]]:
-            if isinstance(transcript, QueuedAppends):
-                return transcript.submit(entries)
+            if _queues(transcript):
+                return cast(QueuedAppends, transcript).submit(entries)
             return transcript.append_many(entries)
 
+        store = self._store
+        if self._reconciled and store._in_memory() and store.get(self._key) is not None:
+            # Opened before and answered by the cache: no thread to find it again.
+            found = store.transcript(self._key, create=False, reconcile=False)
+            if _queues(found):
+                return await asyncio.wrap_future(cast(QueuedAppends, found).submit(entries))
         started = await self._run(start)
         if isinstance(started, Future):
             return await asyncio.wrap_future(started)
@@ -233,6 +239,19 @@ class AsyncTranscript:
 
     async def leaf_id(self) -> str | None:
         return await self._run(lambda t: t.leaf_id)
+
+
+_queueing: dict[type, bool] = {}
+
+
+def _queues(transcript: TranscriptLike) -> bool:
+    """Whether ``transcript`` queues its appends (a protocol check costs microseconds, so it
+    is made once per class)."""
+    kind = type(transcript)
+    found = _queueing.get(kind)
+    if found is None:
+        found = _queueing[kind] = isinstance(transcript, QueuedAppends)
+    return found
 
 
 def open_async_store(

@@ -30,8 +30,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import secrets
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -57,10 +59,14 @@ log = logging.getLogger("flatstate.transcripts")
 # A batch stops growing at this many lines or bytes: one transaction stays a few MB.
 MAX_BATCH_LINES = 2000
 MAX_BATCH_BYTES = 8 << 20
+# How long the thread waits for a batch as large as the last one to queue up again.
+GATHER_SECONDS = 0.002
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 # A deadlock or serialization failure: the transaction did nothing and may run again.
 _AGAIN = ("40P01", "40001")
+_random = random.Random()  # seeded from the OS once; reseeded in a forked child below
+os.register_at_fork(after_in_child=_random.seed)
 
 
 @dataclass
@@ -87,7 +93,9 @@ def new_append(
     guard: Callable[[], bool] | None,
 ) -> Append:
     records = [dict(entry) for entry in entries]
-    ids = [r["id"] if "id" in r else os.urandom(4).hex() for r in records]
+    # 8 hex characters as OpenClaw's; random, not os.urandom, which gives up the GIL and
+    # may wait a switch interval to get it back from the commit thread.
+    ids = [r["id"] if "id" in r else f"{_random.getrandbits(32):08x}" for r in records]
     stamps = [iso_now() for _ in records]
     size = sum(len(encode_json(r)) for r in records)
     return Append(name, session_id, cwd, records, ids, stamps, guard, size=size)
@@ -133,13 +141,23 @@ class Appender:
             thread.join()
 
     def _run(self) -> None:
+        last = 1  # appends in the previous batch
         while True:
             with self._wake:
                 while not self._queue and not self._closed:
                     self._wake.wait()
                 if not self._queue:
                     return
+                # The waiters of a large batch come back together, one by one: give them
+                # a moment to, so that the next commit carries them all, not the first few.
+                deadline = time.monotonic() + GATHER_SECONDS
+                while len(self._queue) < last and not self._closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._wake.wait(left)
                 batch = self._take()
+                last = len(batch)
             try:
                 results = self._commit(batch)
             except BaseException as exc:  # every waiter hears of it; the thread goes on
@@ -245,10 +263,8 @@ class Appender:
     ) -> tuple[list[str], list[Any], dict[int, int]]:
         """The statements that write the batch and commit, and where each transcript's new
         lines start (for the settlement)."""
-        rows: list[str] = []
-        params: list[Any] = []
-        # name -> [id, next line number, leaf], as the batch moves them on
-        lines = {name: seq for name, (_, seq, _) in heads.items()}
+        rows: list[tuple[int, int, str | None, str | None, str]] = []
+        lines = {name: seq for name, (_, seq, _) in heads.items()}  # the next line number
         leaves = {name: leaf for name, (_, _, leaf) in heads.items()}
         base = {tid: seq for tid, seq, _ in heads.values()}
         for append in batch:
@@ -262,8 +278,7 @@ class Appender:
                     "timestamp": append.stamps[0] if append.stamps else iso_now(),
                     "cwd": append.cwd,
                 }
-                rows.append("(%s, %s, %s, %s, %s, %s)")
-                params += (tid, 0, "session", append.session_id, marker, _text(header))
+                rows.append((tid, 0, "session", append.session_id, _text(header)))
                 seq = 1
             for entry, entry_id, stamp in zip(
                 append.entries, append.ids, append.stamps, strict=True
@@ -272,12 +287,12 @@ class Appender:
                 record.setdefault("id", entry_id)
                 record.setdefault("parentId", leaf)
                 record.setdefault("timestamp", stamp)
-                rows.append("(%s, %s, %s, %s, %s, %s)")
-                params += (tid, seq, record.get("type"), _str(entry_id), marker, _text(record))
+                rows.append((tid, seq, _str(record.get("type")), _str(entry_id), _text(record)))
                 seq += 1
                 leaf = entry_id if isinstance(entry_id, str) else None
             lines[append.name], leaves[append.name] = seq, leaf
-        queries = [self._sql.insert + ", ".join(rows)]
+        queries = [self._sql.insert]
+        params: list[Any] = [marker, encode_json(rows).decode()]
         for name, (tid, seq, _) in heads.items():
             if lines[name] != seq:
                 queries.append(self._sql.set_head)

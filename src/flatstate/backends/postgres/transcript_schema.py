@@ -114,8 +114,12 @@ class TranscriptQueries:
             "WHERE ns = %s AND name = ANY(%s::text[]) ORDER BY name FOR UPDATE"
         )
         self.lock_ids = f"SELECT id FROM {s}.transcripts WHERE id = ANY(%s::bigint[]) FOR UPDATE"
+        # The rows as one JSON array of [transcript, seq, type, id, line]: one parameter,
+        # escaped by msgspec and quoted once, where arrays would be escaped value by value.
         self.insert = (
-            f"INSERT INTO {s}.transcript_lines (transcript, seq, type, entry_id, txn, line) VALUES "
+            f"INSERT INTO {s}.transcript_lines (transcript, seq, type, entry_id, txn, line) "
+            "SELECT (r->>0)::bigint, (r->>1)::bigint, r->>2, r->>3, %s, r->>4 "
+            "FROM json_array_elements(%s::json) AS r"
         )
         self.set_head = f"UPDATE {s}.transcripts SET lines = %s, leaf = %s WHERE id = %s"
         self.committed = (

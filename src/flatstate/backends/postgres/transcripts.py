@@ -78,12 +78,21 @@ class PgTranscripts:
         self.sql = TranscriptQueries(backend.schema)
         self.appender = Appender(backend, self.sql)
         self._objects: OrderedDict[str, PgTranscript] = OrderedDict()
+        # (sessionId, sessionFile) -> name: checking a name resolves paths on the disk
+        self._names: dict[tuple[str, str | None], str] = {}
         self._lock = threading.Lock()
 
     def open(self, entry: SessionEntry, key: str) -> PgTranscript:
         """The transcript of ``entry``: named as its file would be (a path-like session id
         or a ``sessionFile`` outside the directory is refused, as for files)."""
-        name = os.path.basename(transcript_path(self.backend.transcripts_dir, entry, key))
+        session_file = entry.get("sessionFile")
+        named_by = (entry.session_id, session_file if isinstance(session_file, str) else None)
+        name = self._names.get(named_by)
+        if name is None:
+            name = os.path.basename(transcript_path(self.backend.transcripts_dir, entry, key))
+            if len(self._names) >= OBJECTS:
+                self._names.clear()
+            self._names[named_by] = name
         return self.named(name, entry.session_id)
 
     def named(self, name: str, session_id: str | None = None) -> PgTranscript:
