@@ -321,3 +321,20 @@ def test_reset_and_delete_archive_the_rows_under_openclaws_names(
         assert len(names) == 2 and any(".jsonl.deleted." in n for n in names)
         assert all(row.archived_at for row in transcripts.listing())
         assert not os.path.exists(tmp_path / "a" / "state" / "transcripts")
+
+
+def test_maintenance_archives_the_transcripts_of_sessions_it_removes(
+    tmp_path: Path, namespace: str
+) -> None:
+    from flatstate.maintenance import MaintenanceConfig
+
+    with flatstate.open_store(host(tmp_path, namespace, "a")) as store:
+        for i in range(3):
+            store.patch(f"s{i}", {"updatedAt": 1_000 + i})
+            store.transcript(f"s{i}").append(message(f"in s{i}"))
+        store.maintain(MaintenanceConfig(mode="enforce", max_entries=1, prune_after_ms=None))
+        assert list(store.keys()) == ["agent:main:s2"]
+        rows = store.backend.transcripts.listing()  # type: ignore[attr-defined]
+        archived = sorted(row.name.split(".jsonl.")[1][:8] for row in rows if row.archived_at)
+        assert archived == ["deleted.", "deleted."]
+        assert [row.archived_at for row in rows].count(None) == 1

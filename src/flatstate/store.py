@@ -716,13 +716,24 @@ class SessionStore:
             plan = plan_on(self.snapshot())
         else:
 
+            removed_entries: dict[str, SessionEntry] = {}
+
             def remove(draft: Draft) -> MaintenancePlan:
                 found = plan_on({key: draft[key] for key in draft})
+                removed_entries.clear()
                 for key in found.removed_keys:
+                    removed_entries[key] = draft[key]
                     del draft[key]
                 return found
 
             plan = self.update(remove)
+            for key, entry in removed_entries.items():
+                try:
+                    in_database = backend.transcript(entry, key) is not None
+                except (StoreCorrupt, InvalidEntry):
+                    continue  # no transcript it may name (maintenance leaves such files alone)
+                if in_database:
+                    self._archive_transcript(key, entry, "deleted", compress=False)
             for source, target in plan.archive:
                 if os.path.exists(source) and not os.path.exists(target):
                     move_aside(source, target, lock=backend.transcript_lock)

@@ -38,21 +38,18 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import psycopg
 
 from flatstate.backends.base import RetryWrite
-from flatstate.backends.postgres.connection import lost, translate
+from flatstate.backends.postgres.connection import Patience, lost, translate
 from flatstate.backends.postgres.transcript_schema import TranscriptQueries
 from flatstate.errors import StoreClosed, StoreUnavailable
 from flatstate.frozen import encode_json
 from flatstate.transcripts import SESSION_VERSION, iso_now
 
-if TYPE_CHECKING:
-    from flatstate.backends.postgres.backend import PostgresBackend
-
-__all__ = ["Append", "Appender"]
+__all__ = ["Append", "Appender", "Host"]
 
 log = logging.getLogger("flatstate.transcripts")
 
@@ -67,6 +64,27 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 _AGAIN = ("40P01", "40001")
 _random = random.Random()  # seeded from the OS once; reseeded in a forked child below
 os.register_at_fork(after_in_child=_random.seed)
+
+
+class Host(Protocol):
+    """What transcripts use of the store's backend (:class:`PostgresBackend
+    <flatstate.backends.postgres.backend.PostgresBackend>`): its pool, its settings and
+    how it waits through lost connections."""
+
+    location: str
+    namespace: str
+    schema: str
+    lock_timeout: float
+    readonly: bool
+    readonly_reason: str
+    transcripts_dir: str
+    _lock_timeout_ms: str
+    _synchronous: str | None
+
+    def _getconn(self) -> Conn: ...
+    def _putconn(self, conn: Conn) -> None: ...
+    def _drop_dead_connections(self) -> None: ...
+    def _patience(self) -> Patience: ...
 
 
 @dataclass
@@ -104,7 +122,7 @@ def new_append(
 class Appender:
     """The group-commit thread of one store's transcripts (see the module docstring)."""
 
-    def __init__(self, backend: PostgresBackend, sql: TranscriptQueries) -> None:
+    def __init__(self, backend: Host, sql: TranscriptQueries) -> None:
         self._backend = backend
         self._sql = sql
         self._queue: deque[Append] = deque()

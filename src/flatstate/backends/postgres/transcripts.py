@@ -26,12 +26,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 import psycopg
 
-from flatstate.backends.postgres.appends import Appender, new_append
+from flatstate.backends.postgres.appends import Appender, Host, new_append
 from flatstate.backends.postgres.connection import lost, translate
 from flatstate.backends.postgres.transcript_schema import TranscriptQueries
 from flatstate.errors import InvalidEntry, ReadOnlyStore, TranscriptNotEmpty
@@ -40,9 +40,6 @@ from flatstate.model import SessionEntry
 from flatstate.transcripts import Context, LineProblem, archive_name, transcript_path
 from flatstate.transcripts.context import build_context, context_backward
 from flatstate.transcripts.file import check_line
-
-if TYPE_CHECKING:
-    from flatstate.backends.postgres.backend import PostgresBackend
 
 __all__ = ["PgTranscript", "PgTranscripts", "TranscriptRow"]
 
@@ -73,7 +70,7 @@ class TranscriptRow(msgspec.Struct, frozen=True):
 class PgTranscripts:
     """The transcripts of one store's namespace: their objects, appends, archives."""
 
-    def __init__(self, backend: PostgresBackend) -> None:
+    def __init__(self, backend: Host) -> None:
         self.backend = backend
         self.sql = TranscriptQueries(backend.schema)
         self.appender = Appender(backend, self.sql)
