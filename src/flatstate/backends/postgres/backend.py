@@ -70,8 +70,8 @@ class PostgresBackend(Backend):
     - ``namespace``: whose sessions these are (default: ``agent_id``).
     - ``schema`` (``flatstate``): the PostgreSQL schema holding the tables,
       created with them on first use.
-    - ``state_dir``: the local directory for transcripts (default
-      ``~/.flatstate/<namespace>``).
+    - ``state_dir``: the local directory of what stays local (facts, auth; default
+      ``~/.flatstate/<namespace>``); transcripts live in the database.
     - ``pool_size`` (4): most pooled connections; one more, outside the pool,
       listens for notifications.
     - ``prepare_threshold`` (5, psycopg's default): executions before a
