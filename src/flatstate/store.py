@@ -715,7 +715,6 @@ class SessionStore:
         if not enforce:
             plan = plan_on(self.snapshot())
         else:
-
             removed_entries: dict[str, SessionEntry] = {}
 
             def remove(draft: Draft) -> MaintenancePlan:
