@@ -338,3 +338,23 @@ def test_maintenance_archives_the_transcripts_of_sessions_it_removes(
         archived = sorted(row.name.split(".jsonl.")[1][:8] for row in rows if row.archived_at)
         assert archived == ["deleted.", "deleted."]
         assert [row.archived_at for row in rows].count(None) == 1
+
+
+def test_a_transcript_file_kept_locally_before_is_imported_once(
+    tmp_path: Path, namespace: str
+) -> None:
+    """Before transcripts moved into the database they were files in state_dir/transcripts:
+    the first open imports such a file and keeps it as a .bak archive, nothing lost."""
+    location = host(tmp_path, namespace, "a")
+    with flatstate.open_store(location) as store:
+        entry = store.patch("main", {})
+        assert entry is not None
+    directory = tmp_path / "a" / "state" / "transcripts"
+    directory.mkdir(parents=True)
+    old = directory / f"{entry.session_id}.jsonl"
+    old.write_bytes(b'{"type":"session","version":3,"id":"x"}\n{"type":"custom","id":"k1"}\n')
+    with flatstate.open_store(location) as store:
+        transcript = store.transcript("main")
+        assert [e["id"] for e in transcript.tail(5)] == ["k1"]
+        assert transcript.append(message("next"))
+    assert not old.exists() and len(list(directory.glob("*.jsonl.bak.*"))) == 1

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -86,11 +87,33 @@ class PgTranscripts:
         named_by = (entry.session_id, session_file if isinstance(session_file, str) else None)
         name = self._names.get(named_by)
         if name is None:
-            name = os.path.basename(transcript_path(self.backend.transcripts_dir, entry, key))
+            local = transcript_path(self.backend.transcripts_dir, entry, key)
+            name = os.path.basename(local)
+            if os.path.exists(local):
+                self._adopt(local, self.named(name, entry.session_id))
             if len(self._names) >= OBJECTS:
                 self._names.clear()
             self._names[named_by] = name
         return self.named(name, entry.session_id)
+
+    def _adopt(self, local: str, transcript: PgTranscript) -> None:
+        """A transcript file that an earlier flatstate kept in ``state_dir/transcripts``
+        (before transcripts moved into the database): its lines are imported into the empty
+        database transcript, then the file is renamed to ``<file>.bak.<time>``, OpenClaw's
+        backup name. Where the database already holds lines (another host's), or the store
+        is read-only, the file stays where it is and a warning says so."""
+        if self.backend.readonly:
+            log.warning("%s: a local transcript the database does not hold; open the store "
+                        "for writing once to import it", local)  # fmt: skip
+            return
+        try:
+            with open(local, "rb") as f:
+                lines = transcript.import_lines(f)
+        except TranscriptNotEmpty:
+            log.warning("%s: left in place: the database holds this transcript already", local)
+            return
+        os.rename(local, archive_name(local, "bak", int(time.time() * 1000)))
+        log.info("%s: %d lines imported into %s", local, lines, transcript.path)
 
     def named(self, name: str, session_id: str | None = None) -> PgTranscript:
         """The transcript called ``name`` (as its file would be), live or archived."""
