@@ -358,3 +358,25 @@ def test_a_transcript_file_kept_locally_before_is_imported_once(
         assert [e["id"] for e in transcript.tail(5)] == ["k1"]
         assert transcript.append(message("next"))
     assert not old.exists() and len(list(directory.glob("*.jsonl.bak.*"))) == 1
+
+
+def test_export_openclaw_writes_the_database_transcripts_as_jsonl_files(
+    tmp_path: Path, namespace: str
+) -> None:
+    from flatstate.transfer import export_openclaw
+
+    location = host(tmp_path, namespace, "a")
+    with flatstate.open_store(location) as store:
+        transcript = store.transcript("main")
+        transcript.append(message("kept"))
+        expected = b"".join(transcript.export_lines())
+        session_id = store.get("main").session_id  # type: ignore[union-attr]
+        store.reset("main")
+    report = export_openclaw(location, str(tmp_path / "openclaw"))
+    (agent,) = report.agents
+    assert agent.sessions == 1 and agent.transcripts == 1
+    sessions = tmp_path / "openclaw" / "agents" / "main" / "sessions"
+    (archived,) = sessions.glob(f"{session_id}.jsonl.reset.*")
+    assert archived.read_bytes() == expected
+    with flatstate.open_store(sessions / "sessions.json", readonly=True) as back:
+        assert list(back.keys()) == ["agent:main:main"]

@@ -58,7 +58,7 @@ from flatstate.openclaw.root import (
 )
 from flatstate.snapshot import Draft
 from flatstate.store import SessionStore
-from flatstate.transcripts import archive_name
+from flatstate.transcripts import TranscriptLike, archive_name
 
 __all__ = ["AgentTransfer", "Damage", "TransferReport", "export_openclaw", "import_openclaw"]
 
@@ -536,7 +536,10 @@ def _write_transcript(
 
 
 def _state_dirs(source: str) -> list[tuple[str | None, str]]:
-    """(agent id or None, state dir) for one state directory or a directory of them."""
+    """(agent id or None, state dir) for one state directory or a directory of them (or a
+    ``postgresql://`` store, one agent)."""
+    if source.startswith(POSTGRES_SCHEMES):
+        return [(None, source)]
     source = os.path.abspath(os.path.expanduser(source))
     if os.path.isfile(os.path.join(source, DB_FILENAME)):
         return [(None, source)]
@@ -550,10 +553,23 @@ def _state_dirs(source: str) -> list[tuple[str | None, str]]:
     return found
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def _database_transcripts(store: SessionStore) -> list[tuple[str, TranscriptLike]]:
+    """(name, transcript) of every transcript, live and archived, that a database store
+    keeps itself; the file each becomes in OpenClaw's layout has that name."""
+    keeps = getattr(store.backend, "transcripts", None)
+    if keeps is None:
+        return []
+    return [(row.name, keeps.named(row.name, row.session_id)) for row in keeps.listing()]
+
+
 def export_openclaw(
     source: str, destination: str, *, progress: Progress | None = None
 ) -> TransferReport:
-    """Write SQLite state directories back as an OpenClaw 2026.3 state directory.
+    """Write SQLite state directories (or a ``postgresql://`` store, its transcripts
+    included) back as an OpenClaw 2026.3 state directory.
 
     ``destination`` ending in ``.json`` receives a single sessions.json (its
     transcripts beside it); otherwise it is an OpenClaw root and each agent
@@ -563,10 +579,16 @@ def export_openclaw(
     destination = os.path.abspath(os.path.expanduser(destination))
     reports = []
     for name, state_dir in _state_dirs(source):
-        files = list(_transcript_files(os.path.join(state_dir, TRANSCRIPTS_DIRNAME), exclude=""))
+        in_database = state_dir.startswith(POSTGRES_SCHEMES)
+        files = (
+            []
+            if in_database
+            else list(_transcript_files(os.path.join(state_dir, TRANSCRIPTS_DIRNAME), exclude=""))
+        )
         with open_store(state_dir, readonly=True) as src:
             agent_id = name or src.agent_id
-            tick = _Ticker(agent_id, len(src) + len(files), progress)
+            rows = _database_transcripts(src) if in_database else []
+            tick = _Ticker(agent_id, len(src) + len(files) + len(rows), progress)
             skipped = _skipped(src)
             if destination.endswith(".json"):
                 sessions_json = destination
@@ -579,6 +601,13 @@ def export_openclaw(
                 backend = dst.backend
                 assert isinstance(backend, JsonFileBackend)
                 sessions_dir = backend.directory
+            for transcript_name, transcript in rows:  # each line as stored, header first
+                atomic_write(
+                    os.path.join(sessions_dir, transcript_name),
+                    transcript.export_lines(),
+                    mode=0o600,
+                )
+                tick()
         for path in files:
             _copy_private(path, os.path.join(sessions_dir, os.path.basename(path)))
             tick()
@@ -591,7 +620,7 @@ def export_openclaw(
                 source=state_dir,
                 destination=sessions_json,
                 sessions=sessions,
-                transcripts=len(files),
+                transcripts=len(files) + len(rows),
                 auth_profiles=os.path.isfile(auth),
                 skipped_keys=skipped,
             )
