@@ -380,3 +380,21 @@ def test_export_openclaw_writes_the_database_transcripts_as_jsonl_files(
     assert archived.read_bytes() == expected
     with flatstate.open_store(sessions / "sessions.json", readonly=True) as back:
         assert list(back.keys()) == ["agent:main:main"]
+
+
+def test_bench_transcript_on_postgres_prints_both_contenders_as_json() -> None:
+    from typer.testing import CliRunner
+
+    from flatstate.cli import app
+
+    args = ["bench", "transcript", "--backend", "postgres", "--dsn", str(POSTGRES_DSN)]
+    result = CliRunner().invoke(app, [*args, "--seconds", "0.3", "--entries", "300", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert set(out["contenders"]) == {"file", "postgres"}
+    for figures in out["contenders"].values():
+        assert [row["tasks"] for row in figures["appends"]] == [1, 64]
+        assert all(row["per_s"] > 0 for row in figures["appends"])
+        assert figures["reads"]["context_messages"] == 31
+    password = psycopg.conninfo.conninfo_to_dict(POSTGRES_DSN).get("password")
+    assert password and password not in result.stdout
