@@ -527,7 +527,7 @@ class SessionStore:
         in_use = any(other.session_id == entry.session_id for other in others)
         if in_use:
             return
-        if self._backend.transcript(entry, canon) is not None:
+        if self._backend.keeps_transcripts:
             self._backend.archive_transcript(entry, canon, reason, self._clock())
         else:
             archive(
@@ -726,16 +726,14 @@ class SessionStore:
                 return found
 
             plan = self.update(remove)
-            for key, entry in removed_entries.items():
-                try:
-                    in_database = backend.transcript(entry, key) is not None
-                except (StoreCorrupt, InvalidEntry):
-                    continue  # no transcript it may name (maintenance leaves such files alone)
-                if in_database:
-                    self._archive_transcript(key, entry, "deleted", compress=False)
             for source, target in plan.archive:
                 if os.path.exists(source) and not os.path.exists(target):
                     move_aside(source, target, lock=backend.transcript_lock)
+            # Files first (a file left from before the database is moved aside as a file),
+            # then the transcripts the database keeps.
+            if backend.keeps_transcripts:
+                for key, entry in removed_entries.items():
+                    self._archive_transcript(key, entry, "deleted", compress=False)
             for path in [*plan.remove_archives, *plan.remove_files]:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)

@@ -68,6 +68,9 @@ class Backend(ABC):
     """Where session transcripts live (archives and disk budgets stay inside it)."""
     store_file: str | None = None
     """The file holding the entries, if it lives in ``transcripts_dir`` (sessions.json)."""
+    keeps_transcripts: bool = False
+    """Whether :meth:`transcript` serves the transcripts (kept in the backend's database)
+    rather than files in ``transcripts_dir``."""
     transcript_lock: str = "flock"
     """How transcript appends exclude each other: ``"file"`` where OpenClaw may write too."""
 

@@ -86,6 +86,8 @@ class PostgresBackend(Backend):
       (faster; a crash of the server may lose the last commits, never corrupts).
     """
 
+    keeps_transcripts = True
+
     def __init__(
         self,
         dsn: str,
