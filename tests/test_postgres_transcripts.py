@@ -236,7 +236,7 @@ def test_terminated_connections_lose_and_duplicate_no_append(
 
     def killer() -> None:
         with psycopg.connect(POSTGRES_DSN or "", autocommit=True) as conn:
-            while not stop.wait(rng.uniform(0.005, 0.05)):
+            while not stop.wait(rng.uniform(0.01, 0.1)):
                 pids = conn.execute(
                     "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
                     (f"flatstate:{namespace}"[:63],),

@@ -56,6 +56,7 @@ log = logging.getLogger("flatstate.transcripts")
 # A batch stops growing at this many lines or bytes: one transaction stays a few MB.
 MAX_BATCH_LINES = 2000
 MAX_BATCH_BYTES = 8 << 20
+OUTCOME_PATIENCE = 30.0
 # How long the thread waits for a batch as large as the last one to queue up again.
 GATHER_SECONDS = 0.002
 
@@ -205,7 +206,10 @@ class Appender:
     def _commit(self, batch: list[Append]) -> list[list[str]]:
         backend = self._backend
         marker = secrets.randbits(62) + 1
-        patience = backend._patience()
+        # An append nobody has committed yet may always run again: it keeps trying through
+        # lost connections as long as a commit's outcome is looked for (30 s), not just the
+        # lock timeout, rather than failing a caller whose append would land a moment later.
+        patience = Patience(max(OUTCOME_PATIENCE, backend.lock_timeout))
         while True:
             conn = backend._getconn()
             sent = False
