@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import statistics
@@ -84,9 +85,9 @@ def test_the_async_api_has_the_sync_semantics(location: str) -> None:
     run(main())
 
 
-def test_an_async_transcript_appends_and_reads(tmp_path: Path) -> None:
+def test_an_async_transcript_appends_and_reads(location: str) -> None:
     async def main() -> None:
-        async with flatstate.open_async_store(str(tmp_path / "state")) as store:
+        async with flatstate.open_async_store(location) as store:
             transcript = store.transcript("main")
             first = await transcript.append({"type": "message", "message": {"role": "user"}})
             ids = await transcript.append_many([{"type": "custom"}, {"type": "custom"}])
@@ -94,6 +95,16 @@ def test_an_async_transcript_appends_and_reads(tmp_path: Path) -> None:
             assert [e["id"] for e in tail] == [first, *ids]
             context = await transcript.context()
             assert len(context.messages) >= 1
+            assert (await transcript.leaf_id()) == ids[-1]
+            assert (await transcript.header())["type"] == "session"  # type: ignore[index]
+            # 64 tasks at once: every append lands once, in one chain
+            more = await asyncio.gather(
+                *(transcript.append({"type": "custom", "n": i}) for i in range(64))
+            )
+            entries = await transcript.tail(70)
+            assert sorted(e["id"] for e in entries[-64:]) == sorted(more)
+            for before, after in itertools.pairwise(entries):
+                assert after["parentId"] == before["id"]
 
     run(main())
 

@@ -132,6 +132,11 @@ RUNS: dict[str, tuple[str, Check]] = {
         "main --keep-recent-tokens 60 --store {store}",
         lambda out: out["compaction_count"] == 2,
     ),
+    "transcript export": ("main {out}.jsonl --store {store}", lambda out: out["lines"] == 32),
+    "transcript import": (
+        "agent:main:copy {jsonl} --store {store}",
+        lambda out: out["lines"] == 32,
+    ),
     "auth list": ("--store {store}", lambda out: [p["id"] for p in out["items"]] == PROFILES),
     "auth show": ("openai:default --store {store}", lambda out: out["id"] == "openai:default"),
     "auth add": (
@@ -178,6 +183,7 @@ def places(tmp_path: Path, openclaw_dir: Path) -> dict[str, str]:
         "fact": fact,
         "imported": tmp_path / "imported",
         "out": tmp_path / "out",
+        "jsonl": openclaw_dir / "agents" / "main" / "sessions" / f"{MAIN_ID}.jsonl",
     }
     return {name: str(value) for name, value in found.items()}
 
@@ -215,8 +221,8 @@ STORE_COMMANDS = [path for path, (args, _) in RUNS.items() if "{store}" in args]
 
 
 def copy_into_postgres(openclaw_dir: Path, location: str, state_dir: Path) -> None:
-    """The fixture's main agent as a PostgreSQL store: its sessions and auth profiles in the
-    database, its transcripts and the facts FACTS in the store's local state directory."""
+    """The fixture's main agent as a PostgreSQL store: its sessions, transcripts and auth
+    profiles in the database (the facts FACTS go there too, see pg_places)."""
     agent = openclaw_dir / "agents" / "main"
     with flatstate.open_store(agent / "sessions" / "sessions.json", readonly=True) as source:
         entries = {key: entry.to_dict() for key, entry in source.items()}
@@ -227,10 +233,11 @@ def copy_into_postgres(openclaw_dir: Path, location: str, state_dir: Path) -> No
 
     with flatstate.open_store(location) as target:
         target.update(copy)
-    (state_dir / "transcripts").mkdir(mode=0o700, parents=True)  # as flatstate makes them
+        for transcript in (agent / "sessions").glob("*.jsonl"):
+            with open(transcript, "rb") as f:
+                target.backend.transcripts.named(transcript.name).import_lines(f)  # type: ignore[attr-defined]
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     state_dir.chmod(0o700)
-    for transcript in (agent / "sessions").glob("*.jsonl"):
-        shutil.copy(transcript, state_dir / "transcripts" / transcript.name)
     profiles = json.loads((agent / "agent" / "auth-profiles.json").read_text())
 
     def replace(doc: dict[str, Any]) -> bool:
@@ -246,7 +253,13 @@ def copy_into_postgres(openclaw_dir: Path, location: str, state_dir: Path) -> No
 def pg_places(tmp_path: Path, openclaw_dir: Path) -> dict[str, str]:
     location = postgres_location(tmp_path)  # its state_dir is tmp_path / "state"
     copy_into_postgres(openclaw_dir, location, tmp_path / "state")
-    return {"store": location, "fact": add_facts(location)}  # facts live in the database
+    jsonl = openclaw_dir / "agents" / "main" / "sessions" / f"{MAIN_ID}.jsonl"
+    return {
+        "store": location,
+        "fact": add_facts(location),  # facts live in the database
+        "out": str(tmp_path / "out"),
+        "jsonl": str(jsonl),
+    }
 
 
 def test_the_test_database_url_carries_a_password() -> None:

@@ -24,7 +24,8 @@ from flatstate.compaction import (
     plan_compaction,
 )
 from flatstate.errors import NeedsAwait
-from flatstate.transcripts import FsyncPolicy, Transcript
+from flatstate.transcripts import FsyncPolicy, TranscriptLike
+from tests.conftest import store_location
 from tests.processes import running, wait_for_content
 
 
@@ -55,14 +56,15 @@ def tool_result(text: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> flatstate.SessionStore:
-    s = flatstate.open_store(tmp_path / "state")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(tmp_path: Path, request: pytest.FixtureRequest) -> flatstate.SessionStore:
+    """A store whose transcripts are files (SQLite) or rows (PostgreSQL)."""
+    s = flatstate.open_store(store_location(str(request.param), tmp_path))
     yield s
     s.close()
 
 
-def fill(store: flatstate.SessionStore, key: str, turns: int, size: int = 400) -> Transcript:
+def fill(store: flatstate.SessionStore, key: str, turns: int, size: int = 400) -> TranscriptLike:
     transcript = store.transcript(key)
     for i in range(turns):
         transcript.append_many([user(f"q{i} " + "u" * size), assistant(f"a{i} " + "a" * size)])
@@ -254,8 +256,13 @@ def _compact_until_killed(location: str, ack: str) -> None:
                 os.write(fd, b"c\n")
 
 
-def test_kill_9_during_compaction_never_leaves_an_inconsistent_session(tmp_path: Path) -> None:
-    location = str(tmp_path / "state")
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_kill_9_during_compaction_never_leaves_an_inconsistent_session(
+    tmp_path: Path, backend: str
+) -> None:
+    location = store_location(backend, tmp_path)
     ack = str(tmp_path / "acks")
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)

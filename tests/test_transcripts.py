@@ -1,4 +1,7 @@
-"""Transcripts: OpenClaw's JSONL kept exactly, appends that never tear, reads from the end."""
+"""Transcripts: OpenClaw's JSONL kept exactly, appends that never tear, reads from the end.
+
+The conformance tests take ``kind``: each runs on a transcript file and on a transcript in
+PostgreSQL (rows), through the interface both offer (TranscriptLike)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import itertools
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +17,10 @@ import pytest
 
 import flatstate
 from flatstate.bench.transcripts import write_large_transcript
-from flatstate.errors import InvalidEntry
-from flatstate.transcripts import FsyncPolicy, Transcript
+from flatstate.errors import InvalidEntry, TranscriptNotEmpty
+from flatstate.transcripts import FsyncPolicy, Transcript, TranscriptLike
 from flatstate.transcripts.file import CHUNK
-from tests.conftest import require_extra
+from tests.conftest import postgres_location, require_extra
 from tests.processes import START_TIMEOUT, ctx, join_all, running
 
 FIXTURE_CONTEXTS = {
@@ -47,12 +51,70 @@ def message(text: str, role: str = "user") -> dict[str, Any]:
     }
 
 
+# -- where a transcript lives ---------------------------------------------------------
+
+KINDS = ["file", pytest.param("postgres", marks=pytest.mark.postgres)]
+New = Callable[..., TranscriptLike]
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def location(tmp_path: Path, kind: str) -> str:
+    """A store location of ``kind`` (a state directory, or a namespace of the test server)."""
+    return str(tmp_path / "state") if kind == "file" else postgres_location(tmp_path)
+
+
+@pytest.fixture
+def new(tmp_path: Path, kind: str) -> Iterator[New]:
+    """Makes transcripts of ``kind`` by name: a file in the test's directory, or rows in a
+    namespace of the test's own. ``again`` gives a second, independent reader and writer of
+    the same transcript (as another process would have)."""
+    stores: list[flatstate.SessionStore] = []
+    where = postgres_location(tmp_path) if kind == "postgres" else ""
+
+    def make(
+        name: str = "t.jsonl", *, session_id: str | None = None, cwd: str | None = None,
+        again: bool = False,
+    ) -> TranscriptLike:  # fmt: skip
+        if kind == "file":
+            return Transcript(str(tmp_path / name), session_id=session_id, cwd=cwd)
+        if not stores or again:
+            stores.append(flatstate.open_store(where))
+        transcripts = stores[-1].backend.transcripts  # type: ignore[attr-defined]
+        transcript = transcripts.named(name, session_id)
+        if cwd is not None:
+            transcript.cwd = cwd
+        return transcript  # type: ignore[no-any-return]
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+def loaded(new: New, path: Path) -> TranscriptLike:
+    """The transcript of ``path``'s lines: the file itself, or its lines imported as rows."""
+    transcript = new(path.name)
+    if isinstance(transcript, Transcript):
+        return Transcript(str(path))
+    with open(path, "rb") as f:
+        transcript.import_lines(f)
+    return transcript
+
+
+def everything(transcript: TranscriptLike) -> bytes:
+    return b"".join(transcript.export_lines())
+
+
 # -- OpenClaw's files -----------------------------------------------------------
 
 
-def test_context_matches_what_openclaw_computes(openclaw_dir: Path) -> None:
+def test_context_matches_what_openclaw_computes(openclaw_dir: Path, new: New) -> None:
     for session_id, expected in FIXTURE_CONTEXTS.items():
-        transcript = Transcript(str(sessions_dir(openclaw_dir) / f"{session_id}.jsonl"))
+        transcript = loaded(new, sessions_dir(openclaw_dir) / f"{session_id}.jsonl")
         context = transcript.context()
         assert [e["id"] for e in context.entries] == expected
         first = context.messages[0]
@@ -63,23 +125,24 @@ def test_context_matches_what_openclaw_computes(openclaw_dir: Path) -> None:
         ]
 
 
-def test_without_compaction_the_context_is_every_message(openclaw_dir: Path) -> None:
+def test_without_compaction_the_context_is_every_message(openclaw_dir: Path, new: New) -> None:
     path = sessions_dir(openclaw_dir) / "0544bfcc-b699-45e4-97c0-a5f36a123529.jsonl"
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     expected = [e["id"] for e in lines if e["type"] == "message"]
-    context = Transcript(str(path)).context()
+    context = loaded(new, path).context()
     assert [e["id"] for e in context.entries] == expected and context.compaction is None
     assert context.leaf_id == lines[-1]["id"]
 
 
-def test_every_line_survives_appends_byte_for_byte(openclaw_dir: Path) -> None:
+def test_every_line_survives_appends_byte_for_byte(openclaw_dir: Path, new: New) -> None:
     path = sessions_dir(openclaw_dir) / "e035579b-50ac-4970-b7bc-ba29c8ecc16d.jsonl"
     original = path.read_bytes()
-    transcript = Transcript(str(path))
+    transcript = loaded(new, path)
+    assert everything(transcript) == original
     leaf = transcript.leaf_id
     new_id = transcript.append({"type": "brand_new_type", "payload": {"unknown": [1, None]}})
     second = transcript.append(message("hello"))
-    data = path.read_bytes()
+    data = everything(transcript)
     assert data.startswith(original)
     added = [json.loads(line) for line in data[len(original) :].splitlines()]
     assert added[0]["parentId"] == leaf and added[0]["id"] == new_id
@@ -88,28 +151,45 @@ def test_every_line_survives_appends_byte_for_byte(openclaw_dir: Path) -> None:
     assert [e["type"] for e in transcript.iter_entries()][-2:] == ["brand_new_type", "message"]
 
 
+def test_an_import_fills_only_an_empty_transcript(openclaw_dir: Path, new: New) -> None:
+    path = sessions_dir(openclaw_dir) / "0544bfcc-b699-45e4-97c0-a5f36a123529.jsonl"
+    transcript = new("imported.jsonl")
+    with open(path, "rb") as f:
+        assert transcript.import_lines(f) == len(path.read_bytes().splitlines())
+    with open(path, "rb") as f, pytest.raises(TranscriptNotEmpty, match="Nothing was written"):
+        transcript.import_lines(f)
+    assert everything(transcript) == path.read_bytes()
+    with pytest.raises(InvalidEntry, match="newline inside"):
+        new("other.jsonl").import_lines([b'{"type":"session"}\n{"a":1}\n'])
+    assert everything(new("other.jsonl")) == b""
+
+
 # -- appends ----------------------------------------------------------------------
 
 
-def test_the_first_append_writes_the_header(tmp_path: Path) -> None:
-    transcript = Transcript(str(tmp_path / "s1.jsonl"), session_id="s1", cwd="/work")
+def test_the_first_append_writes_the_header(new: New) -> None:
+    transcript = new("s1.jsonl", session_id="s1", cwd="/work")
     first = transcript.append(message("hi"))
     header = transcript.header()
     assert header is not None and header["id"] == "s1" and header["version"] == 3
     assert header["cwd"] == "/work" and header["type"] == "session"
     assert transcript.tail(5)[0]["id"] == first and transcript.tail(5)[0]["parentId"] is None
-    assert oct(os.stat(transcript.path).st_mode & 0o777) == "0o600"
+    assert transcript.leaf_id == first
+    if isinstance(transcript, Transcript):
+        assert oct(os.stat(transcript.path).st_mode & 0o777) == "0o600"
 
 
-def test_entries_without_a_type_are_refused(tmp_path: Path) -> None:
-    transcript = Transcript(str(tmp_path / "t.jsonl"))
+def test_entries_without_a_type_are_refused(new: New) -> None:
+    transcript = new()
     with pytest.raises(InvalidEntry, match="type"):
         transcript.append({"no": "type"})
-    assert not Path(transcript.path).exists()
+    with pytest.raises(InvalidEntry, match="JSON"):
+        transcript.append({"type": "x", "bad": object()})
+    assert everything(transcript) == b"" and transcript.header() is None
 
 
-def test_returned_entries_are_frozen_and_shared(tmp_path: Path) -> None:
-    transcript = Transcript(str(tmp_path / "t.jsonl"))
+def test_returned_entries_are_frozen_and_shared(new: New) -> None:
+    transcript = new()
     transcript.append(message("one"))
     context = transcript.context()
     assert transcript.context() is context
@@ -117,33 +197,52 @@ def test_returned_entries_are_frozen_and_shared(tmp_path: Path) -> None:
         context.messages[0]["role"] = "assistant"  # type: ignore[index]
 
 
-def test_appends_by_another_writer_extend_the_cached_context(tmp_path: Path) -> None:
-    path = str(tmp_path / "t.jsonl")
-    reader, writer = Transcript(path), Transcript(path)
+def reads(transcript: TranscriptLike) -> int:
+    """What a transcript has read so far: bytes of a file, rows of a database."""
+    return int(getattr(transcript, "bytes_read", None) or getattr(transcript, "rows_read", 0))
+
+
+def test_appends_by_another_writer_extend_the_cached_context(new: New) -> None:
+    reader, writer = new(), new(again=True)
     writer.append(message("one"))
     assert len(reader.context().messages) == 1
     writer.append(message("two"))
-    before = reader.bytes_read
+    before = reads(reader)
     context = reader.context()
     assert [m["content"][0]["text"] for m in context.messages] == ["one", "two"]
-    assert reader.bytes_read - before < 300  # only the new line was read
+    # only the new line was read: under 300 bytes of a file, one row of a table
+    assert reads(reader) - before < (300 if isinstance(reader, Transcript) else 2)
 
 
-def _append_many(path: str, worker: int, barrier: Any, count: int) -> None:
-    transcript = Transcript(
-        path, fsync=FsyncPolicy.batched(), lock="flock" if worker % 2 else "file"
-    )
+def _append_many(where: str, worker: int, barrier: Any, count: int) -> None:
+    if where.startswith("postgresql"):
+        store = flatstate.open_store(where)
+        transcript: Any = store.backend.transcripts.named("shared.jsonl")  # type: ignore[attr-defined]
+    else:
+        store = None
+        transcript = Transcript(
+            where, fsync=FsyncPolicy.batched(), lock="flock" if worker % 2 else "file"
+        )
     barrier.wait(START_TIMEOUT)
     for i in range(count):
         transcript.append(message(f"w{worker}-{i}-" + "x" * (i % 700)))
+    if store is not None:
+        store.close()
 
 
-def test_two_processes_appending_lose_no_line_and_never_interleave(tmp_path: Path) -> None:
-    path = str(tmp_path / "shared.jsonl")
+def test_two_processes_appending_lose_no_line_and_never_interleave(
+    tmp_path: Path, kind: str, new: New
+) -> None:
+    where = str(tmp_path / "shared.jsonl") if kind == "file" else postgres_location(tmp_path)
     barrier = ctx.Barrier(2)
-    with running(_append_many, [(path, 0, barrier, 400), (path, 1, barrier, 400)]) as procs:
+    with running(_append_many, [(where, 0, barrier, 400), (where, 1, barrier, 400)]) as procs:
         assert join_all(procs) == [0, 0]
-    lines = Path(path).read_bytes().split(b"\n")
+    if kind == "file":
+        data = Path(where).read_bytes()
+    else:
+        with flatstate.open_store(where) as store:
+            data = everything(store.backend.transcripts.named("shared.jsonl"))  # type: ignore[attr-defined]
+    lines = data.split(b"\n")
     assert lines[-1] == b""
     entries = [json.loads(line) for line in lines[:-1]]  # every line is whole JSON
     assert entries[0]["type"] == "session"
@@ -158,34 +257,56 @@ def test_two_processes_appending_lose_no_line_and_never_interleave(tmp_path: Pat
 
 
 @pytest.fixture(scope="module")
-def big_transcript(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+def big_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     """A 100 MB transcript with a compaction near its end (the benchmark's own), and the
     number of entries e0, e1, ... before the compaction."""
     path = tmp_path_factory.mktemp("big") / "big.jsonl"
     return path, write_large_transcript(str(path), 100_000_000)
 
 
-def test_tail_of_a_100_mb_transcript_reads_a_bounded_number_of_bytes(
-    big_transcript: tuple[Path, int],
+@pytest.fixture(scope="module")
+def big_rows(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """The same shape imported as rows (20 MB: the bound is in rows, whatever the length)."""
+    root = tmp_path_factory.mktemp("bigrows")
+    path = root / "big.jsonl"
+    count = write_large_transcript(str(path), 20_000_000)
+    where = postgres_location(root)
+    with flatstate.open_store(where) as store, open(path, "rb") as f:
+        store.backend.transcripts.named("big.jsonl").import_lines(f)  # type: ignore[attr-defined]
+    yield where, count
+
+
+@pytest.fixture
+def big(kind: str, request: pytest.FixtureRequest) -> Iterator[tuple[TranscriptLike, int]]:
+    if kind == "file":
+        path, count = request.getfixturevalue("big_file")
+        assert os.path.getsize(path) >= 100_000_000
+        yield Transcript(str(path)), count
+        return
+    where, count = request.getfixturevalue("big_rows")
+    with flatstate.open_store(where) as store:
+        yield store.backend.transcripts.named("big.jsonl"), count  # type: ignore[attr-defined]
+
+
+def test_tail_of_a_big_transcript_reads_a_bounded_amount(
+    big: tuple[TranscriptLike, int],
 ) -> None:
-    path, _ = big_transcript
-    transcript = Transcript(str(path))
+    transcript, _ = big
     last = transcript.tail(10)
     assert [e["id"] for e in last] == [f"t{k}" for k in range(10)]
-    assert os.path.getsize(path) >= 100_000_000
-    assert transcript.bytes_read <= 2 * CHUNK
+    assert reads(transcript) <= (2 * CHUNK if isinstance(transcript, Transcript) else 11)
 
 
-def test_context_of_a_100_mb_transcript_reads_only_its_kept_part(
-    big_transcript: tuple[Path, int],
+def test_context_of_a_big_transcript_reads_only_its_kept_part(
+    big: tuple[TranscriptLike, int],
 ) -> None:
-    path, count = big_transcript
-    transcript = Transcript(str(path))
+    transcript, count = big
     context = transcript.context()
     # The summary, the 20 entries the compaction keeps, then the 10 after it.
     kept = [f"e{i}" for i in range(count - 20, count)]
     assert [e["id"] for e in context.entries] == ["c1", *kept, *(f"t{k}" for k in range(10))]
-    assert transcript.bytes_read <= 2 * CHUNK
+    # a file: two chunks from its end; rows: the first page read back from the last line
+    assert reads(transcript) <= (2 * CHUNK if isinstance(transcript, Transcript) else 64)
 
 
 # -- damage -------------------------------------------------------------------------
@@ -207,21 +328,21 @@ def test_a_truncated_last_line_is_ignored_and_repaired_on_the_next_append(tmp_pa
 
 
 def test_an_invalid_line_is_reported_with_its_line_number(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    new: New, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "t.jsonl"
-    transcript = Transcript(str(path))
-    transcript.append(message("one"))
-    with open(path, "ab") as f:
-        f.write(b"this is not json\n")
+    source = new("source.jsonl")
+    source.append(message("one"))
+    lines = [*source.export_lines(), b"this is not json\n"]
+    transcript = new()
+    transcript.import_lines(lines)
     transcript.append(message("two"))
-    reader = Transcript(str(path))
+    reader = new(again=True)
     assert [m["content"][0]["text"] for m in reader.context().messages] == ["one", "two"]
     assert [(p.line, p.problem.split(" (")[0]) for p in reader.problems] == [(3, "not JSON")]
     assert "line 3" in caplog.text
-    everything = Transcript(str(path))
-    assert len(list(everything.iter_entries())) == 2
-    assert everything.problems[0].line == 3
+    everything_ = new(again=True)
+    assert len(list(everything_.iter_entries())) == 2
+    assert everything_.problems[0].line == 3
 
 
 # -- through the store --------------------------------------------------------------

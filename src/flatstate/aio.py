@@ -22,15 +22,16 @@ import contextlib
 import os
 import weakref
 from collections.abc import Callable, Generator, Mapping, Sequence
+from concurrent.futures import Future
 from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from flatstate._open import open_store
 from flatstate.frozen import FrozenMap
 from flatstate.model import SessionEntry
 from flatstate.snapshot import Draft, EntryInput, Snapshot
 from flatstate.store import SessionStore, StoreStats
-from flatstate.transcripts import Context
+from flatstate.transcripts import Context, QueuedAppends, TranscriptLike
 from flatstate.writer import Job, Notify
 
 __all__ = ["AsyncSessionStore", "AsyncTranscript", "Opening", "open_async_store"]
@@ -206,24 +207,47 @@ class AsyncSessionStore:
 
 
 class AsyncTranscript:
-    """A session's transcript for asyncio code; every call runs on a worker thread."""
+    """A session's transcript for asyncio code; every call runs on a worker thread, except
+    where the transcript queues its appends itself (PostgreSQL): then the append waits on
+    the commit as a future, holding no thread, and many tasks' appends share one commit."""
 
     def __init__(self, store: SessionStore, key: str, create: bool) -> None:
         self._store = store
         self._key = key
         self._create = create
+        self._reconciled = False
 
-    async def _run(self, call: Callable[[Any], T]) -> T:
-        def run() -> T:
-            return call(self._store.transcript(self._key, create=self._create))
+    def _open(self) -> TranscriptLike:
+        """The session's transcript as it is now (a reset moves it); compactionCount is
+        reconciled with it on the first call, as opening it does."""
+        found = self._store.transcript(
+            self._key, create=self._create, reconcile=not self._reconciled
+        )
+        self._reconciled = True
+        return found
 
-        return await asyncio.to_thread(run)
+    async def _run(self, call: Callable[[TranscriptLike], T]) -> T:
+        return await asyncio.to_thread(lambda: call(self._open()))
 
     async def append(self, entry: Mapping[str, Any]) -> str:
-        return await self._run(lambda t: t.append(entry))
+        return (await self.append_many([entry]))[0]
 
     async def append_many(self, entries: Sequence[Mapping[str, Any]]) -> list[str]:
-        return await self._run(lambda t: t.append_many(entries))
+        def start(transcript: TranscriptLike) -> list[str] | Future[list[str]]:
+            if _queues(transcript):
+                return cast(QueuedAppends, transcript).submit(entries)
+            return transcript.append_many(entries)
+
+        store = self._store
+        if self._reconciled and store._in_memory() and store.get(self._key) is not None:
+            # Opened before and answered by the cache: no thread to find it again.
+            found = store.transcript(self._key, create=False, reconcile=False)
+            if _queues(found):
+                return await asyncio.wrap_future(cast(QueuedAppends, found).submit(entries))
+        started = await self._run(start)
+        if isinstance(started, Future):
+            return await asyncio.wrap_future(started)
+        return started
 
     async def tail(self, n: int) -> tuple[FrozenMap, ...]:
         return await self._run(lambda t: t.tail(n))
@@ -233,6 +257,25 @@ class AsyncTranscript:
 
     async def context(self) -> Context:
         return await self._run(lambda t: t.context())
+
+    async def header(self) -> FrozenMap | None:
+        return await self._run(lambda t: t.header())
+
+    async def leaf_id(self) -> str | None:
+        return await self._run(lambda t: t.leaf_id)
+
+
+_queueing: dict[type, bool] = {}
+
+
+def _queues(transcript: TranscriptLike) -> bool:
+    """Whether ``transcript`` queues its appends (a protocol check costs microseconds, so it
+    is made once per class)."""
+    kind = type(transcript)
+    found = _queueing.get(kind)
+    if found is None:
+        found = _queueing[kind] = isinstance(transcript, QueuedAppends)
+    return found
 
 
 def open_async_store(

@@ -35,7 +35,7 @@ import msgspec
 from flatstate.errors import NeedsAwait
 from flatstate.frozen import FrozenMap, encode_json
 from flatstate.store import SessionStore
-from flatstate.transcripts import Context, Transcript
+from flatstate.transcripts import Context, TranscriptLike
 from flatstate.transcripts.reconcile import reconcile as reconcile_count
 
 __all__ = [
@@ -224,14 +224,14 @@ def builtin_summarizer(request: SummaryRequest) -> Summary:
     return Summary(" ".join(parts), {"readFiles": read, "modifiedFiles": modified})
 
 
-def reconcile(store: SessionStore, key: str, transcript: Transcript | None = None) -> int:
+def reconcile(store: SessionStore, key: str, transcript: TranscriptLike | None = None) -> int:
     """Raise ``compactionCount`` to what the transcript records; return the count (see
     :mod:`flatstate.transcripts.reconcile`, which the store runs on every open)."""
     transcript = transcript or store.transcript(key, reconcile=False)
     return reconcile_count(store, key, transcript)
 
 
-def _payload_before(plan: CompactionPlan, transcript: Transcript) -> dict[str, Any]:
+def _payload_before(plan: CompactionPlan, transcript: TranscriptLike) -> dict[str, Any]:
     return {
         "messageCount": plan.messages_before,
         "compactingCount": len(plan.to_summarize),
@@ -292,7 +292,7 @@ def _prepare(
     keep_recent_tokens: int,
     context_window: int | None,
     reserve_tokens: int,
-) -> tuple[Transcript, CompactionPlan | None, int]:
+) -> tuple[TranscriptLike, CompactionPlan | None, int]:
     transcript = store.transcript(key, reconcile=False)
     count = reconcile(store, key, transcript)
     context = transcript.context()
@@ -306,7 +306,7 @@ def _prepare(
 def _commit(
     store: SessionStore,
     key: str,
-    transcript: Transcript,
+    transcript: TranscriptLike,
     plan: CompactionPlan,
     summary: str | Summary,
     count: int,

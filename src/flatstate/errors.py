@@ -19,6 +19,7 @@ fix. No message ever carries a secret: callers pass identifiers, never values.
     ├── StoreCorrupt        (OSError)
     ├── StoreInUse          (BlockingIOError)
     ├── DestinationExists   (FileExistsError)
+    │   └── TranscriptNotEmpty
     ├── StoreUnavailable    (ConnectionError)
     │   └── CommitOutcomeUnknown
     ├── DiskFull            (OSError)
@@ -228,6 +229,21 @@ class DestinationExists(FlatstateError, FileExistsError):
             f"{path} already holds {holds}; importing again would overwrite changes made there "
             "since. Nothing was written. Pass --force (force=True) to let the source win, or "
             "--merge (merge=True) to keep the fresher entry of each session (by updatedAt)."
+        )
+
+
+class TranscriptNotEmpty(DestinationExists):
+    """An import of JSONL lines into a transcript that already holds lines."""
+
+    def __init__(self, path: str, lines: int) -> None:
+        self.path = path
+        self.holds = f"{lines:,} lines"
+        self.lines = lines
+        Exception.__init__(
+            self,
+            f"{path} already holds {lines:,} lines; an import fills only an empty transcript. "
+            "Nothing was written. Import into a new session, or archive this transcript first "
+            "(reset or delete the session).",
         )
 
 

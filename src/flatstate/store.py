@@ -53,6 +53,7 @@ from flatstate.snapshot import Draft, EntryInput, Snapshot
 from flatstate.transcripts import (
     FsyncPolicy,
     Transcript,
+    TranscriptLike,
     archive,
     move_aside,
     transcript_path,
@@ -448,14 +449,17 @@ class SessionStore:
         return removed is not None
 
     # -- transcripts -----------------------------------------------------------
-    def transcript(self, key: str, *, create: bool = True, reconcile: bool = True) -> Transcript:
+    def transcript(
+        self, key: str, *, create: bool = True, reconcile: bool = True
+    ) -> TranscriptLike:
         """The transcript of session ``key`` (see :mod:`flatstate.transcripts`).
 
         A missing session is created first unless ``create=False`` (then
         :class:`~flatstate.errors.SessionNotFound`, a ``KeyError``). Opening
         reconciles ``compactionCount`` with the transcript (see
-        :mod:`flatstate.transcripts.reconcile`), except for a transcript that the
-        backend keeps itself (OpenClaw 2026.9's database), which is read-only.
+        :mod:`flatstate.transcripts.reconcile`), except in a read-only store (OpenClaw
+        2026.9's database). A backend that keeps transcripts itself (PostgreSQL) serves
+        its own kind, with the same interface.
         """
         canon = self.canonical_key(key)
         entry = self.get(canon)
@@ -467,6 +471,8 @@ class SessionStore:
         backend = self._backend
         served = backend.transcript(entry, canon)
         if served is not None:
+            if reconcile and not backend.readonly:
+                reconcile_count(self, canon, served)
             return served
         path = transcript_path(backend.transcripts_dir, entry, canon)
         with self._lock:
@@ -515,7 +521,11 @@ class SessionStore:
         cache = self._cache
         others = cache.entries.values() if cache.complete else (e for _, e in self.items())
         in_use = any(other.session_id == entry.session_id for other in others)
-        if not in_use:
+        if in_use:
+            return
+        if self._backend.keeps_transcripts:
+            self._backend.archive_transcript(entry, canon, reason, self._clock())
+        else:
             archive(
                 path, reason, self._clock(), compress=compress, lock=self._backend.transcript_lock
             )
@@ -621,10 +631,13 @@ class SessionStore:
         if not enforce:
             plan = plan_on(self.snapshot())
         else:
+            removed_entries: dict[str, SessionEntry] = {}
 
             def remove(draft: Draft) -> MaintenancePlan:
                 found = plan_on({key: draft[key] for key in draft})
+                removed_entries.clear()
                 for key in found.removed_keys:
+                    removed_entries[key] = draft[key]
                     del draft[key]
                 return found
 
@@ -632,6 +645,11 @@ class SessionStore:
             for source, target in plan.archive:
                 if os.path.exists(source) and not os.path.exists(target):
                     move_aside(source, target, lock=backend.transcript_lock)
+            # Files first (a file left from before the database is moved aside as a file),
+            # then the transcripts the database keeps.
+            if backend.keeps_transcripts:
+                for key, entry in removed_entries.items():
+                    self._archive_transcript(key, entry, "deleted", compress=False)
             for path in [*plan.remove_archives, *plan.remove_files]:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)

@@ -66,7 +66,7 @@ from flatstate.places import (
 )
 from flatstate.snapshot import Draft
 from flatstate.store import SessionStore
-from flatstate.transcripts import archive_name
+from flatstate.transcripts import TranscriptLike, archive_name
 
 __all__ = ["AgentTransfer", "Damage", "TransferReport", "export_openclaw", "import_openclaw"]
 

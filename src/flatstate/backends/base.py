@@ -23,7 +23,7 @@ from flatstate.frozen import StringPool
 from flatstate.model import SessionEntry
 
 if TYPE_CHECKING:
-    from flatstate.transcripts import Transcript
+    from flatstate.transcripts import TranscriptLike
 
 __all__ = ["Backend", "FileCheck", "RetryWrite", "Row", "Signal"]
 
@@ -81,6 +81,9 @@ class Backend(ABC):
     """Where session transcripts live (archives and disk budgets stay inside it)."""
     store_file: str | None = None
     """The file holding the entries, if it lives in ``transcripts_dir`` (sessions.json)."""
+    keeps_transcripts: bool = False
+    """Whether :meth:`transcript` serves the transcripts (kept in the backend's database)
+    rather than files in ``transcripts_dir``."""
     transcript_lock: str = "flock"
     """How transcript appends exclude each other: ``"file"`` where OpenClaw may write too."""
 
@@ -152,10 +155,18 @@ class Backend(ABC):
         """Bytes the store occupies on disk (0 where unknown)."""
         return 0
 
-    def transcript(self, entry: SessionEntry, key: str) -> Transcript | None:
+    def transcript(self, entry: SessionEntry, key: str) -> TranscriptLike | None:
         """The transcript of ``entry`` when the backend keeps it itself (in its database);
         None for the file in ``transcripts_dir`` that the entry names (the default)."""
         return None
+
+    def archive_transcript(
+        self, entry: SessionEntry, key: str, reason: str, now_ms: int
+    ) -> str | None:
+        """Archive the transcript of ``entry`` that the backend keeps itself (on a reset or
+        delete, as ``<name>.<reason>.<time>``); its archive name, None when it had none.
+        Called only where :meth:`transcript` serves one."""
+        raise ReadOnlyStore(self.location, self.readonly_reason)
 
     def wal_bytes(self) -> int:
         """Bytes of the write-ahead log, included in :meth:`disk_bytes` (0 where none)."""

@@ -44,6 +44,7 @@ _WHY = (
 class OpenClawBackend(Backend):
     readonly = True
     readonly_reason = _WHY
+    keeps_transcripts = True
 
     def __init__(
         self, path: str, *, pool: StringPool, root: str | None, agent_id: str, force: bool = False

@@ -177,9 +177,49 @@ def transcript(
     compaction_entries: Annotated[
         int, typer.Option(help="Entries in the transcript to compact.")
     ] = 10_000,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="file (transcript files alone), or postgres: files beside PostgreSQL rows "
+            "(appends from 1 and 64 tasks, tail and context latency)."
+        ),
+    ] = "file",
+    dsn: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL DSN for --backend postgres (default: $FLATSTATE_BENCH_POSTGRES_DSN)."
+        ),
+    ] = None,
+    seconds: Annotated[
+        float, typer.Option(help="--backend postgres: seconds per append run.")
+    ] = 3.0,
+    entries: Annotated[
+        int, typer.Option(help="--backend postgres: lines of the transcript read.")
+    ] = 20_000,
     json_output: JsonOption = False,
 ) -> None:
-    """Append rates, context and tail reads of a large transcript, and compaction time."""
+    """Append rates, context and tail reads of a large transcript, and compaction time;
+    with --backend postgres, transcript files and PostgreSQL rows side by side."""
+    if backend not in ("file", "postgres"):
+        raise typer.BadParameter(f"unknown backend {backend!r}; choose from file, postgres")
+    if backend == "postgres":
+        from flatstate.bench.store import DSN_ENV
+        from flatstate.bench.transcript_backends import run_backend_comparison
+
+        found = dsn or os.environ.get(DSN_ENV)
+        if not found:
+            raise typer.BadParameter(
+                f"--backend postgres needs --dsn or {DSN_ENV}; a throwaway server: "
+                "bash scripts/postgres start /tmp/flatstate-pg"
+            )
+        run_bench(
+            lambda progress: run_backend_comparison(
+                found, seconds=seconds, entries=entries, progress=progress
+            ),
+            json_output,
+            _print_backend_comparison,
+        )
+        return
     from flatstate.bench.transcripts import run_transcript_bench
 
     run_bench(
@@ -193,6 +233,33 @@ def transcript(
         json_output,
         _print_transcript_result,
     )
+
+
+def _print_backend_comparison(result: dict[str, Any]) -> None:
+    contenders = result["contenders"]
+    kinds = list(contenders)
+    table = Table(title="Transcripts: files (SQLite state dir) beside PostgreSQL rows")
+    table.add_column("measure")
+    for kind in kinds:
+        table.add_column(kind, justify="right")
+    for index, label in enumerate(("appends/s, 1 task", "appends/s, 64 tasks")):
+        cells = []
+        for kind in kinds:
+            row = contenders[kind]["appends"][index]
+            commits = f" ({row['appends'] / row['commits']:.1f}/commit)" if row["commits"] else ""
+            cells.append(f"{row['per_s']:,}{commits}")
+        table.add_row(label, *cells)
+    for name in ("tail20_warm", "tail20_cold", "context_warm", "context_cold"):
+        label = f"{name.replace('20', '(20)').replace('_', ' ')} ms, p50 / p99"
+        figures = [contenders[k]["reads"][name] for k in kinds]
+        table.add_row(label, *(f"{f['p50_ms']} / {f['p99_ms']}" for f in figures))
+    console.print(table)
+    reads = contenders[kinds[0]]["reads"]
+    console.print(
+        f"reads of a transcript of {reads['entries']:,} lines whose context is "
+        f"{reads['context_messages']} messages"
+    )
+    print_machine(result["machine"])
 
 
 def _print_transcript_result(result: dict[str, Any]) -> None:

@@ -1,8 +1,9 @@
-"""``flatstate transcript show|tail|context|compact KEY``."""
+"""``flatstate transcript show|tail|context|compact|export|import KEY``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from typing import Annotated
 
 import typer
@@ -11,8 +12,9 @@ from flatstate.cli import _where as where
 from flatstate.cli._output import JsonOption, listing, print_json, say, warn
 from flatstate.cli._where import DEFAULT_STORE, AgentOption, StoreOption
 from flatstate.cli.sessions import KeyArgument, need
+from flatstate.files import atomic_write
 from flatstate.frozen import FrozenMap
-from flatstate.transcripts import Transcript
+from flatstate.transcripts import TranscriptLike
 
 app = typer.Typer(help="Read and compact session transcripts.", no_args_is_help=True)
 
@@ -44,7 +46,7 @@ def _read(
     store: str,
     agent: str | None,
     json_output: bool,
-    entries_of: Callable[[Transcript], tuple[FrozenMap, ...]],
+    entries_of: Callable[[TranscriptLike], tuple[FrozenMap, ...]],
     whole: bool,
 ) -> None:
     """Print what ``entries_of`` reads from the transcript of ``key``: lines for people, or
@@ -129,3 +131,82 @@ def compact(
             f"compacted {result.summarized_messages:,} messages: {result.tokens_before:,} -> "
             f"{result.tokens_after:,} tokens; compactionCount is now {result.compaction_count}"
         )
+
+
+FileArgument = Annotated[
+    str, typer.Argument(metavar="FILE", help="A JSONL file; - for standard output or input.")
+]
+
+
+@app.command("export")
+def export(
+    key: KeyArgument,
+    file: FileArgument,
+    store: StoreOption = DEFAULT_STORE,
+    agent: AgentOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Write the transcript as OpenClaw's JSONL: every line as stored, header first."""
+    if file == "-" and json_output:
+        raise typer.BadParameter("--json prints the report on standard output: give a FILE")
+    place = where.resolve(store, agent)
+    written = 0
+
+    def counted(lines: Iterable[bytes]) -> Iterator[bytes]:
+        nonlocal written
+        for line in lines:
+            written += 1
+            yield line
+
+    with where.sessions(place) as s:
+        need(s, key, place)
+        transcript = s.transcript(key, create=False, reconcile=False)
+        if file == "-":
+            for line in counted(transcript.export_lines()):
+                sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+        else:
+            atomic_write(file, counted(transcript.export_lines()), mode=0o600)
+        canonical = s.canonical_key(key)
+    if json_output:
+        print_json(
+            {"key": canonical, "transcript": transcript.path, "file": file, "lines": written}
+        )
+    elif file != "-":
+        say(f"{written:,} lines of {canonical} -> {file}")
+
+
+@app.command("import")
+def import_(
+    key: KeyArgument,
+    file: FileArgument,
+    store: StoreOption = DEFAULT_STORE,
+    agent: AgentOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Fill the empty transcript of KEY (the session is created if missing) from OpenClaw
+    JSONL, kept line for line; a transcript that holds lines is left as it is."""
+    from flatstate.compaction import reconcile
+
+    place = where.resolve(store, agent)
+    with where.sessions(place, write=True) as s:
+        transcript = s.transcript(key)
+        if file == "-":
+            lines = transcript.import_lines(sys.stdin.buffer)
+        else:
+            with open(file, "rb") as f:
+                lines = transcript.import_lines(f)
+        count = reconcile(s, key, transcript)  # the imported compactions are the count's truth
+        canonical = s.canonical_key(key)
+    if json_output:
+        print_json(
+            {
+                "key": canonical,
+                "transcript": transcript.path,
+                "file": file,
+                "lines": lines,
+                "compaction_count": count,
+            }
+        )
+    else:
+        say(f"{lines:,} lines from {file} -> {canonical}")

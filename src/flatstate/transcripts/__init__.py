@@ -15,12 +15,18 @@ they have what they need, and remember the result keyed by the file's
 identity, mtime and size (appends by this or another process extend it by
 reading only the new bytes). Returned entries are frozen and shared.
 
-The package: :mod:`~flatstate.transcripts.file` (the file: appends, tails, the index),
+Where a backend keeps transcripts itself (PostgreSQL, OpenClaw 2026.9's database), the store
+hands out its own kind, with the same interface: :class:`TranscriptLike`
+(:mod:`~flatstate.transcripts.api`), against which callers are type-checked.
+
+The package: :mod:`~flatstate.transcripts.api` (the interface every transcript offers),
+:mod:`~flatstate.transcripts.file` (the file: appends, tails, the index),
 :mod:`~flatstate.transcripts.context` (what the model sees),
 :mod:`~flatstate.transcripts.layout` (where a transcript lives, archive names, moving one
 aside) and :mod:`~flatstate.transcripts.reconcile` (compactionCount in step with it).
 """
 
+from flatstate.transcripts.api import QueuedAppends, TranscriptLike
 from flatstate.transcripts.context import (
     CONTEXT_TYPES,
     Context,
@@ -45,7 +51,9 @@ __all__ = [
     "Context",
     "FsyncPolicy",
     "LineProblem",
+    "QueuedAppends",
     "Transcript",
+    "TranscriptLike",
     "archive",
     "archive_name",
     "build_context",

@@ -4,13 +4,22 @@ it kept and those after it, as OpenClaw (pi-coding-agent) builds its context."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
 from flatstate.frozen import FrozenMap
 
-__all__ = ["CONTEXT_TYPES", "Context", "build_context", "iso_now", "to_epoch_ms"]
+__all__ = [
+    "CONTEXT_TYPES",
+    "Context",
+    "build_context",
+    "context_backward",
+    "iso_now",
+    "to_epoch_ms",
+]
 
 CONTEXT_TYPES = frozenset({"message", "custom_message", "branch_summary"})
 """Entry types that reach the model (``custom`` and the rest do not)."""
@@ -118,3 +127,42 @@ def build_context(path_entries: list[FrozenMap], compaction: FrozenMap | None) -
             emit(entry)
     leaf = path_entries[-1].get("id") if path_entries else None
     return Context(tuple(messages), tuple(sources), compaction, leaf)
+
+
+def context_backward(
+    backward: Iterable[FrozenMap], problem: Callable[[str], None]
+) -> tuple[list[FrozenMap], Context]:
+    """The context of entries given last first: follow ``parentId`` from the leaf and stop
+    at the latest compaction's first kept entry, so that only the needed entries are read
+    (a file read from its end, or rows read by descending line number).
+
+    Returns the path from the first entry the context needs to the leaf, and the context;
+    ``problem`` hears of a compaction that keeps from an entry that is not there.
+    """
+    path_entries: list[FrozenMap] = []
+    compaction: FrozenMap | None = None
+    wanted: Any = None  # the parentId we follow next; None before the leaf is found
+    leaf_found = False
+    for entry in backward:
+        if entry.get("type") == "session":
+            continue
+        if leaf_found and entry.get("id") != wanted:
+            continue  # on another branch
+        leaf_found = True
+        path_entries.append(entry)
+        wanted = entry.get("parentId")
+        if compaction is None and entry.get("type") == "compaction":
+            compaction = entry
+        if compaction is not None and entry.get("id") == compaction.get("firstKeptEntryId"):
+            break
+        if wanted is None:
+            break
+    path_entries.reverse()
+    if compaction is not None and not any(
+        e.get("id") == compaction.get("firstKeptEntryId") for e in path_entries
+    ):
+        problem(
+            f"compaction {compaction.get('id')} keeps from a missing entry; "
+            "the context is its summary and what follows it"
+        )
+    return path_entries, build_context(path_entries, compaction)

@@ -19,10 +19,16 @@ from typing import Any
 
 import msgspec
 
-from flatstate.errors import DiskFull, InvalidEntry, LockTimeout, is_disk_full
+from flatstate.errors import (
+    DiskFull,
+    InvalidEntry,
+    LockTimeout,
+    TranscriptNotEmpty,
+    is_disk_full,
+)
 from flatstate.frozen import FrozenMap, NotJSON, encode_json, freeze
 from flatstate.locks import FileLock
-from flatstate.transcripts.context import Context, build_context, iso_now
+from flatstate.transcripts.context import Context, build_context, context_backward, iso_now
 
 __all__ = ["SESSION_VERSION", "FsyncPolicy", "LineProblem", "Transcript"]
 
@@ -369,40 +375,8 @@ class Transcript:
         return cached
 
     def _context_of(self, backward: Iterable[FrozenMap]) -> tuple[list[FrozenMap], Context]:
-        """The context of entries given last first: follow ``parentId`` from the leaf and stop
-        at the latest compaction's first kept entry, so that only the needed entries are read.
-
-        Returns the path from the first entry the context needs to the leaf, and the context.
-        """
-        path_entries: list[FrozenMap] = []
-        compaction: FrozenMap | None = None
-        wanted: Any = None  # the parentId we follow next; None before the leaf is found
-        leaf_found = False
-        for entry in backward:
-            if entry.get("type") == "session":
-                continue
-            if leaf_found and entry.get("id") != wanted:
-                continue  # on another branch
-            leaf_found = True
-            path_entries.append(entry)
-            wanted = entry.get("parentId")
-            if compaction is None and entry.get("type") == "compaction":
-                compaction = entry
-            if compaction is not None and entry.get("id") == compaction.get("firstKeptEntryId"):
-                break
-            if wanted is None:
-                break
-        path_entries.reverse()
-        if compaction is not None and not any(
-            e.get("id") == compaction.get("firstKeptEntryId") for e in path_entries
-        ):
-            self._problem(
-                None,
-                0,
-                f"compaction {compaction.get('id')} keeps from a missing entry; "
-                "the context is its summary and what follows it",
-            )
-        return path_entries, build_context(path_entries, compaction)
+        """The context of entries given last first (see :func:`context_backward`)."""
+        return context_backward(backward, lambda problem: self._problem(None, 0, problem))
 
     @property
     def leaf_id(self) -> str | None:
@@ -410,6 +384,25 @@ class Transcript:
         last = self.tail(1)
         leaf = last[0].get("id") if last else None
         return leaf if isinstance(leaf, str) else None
+
+    def export_lines(self) -> Iterator[bytes]:
+        """Every line as it is in the file, header included, each ending in a newline (an
+        incomplete last line is reported and left out): OpenClaw's JSONL as it stands."""
+        try:
+            f = open(self.path, "rb")  # noqa: SIM115 - closed by the generator's finally
+        except FileNotFoundError:
+            return
+        try:
+            offset = 0
+            for number, raw in enumerate(f, 1):
+                self.bytes_read += len(raw)
+                if not raw.endswith(b"\n"):
+                    self._problem(number, offset, "incomplete last line (ignored)")
+                    break
+                offset += len(raw)
+                yield raw
+        finally:
+            f.close()
 
     # -- writing -------------------------------------------------------------
     def append(self, entry: Mapping[str, Any]) -> str:
@@ -474,6 +467,33 @@ class Transcript:
             self._known_leaf = (inode, size, leaf)
             self._maybe_sync(fd, len(lines))
         return ids
+
+    def import_lines(self, lines: Iterable[bytes]) -> int:
+        """Fill an empty transcript with JSONL ``lines`` (header first, as exported), kept
+        byte for byte; returns how many. Refuses, writing nothing, a transcript that holds
+        a line (:class:`~flatstate.errors.TranscriptNotEmpty`) and a line with a newline
+        inside; a write that fails midway is cut off again."""
+        with self._exclusive() as (fd, st):
+            if st.st_size:
+                raise TranscriptNotEmpty(self.path, _count_lines(fd, st.st_size))
+            count = 0
+            try:
+                for line in lines:
+                    data = check_line(line, count + 1, self.path)
+                    if data is None:
+                        continue
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    count += 1
+                os.fsync(fd)
+            except BaseException as exc:
+                os.ftruncate(fd, 0)  # nothing of a refused or failed import stays
+                if isinstance(exc, OSError) and is_disk_full(exc):
+                    raise DiskFull(self.path) from exc
+                raise
+            self._known_leaf = None
+        return count
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[tuple[int, os.stat_result]]:
@@ -579,6 +599,24 @@ class Transcript:
 
     def __repr__(self) -> str:
         return f"<Transcript {self.path}>"
+
+
+def check_line(line: bytes, number: int, where: str) -> bytes | None:
+    """One imported line with its newline, None for a blank one; InvalidEntry for a line
+    with a newline inside it (lines are given one by one)."""
+    body = line[:-1] if line.endswith(b"\n") else line
+    if b"\n" in body:
+        raise InvalidEntry(None, f"{where}: imported line {number} has a newline inside it")
+    return body + b"\n" if body.strip() else None
+
+
+def _count_lines(fd: int, size: int) -> int:
+    count, position = 0, 0
+    while position < size:
+        data = os.pread(fd, min(CHUNK, size - position), position)
+        count += data.count(b"\n")
+        position += len(data)
+    return count
 
 
 def _open_current(path: str) -> int:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from flatstate.transcripts.file import Transcript
+from flatstate.transcripts.api import TranscriptLike
 
 __all__ = ["reconcile", "recorded_compactions"]
 
@@ -30,7 +30,7 @@ class _Store(Protocol):
     def update(self, fn: Callable[[Any], Any]) -> Any: ...
 
 
-def recorded_compactions(transcript: Transcript) -> int:
+def recorded_compactions(transcript: TranscriptLike) -> int:
     """The compaction count the transcript's latest compaction entry records (0: none)."""
     compaction = transcript.context().compaction
     details = compaction.get("details") if compaction is not None else None
@@ -43,7 +43,7 @@ def _count_of(entry: Any) -> int:
     return count if isinstance(count, int) and not isinstance(count, bool) else 0
 
 
-def reconcile(store: _Store, key: str, transcript: Transcript) -> int:
+def reconcile(store: _Store, key: str, transcript: TranscriptLike) -> int:
     """Raise session ``key``'s ``compactionCount`` to what ``transcript`` records; return it."""
     recorded = recorded_compactions(transcript)
     current = _count_of(store.get(key))

@@ -53,15 +53,21 @@ transaction has ended), the marker is in the log or it never will be. So a
 write is neither lost nor applied twice. Other lost connections are retried
 on a fresh one for up to ``lock_timeout``.
 
-Transcripts (and the facts and auth stores) stay in a local state directory
-(``state_dir``, default ``~/.flatstate/<namespace>``).
+Transcripts live in the database too (:mod:`~flatstate.backends.postgres.transcripts`):
+a row per transcript, whose lock orders the appends of every host, and a row per JSONL
+line. The facts and auth stores stay in a local state directory (``state_dir``, default
+``~/.flatstate/<namespace>``).
 
 The package: :mod:`~flatstate.backends.postgres.dsn` (locations and redaction),
 :mod:`~flatstate.backends.postgres.connection` (lost connections, retries, errors),
 :mod:`~flatstate.backends.postgres.schema` (tables, server functions, migrations),
 :mod:`~flatstate.backends.postgres.queries` (the statements),
-:mod:`~flatstate.backends.postgres.listen` (LISTEN on a thread) and
-:mod:`~flatstate.backends.postgres.backend` (the row protocol).
+:mod:`~flatstate.backends.postgres.listen` (LISTEN on a thread),
+:mod:`~flatstate.backends.postgres.backend` (the row protocol),
+:mod:`~flatstate.backends.postgres.transcript_schema` (the transcript tables),
+:mod:`~flatstate.backends.postgres.appends` (transcript appends: order, group commit,
+lost connections) and :mod:`~flatstate.backends.postgres.transcripts` (transcripts read
+and written with the interface of a file).
 """
 
 from flatstate.backends.postgres.backend import PostgresBackend

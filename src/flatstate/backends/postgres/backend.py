@@ -38,6 +38,8 @@ from flatstate.backends.postgres.dsn import resolve, split_dsn
 from flatstate.backends.postgres.listen import Listener, shared_signal
 from flatstate.backends.postgres.queries import Op, Queries
 from flatstate.backends.postgres.schema import channel_name, migrate
+from flatstate.backends.postgres.transcript_schema import migrate_transcripts
+from flatstate.backends.postgres.transcripts import PgTranscript, PgTranscripts
 from flatstate.errors import CommitOutcomeUnknown, StoreCorrupt, StoreUnavailable
 from flatstate.frozen import StringPool, decode_json, encode_json
 from flatstate.model import SessionEntry, build_entry
@@ -71,8 +73,8 @@ class PostgresBackend(Backend):
     - ``namespace``: whose sessions these are (default: ``agent_id``).
     - ``schema`` (``flatstate``): the PostgreSQL schema holding the tables,
       created with them on first use.
-    - ``state_dir``: the local directory for transcripts (default
-      ``~/.flatstate/<namespace>``).
+    - ``state_dir``: the local directory of what stays local (facts, auth; default
+      ``~/.flatstate/<namespace>``); transcripts live in the database.
     - ``pool_size`` (4): most pooled connections; one more, outside the pool,
       listens for notifications.
     - ``prepare_threshold`` (5, psycopg's default): executions before a
@@ -86,6 +88,8 @@ class PostgresBackend(Backend):
       (on, unless changed); ``"full"`` forces it on; ``"off"`` turns it off
       (faster; a crash of the server may lose the last commits, never corrupts).
     """
+
+    keeps_transcripts = True
 
     def __init__(
         self,
@@ -201,6 +205,7 @@ class PostgresBackend(Backend):
         except BaseException:
             self._listener.close()
             raise
+        self.transcripts = PgTranscripts(self)
 
     # -- connections ---------------------------------------------------------------
     def _unavailable(self, exc: BaseException, doing: str) -> StoreUnavailable:
@@ -297,6 +302,7 @@ class PostgresBackend(Backend):
         """Create or upgrade the schema, and register the namespace; serialized by a lock."""
         try:
             migrate(conn, self.schema, readonly=self.readonly, location=self.location)
+            migrate_transcripts(conn, self.schema, readonly=self.readonly, location=self.location)
             if not self.readonly:
                 conn.execute(self._sql.add_namespace, (self.namespace, self.namespace))
         except psycopg.Error as exc:
@@ -511,6 +517,14 @@ class PostgresBackend(Backend):
             return int(row[0] or 0) if row else 0
 
         return self._reading(fetch)
+
+    def transcript(self, entry: SessionEntry, key: str) -> PgTranscript:
+        return self.transcripts.open(entry, key)
+
+    def archive_transcript(
+        self, entry: SessionEntry, key: str, reason: str, now_ms: int
+    ) -> str | None:
+        return self.transcripts.archive(self.transcripts.open(entry, key).name, reason, now_ms)
 
     # -- writes --------------------------------------------------------------------
     def _begin(self) -> None:
@@ -730,6 +744,7 @@ class PostgresBackend(Backend):
 
     def close(self) -> None:
         self.rollback()
+        self.transcripts.close()
         self._listener.close()
         self._pool.close(timeout=5.0)
         self.signal.close()
