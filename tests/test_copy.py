@@ -58,6 +58,11 @@ def test_a_state_dir_goes_to_postgres_and_back_unchanged(state_dir: Path, tmp_pa
     copied = there.agents[0]
     assert copied.sessions.count == 5 and copied.transcripts.count > 0
     assert copied.auth_profiles.count > 0 and copied.facts == 2
+    with open_store(url) as store:  # the transcripts are rows of the database, not files
+        assert store.transcript("main").tail(1)
+    assert not list((tmp_path / "pg" / "state").rglob("*.jsonl*"))
+    with open_facts(url) as facts:
+        assert {f.text for f in facts.list()} == {"Prefers dark mode", "Deploys on Fridays"}
     (there_place,) = sources(url)
     assert not os.path.exists(there_place.auth_file)  # the profiles are rows in the database
     with open_auth_store(url) as auth:
@@ -69,6 +74,8 @@ def test_a_state_dir_goes_to_postgres_and_back_unchanged(state_dir: Path, tmp_pa
     (returned,) = sources(str(tmp_path / "back"))
     assert tally(place) == tally(returned)
     assert entries(str(tmp_path / "back")) == entries(str(state_dir))
+    with open_facts(state_dir) as original, open_facts(tmp_path / "back") as returned:
+        assert list(returned.export()) == list(original.export())  # ids, times, counters
 
 
 def test_an_openclaw_root_imports_into_postgres_and_exports_back(

@@ -16,14 +16,28 @@ import hashlib
 import os
 import sqlite3
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from flatstate._open import open_store
 from flatstate.auth.document import encode_document
-from flatstate.errors import DestinationExists
+from flatstate.errors import DestinationExists, ReadOnlyStore
 from flatstate.frozen import encode_json
-from flatstate.places import Place, destinations, is_postgres, read_auth, sources, write_auth
+from flatstate.places import (
+    Place,
+    destinations,
+    is_postgres,
+    read_auth,
+    read_transcripts,
+    sources,
+    write_auth,
+    write_transcript,
+)
+
+if TYPE_CHECKING:
+    from flatstate.facts import FactStore
+
 from flatstate.transfer import (
     AgentTransfer,
     Progress,
@@ -32,10 +46,11 @@ from flatstate.transfer import (
     copy_private,
     holds,
     import_into,
-    transcript_files,
 )
 
 __all__ = ["AgentCopy", "CopyReport", "Tally", "copy_state", "tally"]
+
+FACTS_BATCH = 500
 
 
 class Tally(msgspec.Struct, frozen=True):
@@ -98,15 +113,14 @@ def tally(place: Place) -> tuple[Tally, Tally, Tally, int]:
         for key in keys:
             entry = store.get(key)
             h.update(encode_json(key) + b"\0" + encode_json(entry) + b"\n")
-    sessions = Tally(len(keys), h.hexdigest())
-    h = hashlib.sha256()
-    names = sorted(transcript_files(place.transcripts_dir, exclude=""))
-    for path in names:
-        h.update(os.path.basename(path).encode() + b"\0")
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-    transcripts = Tally(len(names), h.hexdigest())
+        sessions = Tally(len(keys), h.hexdigest())
+        h = hashlib.sha256()
+        found = sorted(read_transcripts(store, place), key=lambda named: named[0])
+        for name, lines in found:
+            h.update(name.encode() + b"\0")
+            for line in lines():
+                h.update(line)
+        transcripts = Tally(len(found), h.hexdigest())
     profiles = 0
     h = hashlib.sha256()
     doc = read_auth(place)
@@ -119,42 +133,73 @@ def tally(place: Place) -> tuple[Tally, Tally, Tally, int]:
 
 
 def _facts_count(place: Place) -> int:
-    if not os.path.isfile(place.facts_file):
+    facts = _read_facts(place)
+    if facts is None:
         return 0
-    from flatstate.facts import open_facts
-
-    with open_facts(place.state_dir, readonly=True, create=False) as facts:
+    with facts:
         return facts.count()
 
 
+def _read_facts(place: Place) -> FactStore | None:
+    """The agent's facts opened read-only, or None when it has none (no facts.sqlite, or no
+    facts tables in the database)."""
+    from flatstate.facts import open_facts
+
+    if not is_postgres(place.location):
+        if not os.path.isfile(place.facts_file):
+            return None
+        return open_facts(place.state_dir, readonly=True, create=False)
+    try:
+        return open_facts(place.location, readonly=True, create=False)
+    except (ReadOnlyStore, FileNotFoundError):  # never created there
+        return None
+
+
 def _copy_facts(source: Place, target: Place) -> None:
-    """The facts database as one consistent snapshot (SQLite's online backup)."""
+    """Every fact: between two state directories the database file as one consistent
+    snapshot (SQLite's online backup), else fact by fact, ids and times kept."""
+    if is_postgres(source.location) or is_postgres(target.location):
+        from flatstate.facts import open_facts
+
+        src = _read_facts(source)
+        if src is None:
+            return
+        where = target.location if is_postgres(target.location) else target.state_dir
+        with src, open_facts(where) as dst:
+            batch = []
+            for fact in src.export():
+                batch.append(fact)
+                if len(batch) >= FACTS_BATCH:
+                    dst.import_facts(batch)
+                    batch = []
+            dst.import_facts(batch)
+        return
     if not os.path.isfile(source.facts_file):
         return
     os.makedirs(target.state_dir, mode=0o700, exist_ok=True)
     partial = target.facts_file + ".copying"
-    src = sqlite3.connect(f"file:{source.facts_file}?mode=ro", uri=True)
+    src_db = sqlite3.connect(f"file:{source.facts_file}?mode=ro", uri=True)
     try:
-        dst = sqlite3.connect(partial)
+        dst_db = sqlite3.connect(partial)
         try:
-            src.backup(dst)
+            src_db.backup(dst_db)
         finally:
-            dst.close()
+            dst_db.close()
     finally:
-        src.close()
+        src_db.close()
     os.chmod(partial, 0o600)
     os.replace(partial, target.facts_file)
 
 
 def _copy_agent(source: Place, target: Place, progress: Progress | None) -> None:
-    files = list(transcript_files(source.transcripts_dir, exclude=""))
     with open_store(source.location, readonly=True, agent_id=source.agent_id) as src:
-        tick = Ticker(source.agent_id, len(src) + len(files), progress)
+        found = read_transcripts(src, source)
+        tick = Ticker(source.agent_id, len(src) + len(found), progress)
         with open_store(target.location, agent_id=target.agent_id) as dst:
             copy_entries(src, dst, tick)
-    for path in files:
-        copy_private(path, os.path.join(target.transcripts_dir, os.path.basename(path)))
-        tick()
+            for name, lines in found:
+                write_transcript(dst, target, name, lines)
+                tick()
     if is_postgres(source.location) or is_postgres(target.location):
         doc = read_auth(source)  # the profiles' rows, on PostgreSQL
         if doc is not None:
@@ -219,8 +264,31 @@ def copy_state(
 
 def _report(source: Place, target: Place, verify: bool) -> AgentCopy:
     after = _Side(*tally(target))
-    mismatches = _compare(_Side(*tally(source)), after) if verify else []
+    mismatches = []
+    if verify:
+        before = _Side(*tally(source))
+        if before.transcripts != after.transcripts and _holds_every_transcript(source, target):
+            before.transcripts = after.transcripts  # and older ones of its own besides
+        mismatches = _compare(before, after)
     return _agent(source.shown, target, after, (not mismatches) if verify else None, mismatches)
+
+
+def _transcript_digests(place: Place) -> dict[str, str]:
+    with open_store(place.location, readonly=True, agent_id=place.agent_id) as store:
+        digests = {}
+        for name, lines in read_transcripts(store, place):
+            h = hashlib.sha256()
+            for line in lines():
+                h.update(line)
+            digests[name] = h.hexdigest()
+        return digests
+
+
+def _holds_every_transcript(source: Place, target: Place) -> bool:
+    """Whether the destination holds each of the source's transcripts as it is there (a copy
+    with ``force`` keeps the transcripts it replaced in the database, moved aside)."""
+    theirs = _transcript_digests(target)
+    return all(theirs.get(name) == digest for name, digest in _transcript_digests(source).items())
 
 
 def _imported(agent: AgentTransfer, target: Place, verify: bool) -> AgentCopy:

@@ -13,23 +13,37 @@ agent's auth document whichever of the two holds it.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from flatstate._open import POSTGRES_SCHEMES
 from flatstate.backends.sqlite import DB_FILENAME, TRANSCRIPTS_DIRNAME
+from flatstate.errors import TranscriptNotEmpty
+from flatstate.files import atomic_write
 from flatstate.keys import DEFAULT_AGENT_ID, normalize_agent_id
+
+if TYPE_CHECKING:
+    from flatstate.backends.postgres.transcripts import PgTranscripts
+    from flatstate.store import SessionStore
 
 __all__ = [
     "AUTH_FILENAME",
     "FACTS_FILENAME",
+    "Lines",
     "Place",
     "destinations",
+    "has_transcripts",
     "is_postgres",
     "read_auth",
+    "read_transcripts",
     "sources",
+    "transcript_files",
     "write_auth",
+    "write_transcript",
 ]
 
 AUTH_FILENAME = "auth-profiles.json"
@@ -198,3 +212,80 @@ def write_auth(place: Place, doc: dict[str, Any]) -> None:
 
     with open_auth_store(place.location, agent_id=place.agent_id, migrate=False) as store:
         store.update(replace)
+
+
+Lines = Callable[[], Iterable[bytes]]
+"""A transcript's JSONL lines (header first, each ending in a newline), read when called."""
+
+
+def transcript_files(directory: str, exclude: str = "") -> Iterator[str]:
+    """Transcripts and their archives in a sessions directory (not the store, locks or temps)."""
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return
+    for name in names:
+        path = os.path.join(directory, name)
+        if path == exclude or name.endswith((".lock", ".tmp")) or name.startswith("."):
+            continue
+        if ".jsonl" in name and os.path.isfile(path):
+            yield path
+
+
+def _rows(store: SessionStore, place: Place) -> PgTranscripts | None:
+    """The transcripts a PostgreSQL store keeps in its rows (None for transcript files)."""
+    if not is_postgres(place.location):
+        return None
+    from flatstate.backends.postgres import PostgresBackend
+
+    backend = store.backend
+    assert isinstance(backend, PostgresBackend)
+    return backend.transcripts
+
+
+def _file_lines(path: str) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        yield from f
+
+
+def read_transcripts(store: SessionStore, place: Place) -> list[tuple[str, Lines]]:
+    """Every transcript of the agent at ``place`` (``store`` open on it), live and archived,
+    as (file name, its lines): the files of its transcripts directory, or its rows."""
+    rows = _rows(store, place)
+    if rows is None:
+        return [
+            (os.path.basename(path), partial(_file_lines, path))
+            for path in transcript_files(place.transcripts_dir)
+        ]
+    return [(row.name, rows.named(row.name, row.session_id).export_lines) for row in rows.listing()]
+
+
+def write_transcript(
+    store: SessionStore, place: Place, name: str, lines: Lines, *, replace: bool = True
+) -> None:
+    """Make ``lines`` the transcript ``name`` of the agent at ``place`` (``store`` open on
+    it for writing): a file written atomically (0600), or rows filled in one transaction.
+    One that is there already is replaced (the rows: moved aside under OpenClaw's backup
+    name), or with ``replace`` false refused (TranscriptNotEmpty)."""
+    rows = _rows(store, place)
+    if rows is None:
+        os.makedirs(place.transcripts_dir, mode=0o700, exist_ok=True)
+        path = os.path.join(place.transcripts_dir, name)
+        if not replace and os.path.exists(path):
+            raise TranscriptNotEmpty(path, 0)
+        atomic_write(path, lines(), mode=0o600)
+        return
+    try:
+        rows.named(name).import_lines(lines())
+    except TranscriptNotEmpty:
+        if not replace:
+            raise
+        rows.archive(name, "bak", int(time.time() * 1000))
+        rows.named(name).import_lines(lines())
+
+
+def has_transcripts(store: SessionStore, place: Place) -> bool:
+    rows = _rows(store, place)
+    if rows is None:
+        return any(transcript_files(place.transcripts_dir))
+    return bool(rows.listing())

@@ -26,6 +26,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -40,6 +41,7 @@ from flatstate.errors import (
     InvalidEntry,
     InvalidSessionKey,
     StoreCorrupt,
+    TranscriptNotEmpty,
 )
 from flatstate.files import atomic_write
 from flatstate.model import validate_session_id
@@ -57,16 +59,21 @@ from flatstate.openclaw.root import (
 )
 from flatstate.places import (
     AUTH_FILENAME,
+    Lines,
     Place,
     destinations,
+    has_transcripts,
     is_postgres,
     read_auth,
+    read_transcripts,
     sources,
+    transcript_files,
     write_auth,
+    write_transcript,
 )
 from flatstate.snapshot import Draft
 from flatstate.store import SessionStore
-from flatstate.transcripts import TranscriptLike, archive_name
+from flatstate.transcripts import archive_name
 
 __all__ = ["AgentTransfer", "Damage", "TransferReport", "export_openclaw", "import_openclaw"]
 
@@ -185,20 +192,6 @@ def _openclaw_agents(source: str, state: StateDatabase | None) -> tuple[list[_Ag
     return found, False
 
 
-def transcript_files(directory: str, exclude: str) -> Iterator[str]:
-    """Transcripts and their archives in a sessions directory (not the store, locks or temps)."""
-    try:
-        names = sorted(os.listdir(directory))
-    except FileNotFoundError:
-        return
-    for name in names:
-        path = os.path.join(directory, name)
-        if path == exclude or name.endswith((".lock", ".tmp")) or name.startswith("."):
-            continue
-        if ".jsonl" in name and os.path.isfile(path):
-            yield path
-
-
 def copy_private(source: str, target: str) -> None:
     os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
     shutil.copyfile(source, target)
@@ -301,9 +294,10 @@ def holds(target: Place) -> str | None:
         with open_store(target.location, readonly=True, agent_id=target.agent_id) as existing:
             if len(existing):
                 found.append(f"{len(existing)} sessions")
-    with contextlib.suppress(FileNotFoundError):
-        if os.listdir(target.transcripts_dir):
-            found.append("transcripts")
+            if has_transcripts(existing, target):
+                found.append("transcripts")
+    elif any(transcript_files(target.transcripts_dir)):
+        found.append("transcripts")
     if read_auth(target) is not None:
         found.append("auth profiles")
     return ", ".join(found) or None
@@ -444,12 +438,11 @@ def _import_files(
                 raise src.corruption
             copied = _copy_sessions(src, target, len(files), progress, merge=merge)
         sessions, skipped, kept = copied.sessions, copied.skipped, copied.kept
-        for path in files:
-            copy = os.path.join(target.transcripts_dir, os.path.basename(path))
-            if not (os.path.basename(path) in copied.stays and os.path.exists(copy)):
-                copy_private(path, copy)
-                transcripts += 1
-            copied.tick()
+        with open_store(target.location, agent_id=target.agent_id) as dst:
+            for path in files:
+                if _put_transcript(dst, target, os.path.basename(path), copied.stays, path):
+                    transcripts += 1
+                copied.tick()
     if agent.auth_file:
         if merge or is_postgres(target.location):
             with open(agent.auth_file, "rb") as f:
@@ -508,10 +501,11 @@ def _import_database(
             windows = database.windows()
             copied = _copy_sessions(src, target, len(windows), progress, merge=merge)
             sessions, skipped, kept = copied.sessions, copied.skipped, copied.kept
-            for window in windows:
-                if _write_transcript(database, window, target, copied.stays, damage):
-                    transcripts += 1
-                copied.tick()
+            with open_store(target.location, agent_id=target.agent_id) as dst:
+                for window in windows:
+                    if _write_transcript(database, window, dst, target, copied.stays, damage):
+                        transcripts += 1
+                    copied.tick()
             own = agent_auth(database)
     except StoreCorrupt as exc:
         damage.append(Damage(exc.path, exc.problem))
@@ -535,6 +529,7 @@ def _import_database(
 def _write_transcript(
     database: AgentDatabase,
     window: Window,
+    dst: SessionStore,
     target: Place,
     stays: set[str],
     damage: list[Damage],
@@ -546,13 +541,9 @@ def _write_transcript(
     except InvalidEntry as exc:
         damage.append(Damage(database.path, f"transcript of {window.session_key!r}: {exc.problem}"))
         return False
-    directory = target.transcripts_dir
     name = f"{window.session_id}.jsonl"
     if not window.current:
         name = os.path.basename(archive_name(name, "reset", window.updated_at))
-    path = os.path.join(directory, name)
-    if name in stays and os.path.exists(path):
-        return False
 
     def lines() -> Iterator[bytes]:
         for event in database.events(window.session_id):
@@ -561,9 +552,25 @@ def _write_transcript(
             else:
                 yield event.data + b"\n"
 
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    atomic_write(path, lines(), mode=0o600)
+    return _put_transcript(dst, target, name, stays, lines)
+
+
+def _put_transcript(
+    dst: SessionStore, target: Place, name: str, stays: set[str], lines: str | Lines
+) -> bool:
+    """Write one transcript (a file's lines, or lines made on call) unless a merge keeps the
+    destination's; whether it was written."""
+    made = partial(_lines_of, lines) if isinstance(lines, str) else lines
+    try:
+        write_transcript(dst, target, name, made, replace=name not in stays)
+    except TranscriptNotEmpty:  # a merge kept the destination's session, and its transcript
+        return False
     return True
+
+
+def _lines_of(path: str) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        yield from f
 
 
 def export_openclaw(
@@ -581,8 +588,8 @@ def export_openclaw(
     destination = os.path.abspath(os.path.expanduser(destination))
     reports = []
     for place in sources(source):
-        files = list(transcript_files(place.transcripts_dir, exclude=""))
         with open_store(place.location, readonly=True, agent_id=place.agent_id) as src:
+            files = read_transcripts(src, place)
             agent_id = place.agent_id
             tick = Ticker(agent_id, len(src) + len(files), progress)
             skipped = _skipped(src)
@@ -595,9 +602,9 @@ def export_openclaw(
             with open_store(sessions_json, agent_id=agent_id) as dst:
                 sessions, _ = copy_entries(src, dst, tick)
                 sessions_dir = dst.backend.transcripts_dir
-        for path in files:
-            copy_private(path, os.path.join(sessions_dir, os.path.basename(path)))
-            tick()
+            for name, lines in files:  # each line as stored, header first
+                atomic_write(os.path.join(sessions_dir, name), lines(), mode=0o600)
+                tick()
         auth = os.path.join(agent_dir, "agent", AUTH_FILENAME)
         has_auth = _export_auth(place, auth)
         reports.append(

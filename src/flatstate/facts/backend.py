@@ -182,6 +182,10 @@ class FactsBackend(ABC):
     def count_live(self, now: int) -> int: ...
 
     @abstractmethod
+    def page(self, after: int, limit: int) -> Sequence[Row]:
+        """Up to ``limit`` facts, live or not, of ``seq`` past ``after``, in ``seq`` order."""
+
+    @abstractmethod
     def by_seqs(self, seqs: list[int]) -> Sequence[Row]: ...
 
     @abstractmethod

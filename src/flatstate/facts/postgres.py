@@ -411,6 +411,9 @@ class PostgresFacts(FactsBackend):
             self._sql.by_prefix, (self.namespace, prefix, prefix + "\U0010ffff")
         ).fetchall()
 
+    def page(self, after: int, limit: int) -> Sequence[Row]:
+        return self.conn.execute(self._sql.page, (self.namespace, after, limit)).fetchall()
+
     def newest(self, now: int, n: int) -> Sequence[Row]:
         return self.conn.execute(self._sql.newest, (self.namespace, now, n)).fetchall()
 

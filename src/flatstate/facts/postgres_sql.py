@@ -88,6 +88,7 @@ class Statements:
         )
         self.count_live = f"SELECT count(*) FROM {s}.facts AS f WHERE f.ns = %s AND {live}"
         self.by_seqs = f"{select} WHERE f.ns = %s AND f.seq = ANY(%s::bigint[])"
+        self.page = f"{select} WHERE f.ns = %s AND f.seq > %s ORDER BY f.seq LIMIT %s"
         self.is_live = f"SELECT 1 FROM {s}.facts WHERE seq = %s AND superseded_at IS NULL"
         self.count_matching = (
             f"SELECT count(*) FROM (SELECT 1 FROM {s}.facts AS f WHERE "

@@ -248,6 +248,12 @@ class SQLiteFacts(FactsBackend):
         ).fetchone()
         return int(row[0])
 
+    def page(self, after: int, limit: int) -> Sequence[Row]:
+        rows: list[Row] = self.conn.execute(
+            f"{_SELECT} WHERE f.seq > ? ORDER BY f.seq LIMIT ?", (after, limit)
+        ).fetchall()
+        return rows
+
     def by_seqs(self, seqs: list[int]) -> Sequence[Row]:
         rows: list[Row] = self.conn.execute(
             f"{_SELECT} WHERE f.seq IN (SELECT value FROM json_each(?))",

@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -456,6 +457,47 @@ class FactStore:
             self._check_open()
             rows = self.backend.read(lambda: self.backend.newest(self._clock(), max(0, n)))
             return tuple(map(self._build, rows))
+
+    def export(self, batch: int = 500) -> Iterator[Fact]:
+        """Every fact, live, superseded and expired alike, oldest first, read a page at a
+        time: a whole store to hand to :meth:`import_facts` of another."""
+        after = 0
+        while True:
+            with self._lock:
+                self._check_open()
+                rows = self.backend.read(partial(self.backend.page, after, batch))
+                facts = [self._build(row) for row in rows]
+            yield from facts
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
+
+    def import_facts(self, facts: Iterable[Fact]) -> int:
+        """Store ``facts`` exactly as they are (ids, times, counters, supersessions), in one
+        transaction; a fact whose id is here already is left as it is. How many were stored.
+        Vectors are not carried: :meth:`embed_missing` computes them."""
+        self._check_open(write=True)
+        items = list(facts)
+        with self._lock:
+            self._check_open(write=True)
+
+            def store() -> int:
+                backend, stored, counters = self.backend, 0, []
+                for fact in items:
+                    if backend.exists(fact.id):
+                        continue
+                    row = list(msgspec.structs.astuple(fact))
+                    del row[15:17]  # the counters live in fact_access
+                    row[17] = _tags_text(fact.tags)
+                    seq = backend.insert(row)
+                    if fact.recall_count or fact.last_accessed_at:
+                        counters.append((seq, fact.recall_count, fact.last_accessed_at or 0))
+                    stored += 1
+                if counters:
+                    backend.write_access(counters)
+                return stored
+
+            return self.backend.write(store)
 
     def lookup(self, entity: str, key: str | None = None, *, limit: int = 50) -> tuple[Fact, ...]:
         """Live facts about ``entity`` (and ``key``, if given), newest first; case-insensitive."""

@@ -46,7 +46,7 @@ from flatstate.aio import AsyncSessionStore
 from flatstate.errors import ConflictError, ExtraMissing, InvalidLocation
 from flatstate.frozen import FrozenMap, thaw
 from flatstate.snapshot import Draft
-from flatstate.transcripts import Transcript
+from flatstate.transcripts import TranscriptLike
 
 try:
     from google.adk.cli.service_registry import get_service_registry
@@ -226,7 +226,7 @@ def _position(records: Sequence[Mapping[str, Any]], applied: str | None) -> int 
 
 
 def _read_window(
-    transcript: Transcript, applied: str | None, limit: int | None, after: float | None
+    transcript: TranscriptLike, applied: str | None, limit: int | None, after: float | None
 ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
     """(the events to return, the events after ``applied``) read from the end of the
     transcript, only as far back as ``limit`` and ``after`` need (``None``: everything)."""
@@ -363,10 +363,10 @@ class FlatstateSessionService(BaseSessionService):
         self._closed = False
         # Transcripts by (key, sessionId): finding one through the store checks its path
         # (realpath, makedirs) on every call, a tenth of a millisecond an append.
-        self._transcripts: OrderedDict[tuple[str, str], Transcript] = OrderedDict()
+        self._transcripts: OrderedDict[tuple[str, str], TranscriptLike] = OrderedDict()
         self._transcripts_lock = threading.Lock()
 
-    def _transcript(self, key: str, entry: Mapping[str, Any]) -> Transcript:
+    def _transcript(self, key: str, entry: Mapping[str, Any]) -> TranscriptLike:
         """The transcript of session ``key`` as its current ``entry`` names it."""
         found_key = (key, entry["sessionId"])
         with self._transcripts_lock:  # worker threads share the table
@@ -631,7 +631,7 @@ class _Lookup(Mapping[str, Any]):
         raise TypeError("no length")
 
 
-def _catch_up(transcript: Transcript, applied: str | None, leaf: str | None) -> _Written:
+def _catch_up(transcript: TranscriptLike, applied: str | None, leaf: str | None) -> _Written:
     """The events after ``applied``, to apply before appending (a crash or a concurrent
     writer left them); when the transcript no longer holds ``applied``, adopt its leaf."""
     _, pending = _read_window(transcript, applied, 0, None)

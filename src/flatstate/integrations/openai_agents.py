@@ -56,7 +56,7 @@ from flatstate.integrations._agents_history import (
 from flatstate.integrations._threads import run_blocking
 from flatstate.keys import normalize_agent_id, normalize_key
 from flatstate.store import SessionStore
-from flatstate.transcripts import Transcript
+from flatstate.transcripts import TranscriptLike
 
 if TYPE_CHECKING:
     from agents.items import TResponseInputItem
@@ -145,7 +145,7 @@ class FlatstateSession:
         self._open_lock = threading.Lock()
         self._closed = False
         self._touched = 0.0
-        self._known: tuple[str | None, Transcript] | None = None
+        self._known: tuple[str | None, TranscriptLike] | None = None
         if isinstance(location, AsyncSessionStore):
             self._store = location
         elif isinstance(location, SessionStore):
@@ -172,7 +172,7 @@ class FlatstateSession:
         """The store the items live in (None until a session that opens its own first runs)."""
         return self._store
 
-    def _transcript(self, create: bool) -> Transcript | None:
+    def _transcript(self, create: bool) -> TranscriptLike | None:
         """The session's transcript (None: no session yet, and ``create`` is false).
 
         The store finds a transcript's path from the session's ``sessionId`` (resolving it
@@ -312,7 +312,7 @@ class FlatstateSession:
                 return
         log.info("%s: history kept changing while compacting; left for the next call", self.key)
 
-    def _plan(self, force: bool) -> tuple[History, Any, Transcript] | None:
+    def _plan(self, force: bool) -> tuple[History, Any, TranscriptLike] | None:
         transcript = self._transcript(create=False)
         if transcript is None:
             return None
@@ -322,7 +322,7 @@ class FlatstateSession:
         cut = plan_cut(history, self.keep_recent_tokens)
         return None if cut is None else (history, cut, transcript)
 
-    def _over_budget(self, transcript: Transcript) -> bool:
+    def _over_budget(self, transcript: TranscriptLike) -> bool:
         """Whether the history is estimated above ``compact_after_tokens``, reading only
         as far back as it takes to know."""
         limit = 64
@@ -335,7 +335,7 @@ class FlatstateSession:
                 return False
             limit *= 4
 
-    def _commit(self, transcript: Transcript, history: History, cut: Any, summary: Any) -> bool:
+    def _commit(self, transcript: TranscriptLike, history: History, cut: Any, summary: Any) -> bool:
         text, details = (
             (summary.text, dict(summary.details)) if isinstance(summary, Summary) else (summary, {})
         )
@@ -386,7 +386,7 @@ class FlatstateSession:
         return f"<FlatstateSession {self.session_id!r} ({self.key})>"
 
 
-def read_history(transcript: Transcript, limit: int | None) -> History:
+def read_history(transcript: TranscriptLike, limit: int | None) -> History:
     """The newest ``limit`` items (None: all) of ``transcript``'s history: the tail read
     grows (x4) until the walk back along the leaf's path is done, so a read costs about
     what it returns."""
@@ -412,7 +412,7 @@ def _check_json(key: str, items: list[Any]) -> None:
             ) from None
 
 
-def _leaf_is(transcript: Transcript, leaf: str | None) -> Callable[[], bool]:
+def _leaf_is(transcript: TranscriptLike, leaf: str | None) -> Callable[[], bool]:
     """A guard for ``append_many``: under the transcript's lock, the leaf is still ``leaf``
     (nobody added, popped or compacted since the history was read)."""
     return lambda: transcript.leaf_id == leaf

@@ -43,6 +43,10 @@ class TranscriptLike(Protocol):
     def tail(self, n: int) -> tuple[FrozenMap, ...]:
         """The last ``n`` entries in order, read from the end."""
 
+    def tail_plain(self, n: int) -> list[dict[str, Any]]:
+        """:meth:`tail` as fresh plain dicts, the caller's own to change."""
+        ...
+
     def context(self) -> Context:
         """What the model sees (the latest compaction's summary, then the kept entries)."""
 

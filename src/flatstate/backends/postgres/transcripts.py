@@ -36,7 +36,7 @@ from flatstate.backends.postgres.appends import Appender, Host, new_append
 from flatstate.backends.postgres.connection import lost, translate
 from flatstate.backends.postgres.transcript_schema import TranscriptQueries
 from flatstate.errors import InvalidEntry, ReadOnlyStore, TranscriptNotEmpty
-from flatstate.frozen import FrozenMap, NotJSON, freeze
+from flatstate.frozen import FrozenMap, NotJSON, freeze, thaw
 from flatstate.model import SessionEntry
 from flatstate.transcripts import Context, LineProblem, archive_name, transcript_path
 from flatstate.transcripts.context import build_context, context_backward
@@ -317,6 +317,10 @@ class PgTranscript:
         found = list(self._entries(rows))[:n]
         found.reverse()
         return tuple(found)
+
+    def tail_plain(self, n: int) -> list[dict[str, Any]]:
+        """:meth:`tail` as fresh plain dicts (see the file transcript's ``tail_plain``)."""
+        return [thaw(entry) for entry in self.tail(n)]
 
     @property
     def leaf_id(self) -> str | None:
