@@ -90,7 +90,7 @@ def open_store(
     - ``force`` (OpenClaw 2026.9): read a database that a live gateway holds
       (otherwise :class:`~flatstate.errors.StoreInUse`).
     - PostgreSQL: ``namespace`` (default: the agent id), ``schema``
-      (``flatstate``) and ``state_dir`` (local transcripts; default
+      (``flatstate``) and ``state_dir`` (the local directory; default
       ``~/.flatstate/<namespace>``), also as URL parameters;
       ``pool_size`` (4), ``prepare_threshold`` (5; ``None`` for PgBouncer in
       transaction mode), ``listen_dsn`` (LISTEN past a pooler),

@@ -55,8 +55,10 @@ on a fresh one for up to ``lock_timeout``.
 
 Transcripts live in the database too (:mod:`~flatstate.backends.postgres.transcripts`):
 a row per transcript, whose lock orders the appends of every host, and a row per JSONL
-line. The facts and auth stores stay in a local state directory (``state_dir``, default
-``~/.flatstate/<namespace>``).
+line. The facts (:mod:`flatstate.facts.postgres`) and auth profiles
+(:mod:`flatstate.auth.postgres`) have tables of their own in the same database; the local
+state directory (``state_dir``, default ``~/.flatstate/<namespace>``) keeps only what an
+earlier flatstate left there, imported on first open.
 
 The package: :mod:`~flatstate.backends.postgres.dsn` (locations and redaction),
 :mod:`~flatstate.backends.postgres.connection` (lost connections, retries, errors),

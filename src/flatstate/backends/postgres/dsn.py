@@ -104,6 +104,7 @@ def resolve(
 
 
 def local_state_dir(dsn: str, *, agent_id: str | None = None) -> str:
-    """The local directory (transcripts, facts, auth profiles) a store at ``dsn`` uses, found
-    without connecting: the URL's ``state_dir``, else ``~/.flatstate/<namespace>``."""
+    """The local directory of a store at ``dsn`` (where an earlier flatstate kept its
+    transcripts, facts and auth profiles), found without connecting: the URL's ``state_dir``,
+    else ``~/.flatstate/<namespace>``."""
     return resolve(dsn, agent_id=agent_id, namespace=None, schema=None, state_dir=None).state_dir
