@@ -2,8 +2,9 @@
 
 A flatstate location holds one agent or several: a state directory (``sessions.sqlite``
 inside) is one agent; a directory of state directories (what ``import-openclaw`` writes) is
-one per subdirectory; a ``postgresql://`` URL is one namespace per agent (the URL's
-``namespace`` when it names one, else every namespace of its schema). Each agent is a
+one per subdirectory; a ``postgresql://`` URL that names a ``namespace`` is one store (of
+the default agent, ``main``), and one that names none is every namespace of its schema, each
+the agent of its name. Each agent is a
 :class:`Place`: the session store's location, and the local directory of the transcripts,
 ``auth-profiles.json`` and ``facts.sqlite`` that stay beside it. On PostgreSQL the auth
 profiles are in the database instead: :func:`read_auth` and :func:`write_auth` move an
@@ -101,9 +102,8 @@ def sources(location: str) -> list[Place]:
         from flatstate.backends.postgres.catalog import namespaces
         from flatstate.backends.postgres.dsn import split_dsn
 
-        named = split_dsn(location)[1].get("namespace")
-        if named:
-            return [_postgres_place(location, named)]
+        if split_dsn(location)[1].get("namespace"):  # one store, of the default agent
+            return [_postgres_place(location, DEFAULT_AGENT_ID)]
         return [
             _postgres_place(_url_with(location, namespace=ns), ns) for ns in namespaces(location)
         ]
