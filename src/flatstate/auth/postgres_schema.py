@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flatstate._schema import needs_migration
-from flatstate.backends.postgres.schema import statements
+from flatstate.backends.postgres.schema import run_migrations
 
 __all__ = ["AUTH_SCHEMA_VERSION", "BEGIN_WRITE", "MIGRATIONS", "Queries", "migrate"]
 
@@ -125,37 +124,8 @@ class Queries:
         self.unclaim = UNCLAIM.replace("{s}", quoted)
 
 
-def _auth_version(conn: Any, schema: str) -> int:
-    table = f'"{schema}".auth_schema_version'
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
-    if not row or not row[0]:
-        return 0
-    found = conn.execute(f"SELECT max(version) FROM {table}").fetchone()
-    return int(found[0] or 0) if found else 0
-
-
 def migrate(conn: Any, schema: str, *, readonly: bool, location: str) -> None:
-    """Create or upgrade the auth tables of ``schema`` in one transaction, serialized with
-    every other migration of the schema (the sessions' too) by their advisory lock."""
-    found = _auth_version(conn, schema)
-    if not needs_migration(location, found, AUTH_SCHEMA_VERSION, readonly=readonly):
-        return
-    with conn.transaction():
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            (f"flatstate-migrate/{schema}",),
-        )
-        version = _auth_version(conn, schema)  # again, under the lock
-        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        conn.execute(
-            f'CREATE TABLE IF NOT EXISTS "{schema}".auth_schema_version (version integer NOT NULL)'
-        )
-        for step in MIGRATIONS[version:]:
-            for statement in statements(step, schema):
-                conn.execute(statement.encode())
-        if version < AUTH_SCHEMA_VERSION:
-            conn.execute(f'DELETE FROM "{schema}".auth_schema_version')
-            conn.execute(
-                f'INSERT INTO "{schema}".auth_schema_version (version) VALUES (%s)',
-                (AUTH_SCHEMA_VERSION,),
-            )
+    """Create or upgrade the auth tables of ``schema`` (their own version table)."""
+    run_migrations(
+        conn, schema, MIGRATIONS, table="auth_schema_version", readonly=readonly, location=location
+    )

@@ -38,8 +38,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from flatstate._schema import needs_migration
-from flatstate.backends.postgres.schema import statements
+from flatstate.backends.postgres.schema import run_migrations, table_version
 from flatstate.errors import VectorsUnavailable
 
 __all__ = [
@@ -163,6 +162,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+VERSION_TABLE = "facts_schema_version"
 
 
 def namespace_lexeme(namespace: str) -> str:
@@ -173,12 +173,7 @@ def namespace_lexeme(namespace: str) -> str:
 
 def schema_version(conn: Any, schema: str) -> int:
     """The version of the facts tables in ``schema`` (0: not created yet)."""
-    table = f'"{schema}".facts_schema_version'
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
-    if not row or not row[0]:
-        return 0
-    found = conn.execute(f"SELECT max(version) FROM {table}").fetchone()
-    return int(found[0] or 0) if found else 0
+    return table_version(conn, schema, VERSION_TABLE)
 
 
 def migrate(conn: Any, schema: str, *, readonly: bool, create: bool, location: str) -> None:
@@ -195,27 +190,9 @@ def migrate(conn: Any, schema: str, *, readonly: bool, create: bool, location: s
             f"{location}: no facts in this database yet. Add a fact first "
             "(flatstate facts add), or check the URL's database and schema."
         )
-    if not needs_migration(location, found, SCHEMA_VERSION, readonly=readonly):
-        return
-    with conn.transaction():
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            (f"flatstate-migrate/{schema}",),
-        )
-        version = schema_version(conn, schema)  # again, under the lock
-        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        conn.execute(
-            f'CREATE TABLE IF NOT EXISTS "{schema}".facts_schema_version (version integer NOT NULL)'
-        )
-        for step in MIGRATIONS[version:]:
-            for statement in statements(step, schema):
-                conn.execute(statement.encode())
-        if version < SCHEMA_VERSION:
-            conn.execute(f'DELETE FROM "{schema}".facts_schema_version')
-            conn.execute(
-                f'INSERT INTO "{schema}".facts_schema_version (version) VALUES (%s)',
-                (SCHEMA_VERSION,),
-            )
+    run_migrations(
+        conn, schema, MIGRATIONS, table=VERSION_TABLE, readonly=readonly, location=location
+    )
 
 
 def _install_hint(conn: Any) -> str:

@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 from flatstate._schema import needs_migration
@@ -220,38 +221,51 @@ def channel_name(schema: str, namespace: str) -> str:
     return "flatstate_" + digest[:32]
 
 
-def schema_version(conn: Any, schema: str) -> int:
-    """The version of ``schema`` in the database (0: not created yet)."""
-    table = f'"{schema}".schema_version'
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+def table_version(conn: Any, schema: str, table: str) -> int:
+    """The version that the version table ``table`` of ``schema`` records (0: none yet)."""
+    qualified = f'"{schema}".{table}'
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (qualified,)).fetchone()
     if not row or not row[0]:
         return 0
-    found = conn.execute(f"SELECT max(version) FROM {table}").fetchone()
+    found = conn.execute(f"SELECT max(version) FROM {qualified}").fetchone()
     return int(found[0] or 0) if found else 0
 
 
-def migrate(conn: Any, schema: str, *, readonly: bool, location: str) -> None:
-    """Create or upgrade ``schema`` to SCHEMA_VERSION in one transaction, serialized across
-    processes by an advisory lock; a read-only caller only checks the version."""
-    if not needs_migration(
-        location, schema_version(conn, schema), SCHEMA_VERSION, readonly=readonly
-    ):
+def run_migrations(
+    conn: Any,
+    schema: str,
+    migrations: Sequence[tuple[str, ...]],
+    *,
+    table: str,
+    readonly: bool,
+    location: str,
+) -> None:
+    """Bring one set of flatstate's tables in ``schema`` (sessions, transcripts, facts, auth;
+    each with its version table ``table``) to ``len(migrations)`` in one transaction,
+    serialized with every other migration of the schema by one advisory lock; a read-only
+    caller only checks the version."""
+    latest = len(migrations)
+    found = table_version(conn, schema, table)
+    if not needs_migration(location, found, latest, readonly=readonly):
         return
     with conn.transaction():
         conn.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
             (f"flatstate-migrate/{schema}",),
         )
-        version = schema_version(conn, schema)  # again, under the lock
+        version = table_version(conn, schema, table)  # again, under the lock
         conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        conn.execute(
-            f'CREATE TABLE IF NOT EXISTS "{schema}".schema_version (version integer NOT NULL)'
-        )
-        for step in MIGRATIONS[version:]:
+        conn.execute(f'CREATE TABLE IF NOT EXISTS "{schema}".{table} (version integer NOT NULL)')
+        for step in migrations[version:]:
             for statement in statements(step, schema):
                 conn.execute(statement.encode())
-        if version < SCHEMA_VERSION:
-            conn.execute(f'DELETE FROM "{schema}".schema_version')
-            conn.execute(
-                f'INSERT INTO "{schema}".schema_version (version) VALUES (%s)', (SCHEMA_VERSION,)
-            )
+        if version < latest:
+            conn.execute(f'DELETE FROM "{schema}".{table}')
+            conn.execute(f'INSERT INTO "{schema}".{table} (version) VALUES (%s)', (latest,))
+
+
+def migrate(conn: Any, schema: str, *, readonly: bool, location: str) -> None:
+    """Create or upgrade the session tables of ``schema`` to SCHEMA_VERSION."""
+    run_migrations(
+        conn, schema, MIGRATIONS, table="schema_version", readonly=readonly, location=location
+    )

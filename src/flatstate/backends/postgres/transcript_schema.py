@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flatstate._schema import needs_migration
+from flatstate.backends.postgres.schema import run_migrations
 
 __all__ = ["TRANSCRIPT_SCHEMA_VERSION", "TranscriptQueries", "migrate_transcripts"]
 
@@ -55,42 +55,16 @@ MIGRATIONS: list[tuple[str, ...]] = [
 TRANSCRIPT_SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def _version(conn: Any, schema: str) -> int:
-    table = f'"{schema}".transcript_schema_version'
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
-    if not row or not row[0]:
-        return 0
-    found = conn.execute(f"SELECT max(version) FROM {table}").fetchone()
-    return int(found[0] or 0) if found else 0
-
-
 def migrate_transcripts(conn: Any, schema: str, *, readonly: bool, location: str) -> None:
-    """Create or upgrade the transcript tables in ``schema`` (which exists by now), in one
-    transaction, serialized across processes by an advisory lock; a read-only caller only
-    checks the version."""
-    if not needs_migration(
-        location, _version(conn, schema), TRANSCRIPT_SCHEMA_VERSION, readonly=readonly
-    ):
-        return
-    with conn.transaction():
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            (f"flatstate-migrate-transcripts/{schema}",),
-        )
-        version = _version(conn, schema)  # again, under the lock
-        conn.execute(
-            f'CREATE TABLE IF NOT EXISTS "{schema}".transcript_schema_version '
-            "(version integer NOT NULL)"
-        )
-        for step in MIGRATIONS[version:]:
-            for statement in step:
-                conn.execute(statement.replace("{s}", f'"{schema}"').encode())
-        if version < TRANSCRIPT_SCHEMA_VERSION:
-            conn.execute(f'DELETE FROM "{schema}".transcript_schema_version')
-            conn.execute(
-                f'INSERT INTO "{schema}".transcript_schema_version (version) VALUES (%s)',
-                (TRANSCRIPT_SCHEMA_VERSION,),
-            )
+    """Create or upgrade the transcript tables of ``schema`` (their own version table)."""
+    run_migrations(
+        conn,
+        schema,
+        MIGRATIONS,
+        table="transcript_schema_version",
+        readonly=readonly,
+        location=location,
+    )
 
 
 class TranscriptQueries:
