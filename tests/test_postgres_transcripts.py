@@ -399,3 +399,16 @@ def test_bench_transcript_on_postgres_prints_both_contenders_as_json() -> None:
         assert figures["reads"]["context_messages"] == 31
     password = psycopg.conninfo.conninfo_to_dict(POSTGRES_DSN).get("password")
     assert password and password not in result.stdout
+
+
+def test_doctor_counts_the_transcripts_in_the_database(tmp_path: Path, namespace: str) -> None:
+    from flatstate.doctor import diagnose
+
+    location = host(tmp_path, namespace, "a")
+    with flatstate.open_store(location) as store:
+        transcript = store.transcript("main")
+        transcript.append(message("one"))
+        transcript.append(message("two"))
+        size = sum(len(line) for line in transcript.export_lines())
+    report = diagnose(location)
+    assert (report.transcript_files, report.transcript_bytes) == (1, size)

@@ -130,7 +130,7 @@ def _diagnose_backend(location: str, agent_id: str, max_entry_bytes: int) -> Doc
             findings.append(Finding("corrupt", backend.location, f"{exc.problem}. {exc.fix}"))
         directory = backend.transcripts_dir
         _check_leftovers(directory, findings)
-        files, size = _directory_usage(directory, exclude="")
+        files, size = backend.transcript_usage() or _directory_usage(directory, exclude="")
         return DoctorReport(
             store=backend.location,
             backend=type(backend).__name__.removesuffix("Backend").lower(),

@@ -168,6 +168,11 @@ class Backend(ABC):
         Called only where :meth:`transcript` serves one."""
         raise ReadOnlyStore(self.location, self.readonly_reason)
 
+    def transcript_usage(self) -> tuple[int, int] | None:
+        """(transcripts, bytes) that the backend keeps itself, in its database; None for
+        transcript files in ``transcripts_dir`` (doctor counts those)."""
+        return None
+
     def wal_bytes(self) -> int:
         """Bytes of the write-ahead log, included in :meth:`disk_bytes` (0 where none)."""
         return 0

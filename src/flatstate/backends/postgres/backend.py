@@ -521,6 +521,9 @@ class PostgresBackend(Backend):
     def transcript(self, entry: SessionEntry, key: str) -> PgTranscript:
         return self.transcripts.open(entry, key)
 
+    def transcript_usage(self) -> tuple[int, int]:
+        return self.transcripts.usage()
+
     def archive_transcript(
         self, entry: SessionEntry, key: str, reason: str, now_ms: int
     ) -> str | None:

@@ -126,4 +126,9 @@ class TranscriptQueries:
             f"SELECT name, session_id, lines, archived_at FROM {s}.transcripts "
             "WHERE ns = %s ORDER BY name"
         )
+        self.usage = (
+            f"SELECT count(DISTINCT t.id), coalesce(sum(octet_length(l.line) + 1), 0) "
+            f"FROM {s}.transcripts t LEFT JOIN {s}.transcript_lines l ON l.transcript = t.id "
+            "WHERE t.ns = %s"
+        )
         self.copy = f"COPY {s}.transcript_lines (transcript, seq, type, entry_id, line) FROM STDIN"

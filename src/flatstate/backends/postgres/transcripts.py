@@ -151,6 +151,14 @@ class PgTranscripts:
         )
         return [TranscriptRow(*row) for row in rows]
 
+    def usage(self) -> tuple[int, int]:
+        """(transcripts, bytes of their JSONL lines) of the namespace, live and archived."""
+        row = self.reading(
+            lambda conn: conn.execute(self.sql.usage, (self.backend.namespace,)).fetchone(),
+            "measure the transcripts",
+        )
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
     def reading(self, fn: Callable[[Conn], T], doing: str, *, write: bool = False) -> T:
         """Run ``fn`` on a pooled connection, again on another one after a lost connection
         (for up to the lock timeout). A write is retried only where ``fn`` is one
