@@ -218,11 +218,17 @@ def test_a_connection_lost_at_commit_neither_loses_nor_repeats_an_add(
         assert fired == [1] and facts.get(fact.id) is None and facts.count() == 1
 
 
-def _add_through_kills(location: str, barrier: Any, worker: int, count: int, out: Any) -> None:
+def _add_through_kills(
+    location: str, barrier: Any, worker: int, count: int, kills: Any, out: Any
+) -> None:
+    """At least ``count`` adds, and on until the killer has fired 6 times (a fast machine
+    would otherwise finish first), at most 10 times as many."""
     acknowledged = []
     with open_facts(location, lock_timeout=60) as facts:
         barrier.wait(START_TIMEOUT)
-        for i in range(count):
+        for i in range(10 * count):
+            if i >= count and kills.value > 5:
+                break
             text = f"worker {worker} fact {i}" if i % 3 else f"common fact {i}"
             acknowledged.append(facts.add(text).text)
             facts.recall(text)  # reads and counters through the kills too
@@ -253,9 +259,11 @@ def test_terminated_backends_during_adds_lose_and_duplicate_nothing(location: st
                     pid = rng.choice(pids)[0]
                     conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
                     kills.append(pid)
+                    fired.value = len(kills)
 
+    fired = ctx.Value("i", 0)
     thread = threading.Thread(target=killer)
-    args = [(location, barrier, w, count, out) for w in range(workers)]
+    args = [(location, barrier, w, count, fired, out) for w in range(workers)]
     with running(_add_through_kills, args) as procs:
         thread.start()
         try:
@@ -267,7 +275,7 @@ def test_terminated_backends_during_adds_lose_and_duplicate_nothing(location: st
     acknowledged = {text for _ in range(workers) for text in out.get(timeout=10)}
     assert len(kills) > 5, f"seed {seed}: the killer hardly ran"
     with open_facts(location) as facts:
-        stored = [f.text for f in facts.list(10 * count)]
+        stored = [f.text for f in facts.list(25 * count)]  # every one: 2 x 10 x count at most
         assert len(stored) == len(set(stored)), f"seed {seed}: a duplicate"
         assert set(stored) == acknowledged, f"seed {seed}"
         assert facts.count() == len(acknowledged)

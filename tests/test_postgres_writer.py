@@ -97,8 +97,12 @@ def test_a_backend_killed_mid_batch_loses_and_repeats_no_write(tmp_path: Path) -
             acknowledged = unknown = 0
 
             async def task() -> None:
+                # At least TIMES writes, and on until the killer has fired thrice (a fast
+                # machine would otherwise finish first), at most 40 times as many.
                 nonlocal acknowledged, unknown
-                for _ in range(TIMES):
+                for done in range(40 * TIMES):
+                    if done >= TIMES and len(kills) >= 3:
+                        break
                     try:
                         await store.update(_increment("shared"))
                     except CommitOutcomeUnknown:
@@ -118,7 +122,7 @@ def test_a_backend_killed_mid_batch_loses_and_repeats_no_write(tmp_path: Path) -
             return entry["count"], acknowledged, unknown, store.sync._writer.mean_batch
 
     count, acknowledged, unknown, mean_batch = asyncio.run(main())
-    assert acknowledged + unknown == TASKS * TIMES
+    assert acknowledged + unknown >= TASKS * TIMES
     assert len(kills) >= 3, f"seed {seed}: the killer hardly ran"
     assert mean_batch > 1.5, mean_batch
     # Nothing acknowledged is lost and nothing runs twice: an unsettled batch may or may
