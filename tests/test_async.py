@@ -320,3 +320,54 @@ def test_a_lone_write_commits_in_its_callers_thread(tmp_path: Path) -> None:
         assert set(threading.enumerate()) - before == set()
         assert store.get("main")["i"] == 19  # type: ignore[index]
         assert store.commits == 20
+
+
+def _reap(pid: int, seconds: float) -> int | None:
+    """The child's exit code, or None (after killing it) if it has not exited in time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+def test_forks_while_the_writer_and_checkpoints_run_never_hang_the_child(tmp_path: Path) -> None:
+    """A fork waits for the commit or checkpoint in progress, so a child never inherits a
+    lock held by a thread it does not have (it used to hang, now and then, on its first
+    write or open)."""
+    stop = threading.Event()
+    with flatstate.open_store(str(tmp_path / "state")) as store:
+
+        def write(n: int) -> None:  # two threads: their writes meet in the writer thread
+            i = 0
+            while not stop.is_set():
+                store.patch(f"w{n}", {"i": i, "pad": "x" * 2000})
+                i += 1
+
+        writers = [threading.Thread(target=write, args=(n,)) for n in range(2)]
+        for thread in writers:
+            thread.start()
+        try:
+            outcomes = []
+            for round_ in range(25):
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        store.patch("inherited", {"round": round_})
+                        with flatstate.open_store(str(tmp_path / "state")) as child:
+                            child.patch("child", {"round": round_})
+                        os._exit(0)
+                    except BaseException:
+                        os._exit(1)
+                outcomes.append(_reap(pid, 20.0))
+        finally:
+            stop.set()
+            for thread in writers:
+                thread.join()
+        assert outcomes == [0] * 25
+        assert store.get("child")["round"] == 24  # type: ignore[index]
+        assert store.get("inherited")["round"] == 24  # type: ignore[index]

@@ -11,7 +11,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "flatstate"
 
 # Lowest first. A module may import from its own layer and the layers before it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("values", ("errors", "frozen", "keys", "model", "files", "locks", "_signal", "_schema")),
+    (
+        "values",
+        ("errors", "frozen", "keys", "model", "files", "locks", "_signal", "_schema", "_fork"),
+    ),
     ("storage", ("_sqlite", "backends", "transcripts", "maintenance", "openclaw")),
     (
         "store",

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
+from flatstate._fork import fork_guard
 from flatstate._schema import needs_migration
 from flatstate.errors import DiskFull, LockTimeout, ReadOnlyStore, StoreCorrupt, is_disk_full
 from flatstate.files import READ_ONLY_FS, check_place, on_read_only_fs
@@ -247,6 +248,7 @@ class Checkpointer:
         self._commits = 0
         self._wake = threading.Event()
         self._stop = False
+        self._working = fork_guard()  # held while the thread is inside SQLite
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -272,14 +274,15 @@ class Checkpointer:
             return 0
 
     def _run(self) -> None:
-        conn = self._driver.connect(self._path, timeout=1.0, isolation_level=None)
+        with self._working:
+            conn = self._driver.connect(self._path, timeout=1.0, isolation_level=None)
         try:
             while True:
                 self._wake.wait()
                 self._wake.clear()
                 if self._stop:
                     return
-                with contextlib.suppress(self._driver.Error):
+                with self._working, contextlib.suppress(self._driver.Error):
                     _, log_frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     # A passive checkpoint never waits, so under a steady writer
                     # the log is never fully copied and never restarts: once it
@@ -287,7 +290,8 @@ class Checkpointer:
                     if log_frames >= WAL_RESTART_FRAMES:
                         conn.execute("PRAGMA wal_checkpoint(RESTART)")
         finally:
-            conn.close()
+            with self._working:
+                conn.close()
 
     def close(self) -> None:
         self._stop = True

@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from flatstate._fork import fork_guard
 from flatstate.errors import StoreClosed
 
 __all__ = ["MAX_BATCH", "Job", "Notify", "Writer"]
@@ -99,6 +100,7 @@ class Writer:
         self._sleeping = False  # the thread waits for a job: only then does a submit wake it
         self._stopping = False
         self._inline = threading.local()  # .active: this thread is committing inline
+        self._working = fork_guard()  # held by whoever commits a batch
         self.batches = 0
         self.jobs = 0
         self.busy_seconds = 0.0  # wall time spent committing batches (a perf counter)
@@ -136,7 +138,8 @@ class Writer:
             return job.outcome()
         self._inline.active = True
         try:
-            self._commit_batch([job])
+            with self._working:
+                self._commit_batch([job])
         finally:
             self._inline.active = False
             with self._mutex:
@@ -172,7 +175,8 @@ class Writer:
                 batch = [self._queue.popleft() for _ in range(count)]
                 self._busy = True
             try:
-                self._commit_batch(batch)
+                with self._working:
+                    self._commit_batch(batch)
             finally:
                 with self._wake:
                     self._busy = False
@@ -191,9 +195,15 @@ class Writer:
             _settle(batch)  # else: one job, its caller committed it inline and knows
 
     def _forked(self) -> None:
-        """In a forked child: the thread did not come along; the next write starts one."""
+        """In a forked child: the thread did not come along; the next write starts one.
+
+        The jobs still queued are the parent's, whose callers wait there: the parent's
+        writer commits them, and the child must not commit them a second time.
+        """
         self._mutex = threading.Lock()
         self._wake = threading.Condition(self._mutex)
+        self._queue.clear()
+        self._busy = False
         self._sleeping = False
         self._thread = None
 
