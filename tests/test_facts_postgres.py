@@ -7,8 +7,6 @@ too; this file holds what only a server can show.
 from __future__ import annotations
 
 import asyncio
-import random
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +22,7 @@ from flatstate.facts import FactStore, open_async_facts, open_facts
 from flatstate.facts.postgres import PostgresFacts
 from flatstate.facts.vectors import HashingEmbedder
 from tests.conftest import NO_POSTGRES, POSTGRES_DSN, postgres_location
+from tests.pgkill import BackendKiller, keep_going
 from tests.processes import START_TIMEOUT, ctx, join_all, running
 
 pytestmark = [pytest.mark.postgres, pytest.mark.skipif(POSTGRES_DSN is None, reason=NO_POSTGRES)]
@@ -219,19 +218,17 @@ def test_a_connection_lost_at_commit_neither_loses_nor_repeats_an_add(
 
 
 def _add_through_kills(
-    location: str, barrier: Any, worker: int, count: int, kills: Any, out: Any
+    location: str, barrier: Any, worker: int, count: int, fired: Any, out: Any
 ) -> None:
-    """At least ``count`` adds, and on until the killer has fired 6 times (a fast machine
-    would otherwise finish first), at most 10 times as many."""
     acknowledged = []
     with open_facts(location, lock_timeout=60) as facts:
         barrier.wait(START_TIMEOUT)
-        for i in range(10 * count):
-            if i >= count and kills.value > 5:
-                break
+        i = 0
+        while keep_going(i, count, fired):
             text = f"worker {worker} fact {i}" if i % 3 else f"common fact {i}"
             acknowledged.append(facts.add(text).text)
             facts.recall(text)  # reads and counters through the kills too
+            i += 1
     out.put(acknowledged)
 
 
@@ -243,39 +240,16 @@ def test_terminated_backends_during_adds_lose_and_duplicate_nothing(location: st
     namespace = urlsplit(location).query.split("namespace=")[1].split("&")[0]
     workers, count = 2, 60
     barrier, out = ctx.Barrier(workers), ctx.Queue()
-    stop = threading.Event()
-    kills: list[int] = []
-    seed = random.randrange(1 << 30)
-    rng = random.Random(seed)
-
-    def killer() -> None:
-        with psycopg.connect(POSTGRES_DSN or "", autocommit=True) as conn:
-            while not stop.wait(rng.uniform(0.02, 0.15)):
-                pids = conn.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
-                    (f"flatstate-facts:{namespace}"[:63],),
-                ).fetchall()
-                if pids:
-                    pid = rng.choice(pids)[0]
-                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-                    kills.append(pid)
-                    fired.value = len(kills)
-
-    fired = ctx.Value("i", 0)
-    thread = threading.Thread(target=killer)
-    args = [(location, barrier, w, count, fired, out) for w in range(workers)]
+    killer = BackendKiller([f"flatstate-facts:{namespace}"], pause=(0.02, 0.15))
+    args = [(location, barrier, w, count, killer.fired, out) for w in range(workers)]
     with running(_add_through_kills, args) as procs:
-        thread.start()
-        try:
+        with killer:
             codes = join_all(procs)
-        finally:
-            stop.set()
-            thread.join()
-        assert codes == [0] * workers, f"seed {seed}"
+        assert codes == [0] * workers, f"seed {killer.seed}"
     acknowledged = {text for _ in range(workers) for text in out.get(timeout=10)}
-    assert len(kills) > 5, f"seed {seed}: the killer hardly ran"
+    killer.check_fired()
     with open_facts(location) as facts:
         stored = [f.text for f in facts.list(25 * count)]  # every one: 2 x 10 x count at most
-        assert len(stored) == len(set(stored)), f"seed {seed}: a duplicate"
-        assert set(stored) == acknowledged, f"seed {seed}"
+        assert len(stored) == len(set(stored)), f"seed {killer.seed}: a duplicate"
+        assert set(stored) == acknowledged, f"seed {killer.seed}"
         assert facts.count() == len(acknowledged)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from flatstate.errors import (
     StoreUnavailable,
 )
 from tests.conftest import NO_POSTGRES, POSTGRES_DSN, postgres_location
+from tests.pgkill import BackendKiller, keep_going
 from tests.processes import RUN_TIMEOUT, START_TIMEOUT, ctx, join_all, running
 from tests.test_store_processes import COUNTER_KEY, check_counter_race
 
@@ -418,11 +418,11 @@ def test_a_reader_process_sees_every_write_and_never_an_older_one(location: str)
     assert compared > 0, "no read followed a notification of a write: nothing was compared"
 
 
-def _increment_counting(location: str, barrier: Any, times: int, out: Any) -> None:
+def _increment_counting(location: str, barrier: Any, times: int, fired: Any, out: Any) -> None:
     done = 0
     with flatstate.open_store(location) as store:
         barrier.wait(START_TIMEOUT)
-        for _ in range(times):
+        while keep_going(done, times, fired):
             store.update(lambda d: d.patch(COUNTER_KEY, {"count": d[COUNTER_KEY]["count"] + 1}))
             done += 1
     out.put(done)
@@ -438,37 +438,18 @@ def test_killed_connections_lose_and_duplicate_no_write(
         ns = namespace_of(store)
     workers, times = 2, 300
     barrier, out = ctx.Barrier(workers), ctx.Queue()
-    stop = threading.Event()
-    kills: list[int] = []
-    seed = random.randrange(1 << 30)
-    rng = random.Random(seed)
-
-    def killer() -> None:
-        with psycopg.connect(POSTGRES_DSN or "", autocommit=True) as conn:
-            while not stop.wait(rng.uniform(0.01, 0.1)):
-                pids = conn.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name IN (%s, %s)",
-                    (f"flatstate:{ns}"[:63], f"flatstate-listen:{ns}"[:63]),
-                ).fetchall()
-                if pids:
-                    pid = rng.choice(pids)[0]
-                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-                    kills.append(pid)
-
-    thread = threading.Thread(target=killer)
-    with running(_increment_counting, [(location, barrier, times, out)] * workers) as procs:
-        thread.start()
-        try:
+    killer = BackendKiller([f"flatstate:{ns}", f"flatstate-listen:{ns}"])
+    args = [(location, barrier, times, killer.fired, out)] * workers
+    with running(_increment_counting, args) as procs:
+        with killer:
             codes = join_all(procs)
-        finally:
-            stop.set()
-            thread.join()
-        assert codes == [0] * workers, f"seed {seed}"
+        assert codes == [0] * workers, f"seed {killer.seed}"
     acknowledged = sum(out.get(timeout=10) for _ in range(workers))
-    assert acknowledged == workers * times
-    assert len(kills) > 5, f"seed {seed}: the killer hardly ran"
+    assert acknowledged >= workers * times
+    killer.check_fired()
     with flatstate.open_store(location) as store:
-        assert store.get(COUNTER_KEY)["count"] == acknowledged, f"seed {seed}"  # type: ignore[index]
+        count = store.get(COUNTER_KEY)["count"]  # type: ignore[index]
+        assert count == acknowledged, f"seed {killer.seed}"
 
 
 # -- the CLI -------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import flatstate
 from flatstate.backends.postgres.transcripts import PgTranscript
 from flatstate.compaction import compact
 from tests.conftest import NO_POSTGRES, POSTGRES_DSN, postgres_location
+from tests.pgkill import BackendKiller, keep_going
 from tests.processes import START_TIMEOUT, ctx, join_all, running, wait_for_content
 from tests.test_postgres import FRESHNESS_DEADLINE, self_terminating, wait_until
 
@@ -209,13 +210,17 @@ def test_a_connection_lost_at_commit_neither_loses_nor_repeats_an_append(
         assert [e["id"] for e in transcript.tail(10)] == [first, second, third]
 
 
-def _append_counting(location: str, worker: int, count: int, barrier: Any, out: Any) -> None:
+def _append_counting(
+    location: str, worker: int, count: int, barrier: Any, fired: Any, out: Any
+) -> None:
     done: list[str] = []
     with flatstate.open_store(location) as store:
         transcript = store.transcript(KEY)
         barrier.wait(START_TIMEOUT)
-        for i in range(count):
+        i = 0
+        while keep_going(i, count, fired):
             done += transcript.append_many([message(f"w{worker}-{i}")])
+            i += 1
     out.put(done)
 
 
@@ -229,40 +234,19 @@ def test_terminated_connections_lose_and_duplicate_no_append(
     with flatstate.open_store(locations[0]) as store:
         store.patch(KEY, {})
     barrier, out = ctx.Barrier(workers), ctx.Queue()
-    stop = threading.Event()
-    kills: list[int] = []
-    seed = random.randrange(1 << 30)
-    rng = random.Random(seed)
-
-    def killer() -> None:
-        with psycopg.connect(POSTGRES_DSN or "", autocommit=True) as conn:
-            while not stop.wait(rng.uniform(0.01, 0.1)):
-                pids = conn.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
-                    (f"flatstate:{namespace}"[:63],),
-                ).fetchall()
-                if pids:
-                    pid = rng.choice(pids)[0]
-                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-                    kills.append(pid)
-
-    thread = threading.Thread(target=killer)
-    args = [(locations[w], w, count, barrier, out) for w in range(workers)]
+    killer = BackendKiller([f"flatstate:{namespace}"])
+    args = [(locations[w], w, count, barrier, killer.fired, out) for w in range(workers)]
     with running(_append_counting, args) as procs:
-        thread.start()
-        try:
+        with killer:
             codes = join_all(procs)
-        finally:
-            stop.set()
-            thread.join()
-        assert codes == [0] * workers, f"seed {seed}"
+        assert codes == [0] * workers, f"seed {killer.seed}"
     acked = [i for _ in range(workers) for i in out.get(timeout=10)]
-    assert len(kills) > 5, f"seed {seed}: the killer hardly ran"
+    killer.check_fired()
     lines = lines_of(locations[0])
     ids = [e["id"] for e in lines[1:]]
-    assert sorted(ids) == sorted(acked), f"seed {seed}: lost or doubled ({len(ids)} lines)"
+    assert sorted(ids) == sorted(acked), f"seed {killer.seed}: lost or doubled ({len(ids)} lines)"
     chain(lines)
-    print(f"\n{len(kills)} connections terminated; {len(ids)} appends, each once")
+    print(f"\n{len(killer.kills)} connections terminated; {len(ids)} appends, each once")
 
 
 # -- compaction and archives ------------------------------------------------------------

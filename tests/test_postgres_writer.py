@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +17,7 @@ import flatstate
 from flatstate.backends import postgres as pg_backend
 from flatstate.errors import CommitOutcomeUnknown
 from tests.conftest import NO_POSTGRES, POSTGRES_DSN, postgres_location
+from tests.pgkill import BackendKiller
 
 pytestmark = [pytest.mark.postgres, pytest.mark.skipif(POSTGRES_DSN is None, reason=NO_POSTGRES)]
 
@@ -71,25 +70,8 @@ def test_a_backend_killed_mid_batch_loses_and_repeats_no_write(tmp_path: Path) -
     are in flight: every acknowledged increment is counted once; a batch whose outcome
     could not be settled fails (CommitOutcomeUnknown) and is never run twice."""
     location = postgres_location(tmp_path)
-    seed = random.randrange(1 << 30)
-    rng = random.Random(seed)
-    stop = threading.Event()
-    kills: list[int] = []
 
-    def killer(namespace: str) -> None:
-        with psycopg.connect(POSTGRES_DSN or "", autocommit=True) as conn:
-            while not stop.wait(rng.uniform(0.005, 0.04)):
-                pids = conn.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
-                    " AND state <> 'idle'",
-                    (f"flatstate:{namespace}"[:63],),
-                ).fetchall()
-                if pids:
-                    pid = rng.choice(pids)[0]
-                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-                    kills.append(pid)
-
-    async def main() -> tuple[int, int, int, float]:
+    async def main() -> tuple[int, int, int, float, BackendKiller]:
         async with flatstate.open_async_store(location) as store:
             backend = store.sync.backend
             assert isinstance(backend, pg_backend.PostgresBackend)
@@ -101,7 +83,7 @@ def test_a_backend_killed_mid_batch_loses_and_repeats_no_write(tmp_path: Path) -
                 # machine would otherwise finish first), at most 40 times as many.
                 nonlocal acknowledged, unknown
                 for done in range(40 * TIMES):
-                    if done >= TIMES and len(kills) >= 3:
+                    if done >= TIMES and killer.fired.value >= 3:
                         break
                     try:
                         await store.update(_increment("shared"))
@@ -110,24 +92,23 @@ def test_a_backend_killed_mid_batch_loses_and_repeats_no_write(tmp_path: Path) -
                     else:
                         acknowledged += 1
 
-            thread = threading.Thread(target=killer, args=(backend.namespace,))
-            thread.start()
-            try:
+            killer = BackendKiller(
+                [f"flatstate:{backend.namespace}"], pause=(0.005, 0.04), busy_only=True
+            )
+            with killer:
                 await asyncio.gather(*(task() for _ in range(TASKS)))
-            finally:
-                stop.set()
-                thread.join()
             entry = await store.get("shared")
             assert entry is not None
-            return entry["count"], acknowledged, unknown, store.sync._writer.mean_batch
+            mean_batch = store.sync._writer.mean_batch
+            return entry["count"], acknowledged, unknown, mean_batch, killer
 
-    count, acknowledged, unknown, mean_batch = asyncio.run(main())
+    count, acknowledged, unknown, mean_batch, killer = asyncio.run(main())
     assert acknowledged + unknown >= TASKS * TIMES
-    assert len(kills) >= 3, f"seed {seed}: the killer hardly ran"
+    killer.check_fired(3)
     assert mean_batch > 1.5, mean_batch
     # Nothing acknowledged is lost and nothing runs twice: an unsettled batch may or may
     # not have committed, never more than once.
-    assert acknowledged <= count <= acknowledged + unknown, f"seed {seed}"
+    assert acknowledged <= count <= acknowledged + unknown, f"seed {killer.seed}"
     with flatstate.open_store(location) as reopened:
         assert reopened.get("shared")["count"] == count  # type: ignore[index]
 
