@@ -195,19 +195,22 @@ def migrate(conn: Any, schema: str, *, readonly: bool, create: bool, location: s
     )
 
 
-def _install_hint(conn: Any) -> str:
+def _install_hint(conn: Any, without: str) -> str:
     major = int(conn.info.server_version) // 10000
     return (
         f"Install pgvector on the database server (Debian/Ubuntu: apt-get install "
         f"postgresql-{major}-pgvector; elsewhere see https://github.com/pgvector/pgvector), "
         "then run CREATE EXTENSION vector; in this database as a role allowed to, "
-        "or open the facts without embed="
+        f"or {without}"
     )
 
 
-def check_pgvector(conn: Any, *, readonly: bool) -> str:
+def check_pgvector(
+    conn: Any, *, readonly: bool, without: str = "open the facts without embed="
+) -> str:
     """The version of pgvector in this database, creating the extension when the server has
-    it and the role may; else VectorsUnavailable naming the extension and how to get it."""
+    it and the role may; else VectorsUnavailable naming the extension and how to get it
+    (``without``: how to do without vectors, the last words of the fix)."""
     row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
     if row:
         return str(row[0])
@@ -218,7 +221,7 @@ def check_pgvector(conn: Any, *, readonly: bool) -> str:
         raise VectorsUnavailable(
             'the PostgreSQL server has no pgvector extension ("vector" is not in '
             "pg_available_extensions)",
-            fix=_install_hint(conn),
+            fix=_install_hint(conn, without),
         )
     if readonly:
         raise VectorsUnavailable(
@@ -236,4 +239,4 @@ def check_pgvector(conn: Any, *, readonly: bool) -> str:
             "pgvector is on the server but this role may not create it in this database",
             fix="Have a superuser (or the database owner) run CREATE EXTENSION vector;",
         ) from exc
-    return check_pgvector(conn, readonly=True)
+    return check_pgvector(conn, readonly=True, without=without)
