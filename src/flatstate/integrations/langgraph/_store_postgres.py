@@ -174,6 +174,7 @@ class PostgresStoreEngine(StoreEngine):
         self._config = _CONFIG.replace("{s}", s)
         self._fold = f"{s}.lg_store_fold"
         self._closed = False
+        self._commit_lock = threading.Lock()
         self._cursors = itertools.count()
         self._local = threading.local()  # .conn: the snapshot's connection
         self._conn: Conn | None = None
@@ -426,7 +427,9 @@ class PostgresStoreEngine(StoreEngine):
         patience = Patience(self._lock_timeout)
         while True:
             try:
-                self._commit_once(jobs)
+                # The writer may commit on its thread while a caller commits inline.
+                with self._commit_lock:
+                    self._commit_once(jobs)
                 return
             except psycopg.Error as exc:
                 if not lost(exc):
