@@ -557,6 +557,33 @@ def test_the_sweeper_thread_sweeps(where: str, clock: FakeClock) -> None:
         assert count_rows(store) == 0
 
 
+def test_start_and_stop_the_ttl_sweeper(where: str, clock: FakeClock) -> None:
+    """LangGraph's SqliteStore and PostgresStore API: a future per start, done when the
+    sweeper stops; cancelling one stops it; closing the store stops it too."""
+    with FlatstateStore(where, clock=clock) as store:
+        assert store.stop_ttl_sweeper() is True  # none runs
+        store.put(("t",), "k", {}, ttl=1)
+        clock.advance(2 * MINUTE)
+        assert count_rows(store) == 1
+        future = store.start_ttl_sweeper(0.002)  # every 0.12 s
+        assert not future.done()
+        again = store.start_ttl_sweeper()  # it runs already: nothing new starts
+        deadline = time.monotonic() + START_TIMEOUT
+        while count_rows(store) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert count_rows(store) == 0
+        assert again.cancel()
+        assert future.result(timeout=START_TIMEOUT) is None
+        assert store.stop_ttl_sweeper(timeout=START_TIMEOUT) is True
+        with pytest.raises(InvalidStoreItem, match="positive"):
+            store.start_ttl_sweeper(-1)
+        later = store.start_ttl_sweeper(60)
+        assert not later.done()
+    assert later.result(timeout=START_TIMEOUT) is None
+    with pytest.raises(StoreClosed):
+        store.start_ttl_sweeper()
+
+
 def count_rows(store: Any) -> int:
     """The rows the store's table holds, expired ones too (reads never show those)."""
     if store.location.startswith("postgresql://"):
