@@ -58,6 +58,25 @@ def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(tmp_path / "state")
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def vec_where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """``where`` for semantic search: sqlite-vec, or a server with pgvector (without it the
+    store's error is tested in test_langgraph_store_postgres.py)."""
+    if request.param == "sqlite":
+        require_extra("sqlite_vec", "vec")
+        return str(tmp_path / "state")
+    require_extra("psycopg", "postgres")
+    location = postgres_location(tmp_path)
+    import psycopg
+
+    with psycopg.connect(POSTGRES_DSN) as conn:
+        if not conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"
+        ).fetchone():
+            pytest.skip("the PostgreSQL server has no pgvector")
+    return location
+
+
 # Words whose porter stems differ and are themselves: a keyword query for one matches
 # exactly the items whose text holds it, so the model below can say which those are.
 VOCAB = ["apple", "kiwi", "mango", "plum", "grape", "lemon"]
@@ -286,13 +305,12 @@ DOCS = {
 
 
 @pytest.mark.parametrize("fields", [None, ["text"], ["text", "kind"]])
-def test_semantic_search_ranks_as_in_memory_store(tmp_path: Path, fields: Any) -> None:
-    require_extra("sqlite_vec", "vec")
+def test_semantic_search_ranks_as_in_memory_store(vec_where: str, fields: Any) -> None:
     index: dict[str, Any] = {"dims": 32, "embed": hashing_embed()}
     if fields is not None:
         index["fields"] = fields
     ref = InMemoryStore(index=index)
-    with FlatstateStore(tmp_path / "state", index=index) as ours:
+    with FlatstateStore(vec_where, index=index) as ours:
         for key, value in DOCS.items():
             ours.put(("docs",), key, value)
             ref.put(("docs",), key, value)
@@ -316,15 +334,14 @@ def test_semantic_search_ranks_as_in_memory_store(tmp_path: Path, fields: Any) -
         assert [i.key for i in best] == ["d4"]
 
 
-def test_semantic_search_with_an_async_embedding_function(tmp_path: Path) -> None:
-    require_extra("sqlite_vec", "vec")
+def test_semantic_search_with_an_async_embedding_function(vec_where: str) -> None:
     sync = hashing_embed()
 
     async def embed(texts: list[str]) -> list[list[float]]:
         return list(sync(texts))
 
     async def main() -> list[str]:
-        async with FlatstateStore(tmp_path / "state", index={"dims": 32, "embed": embed}) as s:
+        async with FlatstateStore(vec_where, index={"dims": 32, "embed": embed}) as s:
             for key, value in DOCS.items():
                 await s.aput(("docs",), key, value)
             return [i.key for i in await s.asearch(("docs",), query="lemon grape", limit=1)]
@@ -332,22 +349,20 @@ def test_semantic_search_with_an_async_embedding_function(tmp_path: Path) -> Non
     assert asyncio.run(main()) == ["d3"]
 
 
-def test_vectors_of_the_wrong_length_are_refused(tmp_path: Path) -> None:
-    require_extra("sqlite_vec", "vec")
-    with FlatstateStore(tmp_path / "state", index={"dims": 8, "embed": hashing_embed(4)}) as s:
+def test_vectors_of_the_wrong_length_are_refused(vec_where: str) -> None:
+    with FlatstateStore(vec_where, index={"dims": 8, "embed": hashing_embed(4)}) as s:
         with pytest.raises(InvalidStoreItem, match="dims=8"):
             s.put(("docs",), "a", {"text": "apple"})
         assert s.get(("docs",), "a") is None
 
 
-def test_a_zero_vector_is_unscored_not_an_error(tmp_path: Path) -> None:
-    require_extra("sqlite_vec", "vec")
+def test_a_zero_vector_is_unscored_not_an_error(vec_where: str) -> None:
 
     def embed(texts: list[str]) -> list[list[float]]:
         return [[0.0] * 4 if text == "zero" else [1.0, 0.0, 0.0, 0.0] for text in texts]
 
     index = {"dims": 4, "embed": embed, "fields": ["text"]}
-    with FlatstateStore(tmp_path / "state", index=index) as store:
+    with FlatstateStore(vec_where, index=index) as store:
         store.put(("d",), "one", {"text": "x"})
         store.put(("d",), "zero", {"text": "zero"})
         assert [(i.key, i.score) for i in store.search(("d",), query="x")] == [
@@ -703,13 +718,12 @@ def test_reopening_keeps_everything(where: str) -> None:
         assert store.list_namespaces() == [("users", "1")]
 
 
-def test_vectors_survive_a_reopen(tmp_path: Path) -> None:
-    require_extra("sqlite_vec", "vec")
+def test_vectors_survive_a_reopen(vec_where: str) -> None:
     index = {"dims": 32, "embed": hashing_embed(), "fields": ["text"]}
-    with FlatstateStore(tmp_path / "state", index=index) as store:
+    with FlatstateStore(vec_where, index=index) as store:
         for key, value in DOCS.items():
             store.put(("docs",), key, value)
-    with FlatstateStore(tmp_path / "state", index=index) as store:
+    with FlatstateStore(vec_where, index=index) as store:
         assert store.search(("docs",), query="lemon", limit=1)[0].key == "d3"
 
 
