@@ -42,7 +42,9 @@ from flatstate.backends.postgres.schema import run_migrations, table_version
 from flatstate.errors import VectorsUnavailable
 
 __all__ = [
+    "MARKS",
     "MIGRATIONS",
+    "PUNCTUATION",
     "SCHEMA_VERSION",
     "check_pgvector",
     "migrate",
@@ -51,9 +53,9 @@ __all__ = [
 ]
 
 # Combining marks (diacritics once decomposed) and punctuation or symbols, as
-# PostgreSQL regular-expression brackets.
-_MARKS = r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
-_PUNCTUATION = (
+# PostgreSQL regular-expression brackets (the LangGraph store folds its text with them too).
+MARKS = r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
+PUNCTUATION = (
     r"[\x21-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e\u00a0-\u00bf\u00d7\u00f7\u2000-\u206f"
     r"\u2190-\u2bff\u2e00-\u2e7f\u3000-\u303f\ufe30-\ufe4f\U0001f000-\U0001faff]"
 )
@@ -74,7 +76,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         f"""CREATE FUNCTION {{s}}.facts_fold(p text) RETURNS text
             LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
             SELECT regexp_replace(regexp_replace(normalize(lower(p), NFKD),
-                '{_MARKS}', '', 'g'), '{_PUNCTUATION}', ' ', 'g')
+                '{MARKS}', '', 'g'), '{PUNCTUATION}', ' ', 'g')
         $$""",
         f"""CREATE TABLE {{s}}.facts (
             seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

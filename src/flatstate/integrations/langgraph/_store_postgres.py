@@ -39,7 +39,7 @@ from flatstate.backends.postgres.connection import Patience, lost, unavailable
 from flatstate.backends.postgres.dsn import resolve
 from flatstate.backends.postgres.schema import run_migrations
 from flatstate.errors import LockTimeout, ReadOnlyStore, StoreClosed
-from flatstate.facts.postgres_schema import _MARKS, _PUNCTUATION, check_pgvector
+from flatstate.facts.postgres_schema import MARKS, PUNCTUATION, check_pgvector
 from flatstate.facts.query import query_terms
 from flatstate.integrations.langgraph._filters import CompiledFilter
 from flatstate.integrations.langgraph._items import encode_namespace
@@ -77,7 +77,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         f"""CREATE FUNCTION {{s}}.lg_store_fold(p text) RETURNS text
             LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
             SELECT regexp_replace(regexp_replace(normalize(lower(p), NFKD),
-                '{_MARKS}', '', 'g'), '{_PUNCTUATION}', ' ', 'g')
+                '{MARKS}', '', 'g'), '{PUNCTUATION}', ' ', 'g')
         $$""",
         """CREATE TABLE {s}.lg_store_items (
             seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
