@@ -173,6 +173,20 @@ class PostgresStoreEngine(StoreEngine):
         self._vectors_table = f"{s}.lg_store_vectors"
         self._config = _CONFIG.replace("{s}", s)
         self._fold = f"{s}.lg_store_fold"
+        # One round trip a put: the upsert, and the item's old vectors deleted with it (the
+        # DELETE sees the table as it was before the statement, so the new row is untouched).
+        self._upsert = (
+            f"WITH up AS (INSERT INTO {self._items} AS i (ns, namespace, key, value, "
+            "created_at, updated_at, ttl_minutes, expires_at, search) VALUES "
+            f"(%s, %s, %s, %s, %s, %s, %s, %s, to_tsvector({self._config}, {self._fold}(%s))) "
+            "ON CONFLICT (ns, namespace, key) DO UPDATE SET value = excluded.value, "
+            "created_at = CASE WHEN i.expires_at <= excluded.updated_at "
+            "THEN excluded.created_at ELSE i.created_at END, "
+            "updated_at = excluded.updated_at, ttl_minutes = excluded.ttl_minutes, "
+            "expires_at = excluded.expires_at, search = excluded.search RETURNING seq), "
+            f"old AS (DELETE FROM {self._vectors_table} AS v USING up WHERE v.seq = up.seq) "
+            "SELECT seq FROM up"
+        )
         self._closed = False
         self._commit_lock = threading.Lock()
         self._cursors = itertools.count()
@@ -399,21 +413,12 @@ class PostgresStoreEngine(StoreEngine):
                 keyword = None if put.keyword is None else put.keyword.replace("\x00", " ")
                 # An item that expired but was not swept yet is replaced as a new one.
                 cur.execute(
-                    f"INSERT INTO {items} AS i (ns, namespace, key, value, created_at, "
-                    "updated_at, ttl_minutes, expires_at, search) VALUES "
-                    f"(%s, %s, %s, %s, %s, %s, %s, %s, to_tsvector({self._config}, "
-                    f"{self._fold}(%s))) "
-                    "ON CONFLICT (ns, namespace, key) DO UPDATE SET value = excluded.value, "
-                    "created_at = CASE WHEN i.expires_at <= excluded.updated_at "
-                    "THEN excluded.created_at ELSE i.created_at END, "
-                    "updated_at = excluded.updated_at, ttl_minutes = excluded.ttl_minutes, "
-                    "expires_at = excluded.expires_at, search = excluded.search RETURNING seq",
+                    self._upsert,
                     (ns, put.namespace, key, put.value, now, now, put.ttl, expires, keyword),
                 )
                 found = cur.fetchone()
                 assert found is not None
                 seq = found[0]
-                cur.execute(f"DELETE FROM {self._vectors_table} WHERE seq = %s", (seq,))
                 if pairs:
                     cur.executemany(
                         f"INSERT INTO {self._vectors_table} (seq, field, embedding) "
