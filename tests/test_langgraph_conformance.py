@@ -56,7 +56,9 @@ def test_conformance_on_sqlite(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 @pytest.mark.postgres
-def test_conformance_on_postgres(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("namespace", [None, "team-7"])
+def test_conformance_on_postgres(capsys: pytest.CaptureFixture[str], namespace: str | None) -> None:
+    """On the default namespace's tables and on a namespace's own (``?namespace=``)."""
     require_extra("langgraph", "langgraph")
     if POSTGRES_DSN is None:
         pytest.skip(NO_POSTGRES)
@@ -64,5 +66,7 @@ def test_conformance_on_postgres(capsys: pytest.CaptureFixture[str]) -> None:
 
     schema = f"lg_{uuid.uuid4().hex[:10]}"
     location = f"{POSTGRES_DSN}{'&' if '?' in POSTGRES_DSN else '?'}schema={schema}"
+    if namespace is not None:
+        location += f"&namespace={namespace}"
     report = _run_suite("FlatstateSaver(postgres)", lambda: FlatstateSaver(location), capsys)
     _assert_full(report)

@@ -388,11 +388,59 @@ def test_postgres_messages_never_show_the_password() -> None:
     with pytest.raises(StoreUnavailable) as caught:
         FlatstateSaver(dsn, lock_timeout=0.5)
     assert secret not in str(caught.value)
-    with pytest.raises(ValueError, match="takes only") as bad:
-        FlatstateSaver(f"postgresql://u:{secret}@127.0.0.1/x?namespace=a")
+    with pytest.raises(StoreUnavailable) as bad:
+        FlatstateSaver(f"{dsn}&namespace=a&state_dir=/nowhere", lock_timeout=0.5)
     assert secret not in str(bad.value)
+    assert "namespace=a" in str(bad.value)
     with FlatstateSaver(POSTGRES_DSN) as saver:
         assert "password" not in repr(saver).lower() or ":" not in repr(saver).split("@")[0]
+
+
+def test_table_prefixes_keep_namespaces_apart() -> None:
+    from flatstate.integrations.langgraph._postgres_engine import table_prefix
+
+    assert table_prefix("main") == "lg_"  # the default namespace: the tables it always had
+    names = ["a", "A", "a-b", "a_b", "é", "", "x" * 200, "x" * 201, "'; DROP TABLE x; --"]
+    prefixes = [table_prefix(name) for name in names]
+    assert len(set(prefixes)) == len(names)
+    for prefix in prefixes:
+        assert prefix.startswith("lg_") and prefix.endswith("_")
+        assert len(prefix + "checkpoints_run") <= 63  # PostgreSQL's longest identifier
+        assert all(c.isascii() and (c.isalnum() or c == "_") for c in prefix)
+
+
+@pytest.mark.postgres
+def test_a_namespace_in_the_url_isolates_its_checkpoints(tmp_path: Path) -> None:
+    """The URL the other flatstate stores take (namespace, state_dir) names checkpoints of
+    that namespace alone; the same namespace sees them from another saver."""
+    if POSTGRES_DSN is None:
+        pytest.skip(NO_POSTGRES)
+    from tests.conftest import postgres_location
+
+    schema = f"lg_{uuid.uuid4().hex[:10]}"
+    one = postgres_location(tmp_path, "team-one", schema=schema)
+    two = postgres_location(tmp_path, "team-two", schema=schema)
+    config = {"configurable": {"thread_id": "alice"}}
+    with FlatstateSaver(one) as saver:
+        graph = chat_graph(saver, ["hello!"])
+        graph.invoke({"messages": [HumanMessage("hi")]}, config)
+        assert "namespace=team-one" in repr(saver)
+    with FlatstateSaver(two) as other:
+        assert other.get_tuple(config) is None
+        assert list(other.list(None)) == []
+    with FlatstateSaver(one) as again:
+        found = again.get_tuple(config)
+        assert found is not None
+        assert contents(found.checkpoint["channel_values"])[-1] == "hello!"
+    default = f"{POSTGRES_DSN}{'&' if '?' in POSTGRES_DSN else '?'}schema={schema}"
+    with FlatstateSaver(default) as plain, FlatstateSaver(default + "&namespace=main") as main:
+        plain.put(*_put_args("t1"))
+        assert main.get_tuple({"configurable": {"thread_id": "t1"}}) is not None
+
+
+def _put_args(thread_id: str) -> tuple[Any, ...]:
+    cp, md, versions = _cp(1, {"x": "y"})
+    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}, cp, md, versions
 
 
 def _cp(n: int, values: dict[str, Any]) -> tuple[Any, Any, Any]:

@@ -1,6 +1,9 @@
 """FlatstateStore against LangGraph's own InMemoryStore: the same operations, the same answers
 where InMemoryStore defines them; then TTL on a fake clock, hostile queries, paging, reopening,
-errors and two processes on one state directory."""
+errors and two processes on one store. Each test runs on a state directory (SQLite) and on a
+namespace of its own on the test PostgreSQL server (``where``); what only one of them has
+(sqlite-vec, a damaged file) runs there alone. PostgreSQL's own matters (namespaces, pgvector,
+the URL's password) are in test_langgraph_store_postgres.py."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,7 +31,7 @@ from hypothesis.stateful import RuleBasedStateMachine, rule
 from flatstate.errors import InvalidStoreItem, StoreClosed, StoreCorrupt
 from flatstate.facts.query import query_terms
 from flatstate.facts.vectors import HashingEmbedder
-from tests.conftest import FakeClock, require_extra
+from tests.conftest import NO_POSTGRES, POSTGRES_DSN, FakeClock, postgres_location, require_extra
 from tests.processes import START_TIMEOUT, ctx, join_all, running
 
 memory = require_extra("langgraph.store.memory", "langgraph")
@@ -43,6 +47,35 @@ InvalidNamespaceError = base.InvalidNamespaceError
 
 MINUTE = 60_000
 EVERYTHING = 10_000
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store's location: a state directory, or a fresh namespace on the test server."""
+    if request.param == "postgres":
+        require_extra("psycopg", "postgres")
+        return postgres_location(tmp_path)
+    return str(tmp_path / "state")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def vec_where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """``where`` for semantic search: sqlite-vec, or a server with pgvector (without it the
+    store's error is tested in test_langgraph_store_postgres.py)."""
+    if request.param == "sqlite":
+        require_extra("sqlite_vec", "vec")
+        return str(tmp_path / "state")
+    require_extra("psycopg", "postgres")
+    location = postgres_location(tmp_path)
+    import psycopg
+
+    with psycopg.connect(POSTGRES_DSN) as conn:
+        if not conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"
+        ).fetchone():
+            pytest.skip("the PostgreSQL server has no pgvector")
+    return location
+
 
 # Words whose porter stems differ and are themselves: a keyword query for one matches
 # exactly the items whose text holds it, so the model below can say which those are.
@@ -128,8 +161,11 @@ class Differential(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.root = tempfile.mkdtemp(prefix="flatstate-lgstore-")
-        self.ours = FlatstateStore(self.root)
+        self.ours = self.open_store()
         self.ref = InMemoryStore()
+
+    def open_store(self) -> Any:
+        return FlatstateStore(self.root)
 
     def teardown(self) -> None:
         self.ours.close()
@@ -232,6 +268,24 @@ Differential.TestCase.settings = settings(
 TestDifferential = Differential.TestCase
 
 
+class PostgresDifferential(Differential):
+    """The same, on a fresh namespace of the test server each run."""
+
+    def open_store(self) -> Any:
+        return FlatstateStore(postgres_location(Path(self.root)))
+
+
+PostgresDifferential.TestCase.settings = settings(
+    max_examples=25,
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestPostgresDifferential = pytest.mark.postgres(
+    pytest.mark.skipif(POSTGRES_DSN is None, reason=NO_POSTGRES)(PostgresDifferential.TestCase)
+)
+
+
 # -- semantic search ---------------------------------------------------------------------
 
 
@@ -251,13 +305,12 @@ DOCS = {
 
 
 @pytest.mark.parametrize("fields", [None, ["text"], ["text", "kind"]])
-def test_semantic_search_ranks_as_in_memory_store(tmp_path: Path, fields: Any) -> None:
-    require_extra("sqlite_vec", "vec")
+def test_semantic_search_ranks_as_in_memory_store(vec_where: str, fields: Any) -> None:
     index: dict[str, Any] = {"dims": 32, "embed": hashing_embed()}
     if fields is not None:
         index["fields"] = fields
     ref = InMemoryStore(index=index)
-    with FlatstateStore(tmp_path / "state", index=index) as ours:
+    with FlatstateStore(vec_where, index=index) as ours:
         for key, value in DOCS.items():
             ours.put(("docs",), key, value)
             ref.put(("docs",), key, value)
@@ -281,15 +334,14 @@ def test_semantic_search_ranks_as_in_memory_store(tmp_path: Path, fields: Any) -
         assert [i.key for i in best] == ["d4"]
 
 
-def test_semantic_search_with_an_async_embedding_function(tmp_path: Path) -> None:
-    require_extra("sqlite_vec", "vec")
+def test_semantic_search_with_an_async_embedding_function(vec_where: str) -> None:
     sync = hashing_embed()
 
     async def embed(texts: list[str]) -> list[list[float]]:
         return list(sync(texts))
 
     async def main() -> list[str]:
-        async with FlatstateStore(tmp_path / "state", index={"dims": 32, "embed": embed}) as s:
+        async with FlatstateStore(vec_where, index={"dims": 32, "embed": embed}) as s:
             for key, value in DOCS.items():
                 await s.aput(("docs",), key, value)
             return [i.key for i in await s.asearch(("docs",), query="lemon grape", limit=1)]
@@ -297,22 +349,20 @@ def test_semantic_search_with_an_async_embedding_function(tmp_path: Path) -> Non
     assert asyncio.run(main()) == ["d3"]
 
 
-def test_vectors_of_the_wrong_length_are_refused(tmp_path: Path) -> None:
-    require_extra("sqlite_vec", "vec")
-    with FlatstateStore(tmp_path / "state", index={"dims": 8, "embed": hashing_embed(4)}) as s:
+def test_vectors_of_the_wrong_length_are_refused(vec_where: str) -> None:
+    with FlatstateStore(vec_where, index={"dims": 8, "embed": hashing_embed(4)}) as s:
         with pytest.raises(InvalidStoreItem, match="dims=8"):
             s.put(("docs",), "a", {"text": "apple"})
         assert s.get(("docs",), "a") is None
 
 
-def test_a_zero_vector_is_unscored_not_an_error(tmp_path: Path) -> None:
-    require_extra("sqlite_vec", "vec")
+def test_a_zero_vector_is_unscored_not_an_error(vec_where: str) -> None:
 
     def embed(texts: list[str]) -> list[list[float]]:
         return [[0.0] * 4 if text == "zero" else [1.0, 0.0, 0.0, 0.0] for text in texts]
 
     index = {"dims": 4, "embed": embed, "fields": ["text"]}
-    with FlatstateStore(tmp_path / "state", index=index) as store:
+    with FlatstateStore(vec_where, index=index) as store:
         store.put(("d",), "one", {"text": "x"})
         store.put(("d",), "zero", {"text": "zero"})
         assert [(i.key, i.score) for i in store.search(("d",), query="x")] == [
@@ -338,8 +388,8 @@ def test_any_text_is_a_safe_query(keyword_store: Any, query: str) -> None:
 
 
 @pytest.fixture
-def keyword_store(tmp_path: Path) -> Any:
-    with FlatstateStore(tmp_path / "state") as store:
+def keyword_store(where: str) -> Any:
+    with FlatstateStore(where) as store:
         store.put(("m",), "1", {"text": 'quotes " and stars * and NEAR(x) AND OR NOT'})
         store.put(("m",), "2", {"text": "The deploy target is fly.io", "n": 1})
         store.put(("m",), "3", {"nested": {"deep": ["café naïve", "日本語"]}})
@@ -363,8 +413,8 @@ def test_keyword_query(keyword_store: Any, query: str, keys: set[str]) -> None:
     assert {i.key for i in keyword_store.search(("m",), query=query)} == keys
 
 
-def test_index_false_and_index_fields_decide_what_a_keyword_finds(tmp_path: Path) -> None:
-    with FlatstateStore(tmp_path / "state") as store:
+def test_index_false_and_index_fields_decide_what_a_keyword_finds(where: str) -> None:
+    with FlatstateStore(where) as store:
         store.put(("m",), "off", {"text": "apple"}, index=False)
         store.put(("m",), "title", {"title": "kiwi", "body": "apple"}, index=["title"])
         assert {i.key for i in store.search(("m",), query="apple")} == set()
@@ -375,8 +425,8 @@ def test_index_false_and_index_fields_decide_what_a_keyword_finds(tmp_path: Path
 # -- filters: what InMemoryStore leaves undefined ----------------------------------------
 
 
-def test_filter_semantics_where_in_memory_store_is_undefined(tmp_path: Path) -> None:
-    with FlatstateStore(tmp_path / "state") as store:
+def test_filter_semantics_where_in_memory_store_is_undefined(where: str) -> None:
+    with FlatstateStore(where) as store:
         store.put(("f",), "true", {"x": True})
         store.put(("f",), "one", {"x": 1})
         store.put(("f",), "onef", {"x": 1.0})
@@ -409,8 +459,8 @@ def test_filter_semantics_where_in_memory_store_is_undefined(tmp_path: Path) -> 
 # -- paging ------------------------------------------------------------------------------
 
 
-def test_paging_is_stable_across_offsets(tmp_path: Path, clock: FakeClock) -> None:
-    with FlatstateStore(tmp_path / "state", clock=clock) as store:
+def test_paging_is_stable_across_offsets(where: str, clock: FakeClock) -> None:
+    with FlatstateStore(where, clock=clock) as store:
         for i in range(23):
             store.put(
                 ("p", f"u{i % 4}"), f"k{i}", {"text": "apple kiwi", "i": i, "m": {"v": i % 2}}
@@ -448,10 +498,8 @@ def test_paging_is_stable_across_offsets(tmp_path: Path, clock: FakeClock) -> No
 # -- TTL ---------------------------------------------------------------------------------
 
 
-def test_an_expired_item_is_never_read_even_before_a_sweep(
-    tmp_path: Path, clock: FakeClock
-) -> None:
-    with FlatstateStore(tmp_path / "state", clock=clock) as store:
+def test_an_expired_item_is_never_read_even_before_a_sweep(where: str, clock: FakeClock) -> None:
+    with FlatstateStore(where, clock=clock) as store:
         assert store.supports_ttl
         store.put(("t",), "short", {"text": "apple"}, ttl=1)
         store.put(("t", "sub"), "forever", {"text": "apple"})
@@ -470,8 +518,8 @@ def test_an_expired_item_is_never_read_even_before_a_sweep(
         assert store.get(("t",), "short").value == {"v": 2}
 
 
-def test_reads_refresh_the_ttl_unless_told_not_to(tmp_path: Path, clock: FakeClock) -> None:
-    with FlatstateStore(tmp_path / "state", clock=clock) as store:
+def test_reads_refresh_the_ttl_unless_told_not_to(where: str, clock: FakeClock) -> None:
+    with FlatstateStore(where, clock=clock) as store:
         for key in ["get", "search", "kept"]:
             store.put(("t",), key, {"k": key}, ttl=1)
         clock.advance(50_000)
@@ -484,10 +532,10 @@ def test_reads_refresh_the_ttl_unless_told_not_to(tmp_path: Path, clock: FakeClo
 
 
 def test_ttl_config_gives_the_default_ttl_and_the_refresh_default(
-    tmp_path: Path, clock: FakeClock
+    where: str, clock: FakeClock
 ) -> None:
     ttl = {"default_ttl": 2, "refresh_on_read": False}
-    with FlatstateStore(tmp_path / "state", ttl=ttl, clock=clock) as store:
+    with FlatstateStore(where, ttl=ttl, clock=clock) as store:
         assert store.ttl_config == ttl
         store.put(("t",), "default", {})
         store.put(("t",), "never", {}, ttl=None)
@@ -500,8 +548,8 @@ def test_ttl_config_gives_the_default_ttl_and_the_refresh_default(
         assert {i.key for i in store.search(("t",))} == {"never", "longer"}
 
 
-def test_a_put_over_an_expired_item_makes_a_new_one(tmp_path: Path, clock: FakeClock) -> None:
-    with FlatstateStore(tmp_path / "state", clock=clock) as store:
+def test_a_put_over_an_expired_item_makes_a_new_one(where: str, clock: FakeClock) -> None:
+    with FlatstateStore(where, clock=clock) as store:
         store.put(("t",), "k", {"v": 1}, ttl=1)
         first = store.get(("t",), "k").created_at
         clock.advance(30_000)
@@ -512,20 +560,57 @@ def test_a_put_over_an_expired_item_makes_a_new_one(tmp_path: Path, clock: FakeC
         assert store.get(("t",), "k").created_at > first  # expired: a new item
 
 
-def test_the_sweeper_thread_sweeps(tmp_path: Path, clock: FakeClock) -> None:
+def test_the_sweeper_thread_sweeps(where: str, clock: FakeClock) -> None:
     ttl = {"sweep_interval_minutes": 0.002}  # every 0.12 s
-    with FlatstateStore(tmp_path / "state", ttl=ttl, clock=clock) as store:
+    with FlatstateStore(where, ttl=ttl, clock=clock) as store:
         store.put(("t",), "k", {}, ttl=1)
         clock.advance(2 * MINUTE)
-        path = store.path
+        assert count_rows(store) == 1
         deadline = time.monotonic() + START_TIMEOUT
-        while count_rows(path) and time.monotonic() < deadline:
+        while count_rows(store) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert count_rows(path) == 0
+        assert count_rows(store) == 0
 
 
-def count_rows(path: str) -> int:
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+def test_start_and_stop_the_ttl_sweeper(where: str, clock: FakeClock) -> None:
+    """LangGraph's SqliteStore and PostgresStore API: a future per start, done when the
+    sweeper stops; cancelling one stops it; closing the store stops it too."""
+    with FlatstateStore(where, clock=clock) as store:
+        assert store.stop_ttl_sweeper() is True  # none runs
+        store.put(("t",), "k", {}, ttl=1)
+        clock.advance(2 * MINUTE)
+        assert count_rows(store) == 1
+        future = store.start_ttl_sweeper(0.002)  # every 0.12 s
+        assert not future.done()
+        again = store.start_ttl_sweeper()  # it runs already: nothing new starts
+        deadline = time.monotonic() + START_TIMEOUT
+        while count_rows(store) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert count_rows(store) == 0
+        assert again.cancel()
+        assert future.result(timeout=START_TIMEOUT) is None
+        assert store.stop_ttl_sweeper(timeout=START_TIMEOUT) is True
+        with pytest.raises(InvalidStoreItem, match="positive"):
+            store.start_ttl_sweeper(-1)
+        later = store.start_ttl_sweeper(60)
+        assert not later.done()
+    assert later.result(timeout=START_TIMEOUT) is None
+    with pytest.raises(StoreClosed):
+        store.start_ttl_sweeper()
+
+
+def count_rows(store: Any) -> int:
+    """The rows the store's table holds, expired ones too (reads never show those)."""
+    if store.location.startswith("postgresql://"):
+        import psycopg
+
+        namespace = parse_qs(urlsplit(store.location).query)["namespace"][0]
+        with psycopg.connect(POSTGRES_DSN) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM flatstate.lg_store_items WHERE ns = %s", (namespace,)
+            ).fetchone()
+            return int(row[0])
+    with sqlite3.connect(f"file:{store.path}?mode=ro", uri=True) as conn:
         return int(conn.execute("SELECT count(*) FROM items").fetchone()[0])
 
 
@@ -541,8 +626,8 @@ def test_bad_ttl_config_is_refused(tmp_path: Path, ttl: dict[str, Any]) -> None:
 # -- batches, errors, lifecycle ----------------------------------------------------------
 
 
-def test_a_batch_reads_before_it_writes_and_the_last_put_wins(tmp_path: Path) -> None:
-    with FlatstateStore(tmp_path / "state") as store:
+def test_a_batch_reads_before_it_writes_and_the_last_put_wins(where: str) -> None:
+    with FlatstateStore(where) as store:
         store.put(("b",), "k", {"v": 0})
         results = store.batch(
             [
@@ -574,15 +659,15 @@ def test_a_batch_reads_before_it_writes_and_the_last_put_wins(tmp_path: Path) ->
         ({"x": __import__("functools").reduce(lambda v, _: [v], range(100), 1)}, "deeper than 64"),
     ],
 )
-def test_a_bad_value_fails_the_whole_batch(tmp_path: Path, value: Any, says: str) -> None:
-    with FlatstateStore(tmp_path / "state") as store:
+def test_a_bad_value_fails_the_whole_batch(where: str, value: Any, says: str) -> None:
+    with FlatstateStore(where) as store:
         with pytest.raises(InvalidStoreItem, match=says):
             store.batch([PutOp(("b",), "good", {"v": 1}), PutOp(("b",), "bad", value)])
         assert store.search(()) == []
 
 
-def test_bad_namespaces_keys_and_pages_are_refused(tmp_path: Path) -> None:
-    with FlatstateStore(tmp_path / "state") as store:
+def test_bad_namespaces_keys_and_pages_are_refused(where: str) -> None:
+    with FlatstateStore(where) as store:
         with pytest.raises(InvalidNamespaceError):
             store.put(("a.b",), "k", {})
         with pytest.raises(InvalidNamespaceError):
@@ -606,10 +691,10 @@ def test_bad_namespaces_keys_and_pages_are_refused(tmp_path: Path) -> None:
         assert store.search(()) == []
 
 
-def test_keys_and_labels_keep_every_character(tmp_path: Path) -> None:
+def test_keys_and_labels_keep_every_character(where: str) -> None:
     odd = ["", "\x00nul", "é", "日本", "a b", "'; DROP TABLE items; --", "\U0001f600", "\x01"]
     labels = [key.replace("\x00", "") or "x" for key in odd]  # labels cannot hold NUL
-    with FlatstateStore(tmp_path / "state") as store:
+    with FlatstateStore(where) as store:
         for i, (label, key) in enumerate(zip(labels, odd, strict=True)):
             store.put((label, "ns"), key, {"i": i, key: label})
         for i, (label, key) in enumerate(zip(labels, odd, strict=True)):
@@ -617,8 +702,8 @@ def test_keys_and_labels_keep_every_character(tmp_path: Path) -> None:
         assert store.list_namespaces(max_depth=1) == sorted({(label,) for label in labels})
 
 
-def test_reopening_keeps_everything(tmp_path: Path) -> None:
-    state = tmp_path / "state"
+def test_reopening_keeps_everything(where: str) -> None:
+    state = where
     with FlatstateStore(state) as store:
         store.put(("users", "1"), "prefs", {"theme": "dark", "text": "likes mango"})
         store.put(("users", "2"), "prefs", {"theme": "light"})
@@ -633,19 +718,18 @@ def test_reopening_keeps_everything(tmp_path: Path) -> None:
         assert store.list_namespaces() == [("users", "1")]
 
 
-def test_vectors_survive_a_reopen(tmp_path: Path) -> None:
-    require_extra("sqlite_vec", "vec")
+def test_vectors_survive_a_reopen(vec_where: str) -> None:
     index = {"dims": 32, "embed": hashing_embed(), "fields": ["text"]}
-    with FlatstateStore(tmp_path / "state", index=index) as store:
+    with FlatstateStore(vec_where, index=index) as store:
         for key, value in DOCS.items():
             store.put(("docs",), key, value)
-    with FlatstateStore(tmp_path / "state", index=index) as store:
+    with FlatstateStore(vec_where, index=index) as store:
         assert store.search(("docs",), query="lemon", limit=1)[0].key == "d3"
 
 
-def test_async_twins_and_async_with(tmp_path: Path) -> None:
+def test_async_twins_and_async_with(where: str) -> None:
     async def main() -> None:
-        async with FlatstateStore(tmp_path / "state") as store:
+        async with FlatstateStore(where) as store:
             await asyncio.gather(*(store.aput(("a",), f"k{i}", {"i": i}) for i in range(20)))
             assert (await store.aget(("a",), "k3")).value == {"i": 3}
             found = await store.asearch(("a",), filter={"i": {"$gte": 18}})
@@ -658,8 +742,8 @@ def test_async_twins_and_async_with(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_threads_writing_at_once_lose_nothing(tmp_path: Path) -> None:
-    with FlatstateStore(tmp_path / "state") as store:
+def test_threads_writing_at_once_lose_nothing(where: str) -> None:
+    with FlatstateStore(where) as store:
 
         def work(t: int) -> None:
             for i in range(25):
@@ -673,17 +757,28 @@ def test_threads_writing_at_once_lose_nothing(tmp_path: Path) -> None:
         assert len(store.search(("t",), limit=EVERYTHING)) == 100
 
 
-def test_closed_store_refuses_and_repr_holds_no_secret(tmp_path: Path) -> None:
-    store = FlatstateStore(tmp_path / "state")
-    assert repr(store) == f"FlatstateStore({str(tmp_path / 'state' / 'langgraph-store.sqlite')!r})"
+def test_closed_store_refuses(where: str) -> None:
+    store = FlatstateStore(where)
     store.close()
     store.close()  # twice is fine
     with pytest.raises(StoreClosed):
         store.get(("a",), "k")
     with pytest.raises(StoreClosed):
         store.put(("a",), "k", {})
-    with pytest.raises(InvalidStoreItem, match="not supported yet") as caught:
-        FlatstateStore("postgresql://user:s3cret@localhost/db")
+    with pytest.raises(StoreClosed):
+        store.sweep_ttl()
+
+
+def test_repr_names_the_file(tmp_path: Path) -> None:
+    with FlatstateStore(tmp_path / "state") as store:
+        path = str(tmp_path / "state" / "langgraph-store.sqlite")
+        assert repr(store) == f"FlatstateStore({path!r})"
+        assert store.path == path
+
+
+def test_other_schemes_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidStoreItem, match="postgresql://") as caught:
+        FlatstateStore("mysql://user:s3cret@localhost/db")
     assert "s3cret" not in str(caught.value)
 
 
@@ -696,7 +791,7 @@ def test_a_file_that_is_not_a_store_is_reported_and_kept(tmp_path: Path) -> None
     assert (state / "langgraph-store.sqlite").read_bytes() == b"not a database at all" * 100
 
 
-def test_a_graph_uses_the_store(tmp_path: Path) -> None:
+def test_a_graph_uses_the_store(where: str) -> None:
     """A real StateGraph whose node reads and writes memories through the injected store."""
     graph_mod = require_extra("langgraph.graph", "langgraph")
     from typing_extensions import TypedDict
@@ -713,7 +808,7 @@ def test_a_graph_uses_the_store(tmp_path: Path) -> None:
     builder = graph_mod.StateGraph(State)
     builder.add_node("remember", remember)
     builder.add_edge(graph_mod.START, "remember")
-    with FlatstateStore(tmp_path / "state") as store:
+    with FlatstateStore(where) as store:
         graph = builder.compile(store=store)
         assert graph.invoke({"user": "u1", "seen": 0})["seen"] == 1
         assert graph.invoke({"user": "u1", "seen": 0})["seen"] == 2
@@ -737,8 +832,8 @@ def _write_items(state_dir: str, barrier: Any, worker: int, count: int) -> None:
 
 
 @pytest.mark.slow
-def test_two_processes_on_one_state_dir_lose_nothing(tmp_path: Path) -> None:
-    state = str(tmp_path / "state")
+def test_two_processes_on_one_state_dir_lose_nothing(where: str) -> None:
+    state = where
     FlatstateStore(state).close()
     workers, count = 2, 150
     barrier = ctx.Barrier(workers)
@@ -759,8 +854,8 @@ def _put_until_killed(state_dir: str, acks: str) -> None:
 
 
 @pytest.mark.slow
-def test_every_acknowledged_put_survives_kill_9(tmp_path: Path) -> None:
-    state, acks = str(tmp_path / "state"), str(tmp_path / "acks")
+def test_every_acknowledged_put_survives_kill_9(tmp_path: Path, where: str) -> None:
+    state, acks = where, str(tmp_path / "acks")
     with running(_put_until_killed, [(state, acks)]) as procs:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:

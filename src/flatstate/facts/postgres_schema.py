@@ -42,7 +42,9 @@ from flatstate.backends.postgres.schema import run_migrations, table_version
 from flatstate.errors import VectorsUnavailable
 
 __all__ = [
+    "MARKS",
     "MIGRATIONS",
+    "PUNCTUATION",
     "SCHEMA_VERSION",
     "check_pgvector",
     "migrate",
@@ -51,9 +53,9 @@ __all__ = [
 ]
 
 # Combining marks (diacritics once decomposed) and punctuation or symbols, as
-# PostgreSQL regular-expression brackets.
-_MARKS = r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
-_PUNCTUATION = (
+# PostgreSQL regular-expression brackets (the LangGraph store folds its text with them too).
+MARKS = r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
+PUNCTUATION = (
     r"[\x21-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e\u00a0-\u00bf\u00d7\u00f7\u2000-\u206f"
     r"\u2190-\u2bff\u2e00-\u2e7f\u3000-\u303f\ufe30-\ufe4f\U0001f000-\U0001faff]"
 )
@@ -74,7 +76,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         f"""CREATE FUNCTION {{s}}.facts_fold(p text) RETURNS text
             LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
             SELECT regexp_replace(regexp_replace(normalize(lower(p), NFKD),
-                '{_MARKS}', '', 'g'), '{_PUNCTUATION}', ' ', 'g')
+                '{MARKS}', '', 'g'), '{PUNCTUATION}', ' ', 'g')
         $$""",
         f"""CREATE TABLE {{s}}.facts (
             seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -195,19 +197,22 @@ def migrate(conn: Any, schema: str, *, readonly: bool, create: bool, location: s
     )
 
 
-def _install_hint(conn: Any) -> str:
+def _install_hint(conn: Any, without: str) -> str:
     major = int(conn.info.server_version) // 10000
     return (
         f"Install pgvector on the database server (Debian/Ubuntu: apt-get install "
         f"postgresql-{major}-pgvector; elsewhere see https://github.com/pgvector/pgvector), "
         "then run CREATE EXTENSION vector; in this database as a role allowed to, "
-        "or open the facts without embed="
+        f"or {without}"
     )
 
 
-def check_pgvector(conn: Any, *, readonly: bool) -> str:
+def check_pgvector(
+    conn: Any, *, readonly: bool, without: str = "open the facts without embed="
+) -> str:
     """The version of pgvector in this database, creating the extension when the server has
-    it and the role may; else VectorsUnavailable naming the extension and how to get it."""
+    it and the role may; else VectorsUnavailable naming the extension and how to get it
+    (``without``: how to do without vectors, the last words of the fix)."""
     row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
     if row:
         return str(row[0])
@@ -218,7 +223,7 @@ def check_pgvector(conn: Any, *, readonly: bool) -> str:
         raise VectorsUnavailable(
             'the PostgreSQL server has no pgvector extension ("vector" is not in '
             "pg_available_extensions)",
-            fix=_install_hint(conn),
+            fix=_install_hint(conn, without),
         )
     if readonly:
         raise VectorsUnavailable(
@@ -236,4 +241,4 @@ def check_pgvector(conn: Any, *, readonly: bool) -> str:
             "pgvector is on the server but this role may not create it in this database",
             fix="Have a superuser (or the database owner) run CREATE EXTENSION vector;",
         ) from exc
-    return check_pgvector(conn, readonly=True)
+    return check_pgvector(conn, readonly=True, without=without)

@@ -3,7 +3,8 @@
 - :class:`FlatstateSaver`: a checkpointer (``BaseCheckpointSaver``) in a state directory
   or on PostgreSQL, with channel values stored by content and the extended methods
   (``prune``, ``copy_thread``, ``delete_for_runs``) the official savers lack.
-- :class:`FlatstateStore`: a ``BaseStore`` (long-term memory) in a state directory.
+- :class:`FlatstateStore`: a ``BaseStore`` (long-term memory) in a state directory or on
+  PostgreSQL.
 
 >>> import tempfile
 >>> from flatstate.integrations.langgraph import FlatstateSaver

@@ -13,9 +13,11 @@ A filter maps top-level fields of an item's value to a condition:
 
 These are InMemoryStore's rules, with two differences it leaves undefined: it counts
 ``True`` equal to ``1``, and its comparisons raise on a field that is missing or not a
-number. Top-level clauses on plain scalars and comparisons become SQL over ``json_type``
-and ``json_extract`` (exact for those cases); whatever else a filter says is matched here,
-row by row, in the same order.
+number. On SQLite, top-level clauses on plain scalars and comparisons become SQL over
+``json_type`` and ``json_extract`` (exact for those cases); whatever else a filter says is
+matched here, row by row, in the same order. On PostgreSQL the whole filter is matched here,
+after SQL has chosen the namespace range: one set of rules, no second translation to keep
+exact.
 """
 
 from __future__ import annotations
@@ -141,20 +143,28 @@ def _check_plain(value: Any, where: str) -> None:
 
 
 class CompiledFilter:
-    """A filter as SQL conditions (with their arguments) and what remains for Python."""
+    """A filter as SQLite conditions (with their arguments) and what remains for Python;
+    ``whole`` is the filter itself, for a database that matches all of it in Python."""
 
-    __slots__ = ("args", "residual", "sql")
+    __slots__ = ("args", "residual", "sql", "whole")
 
-    def __init__(self, sql: list[str], args: list[Any], residual: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        sql: list[str],
+        args: list[Any],
+        residual: dict[str, Any],
+        whole: dict[str, Any] | None = None,
+    ) -> None:
         self.sql = sql
         self.args = args
         self.residual = residual
+        self.whole = whole or {}
 
-    def predicate(self) -> Predicate | None:
-        """The Python half: None when SQL says it all."""
-        if not self.residual:
+    def predicate(self, *, whole: bool = False) -> Predicate | None:
+        """The Python half (the whole filter with ``whole``): None when nothing is left."""
+        clauses = list((self.whole if whole else self.residual).items())
+        if not clauses:
             return None
-        clauses = list(self.residual.items())
         return lambda value: all(matches(value.get(f), c) for f, c in clauses)
 
 
@@ -232,4 +242,4 @@ def compile_filter(spec: Any) -> CompiledFilter:
         else:
             sql.append(clause)
             args += clause_args
-    return CompiledFilter(sql, args, residual)
+    return CompiledFilter(sql, args, residual, dict(spec))

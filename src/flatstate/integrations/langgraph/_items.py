@@ -1,104 +1,37 @@
-"""The LangGraph store's database and the encoding of its items.
+"""The LangGraph store's items, whichever database holds them: how a namespace, a key and a
+value are checked and encoded, and the text and vectors an item is indexed by.
 
-Schema (version 1), in ``<state_dir>/langgraph-store.sqlite``, a database of its own
-beside the facts' (whose ``facts`` table is keyed by fact id, not by namespace and key):
-
-- ``items``: one row per item. ``namespace`` holds the labels in UTF-8 joined by a zero
-  byte, a BLOB: labels cannot hold a zero byte, and such a BLOB sorts exactly as
-  LangGraph's tuples do (``("a", "b")`` before ``("a-",)``), so namespace order and prefix
-  ranges come straight from the unique index. ``value`` is the item's JSON;
-  ``ttl_minutes`` and ``expires_at`` (epoch ms) are set for items with a TTL.
-- ``items_fts``: FTS5 (porter stemming over unicode61) over each item's indexed text,
-  rowid = ``items.seq``, for the keyword ``query``.
-- ``item_vectors``: one unit-length float32 embedding per indexed field of an item, for
-  semantic search with sqlite-vec.
-
-Deleting an item deletes its index entry and vectors by trigger, whoever deletes it
-(a put of None, a TTL sweep, the ``sqlite3`` shell).
+A namespace is stored as its labels in UTF-8 joined by a zero byte (labels cannot hold
+one): such bytes sort exactly as LangGraph's tuples do (``("a", "b")`` before ``("a-",)``),
+so namespace order and prefix ranges come straight from a unique index, on SQLite (a BLOB)
+and on PostgreSQL (``bytea``) alike. A value is stored as its JSON text.
 """
 
 from __future__ import annotations
 
 import math
-import sqlite3
 from array import array
 from collections.abc import Mapping, Sequence
-from types import ModuleType
 from typing import Any
 
 import msgspec
 
-from flatstate import _sqlite
 from flatstate.errors import InvalidStoreItem
 
 __all__ = [
-    "DB_FILENAME",
-    "MIGRATIONS",
+    "check_key",
     "check_value",
-    "connect",
+    "decode_json",
     "decode_namespace",
+    "encode_json",
     "encode_namespace",
     "keyword_text",
     "unit_vector",
 ]
 
-DB_FILENAME = "langgraph-store.sqlite"
-WHAT = "LangGraph store database"
 SEPARATOR = b"\x00"
 # As for session entries: deep enough for any real value, far from the recursion limit.
 MAX_DEPTH = 64
-
-MIGRATIONS: list[tuple[str, ...]] = [
-    (
-        """CREATE TABLE items (
-            seq INTEGER PRIMARY KEY,
-            namespace BLOB NOT NULL,
-            key TEXT NOT NULL,
-            value TEXT NOT NULL,
-            created_at INTEGER NOT NULL,
-            updated_at INTEGER NOT NULL,
-            ttl_minutes REAL,
-            expires_at INTEGER,
-            UNIQUE (namespace, key)
-        )""",
-        # Search without a query reads the newest first: this index gives that order, so a
-        # page is read, not every match sorted (4x at 2,000 items; a put costs ~5% more).
-        "CREATE INDEX items_recent ON items (updated_at DESC, namespace, key)",
-        # The sweep's index, holding only the items that can expire.
-        "CREATE INDEX items_expiry ON items (expires_at) WHERE expires_at IS NOT NULL",
-        "CREATE VIRTUAL TABLE items_fts USING fts5(doc, tokenize='porter unicode61')",
-        """CREATE TABLE item_vectors (
-            seq INTEGER NOT NULL,
-            field TEXT NOT NULL,
-            embedding BLOB NOT NULL,
-            PRIMARY KEY (seq, field)
-        ) WITHOUT ROWID""",
-        """CREATE TRIGGER items_delete AFTER DELETE ON items BEGIN
-            DELETE FROM items_fts WHERE rowid = old.seq;
-            DELETE FROM item_vectors WHERE seq = old.seq;
-        END""",
-    ),
-]
-
-PAGE_CACHE_KIB = 8192
-
-
-def connect(
-    path: str, *, driver: ModuleType, lock_timeout: float, synchronous: str
-) -> sqlite3.Connection:
-    """Open ``path`` (created 0600 in a 0700 directory) and migrate it; StoreCorrupt if it
-    is not a LangGraph store database (the file is never replaced)."""
-    conn: sqlite3.Connection = _sqlite.connect(
-        path,
-        MIGRATIONS,
-        what=WHAT,
-        lock_timeout=lock_timeout,
-        readonly=False,
-        synchronous=synchronous,
-        page_cache_kib=PAGE_CACHE_KIB,
-        driver=driver,
-    )
-    return conn
 
 
 def _utf8(text: str, what: str) -> bytes:

@@ -2,6 +2,12 @@
 ``lg_schema_version`` in flatstate's schema (``?schema=`` in the URL, default
 ``flatstate``), beside the session store's tables and shared by every process and host.
 
+A ``?namespace=`` other than the default (``main``, as for sessions and facts) has tables of
+its own, ``lg_<name>_<hash>_checkpoints`` and so on (:func:`table_prefix`): LangGraph's
+thread ids are global to a checkpointer, so two namespaces on one database must never
+meet, and their own tables keep every statement (shared with SQLite) as it is. The URL's
+``state_dir`` is accepted and unused: the checkpointer keeps nothing on local disk.
+
 One writer connection commits each batch of writes in one transaction (group commit); a
 batch in which a job fails is undone and its jobs run again one transaction each, so one
 bad write never takes the others with it. Reads use a small pool. Only pieces are cached
@@ -17,6 +23,7 @@ whose reply was lost is harmless to repeat.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -27,22 +34,25 @@ from psycopg_pool import ConnectionPool
 
 from flatstate._schema import needs_migration
 from flatstate.backends.postgres.connection import Patience, lost, unavailable
-from flatstate.backends.postgres.dsn import DEFAULT_SCHEMA, redact_dsn, split_dsn
+from flatstate.backends.postgres.dsn import resolve
+from flatstate.backends.postgres.schema import table_version
 from flatstate.integrations.langgraph._cache import RowCache
 from flatstate.integrations.langgraph._engine import Engine
 from flatstate.integrations.langgraph._tables import Sql
+from flatstate.keys import DEFAULT_AGENT_ID
 from flatstate.writer import Job
 
 __all__ = ["PostgresEngine"]
 
 SCHEMA_VERSION = 1
-_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-# Writes take it shared, a sweep exclusive (pg_advisory_xact_lock_shared / _lock).
+_UNSAFE = re.compile(r"[^a-z0-9_]+")
+# Room for the longest name made from a prefix (lg_<tag>_checkpoints_run) in PostgreSQL's 63.
+_TAG_CHARS = 24
 _SWEEP_LOCK = "flatstate-langgraph-sweep"
 
 MIGRATIONS = [
     (
-        """CREATE TABLE {s}.lg_checkpoints (
+        """CREATE TABLE {p}checkpoints (
             thread_id text COLLATE "C" NOT NULL,
             checkpoint_ns text COLLATE "C" NOT NULL,
             checkpoint_id text COLLATE "C" NOT NULL,
@@ -55,8 +65,8 @@ MIGRATIONS = [
             refs bytea NOT NULL,
             PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
         )""",
-        "CREATE INDEX lg_checkpoints_run ON {s}.lg_checkpoints (run_id) WHERE run_id IS NOT NULL",
-        """CREATE TABLE {s}.lg_writes (
+        "CREATE INDEX {t}checkpoints_run ON {p}checkpoints (run_id) WHERE run_id IS NOT NULL",
+        """CREATE TABLE {p}writes (
             thread_id text COLLATE "C" NOT NULL,
             checkpoint_ns text COLLATE "C" NOT NULL,
             checkpoint_id text COLLATE "C" NOT NULL,
@@ -68,9 +78,20 @@ MIGRATIONS = [
             task_path text COLLATE "C" NOT NULL,
             PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
         )""",
-        "CREATE TABLE {s}.lg_blobs (digest bytea PRIMARY KEY, body bytea NOT NULL)",
+        "CREATE TABLE {p}blobs (digest bytea PRIMARY KEY, body bytea NOT NULL)",
     ),
 ]
+
+
+def table_prefix(namespace: str) -> str:
+    """What the checkpoint tables of ``namespace`` are named with: ``lg_`` for the default
+    namespace (the tables of every earlier release), else ``lg_`` and a readable part of the
+    name with a hash of all of it (names differing only in case or punctuation stay apart)."""
+    if namespace == DEFAULT_AGENT_ID:
+        return "lg_"
+    readable = _UNSAFE.sub("_", namespace.lower()).strip("_")[:_TAG_CHARS]
+    digest = hashlib.sha256(namespace.encode()).hexdigest()[:10]
+    return f"lg_{readable}_{digest}_" if readable else f"lg_{digest}_"
 
 
 class _Conn:
@@ -102,26 +123,20 @@ class PostgresEngine(Engine):
         cache_bytes: int,
         pool_size: int = 4,
     ) -> None:
-        libpq_dsn, ours = split_dsn(dsn)
-        unknown = sorted(set(ours) - {"schema"})
-        self.location = redact_dsn(libpq_dsn)
-        if unknown:
-            raise ValueError(
-                f"{self.location}: the checkpointer takes only ?schema= of flatstate's URL "
-                f"parameters, not {', '.join(unknown)}; drop them"
-            )
-        schema = ours.get("schema") or DEFAULT_SCHEMA
-        if not _SCHEMA_NAME.fullmatch(schema):
-            raise ValueError(
-                f"schema must be a lower-case identifier (letters, digits, _), not {schema!r}"
-            )
+        where = resolve(dsn, agent_id=None, namespace=None, schema=None, state_dir=None)
+        libpq_dsn, schema = where.libpq_dsn, where.schema
+        self.location = where.redacted
+        self.namespace = where.namespace
+        self.tables = table_prefix(where.namespace)
         try:
             params = conninfo_to_dict(libpq_dsn)
         except psycopg.ProgrammingError:
             raise ValueError(f"not a usable PostgreSQL DSN: {self.location}") from None
         self.schema = schema
         self.lock_timeout = lock_timeout
-        self.sql = Sql(f'"{schema}".lg_', "%s")
+        self.sql = Sql(f'"{schema}".{self.tables}', "%s")
+        # Writes take it shared, a sweep exclusive (pg_advisory_xact_lock_shared / _lock).
+        self._sweep_lock = f"{_SWEEP_LOCK}/{schema}/{self.tables}"
         self._dsn = libpq_dsn
         self._kwargs: dict[str, Any] = {
             "autocommit": True,
@@ -184,22 +199,17 @@ class PostgresEngine(Engine):
             )
             version = self._version(conn)
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {s}.lg_schema_version (version integer)")
+            p = f"{s}.{self.tables}"
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {p}schema_version (version integer)")
             for step in MIGRATIONS[version:]:
                 for statement in step:
-                    conn.execute(statement.replace("{s}", s).encode())
+                    conn.execute(statement.replace("{p}", p).replace("{t}", self.tables).encode())
             if version < SCHEMA_VERSION:
-                conn.execute(f"DELETE FROM {s}.lg_schema_version")
-                conn.execute(f"INSERT INTO {s}.lg_schema_version VALUES (%s)", (SCHEMA_VERSION,))
+                conn.execute(f"DELETE FROM {p}schema_version")
+                conn.execute(f"INSERT INTO {p}schema_version VALUES (%s)", (SCHEMA_VERSION,))
 
     def _version(self, conn: psycopg.Connection[Any]) -> int:
-        found = conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", (f'"{self.schema}".lg_schema_version',)
-        ).fetchone()
-        if not found or not found[0]:
-            return 0
-        row = conn.execute(f'SELECT max(version) FROM "{self.schema}".lg_schema_version').fetchone()
-        return int(row[0] or 0) if row else 0
+        return table_version(conn, self.schema, f"{self.tables}schema_version")
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[_Conn]:
@@ -234,7 +244,9 @@ class PostgresEngine(Engine):
         conn = self._write_conn()
         db = _Conn(conn)
         with conn.transaction():
-            db.run("SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))", (_SWEEP_LOCK,))
+            db.run(
+                "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))", (self._sweep_lock,)
+            )
             afters = self._run_jobs(db, batch, contextlib.nullcontext)
             if any(job.error is not None for job in batch):
                 raise _Undo
@@ -250,7 +262,7 @@ class PostgresEngine(Engine):
                 with conn.transaction():
                     db.run(
                         "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))",
-                        (_SWEEP_LOCK,),
+                        (self._sweep_lock,),
                     )
                     result, after = job.fn(db)
             except psycopg.Error as exc:
@@ -269,7 +281,7 @@ class PostgresEngine(Engine):
         inner = super().maintenance_job(fn)
 
         def job(db: Any) -> Any:
-            db.run("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_SWEEP_LOCK,))
+            db.run("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (self._sweep_lock,))
             return inner(db)
 
         return job
