@@ -154,7 +154,12 @@ class SqliteEngine(Engine):
             (generation,) = db.q("SELECT generation FROM meta")[0]
             if generation != self.cache.generation:
                 self.cache.clear()  # another process wrote: nothing cached is certain
-            afters = self._run_jobs(db, batch, self._savepoint)
+            # A lone job needs no savepoint: if it fails, its whole transaction is undone.
+            lone = len(batch) == 1
+            afters = self._run_jobs(db, batch, contextlib.nullcontext if lone else self._savepoint)
+            if lone and batch[0].error is not None:
+                conn.execute("ROLLBACK")
+                return
             db.run("UPDATE meta SET generation = ?", (generation + 1,))
             with self._errors:
                 conn.execute("COMMIT")
