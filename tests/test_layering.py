@@ -12,10 +12,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "flatstate"
 # Lowest first. A module may import from its own layer and the layers before it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("values", ("errors", "frozen", "keys", "model", "files", "locks", "_signal", "_schema")),
-    ("storage", ("_sqlite", "backends", "transcripts", "maintenance", "openclaw")),
+    # writer: the group-commit queue (it needs only errors); transcripts' sync group uses it.
+    ("storage", ("writer", "_sqlite", "backends", "transcripts", "maintenance", "openclaw")),
     (
         "store",
-        ("_cache", "snapshot", "writer", "pipeline", "store", "_open", "aio", ""),
+        ("_cache", "snapshot", "pipeline", "store", "_open", "aio", ""),
     ),  # "" is the package itself (flatstate/__init__.py)
     ("features", ("compaction", "places", "doctor", "transfer", "copying", "facts", "auth")),
     ("integrations", ("integrations",)),
