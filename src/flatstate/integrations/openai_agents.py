@@ -208,12 +208,37 @@ class FlatstateSession:
             return None
         return known[2]
 
+    async def _first_transcript(self, items: list[Any]) -> GroupedAppends | None:
+        """The transcript file of a session first used here, creating the session if it has
+        none yet through the store's writer (no thread waits on its commit), or None when
+        the transcript is not a file the sync group appends to."""
+        store = self._store
+        if store is None:
+            await run_blocking(self._open)
+            store = self._store
+        assert store is not None
+        sync = store.sync
+        entry = sync.get(self.key) if sync._in_memory() else await run_blocking(sync.get, self.key)
+        if entry is None:
+            _check_json(self.key, items)  # before the session is created
+            await _settle(store.patch(self.key, {}))
+        if sync._in_memory():
+            # As the async store's transcripts do: the cache names the file, and finding it
+            # (its path checked, its directory made once) needs no thread.
+            self._transcript(False)
+        else:
+            await run_blocking(self._transcript, False)
+        return self._grouped_transcript()
+
     def _cached_history(self, limit: int) -> History | None:
         """On the loop: the newest ``limit`` items when the transcript file is known here and
         the lines it remembers from its end hold them (one ``stat``, no read); else None."""
         self._check_open()
         grouped = self._grouped_transcript()
         if grouped is None:
+            store = self._store
+            if store is not None and store.sync._in_memory() and store.sync.get(self.key) is None:
+                return _EMPTY  # no session yet (the cache alone says so): nothing to read
             return None
         window = limit + 2
         entries = grouped.cached_tail_plain(window)
@@ -256,6 +281,8 @@ class FlatstateSession:
             return
         entries = [item_entry(item) for item in checked]
         grouped = self._grouped_transcript()
+        if grouped is None and self._known is None:
+            grouped = await self._first_transcript(checked)
         if grouped is not None:
             # The session's transcript file, known and current: the sync group writes and
             # fsyncs the items with the other sessions' appends; no thread waits for it.
@@ -267,7 +294,7 @@ class FlatstateSession:
                 _check_json(self.key, checked)  # the same problem, told in the SDK's terms
                 raise
             await await_grouped(job, future)
-            if time.monotonic() - self._touched >= TOUCH_SECONDS:
+            if self._touch_due():
                 await run_blocking(self._touch)
             return
 
@@ -285,6 +312,21 @@ class FlatstateSession:
             self._touch()
 
         await _settle(run_blocking(append))
+
+    def _touch_due(self) -> bool:
+        """On the loop: whether :meth:`_touch` may have to refresh ``updatedAt`` (False when
+        the store's cache alone shows a recent one)."""
+        now = time.monotonic()
+        if now - self._touched < TOUCH_SECONDS:
+            return False
+        store = self._store
+        if store is not None and store.sync._in_memory():
+            entry = store.sync.get(self.key)
+            updated = entry.updated_at if entry is not None else None
+            if updated is not None and updated >= time.time() * 1000 - TOUCH_SECONDS * 1000:
+                self._touched = now
+                return False
+        return True
 
     def _touch(self) -> None:
         """Refresh ``updatedAt`` at most every :data:`TOUCH_SECONDS` (on the worker thread)."""
