@@ -109,6 +109,11 @@ class _Tail:
         self.whole = whole  # they start at the file's first line
 
 
+def _is_header(line: bytes) -> bool:
+    value = _decoder.decode(line)
+    return isinstance(value, dict) and value.get("type") == "session"
+
+
 def _file_ident(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
@@ -338,23 +343,20 @@ class Transcript:
         seen = self._tail_seen
         if seen is None or seen.ident != _file_ident(st):
             return None
-        found: list[Any] = []
-        for offset, line in reversed(seen.lines):
-            value = _decoder.decode(line)  # each decoded to an object when it was remembered
-            if offset == 0 and value.get("type") == "session":
-                continue
-            if frozen:
-                try:
-                    value = freeze(value, decoded=True)
-                except NotJSON:
-                    return None  # the read from the file reports it
-            found.append(value)
-            if len(found) >= n:
-                break
-        else:
-            if not seen.whole:
-                return None
-        found.reverse()
+        lines = seen.lines
+        header = bool(lines) and lines[0][0] == 0 and _is_header(lines[0][1])
+        usable = len(lines) - header
+        if usable < n and not seen.whole:
+            return None
+        wanted = lines[len(lines) - min(n, usable) :]
+        # One decode of them all as a JSON array (each line decoded to an object when it was
+        # remembered): the loop over lines in C, not here.
+        found: list[Any] = _decoder.decode(b"[" + b",".join(line for _, line in wanted) + b"]")
+        if frozen:
+            try:
+                return [freeze(value, decoded=True) for value in found]
+            except NotJSON:
+                return None  # the read from the file reports it
         return found
 
     def _tail(self, n: int, parse: Callable[[int, int, bytes], Any]) -> list[Any]:
