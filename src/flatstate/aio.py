@@ -7,11 +7,13 @@ No call here blocks the event loop on a file or a server:
   awaits a future the writer completes through ``loop.call_soon_threadsafe``.
 - Reads run inline when the cache alone can answer them (a complete cache and
   no change signalled: microseconds, no I/O) and on a worker thread otherwise.
-- Transcript appends to files are written and fsynced by the transcripts' sync group
-  (:mod:`flatstate.transcripts.syncgroup`), which completes the task's future the same
-  way: many tasks' appends share their fsyncs and none holds a thread while it waits.
-  Other transcript calls, deletes (which archive a transcript) and opening or closing
-  the store run on worker threads.
+- A transcript append to a file is written at once when no other writer holds the
+  transcript (a few system calls that never wait: no lock wait, no fsync), else by the
+  transcripts' sync group (:mod:`flatstate.transcripts.syncgroup`) once it has the lock;
+  the group's fsync completes the task's future the same way, so many tasks' appends
+  share their fsyncs and none holds a thread while it waits. Other transcript calls,
+  deletes (which archive a transcript) and opening or closing the store run on worker
+  threads.
 
 Cancelling a task that awaits a write never leaves it half-applied: a write the
 writer has not taken yet is withdrawn and never happens; one it has taken runs
