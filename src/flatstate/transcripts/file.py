@@ -524,12 +524,7 @@ class Transcript:
         written = self._write(entries, guard)
         if written.fd is None:
             return written.result  # type: ignore[no-any-return]
-        try:
-            group = syncgroup.group()
-        except BaseException:
-            os.close(written.fd)
-            raise
-        return group.sync(written)  # type: ignore[no-any-return]
+        return syncgroup.group().sync(written)  # type: ignore[no-any-return]
 
     def submit_append(
         self,

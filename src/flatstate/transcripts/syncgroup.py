@@ -15,10 +15,11 @@ one thread syncing 64 freshly written files in a row costs about what 64 lone fs
 from 8-16 threads at once took 9-11 ms (the journal commits concurrent fsyncs together and
 the disk takes their writes in parallel).
 
-A task's append goes through the group's thread whole: :meth:`SyncGroup.submit` queues a
-function that writes under the transcript's lock and returns what to sync, and the task
-awaits a future that the group completes through its ``notify`` (one wake of the event loop
-per batch), holding no thread while it waits.
+A task's append (:meth:`~flatstate.transcripts.file.Transcript.submit_append`) is written
+at once when no other writer holds the transcript, else :meth:`SyncGroup.submit` queues a
+function that writes it under the lock on the group's thread; either way the task awaits a
+future that the group completes through its ``notify`` (one wake of the event loop per
+batch) after the fsync, holding no thread while it waits.
 
 There is one group per process (:func:`group`): transcripts outlive the stores that hand
 them out, and the fsyncs of every store's transcripts can share a batch.
