@@ -15,10 +15,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "values",
         ("errors", "frozen", "keys", "model", "files", "locks", "_signal", "_schema", "_fork"),
     ),
-    ("storage", ("_sqlite", "backends", "transcripts", "maintenance", "openclaw")),
+    # writer: the group-commit queue (it needs only errors); transcripts' sync group uses it.
+    ("storage", ("writer", "_sqlite", "backends", "transcripts", "maintenance", "openclaw")),
     (
         "store",
-        ("_cache", "snapshot", "writer", "pipeline", "store", "_open", "aio", ""),
+        ("_cache", "snapshot", "pipeline", "store", "_open", "aio", ""),
     ),  # "" is the package itself (flatstate/__init__.py)
     ("features", ("compaction", "places", "doctor", "transfer", "copying", "facts", "auth")),
     ("integrations", ("integrations",)),

@@ -432,3 +432,27 @@ def test_tail_plain_gives_the_tail_as_fresh_plain_dicts(tmp_path: Path) -> None:
     assert len(transcript.tail_plain(99)) == 5  # the header is not an entry
     assert transcript.tail_plain(0) == []
     assert any("not JSON" in problem.problem for problem in transcript.problems)
+
+
+def test_a_tail_of_the_file_as_this_object_left_it_reads_nothing(tmp_path: Path) -> None:
+    path = str(tmp_path / "t.jsonl")
+    ours, theirs = Transcript(path, session_id="s"), Transcript(path, session_id="s")
+    for number in range(5):
+        ours.append({"type": "note", "n": number})
+    read = ours.bytes_read
+    assert [entry["n"] for entry in ours.tail_plain(3)] == [2, 3, 4]
+    assert [entry["n"] for entry in ours.tail(99)] == [0, 1, 2, 3, 4]  # the header left out
+    assert ours.cached_tail_plain(2) == [entry for entry in ours.tail_plain(2)]
+    assert ours.bytes_read == read  # what it wrote last is what it reads: no read
+    theirs.append({"type": "note", "n": 5})  # another writer: the file changed
+    assert ours.cached_tail_plain(2) is None  # says so rather than answer from memory
+    assert [entry["n"] for entry in ours.tail_plain(2)] == [4, 5]
+    assert ours.bytes_read > read
+    ours.append({"type": "note", "n": 6})  # what it read, then wrote, it remembers
+    read = ours.bytes_read
+    assert [entry["n"] for entry in ours.tail(3)] == [4, 5, 6]
+    assert ours.bytes_read == read
+    with open(path, "ab") as f:  # a line cut short by a crash: the tail reads the file again
+        f.write(b'{"type": "note", "n": 7')
+    assert [entry["n"] for entry in ours.tail(2)] == [5, 6]
+    assert any("incomplete" in problem.problem for problem in ours.problems)

@@ -7,8 +7,13 @@ No call here blocks the event loop on a file or a server:
   awaits a future the writer completes through ``loop.call_soon_threadsafe``.
 - Reads run inline when the cache alone can answer them (a complete cache and
   no change signalled: microseconds, no I/O) and on a worker thread otherwise.
-- Transcripts, deletes (which archive a transcript) and opening or closing the
-  store run on worker threads.
+- A transcript append to a file is written at once when no other writer holds the
+  transcript (a few system calls that never wait: no lock wait, no fsync), else by the
+  transcripts' sync group (:mod:`flatstate.transcripts.syncgroup`) once it has the lock;
+  the group's fsync completes the task's future the same way, so many tasks' appends
+  share their fsyncs and none holds a thread while it waits. Other transcript calls,
+  deletes (which archive a transcript) and opening or closing the store run on worker
+  threads.
 
 Cancelling a task that awaits a write never leaves it half-applied: a write the
 writer has not taken yet is withdrawn and never happens; one it has taken runs
@@ -31,10 +36,17 @@ from flatstate.frozen import FrozenMap
 from flatstate.model import SessionEntry
 from flatstate.snapshot import Draft, EntryInput, Snapshot
 from flatstate.store import SessionStore, StoreStats
-from flatstate.transcripts import Context, QueuedAppends, TranscriptLike
+from flatstate.transcripts import Context, GroupedAppends, QueuedAppends, TranscriptLike, syncgroup
 from flatstate.writer import Job, Notify
 
-__all__ = ["AsyncSessionStore", "AsyncTranscript", "Opening", "open_async_store"]
+__all__ = [
+    "AsyncSessionStore",
+    "AsyncTranscript",
+    "Opening",
+    "await_grouped",
+    "loop_notify",
+    "open_async_store",
+]
 
 T = TypeVar("T")
 
@@ -97,6 +109,34 @@ def _notifier(loop: asyncio.AbstractEventLoop) -> Notify:
     return notify
 
 
+# One notify function per event loop: a writer groups a batch's jobs by it.
+_notifiers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Notify] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def loop_notify(loop: asyncio.AbstractEventLoop) -> Notify:
+    """The notify function of ``loop``: a writer (the store's, or the transcripts' sync
+    group) completes a batch's futures on it with one wake of the loop."""
+    found = _notifiers.get(loop)
+    if found is None:
+        found = _notifiers[loop] = _notifier(loop)
+    return found
+
+
+async def await_grouped(job: Job, future: asyncio.Future[T]) -> T:
+    """Await a sync-group append (:meth:`~flatstate.transcripts.Transcript.submit_append`).
+    A cancelled caller withdraws it if the group has not taken it yet (it never happens);
+    otherwise it waits for its outcome, then is cancelled: an append that lands is never
+    one its caller was told did not."""
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        if not syncgroup.group().withdraw(job):
+            await asyncio.wait({future})
+        raise
+
+
 def _notifier_unset(jobs: list[Job]) -> None:
     raise AssertionError("no event loop has written yet")
 
@@ -107,10 +147,6 @@ class AsyncSessionStore:
 
     def __init__(self, store: SessionStore) -> None:
         self.sync = store
-        # One notify function per event loop: the writer groups a batch's jobs by it.
-        self._notifiers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Notify] = (
-            weakref.WeakKeyDictionary()
-        )
         # The loop of the last write and its notify: the usual case, without the weak lookup.
         self._last_loop: asyncio.AbstractEventLoop | None = None
         self._last_notify: Notify = _notifier_unset
@@ -142,18 +178,18 @@ class AsyncSessionStore:
         return await asyncio.to_thread(self.sync.stats)
 
     # -- writes ----------------------------------------------------------------
+    def _notify(self, loop: asyncio.AbstractEventLoop) -> Notify:
+        """:func:`loop_notify`, with the loop of the last write remembered."""
+        if loop is self._last_loop:
+            return self._last_notify
+        found = loop_notify(loop)
+        self._last_loop, self._last_notify = loop, found
+        return found
+
     async def _write(self, fn: Callable[[Draft], T]) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        if loop is self._last_loop:
-            notify = self._last_notify
-        else:
-            found = self._notifiers.get(loop)
-            if found is None:
-                found = self._notifiers[loop] = _notifier(loop)
-            notify = found
-            self._last_loop, self._last_notify = loop, found
-        job = Job(fn, notify, future)
+        job = Job(fn, self._notify(loop), future)
         writer = self.sync._writer
         writer.submit(job)
         try:
@@ -233,20 +269,32 @@ class AsyncTranscript:
         return (await self.append_many([entry]))[0]
 
     async def append_many(self, entries: Sequence[Mapping[str, Any]]) -> list[str]:
-        def start(transcript: TranscriptLike) -> list[str] | Future[list[str]]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[str]] = loop.create_future()
+        notify = loop_notify(loop)
+
+        def start(transcript: TranscriptLike) -> list[str] | Future[list[str]] | Job:
             if _queues(transcript):
                 return cast(QueuedAppends, transcript).submit(entries)
+            if _groups(transcript):
+                grouped = cast(GroupedAppends, transcript)
+                return grouped.submit_append(entries, notify, future)
             return transcript.append_many(entries)
 
         store = self._store
         if self._reconciled and store._in_memory() and store.get(self._key) is not None:
             # Opened before and answered by the cache: no thread to find it again.
             found = store.transcript(self._key, create=False, reconcile=False)
-            if _queues(found):
-                return await asyncio.wrap_future(cast(QueuedAppends, found).submit(entries))
-        started = await self._run(start)
+            if _queues(found) or _groups(found):
+                started = start(found)
+            else:
+                started = await self._run(start)
+        else:
+            started = await self._run(start)
         if isinstance(started, Future):
             return await asyncio.wrap_future(started)
+        if isinstance(started, Job):
+            return await await_grouped(started, future)
         return started
 
     async def tail(self, n: int) -> tuple[FrozenMap, ...]:
@@ -266,6 +314,7 @@ class AsyncTranscript:
 
 
 _queueing: dict[type, bool] = {}
+_grouping: dict[type, bool] = {}
 
 
 def _queues(transcript: TranscriptLike) -> bool:
@@ -275,6 +324,15 @@ def _queues(transcript: TranscriptLike) -> bool:
     found = _queueing.get(kind)
     if found is None:
         found = _queueing[kind] = isinstance(transcript, QueuedAppends)
+    return found
+
+
+def _groups(transcript: TranscriptLike) -> bool:
+    """Whether ``transcript`` is a file whose appends the sync group writes (once per class)."""
+    kind = type(transcript)
+    found = _grouping.get(kind)
+    if found is None:
+        found = _grouping[kind] = isinstance(transcript, GroupedAppends)
     return found
 
 

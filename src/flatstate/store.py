@@ -161,6 +161,8 @@ class SessionStore:
         self.maintenance = maintenance or MaintenanceConfig()
         self.transcript_fsync = transcript_fsync or FsyncPolicy()
         self._transcripts: OrderedDict[str, Transcript] = OrderedDict()
+        # Its own lock: the store's is held through every commit (and its fsync).
+        self._transcripts_lock = threading.Lock()
         self.commits = 0
         self._pipeline = Pipeline(self)
         self._writer = Writer(
@@ -475,7 +477,7 @@ class SessionStore:
                 reconcile_count(self, canon, served)
             return served
         path = transcript_path(backend.transcripts_dir, entry, canon)
-        with self._lock:
+        with self._transcripts_lock:
             found = self._transcripts.get(path)
             if found is None:
                 os.makedirs(backend.transcripts_dir, mode=0o700, exist_ok=True)

@@ -210,5 +210,11 @@ class StoredTranscript(Transcript):
     def append_many(self, entries: Sequence[Mapping[str, Any]], *, guard: Any = None) -> list[str]:
         raise ReadOnlyStore(self.path, _WHY)
 
+    def submit_append(self, entries: Sequence[Mapping[str, Any]], *args: Any, **kw: Any) -> Any:
+        raise ReadOnlyStore(self.path, _WHY)
+
+    def cached_tail_plain(self, n: int) -> list[dict[str, Any]] | None:
+        return None  # rows in a database, not lines of a file: read them
+
     def __repr__(self) -> str:
         return f"<StoredTranscript {self.path}>"

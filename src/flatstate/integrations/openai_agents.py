@@ -32,7 +32,7 @@ from agents.memory import SessionSettings
 from agents.memory.session_settings import coerce_session_settings, resolve_session_limit
 
 from flatstate._open import open_store
-from flatstate.aio import AsyncSessionStore
+from flatstate.aio import AsyncSessionStore, await_grouped, loop_notify
 from flatstate.compaction import (
     DEFAULT_KEEP_RECENT_TOKENS,
     Summarizer,
@@ -56,7 +56,7 @@ from flatstate.integrations._agents_history import (
 from flatstate.integrations._threads import run_blocking
 from flatstate.keys import normalize_agent_id, normalize_key
 from flatstate.store import SessionStore
-from flatstate.transcripts import TranscriptLike
+from flatstate.transcripts import GroupedAppends, TranscriptLike
 
 if TYPE_CHECKING:
     from agents.items import TResponseInputItem
@@ -145,7 +145,8 @@ class FlatstateSession:
         self._open_lock = threading.Lock()
         self._closed = False
         self._touched = 0.0
-        self._known: tuple[str | None, TranscriptLike] | None = None
+        # (sessionId, its transcript, the same when the sync group appends to it)
+        self._known: tuple[str | None, TranscriptLike, GroupedAppends | None] | None = None
         if isinstance(location, AsyncSessionStore):
             self._store = location
         elif isinstance(location, SessionStore):
@@ -190,8 +191,60 @@ class FlatstateSession:
         except SessionNotFound:
             return None
         entry = store.get(self.key)
-        self._known = (entry.session_id if entry is not None else None, transcript)
+        grouped = transcript if isinstance(transcript, GroupedAppends) else None
+        self._known = (entry.session_id if entry is not None else None, transcript, grouped)
         return transcript
+
+    def _grouped_transcript(self) -> GroupedAppends | None:
+        """On the loop: the session's transcript when the store's cache alone says it is the
+        one known here and it is a file the sync group appends to; else None (then a worker
+        thread finds it, and creates the session)."""
+        known = self._known
+        store = self._store
+        if known is None or store is None or not store.sync._in_memory():
+            return None
+        entry = store.sync.get(self.key)
+        if entry is None or entry.session_id != known[0]:
+            return None
+        return known[2]
+
+    async def _first_transcript(self, items: list[Any]) -> GroupedAppends | None:
+        """The transcript file of a session first used here, creating the session if it has
+        none yet through the store's writer (no thread waits on its commit), or None when
+        the transcript is not a file the sync group appends to."""
+        store = self._store
+        if store is None:
+            await run_blocking(self._open)
+            store = self._store
+        assert store is not None
+        sync = store.sync
+        entry = sync.get(self.key) if sync._in_memory() else await run_blocking(sync.get, self.key)
+        if entry is None:
+            _check_json(self.key, items)  # before the session is created
+            await _settle(store.patch(self.key, {}))
+        if sync._in_memory():
+            # As the async store's transcripts do: the cache names the file, and finding it
+            # (its path checked, its directory made once) needs no thread.
+            self._transcript(False)
+        else:
+            await run_blocking(self._transcript, False)
+        return self._grouped_transcript()
+
+    def _cached_history(self, limit: int) -> History | None:
+        """On the loop: the newest ``limit`` items when the transcript file is known here and
+        the lines it remembers from its end hold them (one ``stat``, no read); else None."""
+        self._check_open()
+        grouped = self._grouped_transcript()
+        if grouped is None:
+            store = self._store
+            if store is not None and store.sync._in_memory() and store.sync.get(self.key) is None:
+                return _EMPTY  # no session yet (the cache alone says so): nothing to read
+            return None
+        window = limit + 2
+        entries = grouped.cached_tail_plain(window)
+        if entries is None:
+            return None
+        return walk(entries, limit, len(entries) < window) if entries else _EMPTY
 
     def _read(self, limit: int | None) -> History:
         """The newest ``limit`` items (None: all), from a tail that grows until it holds them."""
@@ -212,7 +265,9 @@ class FlatstateSession:
         if wanted == 0:
             self._check_open()
             return []
-        history = await run_blocking(self._read, wanted)
+        history = self._cached_history(wanted) if wanted is not None else None
+        if history is None:
+            history = await run_blocking(self._read, wanted)
         return history.plain()  # type: ignore[return-value]
 
     async def add_items(
@@ -225,6 +280,23 @@ class FlatstateSession:
         if not checked:
             return
         entries = [item_entry(item) for item in checked]
+        grouped = self._grouped_transcript()
+        if grouped is None and self._known is None:
+            grouped = await self._first_transcript(checked)
+        if grouped is not None:
+            # The session's transcript file, known and current: the sync group writes and
+            # fsyncs the items with the other sessions' appends; no thread waits for it.
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[list[str]] = loop.create_future()
+            try:
+                job = grouped.submit_append(entries, loop_notify(loop), future)
+            except InvalidEntry:
+                _check_json(self.key, checked)  # the same problem, told in the SDK's terms
+                raise
+            await await_grouped(job, future)
+            if self._touch_due():
+                await run_blocking(self._touch)
+            return
 
         def append() -> None:
             transcript = self._transcript(create=False)
@@ -240,6 +312,21 @@ class FlatstateSession:
             self._touch()
 
         await _settle(run_blocking(append))
+
+    def _touch_due(self) -> bool:
+        """On the loop: whether :meth:`_touch` may have to refresh ``updatedAt`` (False when
+        the store's cache alone shows a recent one)."""
+        now = time.monotonic()
+        if now - self._touched < TOUCH_SECONDS:
+            return False
+        store = self._store
+        if store is not None and store.sync._in_memory():
+            entry = store.sync.get(self.key)
+            updated = entry.updated_at if entry is not None else None
+            if updated is not None and updated >= time.time() * 1000 - TOUCH_SECONDS * 1000:
+                self._touched = now
+                return False
+        return True
 
     def _touch(self) -> None:
         """Refresh ``updatedAt`` at most every :data:`TOUCH_SECONDS` (on the worker thread)."""

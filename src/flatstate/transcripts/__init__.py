@@ -26,7 +26,7 @@ The package: :mod:`~flatstate.transcripts.api` (the interface every transcript o
 aside) and :mod:`~flatstate.transcripts.reconcile` (compactionCount in step with it).
 """
 
-from flatstate.transcripts.api import QueuedAppends, TranscriptLike
+from flatstate.transcripts.api import GroupedAppends, QueuedAppends, TranscriptLike
 from flatstate.transcripts.context import (
     CONTEXT_TYPES,
     Context,
@@ -50,6 +50,7 @@ __all__ = [
     "SESSION_VERSION",
     "Context",
     "FsyncPolicy",
+    "GroupedAppends",
     "LineProblem",
     "QueuedAppends",
     "Transcript",

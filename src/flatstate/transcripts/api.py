@@ -16,8 +16,9 @@ from typing import Any, Protocol, runtime_checkable
 from flatstate.frozen import FrozenMap
 from flatstate.transcripts.context import Context
 from flatstate.transcripts.file import LineProblem
+from flatstate.writer import Job, Notify
 
-__all__ = ["QueuedAppends", "TranscriptLike"]
+__all__ = ["GroupedAppends", "QueuedAppends", "TranscriptLike"]
 
 
 class TranscriptLike(Protocol):
@@ -81,3 +82,23 @@ class QueuedAppends(Protocol):
     async API awaits the future, so that many tasks' appends share one commit."""
 
     def submit(self, entries: Sequence[Mapping[str, Any]]) -> Future[list[str]]: ...
+
+
+@runtime_checkable
+class GroupedAppends(Protocol):
+    """A transcript file whose appends a sync group writes and syncs
+    (:mod:`~flatstate.transcripts.syncgroup`): ``notify`` gets the job once it is on the
+    disk and completes ``waiter`` (an asyncio future), so a task waits holding no thread and
+    many tasks' appends share their fsyncs. ``cached_tail_plain`` answers a tail from the
+    lines remembered from the file's end (one ``stat``), or None when that needs a read."""
+
+    def cached_tail_plain(self, n: int) -> list[dict[str, Any]] | None: ...
+
+    def submit_append(
+        self,
+        entries: Sequence[Mapping[str, Any]],
+        notify: Notify,
+        waiter: Any,
+        *,
+        guard: Callable[[], bool] | None = None,
+    ) -> Job: ...

@@ -28,7 +28,9 @@ from flatstate.errors import (
 )
 from flatstate.frozen import FrozenMap, NotJSON, encode_json, freeze
 from flatstate.locks import FileLock
+from flatstate.transcripts import syncgroup
 from flatstate.transcripts.context import Context, build_context, context_backward, iso_now
+from flatstate.writer import Job, Notify
 
 __all__ = ["SESSION_VERSION", "FsyncPolicy", "LineProblem", "Transcript"]
 
@@ -36,6 +38,9 @@ log = logging.getLogger("flatstate.transcripts")
 
 SESSION_VERSION = 3
 CHUNK = 64 * 1024
+TAIL_BYTES = 32 * 1024
+"""A transcript object remembers up to this many bytes of lines from the file's end (what it
+last wrote or read there), so that a tail of a file nobody else changed needs no read."""
 LOCK_STALE_SECONDS = 30 * 60.0  # OpenClaw's transcript locks: stale after 30 minutes
 _decoder = msgspec.json.Decoder()
 
@@ -82,6 +87,46 @@ class _Cached:
         self.size = size
         self.path_entries = path_entries  # from the first entry the context needs to the leaf
         self.context = context
+
+
+class _Tail:
+    """The last lines of one version of the file, as this object last read or wrote them:
+    a tail they hold costs a ``stat``, not a read. Never changed: replaced whole, so threads
+    read it without a lock."""
+
+    __slots__ = ("ident", "lines", "size", "whole")
+
+    def __init__(
+        self,
+        ident: tuple[int, int, int, int],
+        lines: tuple[tuple[int, bytes], ...],
+        size: int,
+        whole: bool,
+    ) -> None:
+        self.ident = ident  # (st_dev, st_ino, st_size, st_mtime_ns) of the version they end
+        self.lines = lines  # (offset, line without its newline), in file order, none blank
+        self.size = size  # their bytes
+        self.whole = whole  # they start at the file's first line
+
+
+def _is_header(line: bytes) -> bool:
+    value = _decoder.decode(line)
+    return isinstance(value, dict) and value.get("type") == "session"
+
+
+def _file_ident(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _kept(
+    lines: list[tuple[int, bytes]], size: int, whole: bool, ident: tuple[int, int, int, int]
+) -> _Tail:
+    """The newest of ``lines`` (``size`` bytes) that fit :data:`TAIL_BYTES`."""
+    start = 0
+    while size > TAIL_BYTES:
+        size -= len(lines[start][1])
+        start += 1
+    return _Tail(ident, tuple(lines[start:]), size, whole and start == 0)
 
 
 # Keyed by real path; bounded, least recently used first out.
@@ -137,6 +182,7 @@ class Transcript:
         self.bytes_read = 0
         """Bytes this object has read from the file (for tests and benchmarks)."""
         self._known_leaf: tuple[int, int, str | None] | None = None  # (inode, size, leaf id)
+        self._tail_seen: _Tail | None = None
         self.problems: list[LineProblem] = []
 
     # -- reading -------------------------------------------------------------
@@ -281,23 +327,73 @@ class Transcript:
         which would otherwise thaw the frozen copies ``tail`` makes."""
         return self._tail(n, self._decode)
 
+    def cached_tail_plain(self, n: int) -> list[dict[str, Any]] | None:
+        """:meth:`tail_plain` when the lines this object remembers from the end of the file
+        hold it and the file is still the version they end (one ``stat``, no read); else
+        None, and nothing was read."""
+        if n <= 0:
+            return []
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return []
+        return self._from_seen(st, n, frozen=False)
+
+    def _from_seen(self, st: os.stat_result, n: int, *, frozen: bool) -> list[Any] | None:
+        seen = self._tail_seen
+        if seen is None or seen.ident != _file_ident(st):
+            return None
+        lines = seen.lines
+        header = bool(lines) and lines[0][0] == 0 and _is_header(lines[0][1])
+        usable = len(lines) - header
+        if usable < n and not seen.whole:
+            return None
+        wanted = lines[len(lines) - min(n, usable) :]
+        # One decode of them all as a JSON array (each line decoded to an object when it was
+        # remembered): the loop over lines in C, not here.
+        found: list[Any] = _decoder.decode(b"[" + b",".join(line for _, line in wanted) + b"]")
+        if frozen:
+            try:
+                return [freeze(value, decoded=True) for value in found]
+            except NotJSON:
+                return None  # the read from the file reports it
+        return found
+
     def _tail(self, n: int, parse: Callable[[int, int, bytes], Any]) -> list[Any]:
         if n <= 0:
             return []
+        st = self._stat()
+        if st is None:
+            return []
+        cached = self._from_seen(st, n, frozen=parse == self._parse)
+        if cached is not None:
+            return cached
         found: list[Any] = []
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return []
         try:
-            end = os.fstat(fd).st_size
-            for offset, line in self._lines_backward(fd, end):
+            st = os.fstat(fd)
+            lines: list[tuple[int, bytes]] = []
+            clean, whole = True, True
+            for offset, line in self._lines_backward(fd, st.st_size):
                 entry = parse(fd, offset, line)
-                if entry is None or (offset == 0 and entry.get("type") == "session"):
+                if entry is None:
+                    clean = False
+                    continue
+                lines.append((offset, line))
+                if offset == 0 and entry.get("type") == "session":
                     continue
                 found.append(entry)
                 if len(found) >= n:
+                    whole = offset == 0
                     break
+            # Remembered only when every line read was sound and the last one ends the file.
+            if clean and lines and lines[0][0] + len(lines[0][1]) + 1 == st.st_size:
+                lines.reverse()
+                size = sum(len(line) for _, line in lines)
+                self._tail_seen = _kept(lines, size, whole, _file_ident(st))
         finally:
             os.close(fd)
         found.reverse()
@@ -420,22 +516,53 @@ class Transcript:
 
         ``guard``, if given, runs under the lock first: when it returns False
         nothing is written and the result is empty (a compare-and-append).
+        With the default policy the append returns once it is on the disk: the lock is
+        released first and the fsync shared with the appends syncing at the same time
+        (:mod:`~flatstate.transcripts.syncgroup`).
         """
-        for number, entry in enumerate(entries):
-            if not isinstance(entry, Mapping) or not isinstance(entry.get("type"), str):
-                raise InvalidEntry(
-                    None, f"a transcript entry is an object with a 'type', not {entry!r:.80}"
-                )
-            try:
-                freeze(entry)
-            except NotJSON as exc:
-                raise InvalidEntry(
-                    None, f"transcript entry {number}, {exc.where()}: {exc.problem}"
-                ) from None
+        _check_entries(entries)
+        written = self._write(entries, guard)
+        if written.fd is None:
+            return written.result  # type: ignore[no-any-return]
+        return syncgroup.group().sync(written)  # type: ignore[no-any-return]
+
+    def submit_append(
+        self,
+        entries: Sequence[Mapping[str, Any]],
+        notify: Notify,
+        waiter: Any,
+        *,
+        guard: Callable[[], bool] | None = None,
+    ) -> Job:
+        """:meth:`append_many` for a task: the entries are written now when no other writer
+        holds the transcript (a few system calls that never wait: no fsync, no lock wait),
+        else by the sync group's thread once it gets the lock; the group then syncs them
+        with the appends waiting beside them. ``notify`` gets the job once its outcome is
+        final (``result``: the ids), so a task awaits ``waiter`` holding no thread. Bad
+        entries raise InvalidEntry here, as does a write made here that fails."""
+        _check_entries(entries)
+        group = syncgroup.group()
+        try:
+            written = self._write(entries, guard, wait=False)
+        except _Busy:  # another writer has it: the group's thread waits its turn
+            return group.submit(lambda: self._write(entries, guard), notify, waiter)
+        return group.submit(lambda: written, notify, waiter)
+
+    def _write(
+        self,
+        entries: Sequence[Mapping[str, Any]],
+        guard: Callable[[], bool] | None,
+        *,
+        wait: bool = True,
+    ) -> syncgroup.Written:
+        """Write the entries under the lock; what is left to sync (a duplicate descriptor
+        when every append is synced, which the sync group closes). ``wait`` False: _Busy
+        rather than wait for another writer."""
         ids: list[str] = []
-        with self._exclusive() as (fd, st):
+        with self._exclusive() if wait else self._exclusive_now() as (fd, st):
+            key = (st.st_dev, st.st_ino)
             if guard is not None and not guard():
-                return ids
+                return syncgroup.Written(None, key, ids)
             inode, size = st.st_ino, st.st_size
             lines: list[bytes] = []
             known = self._known_leaf
@@ -463,10 +590,31 @@ class Transcript:
                 if is_disk_full(exc):
                     raise DiskFull(self.path) from exc
                 raise
+            self._remember_end(fd, st, size, lines)
             size += sum(map(len, lines))
             self._known_leaf = (inode, size, leaf)
+            if self.fsync.every <= 1:
+                return syncgroup.Written(os.dup(fd), key, ids)
             self._maybe_sync(fd, len(lines))
-        return ids
+        return syncgroup.Written(None, key, ids)
+
+    def _remember_end(self, fd: int, st: os.stat_result, size: int, lines: list[bytes]) -> None:
+        """After our write of ``lines`` at ``size``: the lines remembered from the end, grown
+        by them when they were the end of the version ``st`` (locked, then), else them alone."""
+        seen = self._tail_seen
+        base: list[tuple[int, bytes]]
+        if size == 0:
+            base, total, whole = [], 0, True
+        elif seen is not None and size == st.st_size and seen.ident == _file_ident(st):
+            base, total, whole = list(seen.lines), seen.size, seen.whole
+        else:
+            base, total, whole = [], 0, False
+        offset = size
+        for line in lines:
+            base.append((offset, line[:-1]))
+            offset += len(line)
+            total += len(line) - 1
+        self._tail_seen = _kept(base, total, whole, _file_ident(os.fstat(fd)))
 
     def import_lines(self, lines: Iterable[bytes]) -> int:
         """Fill an empty transcript with JSONL ``lines`` (header first, as exported), kept
@@ -512,13 +660,35 @@ class Transcript:
                 yield held
 
     @contextlib.contextmanager
-    def _flocked(self) -> Iterator[tuple[int, os.stat_result]]:
+    def _exclusive_now(self) -> Iterator[tuple[int, os.stat_result]]:
+        """:meth:`_exclusive` if no other writer holds the transcript now; else _Busy at once
+        (the OpenClaw lock file is always left to a thread that may wait for it)."""
+        if self.lock_mode == "file":
+            raise _Busy
+        mutex = _thread_lock(self.path)
+        if not mutex.acquire(blocking=False):
+            raise _Busy
+        try:
+            with self._flocked(wait=False) as held:
+                yield held
+        finally:
+            mutex.release()
+
+    @contextlib.contextmanager
+    def _flocked(self, *, wait: bool = True) -> Iterator[tuple[int, os.stat_result]]:
         with _thread_lock(self.path):
             deadline = time.monotonic() + self.lock_timeout
             while True:
                 fd = _open_current(self.path)
                 try:
-                    waited = _flock(fd, deadline, self.path, self.lock_timeout)
+                    if wait:
+                        waited = _flock(fd, deadline, self.path, self.lock_timeout)
+                    else:
+                        try:
+                            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        except BlockingIOError:
+                            raise _Busy from None
+                        waited = False
                     st = os.fstat(fd)
                     # Archiving renames the file under this lock: whoever had to
                     # wait for it may hold the old file and must reopen.
@@ -531,7 +701,10 @@ class Transcript:
             try:
                 yield fd, st
             finally:
-                os.close(fd)  # closing releases the flock
+                # Released explicitly: a duplicate of fd, left for the sync group to fsync,
+                # shares the open file and would otherwise hold the flock until then.
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
 
     def _new_header(self) -> dict[str, Any]:
         return {
@@ -599,6 +772,26 @@ class Transcript:
 
     def __repr__(self) -> str:
         return f"<Transcript {self.path}>"
+
+
+class _Busy(Exception):
+    """Another writer holds the transcript (an append that will not wait was asked for)."""
+
+
+def _check_entries(entries: Sequence[Mapping[str, Any]]) -> None:
+    """InvalidEntry for the first entry that is not an object with a ``type`` or holds
+    something JSON cannot carry (nothing is written then)."""
+    for number, entry in enumerate(entries):
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("type"), str):
+            raise InvalidEntry(
+                None, f"a transcript entry is an object with a 'type', not {entry!r:.80}"
+            )
+        try:
+            freeze(entry)
+        except NotJSON as exc:
+            raise InvalidEntry(
+                None, f"transcript entry {number}, {exc.where()}: {exc.problem}"
+            ) from None
 
 
 def check_line(line: bytes, number: int, where: str) -> bytes | None:
