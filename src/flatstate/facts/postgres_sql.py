@@ -136,7 +136,7 @@ class Statements:
             f"LEFT JOIN {s}.fact_vectors AS v ON v.seq = f.seq AND v.model = %s "
             "WHERE f.ns = %s AND f.superseded_at IS NULL AND v.seq IS NULL LIMIT %s"
         )
-        self._keyword: dict[int, str] = {}
+        self._keyword: dict[tuple[int, bool], str] = {}
         self._floor: dict[int, str] = {}
 
     def _tsquery(self, terms: int) -> str:
@@ -144,19 +144,29 @@ class Statements:
         one = f"plainto_tsquery({self._config}, {self.s}.facts_fold(%s))"
         return "(" + " || ".join([one] * terms) + ")"
 
-    def keyword(self, terms: int) -> str:
-        found = self._keyword.get(terms)
+    def keyword(self, terms: int, floored: bool) -> str:
+        """The best ``pool`` matches of ``terms`` words, best first; ``floored``: only
+        those from a seq on (then the parameters end with it, before now and the pool)."""
+        found = self._keyword.get((terms, floored))
         if found is None:
             # Superseded facts are not in the index; expired ones wait for decay() and
-            # are filtered here.
-            found = self._keyword[terms] = (
-                f"SELECT -ts_rank('{RANK_WEIGHTS}', f.search, q.q, {RANK_NORMALIZATION}) AS b, "
-                f"{FIELDS} FROM (SELECT {self._tsquery(terms)} AS q, %s::tsquery AS n) AS q, "
+            # are filtered here. The floor is a plain range on seq, so the planner ANDs
+            # the primary key's range with the GIN index's matches and reads only the
+            # newest rows from the heap (a common word matches a tenth of the facts).
+            # The candidates are ranked and cut to the pool first, on the facts alone;
+            # only those then get their counters joined.
+            since = "AND f.seq >= %s " if floored else ""
+            found = self._keyword[(terms, floored)] = (
+                f"SELECT m.b, {FIELDS} FROM (SELECT f.seq, "
+                f"-ts_rank('{RANK_WEIGHTS}', f.search, q.q, {RANK_NORMALIZATION}) AS b "
+                f"FROM (SELECT {self._tsquery(terms)} AS q, %s::tsquery AS n) AS q, "
                 f"{self.s}.facts AS f "
-                f"LEFT JOIN {self.s}.fact_access AS a ON a.seq = f.seq "
                 f"WHERE f.search @@ (q.q && q.n) AND {_NS_FILTER} AND f.superseded_at IS NULL "
-                "AND f.seq + 0 >= %s AND (f.expires_at IS NULL OR f.expires_at > %s) "
-                "ORDER BY b, f.seq DESC LIMIT %s"
+                f"{since}AND (f.expires_at IS NULL OR f.expires_at > %s) "
+                "ORDER BY b, f.seq DESC LIMIT %s) AS m "
+                f"JOIN {self.s}.facts AS f ON f.seq = m.seq "
+                f"LEFT JOIN {self.s}.fact_access AS a ON a.seq = f.seq "
+                "ORDER BY m.b, m.seq DESC"
             )
         return found
 
