@@ -503,9 +503,7 @@ class PostgresFacts(FactsBackend):
     def _count_matching(self, term: str, cap: int) -> int:
         if not self._searchable([term]):
             return 0
-        row = self.conn.execute(
-            self._sql.count_matching, (term, self._ns_lexeme, self.namespace, cap)
-        ).fetchone()
+        row = self.conn.execute(self._sql.count_matching, (term, self._ns_lexeme, cap)).fetchone()
         return int(row[0]) if row else 0
 
     def _top_seq(self) -> int:

@@ -90,9 +90,11 @@ class Statements:
         self.by_seqs = f"{select} WHERE f.ns = %s AND f.seq = ANY(%s::bigint[])"
         self.page = f"{select} WHERE f.ns = %s AND f.seq > %s ORDER BY f.seq LIMIT %s"
         self.is_live = f"SELECT 1 FROM {s}.facts WHERE seq = %s AND superseded_at IS NULL"
+        # A count only steers the planner: the namespace's lexeme suffices, without the
+        # filter's read of every matching row's namespace (half the statement's time).
         self.count_matching = (
             f"SELECT count(*) FROM (SELECT 1 FROM {s}.facts AS f WHERE "
-            f"f.search @@ ({self._tsquery(1)} && %s::tsquery) AND {_NS_FILTER} "
+            f"f.search @@ ({self._tsquery(1)} && %s::tsquery) "
             "AND f.superseded_at IS NULL "
             "LIMIT %s) AS m"
         )
