@@ -59,6 +59,7 @@ from flatstate.facts.query import (
     QueryPlanner,
 )
 from flatstate.facts.vectors import MIN_SIMILARITY, Embed
+from flatstate.frozen import encode_json
 
 __all__ = ["PgVectorIndex", "PostgresFacts"]
 
@@ -430,8 +431,7 @@ class PostgresFacts(FactsBackend):
         return self.conn.execute(self._sql.drop_faint, (self.namespace, floor)).rowcount
 
     def write_access(self, rows: list[tuple[int, int, int]]) -> None:
-        seqs, counts, ats = (list(column) for column in zip(*rows, strict=True))
-        self.conn.execute(self._sql.access, (seqs, counts, ats))
+        self.conn.execute(self._sql.access, (encode_json(rows).decode(),))
 
     def vacuum(self) -> None:
         def run() -> None:

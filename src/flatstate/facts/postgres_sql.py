@@ -65,11 +65,15 @@ class Statements:
             "AND (decayed_at IS NULL OR decayed_at <= expires_at - %s)"
         )
         self.drop_faint = f"DELETE FROM {s}.facts WHERE ns = %s AND confidence < %s"
-        # Counts for facts deleted meanwhile are dropped, not left behind as orphans.
+        # Counts for facts deleted meanwhile are dropped, not left behind as orphans. The
+        # rows come as one JSON array of [seq, recalls, at]: msgspec encodes thousands in a
+        # fraction of a millisecond, where psycopg took ~17 ms adapting three int arrays,
+        # holding the GIL the store's recalls wait for.
         self.access = (
             f"INSERT INTO {s}.fact_access AS a (seq, recall_count, last_accessed_at) "
-            "SELECT u.seq, u.n, u.at FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) "
-            f"AS u (seq, n, at) WHERE EXISTS (SELECT 1 FROM {s}.facts f WHERE f.seq = u.seq) "
+            "SELECT u.seq, u.n, u.at FROM (SELECT (r->>0)::bigint AS seq, (r->>1)::bigint AS n, "
+            "(r->>2)::bigint AS at FROM json_array_elements(%s::json) AS r) AS u "
+            f"WHERE EXISTS (SELECT 1 FROM {s}.facts f WHERE f.seq = u.seq) "
             "ON CONFLICT (seq) DO UPDATE SET "
             "recall_count = a.recall_count + excluded.recall_count, last_accessed_at = "
             "greatest(coalesce(a.last_accessed_at, 0), excluded.last_accessed_at)"
