@@ -19,7 +19,7 @@ from flatstate.errors import DestinationExists
 from flatstate.facts import open_facts
 from flatstate.places import sources
 from flatstate.transfer import export_openclaw, import_openclaw
-from tests.conftest import POSTGRES_DSN, postgres_location
+from tests.conftest import POSTGRES_DSN, postgres_location, require_extra
 
 pytestmark = pytest.mark.postgres
 
@@ -163,3 +163,23 @@ def test_the_copy_command_shows_no_password(state_dir: Path, tmp_path: Path) -> 
     assert out["agents"][0]["verified"] is True
     if password:
         assert password not in result.output
+
+
+def test_vectors_travel_between_state_directories(state_dir: Path, tmp_path: Path) -> None:
+    # Between two state directories the facts database is copied whole (SQLite's online
+    # backup), embeddings included; fact by fact (a PostgreSQL side) they are not, and the
+    # destination computes them with embed_missing().
+    require_extra("sqlite_vec", "vec")
+    from flatstate.facts.vectors import HashingEmbedder
+
+    embed = HashingEmbedder(16)
+    with open_facts(state_dir, embed=embed) as facts:
+        assert facts.embed_missing() == 2
+    there = copy_state(str(state_dir), str(tmp_path / "there"))
+    assert there.verified
+    (place,) = sources(str(tmp_path / "there"))
+    with open_facts(place.state_dir, embed=embed) as copied:
+        assert copied.stats().vectors == 2
+        assert copied.embed_missing() == 0  # nothing left to compute
+        (hit,) = copied.search("dark mode preference", limit=1)
+        assert hit.fact.text == "Prefers dark mode" and hit.vector > 0

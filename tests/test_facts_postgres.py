@@ -253,3 +253,33 @@ def test_terminated_backends_during_adds_lose_and_duplicate_nothing(location: st
         assert len(stored) == len(set(stored)), f"seed {killer.seed}: a duplicate"
         assert set(stored) == acknowledged, f"seed {killer.seed}"
         assert facts.count() == len(acknowledged)
+
+
+# -- access counters, written in the background --------------------------------------------
+
+
+def test_counters_written_in_the_background_are_counted_once(
+    location: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("flatstate.facts.access.ACCESS_FLUSH_SECONDS", 0.0)  # every recall
+    with open_facts(location) as facts:
+        fact = facts.add("The deploy key is in the vault")
+        for n in range(1, 41):
+            assert [f.recall_count for f in facts.recall("deploy key")] == [n]
+            # Stored, in flight or waiting: this process sees each recall exactly once.
+            seen = facts.get(fact.id)
+            assert seen is not None and seen.recall_count == n
+            if n == 20:  # the background connection dies: its batches are not lost
+                background = _backend(facts)._access
+                assert background is not None
+                background.wait()
+                assert background._backend is not None
+                pid = background._backend.backend_pid
+                with psycopg.connect(POSTGRES_DSN or "", autocommit=True) as admin:
+                    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        _backend(facts).wait_access()
+        with open_facts(location) as other:  # what reached the database, before close
+            stored = other.get(fact.id)
+            assert stored is not None and 0 < stored.recall_count <= 40
+    with open_facts(location) as other:
+        assert other.get(fact.id).recall_count == 40  # type: ignore[union-attr]

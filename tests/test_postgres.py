@@ -181,6 +181,29 @@ def test_rows_log_and_blobs_are_plain_sql(location: str, sql: psycopg.Connection
     assert version == (pg_backend.SCHEMA_VERSION,)
 
 
+def test_session_json_is_compressed_with_lz4_where_the_server_has_it(
+    location: str, sql: psycopg.Connection[Any]
+) -> None:
+    with flatstate.open_store(location) as store:
+        store.upsert("agent:main:a", {"updatedAt": 1, "note": "ten kilobytes " * 800})
+        ns = namespace_of(store)
+    try:
+        sql.execute("SET default_toast_compression = lz4")
+    except psycopg.Error:
+        pytest.skip("this server was built without lz4")
+    methods = sql.execute(
+        "SELECT attname, attcompression FROM pg_attribute WHERE attrelid = ANY(%s::regclass[]) "
+        "AND attname IN ('entry', 'value') ORDER BY attname",
+        (["flatstate.sessions", "flatstate.blobs"],),
+    ).fetchall()
+    assert methods == [("entry", "l"), ("value", "l")]
+    stored = sql.execute(
+        "SELECT pg_column_compression(entry) FROM flatstate.sessions WHERE ns = %s",
+        (ns,),
+    ).fetchall()
+    assert stored == [("lz4",)]
+
+
 def test_replaced_blobs_are_collected_without_help(
     location: str, sql: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

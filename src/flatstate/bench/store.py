@@ -259,7 +259,8 @@ def _outside_sql(path: str, key: str, label: str) -> None:
     schema = ours.get("schema", "flatstate")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
-            f'UPDATE "{schema}".sessions SET entry = jsonb_set(entry, %s, to_jsonb(%s::text)) '
+            f'UPDATE "{schema}".sessions SET entry = jsonb_set(entry::jsonb, %s, '
+            "to_jsonb(%s::text))::json "
             "WHERE ns = %s AND key = %s",
             (["label"], label, ours["namespace"], key),
         )
@@ -309,6 +310,8 @@ def _lag(path: str, outside: bool, synchronous: str = "normal") -> dict[str, Any
             go.set()
             wanted = f"outside-{i}"
             while (entry := reader.get(key)) is None or entry.get("label") != wanted:
+                if not writer.is_alive() and acks.empty():
+                    raise RuntimeError(f"the writer process died (exit code {writer.exitcode})")
                 # Yield the GIL between polls, as a gateway thread waiting on I/O does: a
                 # loop that never lets go would add Python's 5 ms switch interval to the
                 # lag of a backend whose news arrives on another thread (PostgreSQL's

@@ -156,6 +156,24 @@ class FactsBackend(ABC):
     def write_access(self, rows: list[tuple[int, int, int]]) -> None:
         """Add (seq, recalls, last access) to the access counters of facts that still exist."""
 
+    # -- access counters in the background (optional) --------------------------
+    background_access = False
+    """Whether :meth:`write_access_later` writes in the background (else the store
+    writes the counters itself, in the recall that finds them due)."""
+
+    def write_access_later(
+        self, rows: list[tuple[int, int, int]], settle: Callable[[bool], None]
+    ) -> None:
+        """Write ``rows`` as :meth:`write_access` does, in a transaction of its own on
+        another connection, and call ``settle`` with whether it committed, so that no
+        read of this backend sees them both stored and not yet settled. Only when
+        :attr:`background_access`; outside read and write."""
+        raise NotImplementedError
+
+    def wait_access(self) -> None:
+        """Wait until the background write of access counters, if any, has settled."""
+        return None
+
     @abstractmethod
     def vacuum(self) -> None:
         """Compact the tables and their indexes (outside any transaction)."""

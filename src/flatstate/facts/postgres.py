@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -43,6 +44,7 @@ from flatstate.backends.postgres.connection import Patience, lost, unavailable
 from flatstate.backends.postgres.dsn import resolve
 from flatstate.errors import InvalidFact, LockTimeout, ReadOnlyStore, StoreUnavailable
 from flatstate.facts.backend import FILLED, STORED, FactsBackend, Row
+from flatstate.facts.postgres_access import BackgroundAccess
 from flatstate.facts.postgres_schema import (
     SCHEMA_VERSION,
     check_pgvector,
@@ -57,6 +59,7 @@ from flatstate.facts.query import (
     QueryPlanner,
 )
 from flatstate.facts.vectors import MIN_SIMILARITY, Embed
+from flatstate.frozen import encode_json
 
 __all__ = ["PgVectorIndex", "PostgresFacts"]
 
@@ -97,6 +100,16 @@ class PostgresFacts(FactsBackend):
         connect_timeout: float = 10.0,
         prepare_threshold: int | None = 5,
     ) -> None:
+        self._clone: dict[str, Any] = {
+            "dsn": dsn,
+            "agent_id": agent_id,
+            "namespace": namespace,
+            "schema": schema,
+            "lock_timeout": lock_timeout,
+            "synchronous": synchronous,
+            "connect_timeout": connect_timeout,
+            "prepare_threshold": prepare_threshold,
+        }
         sync = synchronous.lower()
         if sync not in {"normal", "full", "off"}:
             raise ValueError(f"synchronous must be 'normal', 'full' or 'off', not {synchronous!r}")
@@ -127,6 +140,11 @@ class PostgresFacts(FactsBackend):
             f"flatstate-facts/{self.schema}/{self.namespace}",
         )
         self._conn: Conn | None = None
+        # Reads hold _guard throughout; a background batch of access counters commits
+        # and settles under the guard of the backend it writes for (postgres_access).
+        self._guard = threading.RLock()
+        self._commit_guard: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        self._access = BackgroundAccess(self._background) if not readonly else None
         self._ns_lexeme = namespace_lexeme(self.namespace)
         self._writing = False
         self._sql = Statements(f'"{self.schema}"')
@@ -204,19 +222,22 @@ class PostgresFacts(FactsBackend):
         if self._writing:
             return fn()
         patience = Patience(self.lock_timeout)
-        while True:
-            try:
-                self._connect()
-                return fn()
-            except psycopg.Error as exc:
-                conn = self._conn
-                if conn is not None and conn.info.transaction_status != IDLE:
-                    self._rollback(conn)
-                if not (lost(exc) and patience.again()):
-                    raise self._translate(exc, "read the facts") from exc
-                self._drop()
+        with self._guard:
+            while True:
+                try:
+                    self._connect()
+                    return fn()
+                except psycopg.Error as exc:
+                    conn = self._conn
+                    if conn is not None and conn.info.transaction_status != IDLE:
+                        self._rollback(conn)
+                    if not (lost(exc) and patience.again()):
+                        raise self._translate(exc, "read the facts") from exc
+                    self._drop()
 
-    def write(self, fn: Callable[[], T]) -> T:
+    def write(self, fn: Callable[[], T], committed: Callable[[], object] | None = None) -> T:
+        """See FactsBackend.write; ``committed`` runs right after the commit, under
+        the commit guard (postgres_access)."""
         patience = Patience(self.lock_timeout)
         while True:
             xid: str | None = None
@@ -227,7 +248,10 @@ class PostgresFacts(FactsBackend):
                 xid = self._begin(conn)
                 result = fn()
                 committing = True
-                conn.execute("COMMIT")
+                with self._commit_guard:
+                    conn.execute("COMMIT")
+                    if committed is not None:
+                        committed()
                 return result
             except psycopg.Error as exc:
                 if not lost(exc):
@@ -237,6 +261,9 @@ class PostgresFacts(FactsBackend):
                 if committing and xid is not None:
                     outcome = self._outcome(xid)
                     if outcome == "committed":
+                        if committed is not None:
+                            with self._commit_guard:
+                                committed()
                         return result
                     if outcome is None:
                         raise StoreUnavailable(
@@ -293,7 +320,28 @@ class PostgresFacts(FactsBackend):
         return None
 
     def close(self) -> None:
+        if self._access is not None:
+            self._access.close()
         self._drop()
+
+    # -- access counters in the background -----------------------------------------
+    background_access = True
+
+    def _background(self) -> PostgresFacts:
+        """A second backend for these facts, whose commits settle under our guard."""
+        other = PostgresFacts(**self._clone, create=False)
+        other._commit_guard = self._guard
+        return other
+
+    def write_access_later(
+        self, rows: list[tuple[int, int, int]], settle: Callable[[bool], None]
+    ) -> None:
+        assert self._access is not None, "no access counters on read-only facts"
+        self._access.start(rows, settle)
+
+    def wait_access(self) -> None:
+        if self._access is not None:
+            self._access.wait()
 
     # -- writes --------------------------------------------------------------------
     def _check_storable(self, names: Sequence[str], values: Sequence[Any]) -> None:
@@ -383,8 +431,7 @@ class PostgresFacts(FactsBackend):
         return self.conn.execute(self._sql.drop_faint, (self.namespace, floor)).rowcount
 
     def write_access(self, rows: list[tuple[int, int, int]]) -> None:
-        seqs, counts, ats = (list(column) for column in zip(*rows, strict=True))
-        self.conn.execute(self._sql.access, (seqs, counts, ats))
+        self.conn.execute(self._sql.access, (encode_json(rows).decode(),))
 
     def vacuum(self) -> None:
         def run() -> None:
@@ -443,9 +490,10 @@ class PostgresFacts(FactsBackend):
         if plan is None:
             return []
         terms, floor = plan
+        since = (floor,) if floor > 0 else ()
         rows = self.conn.execute(
-            self._sql.keyword(len(terms)),
-            (*terms, self._ns_lexeme, self.namespace, floor, now, pool),
+            self._sql.keyword(len(terms), bool(since)),
+            (*terms, self._ns_lexeme, self.namespace, *since, now, pool),
         ).fetchall()
         return [(float(row[0]), row[1:]) for row in rows]
 
@@ -455,9 +503,7 @@ class PostgresFacts(FactsBackend):
     def _count_matching(self, term: str, cap: int) -> int:
         if not self._searchable([term]):
             return 0
-        row = self.conn.execute(
-            self._sql.count_matching, (term, self._ns_lexeme, self.namespace, cap)
-        ).fetchone()
+        row = self.conn.execute(self._sql.count_matching, (term, self._ns_lexeme, cap)).fetchone()
         return int(row[0]) if row else 0
 
     def _top_seq(self) -> int:

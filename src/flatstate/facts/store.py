@@ -144,7 +144,7 @@ class FactStore:
         values = list(row)
         tags = values[_TAGS]
         values[_TAGS] = _tags_decoder.decode(tags) if tags else ()
-        if self._access.pending:
+        if self._access.waiting:
             values[_RECALLS], values[_ACCESSED] = self._access.apply(
                 values[0], values[_RECALLS], values[_ACCESSED]
             )
@@ -416,7 +416,19 @@ class FactStore:
 
     def _flush_access(self) -> None:
         backend = self.backend
+        backend.wait_access()
         self._access.flush(lambda rows: backend.write(lambda: backend.write_access(rows)))
+
+    def _flush_access_soon(self) -> None:
+        """The waiting counters written without making the caller wait, where the backend
+        can (``access``); else now."""
+        backend = self.backend
+        if not backend.background_access:
+            self._flush_access()
+            return
+        rows = self._access.hand_off()
+        if rows:
+            backend.write_access_later(rows, self._access.settle)
 
     # -- reads -------------------------------------------------------------------
     def _get(self, fact_id: str) -> Fact | None:
@@ -559,7 +571,7 @@ class FactStore:
                 fact = hit.fact
                 out.append(replace(fact, recall_count=fact.recall_count + 1, last_accessed_at=now))
             if access.due():
-                self._flush_access()
+                self._flush_access_soon()
             return tuple(out)
 
     def stats(self) -> FactStats:
