@@ -1,15 +1,18 @@
-"""A thread that terminates PostgreSQL server sessions at random (pg_terminate_backend),
-for the tests that prove a lost connection loses and repeats nothing."""
+"""Lost PostgreSQL connections on purpose, for the tests that prove one loses and repeats
+nothing: a commit whose connection kills itself, and a thread that terminates server
+sessions at random (pg_terminate_backend)."""
 
 from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
 import psycopg
+import pytest
 
 from tests.conftest import POSTGRES_DSN
 from tests.processes import ctx
@@ -75,3 +78,31 @@ def keep_going(done: int, count: int, fired: Any, enough: int = ENOUGH_KILLS) ->
     """Whether a worker that has done ``done`` of its ``count`` writes goes on: until both
     its count is done and the killer has fired ``enough`` times, at most 10 x count."""
     return done < 10 * count and (done < count or fired.value < enough)
+
+
+@contextmanager
+def self_terminating(when: str, min_writes: int = 0) -> Iterator[list[int]]:
+    """The next commit of more than ``min_writes`` writes (a multi-statement query ending in
+    COMMIT) has its connection kill itself just ``when`` ("before" or "after") the COMMIT.
+    Yields the list of such commits (1 once fired)."""
+    fired: list[int] = []
+    real = psycopg.ClientCursor.execute
+    kill = "SELECT pg_terminate_backend(pg_backend_pid())"
+
+    def execute(self: psycopg.ClientCursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        if (
+            isinstance(query, str)
+            and query.endswith("; COMMIT")
+            and query.count(";") > min_writes
+            and not fired
+        ):
+            fired.append(1)
+            if when == "before":
+                query = query.removesuffix("COMMIT") + kill + "; COMMIT"
+            else:
+                query = query + "; " + kill
+        return real(self, query, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(psycopg.ClientCursor, "execute", execute)
+        yield fired

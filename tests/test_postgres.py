@@ -8,7 +8,6 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from flatstate.errors import (
     StoreUnavailable,
 )
 from tests.conftest import NO_POSTGRES, POSTGRES_DSN, postgres_location
-from tests.pgkill import BackendKiller, keep_going
+from tests.pgkill import BackendKiller, keep_going, self_terminating
 from tests.processes import RUN_TIMEOUT, START_TIMEOUT, ctx, join_all, running
 from tests.test_store_processes import COUNTER_KEY, check_counter_race
 
@@ -333,27 +332,6 @@ def test_a_reader_far_behind_reloads_everything(
 
 
 # -- lost connections ---------------------------------------------------------------
-
-
-@contextmanager
-def self_terminating(when: str) -> Iterator[list[int]]:
-    """The next write's connection kills itself just before or just after its COMMIT."""
-    fired: list[int] = []
-    real = psycopg.ClientCursor.execute
-    kill = "SELECT pg_terminate_backend(pg_backend_pid())"
-
-    def execute(self: psycopg.ClientCursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(query, str) and query.endswith("; COMMIT") and not fired:
-            fired.append(1)
-            if when == "before":
-                query = query.removesuffix("COMMIT") + kill + "; COMMIT"
-            else:
-                query = query + "; " + kill
-        return real(self, query, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(psycopg.ClientCursor, "execute", execute)
-        yield fired
 
 
 @pytest.mark.parametrize("when", ["before", "after"])

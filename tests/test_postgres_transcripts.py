@@ -25,9 +25,9 @@ import flatstate
 from flatstate.backends.postgres.transcripts import PgTranscript
 from flatstate.compaction import compact
 from tests.conftest import NO_POSTGRES, POSTGRES_DSN, postgres_location
-from tests.pgkill import BackendKiller, keep_going
+from tests.pgkill import BackendKiller, keep_going, self_terminating
 from tests.processes import START_TIMEOUT, ctx, join_all, running, wait_for_content
-from tests.test_postgres import FRESHNESS_DEADLINE, self_terminating, wait_until
+from tests.test_postgres import FRESHNESS_DEADLINE, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.skipif(POSTGRES_DSN is None, reason=NO_POSTGRES)]
 

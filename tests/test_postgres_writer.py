@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 import flatstate
 from flatstate.backends import postgres as pg_backend
 from flatstate.errors import CommitOutcomeUnknown
 from tests.conftest import NO_POSTGRES, POSTGRES_DSN, postgres_location
-from tests.pgkill import BackendKiller
+from tests.pgkill import BackendKiller, self_terminating
 
 pytestmark = [pytest.mark.postgres, pytest.mark.skipif(POSTGRES_DSN is None, reason=NO_POSTGRES)]
 
@@ -113,33 +110,6 @@ def test_a_backend_killed_mid_batch_loses_and_repeats_no_write(tmp_path: Path) -
         assert reopened.get("shared")["count"] == count  # type: ignore[index]
 
 
-@contextmanager
-def batch_commit_killed(when: str, min_writes: int) -> Iterator[list[int]]:
-    """The first commit holding at least ``min_writes`` writes has its connection killed
-    (pg_terminate_backend) just before its COMMIT, or just after it (the reply lost)."""
-    fired: list[int] = []
-    real = psycopg.ClientCursor.execute
-    kill = "SELECT pg_terminate_backend(pg_backend_pid())"
-
-    def execute(self: psycopg.ClientCursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
-        if (
-            isinstance(query, str)
-            and query.endswith("; COMMIT")
-            and query.count(";") > min_writes
-            and not fired
-        ):
-            fired.append(query.count(";"))
-            if when == "before":
-                query = query.removesuffix("COMMIT") + kill + "; COMMIT"
-            else:
-                query = query + "; " + kill
-        return real(self, query, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(psycopg.ClientCursor, "execute", execute)
-        yield fired
-
-
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_a_batch_whose_connection_dies_at_commit_is_settled_whole(
     tmp_path: Path, when: str
@@ -150,7 +120,7 @@ def test_a_batch_whose_connection_dies_at_commit_is_settled_whole(
     async def main() -> tuple[list[int], int, list[int]]:
         async with flatstate.open_async_store(postgres_location(tmp_path)) as store:
             await store.patch("shared", {"count": 0})
-            with batch_commit_killed(when, min_writes=4) as fired:
+            with self_terminating(when, min_writes=4) as fired:
                 results = await asyncio.gather(
                     *(store.update(_increment_both(n)) for n in range(TASKS))
                 )
