@@ -3,6 +3,7 @@ connections, and processes on separate connections (the conformance suite covers
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -17,6 +18,7 @@ import pytest
 import flatstate
 from flatstate.backends import _blobs
 from flatstate.backends import postgres as pg_backend
+from flatstate.backends.postgres import backend as pg_backend_module
 from flatstate.errors import (
     ConflictError,
     LockTimeout,
@@ -214,6 +216,35 @@ def test_replaced_blobs_are_collected_without_help(
         stored = sql.execute("SELECT count(*) FROM flatstate.blobs WHERE ns = %s", (ns,)).fetchone()
         assert stored is not None and 4 <= stored[0] <= 4 + 8
         assert store.get("agent:main:s3")["skillsSnapshot"]["prompt"].startswith("v59 ")  # type: ignore[index]
+
+
+def test_blob_collection_deletes_a_bounded_batch_per_commit(
+    location: str, sql: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Housekeeping never stalls a writer: each commit deletes at most COLLECT_BATCH of
+    the unreferenced blobs, and the next commits go on until none is left."""
+    monkeypatch.setattr(_blobs, "COLLECT_AFTER", 8)
+    monkeypatch.setattr(pg_backend_module, "COLLECT_BATCH", 3)
+    with flatstate.open_store(location) as store:
+        ns = namespace_of(store)
+
+        def blobs() -> int:
+            found = sql.execute("SELECT count(*) FROM flatstate.blobs WHERE ns = %s", (ns,))
+            return int(found.fetchone()[0])  # type: ignore[index]
+
+        for n in range(20):
+            store.upsert(f"agent:main:s{n}", {"skillsSnapshot": {"prompt": f"old {n} " * 100}})
+        counts = [blobs()]
+        for n in range(20):  # each adds a blob and orphans one; commits collect as they go
+            store.upsert(f"agent:main:s{n}", {"skillsSnapshot": {"prompt": f"new {n} " * 100}})
+            counts.append(blobs())
+        for i in range(20):  # writes that orphan nothing
+            store.patch("agent:main:counter", {"i": i})
+            counts.append(blobs())
+        changes = [after - before for before, after in itertools.pairwise(counts)]
+        assert min(changes) >= -3, counts  # never more than 3 deleted by one commit
+        assert -3 in changes or -2 in changes, counts  # a full batch of 3 was deleted
+        assert counts[-1] == 20, counts  # and the next commits went on to the live ones
 
 
 def test_a_schema_newer_than_this_flatstate_is_refused(

@@ -29,6 +29,7 @@ __all__ = [
     "BLOB_MIN_BYTES",
     "CHANGE_LOG_KEEP",
     "COLLECT_AFTER",
+    "COLLECT_BATCH",
     "MAX_REPLAY",
     "PRUNE_EVERY",
     "SWEEP_AFTER_COMMITS",
@@ -49,6 +50,8 @@ BLOB_CACHE_BYTES = 32 << 20
 CHANGE_LOG_KEEP = 10_000
 PRUNE_EVERY = 1024
 MAX_REPLAY = 5_000
+# Unreferenced blobs a commit deletes at most (the rest wait for the next commits).
+COLLECT_BATCH = 200
 # Writes that may orphan a blob before the first look at whether a scan is worth it.
 COLLECT_AFTER = 4096
 # Commits of any kind before the first look at whether a sweep for others' garbage is due.

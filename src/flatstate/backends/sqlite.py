@@ -38,6 +38,7 @@ from flatstate._signal import open_signal
 from flatstate._sqlite import Checkpointer, Translate, connect, file_uri, inspect_hint, restart_log
 from flatstate.backends._blobs import (
     CHANGE_LOG_KEEP,
+    COLLECT_BATCH,
     MAX_REPLAY,
     PRUNE_EVERY,
     BlobCache,
@@ -93,7 +94,6 @@ _UNREFERENCED_BLOBS = f"SELECT hash FROM blobs WHERE hash NOT IN ({_REFERENCED_B
 # Housekeeping inside a commit is bounded: at most this many change-log rows, and this many
 # blobs (under SQLite's limit on bound parameters) or bytes of blob JSON, per commit.
 PRUNE_BATCH = 2_000
-COLLECT_BATCH = 200
 COLLECT_BATCH_BYTES = 1 << 20
 # The page cache: large enough to hold the b-tree interior pages and the
 # recently written leaves of a store of tens of thousands of sessions.

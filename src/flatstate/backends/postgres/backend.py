@@ -17,6 +17,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from flatstate.backends._blobs import (
     CHANGE_LOG_KEEP,
+    COLLECT_BATCH,
     MAX_REPLAY,
     BlobCache,
     Collector,
@@ -165,6 +166,7 @@ class PostgresBackend(Backend):
         self._blob_cache = BlobCache()
         self._commits = 0
         self._collector = Collector()
+        self._collect_pending = False  # the last collection stopped at its bound
         self._scans = itertools.count()
         # The write transaction in progress.
         self._conn: Conn | None = None
@@ -638,9 +640,10 @@ class PostgresBackend(Backend):
         if self._commits % PRUNE_EVERY == 0:
             queries.append(self._sql.prune)
             params += (self.namespace, base - CHANGE_LOG_KEEP, self.namespace, PRUNE_BATCH - 1)
-        if self._collector.due(self.count):
+        collecting = self._collect_pending or self._collector.due(self.count)
+        if collecting:
             queries.append(self._sql.collect_blobs)
-            params += (self.namespace, self.namespace)
+            params += (self.namespace, self.namespace, self.namespace, COLLECT_BATCH)
         queries.append("COMMIT")
         written: list[tuple[Op, Any]] = []
         try:
@@ -651,6 +654,11 @@ class PostgresBackend(Backend):
                 if op.key is not None:
                     written.append((op, cursor.fetchone()))
                 cursor.nextset()
+            if collecting:
+                if self._commits % PRUNE_EVERY == 0:
+                    cursor.nextset()  # past the prune's result
+                # A full batch: more may be left for the next commit.
+                self._collect_pending = cursor.rowcount >= COLLECT_BATCH
         except psycopg.Error as exc:
             keys = [op.key for op in ops if op.key is not None]
             return self._commit_failed(conn, exc, keys, base)

@@ -59,10 +59,12 @@ class Queries:
             f"DELETE FROM {s}.changes WHERE ns = %s AND seq <= least(%s, "
             f"(SELECT min(seq) FROM {s}.changes WHERE ns = %s) + %s)"
         )
+        # At most a given number of the blobs no session refers to: one bounded batch.
         self.collect_blobs = (
-            f"DELETE FROM {s}.blobs b WHERE b.ns = %s AND b.hash NOT IN "
+            f"DELETE FROM {s}.blobs b WHERE b.ns = %s AND b.hash IN "
+            f"(SELECT x.hash FROM {s}.blobs x WHERE x.ns = %s AND x.hash NOT IN "
             f"(SELECT j.value FROM {s}.sessions t, jsonb_each_text(t.blobs) AS j "
-            "WHERE t.ns = %s AND t.blobs IS NOT NULL)"
+            "WHERE t.ns = %s AND t.blobs IS NOT NULL) LIMIT %s)"
         )
         self.disk_bytes = (
             f"SELECT (SELECT coalesce(sum(pg_column_size(t.*)), 0) FROM {s}.sessions t "
