@@ -138,8 +138,7 @@ class Writer:
             return job.outcome()
         self._inline.active = True
         try:
-            with self._working:
-                self._commit_batch([job])
+            self._commit_batch([job])
         finally:
             self._inline.active = False
             with self._mutex:
@@ -175,8 +174,7 @@ class Writer:
                 batch = [self._queue.popleft() for _ in range(count)]
                 self._busy = True
             try:
-                with self._working:
-                    self._commit_batch(batch)
+                self._commit_batch(batch)
             finally:
                 with self._wake:
                     self._busy = False
@@ -184,7 +182,8 @@ class Writer:
     def _commit_batch(self, batch: list[Job]) -> None:
         started = time.perf_counter()
         try:
-            self._commit(batch)
+            with self._working:
+                self._commit(batch)
         except BaseException as exc:  # every waiting caller learns why
             for job in batch:
                 job.error = exc
