@@ -637,7 +637,8 @@ class PostgresBackend(Backend):
         self._commits += 1
         queries = [op.query for op in ops]
         params: list[Any] = [p for op in ops for p in op.params]
-        if self._commits % PRUNE_EVERY == 0:
+        pruning = self._commits % PRUNE_EVERY == 0
+        if pruning:
             queries.append(self._sql.prune)
             params += (self.namespace, base - CHANGE_LOG_KEEP, self.namespace, PRUNE_BATCH - 1)
         collecting = self._collect_pending or self._collector.due(self.count)
@@ -655,7 +656,7 @@ class PostgresBackend(Backend):
                     written.append((op, cursor.fetchone()))
                 cursor.nextset()
             if collecting:
-                if self._commits % PRUNE_EVERY == 0:
+                if pruning:
                     cursor.nextset()  # past the prune's result
                 # A full batch: more may be left for the next commit.
                 self._collect_pending = cursor.rowcount >= COLLECT_BATCH
