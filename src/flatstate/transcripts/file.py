@@ -520,7 +520,7 @@ class Transcript:
         released first and the fsync shared with the appends syncing at the same time
         (:mod:`~flatstate.transcripts.syncgroup`).
         """
-        _check_entries(entries)
+        check_entries(entries)
         written = self._write(entries, guard)
         if written.fd is None:
             return written.result  # type: ignore[no-any-return]
@@ -540,7 +540,7 @@ class Transcript:
         with the appends waiting beside them. ``notify`` gets the job once its outcome is
         final (``result``: the ids), so a task awaits ``waiter`` holding no thread. Bad
         entries raise InvalidEntry here, as does a write made here that fails."""
-        _check_entries(entries)
+        check_entries(entries)
         group = syncgroup.group()
         try:
             written = self._write(entries, guard, wait=False)
@@ -778,7 +778,7 @@ class _Busy(Exception):
     """Another writer holds the transcript (an append that will not wait was asked for)."""
 
 
-def _check_entries(entries: Sequence[Mapping[str, Any]]) -> None:
+def check_entries(entries: Sequence[Mapping[str, Any]]) -> None:
     """InvalidEntry for the first entry that is not an object with a ``type`` or holds
     something JSON cannot carry (nothing is written then)."""
     for number, entry in enumerate(entries):

@@ -40,7 +40,7 @@ from flatstate.frozen import FrozenMap, NotJSON, freeze, thaw
 from flatstate.model import SessionEntry
 from flatstate.transcripts import Context, LineProblem, archive_name, transcript_path
 from flatstate.transcripts.context import build_context, context_backward
-from flatstate.transcripts.file import check_line
+from flatstate.transcripts.file import check_entries, check_line
 
 __all__ = ["PgTranscript", "PgTranscripts", "TranscriptRow"]
 
@@ -451,17 +451,7 @@ class PgTranscript:
         backend = self._owner.backend
         if backend.readonly:
             raise ReadOnlyStore(backend.location, backend.readonly_reason)
-        for number, entry in enumerate(entries):
-            if not isinstance(entry, Mapping) or not isinstance(entry.get("type"), str):
-                raise InvalidEntry(
-                    None, f"a transcript entry is an object with a 'type', not {entry!r:.80}"
-                )
-            try:
-                freeze(entry)
-            except NotJSON as exc:
-                raise InvalidEntry(
-                    None, f"transcript entry {number}, {exc.where()}: {exc.problem}"
-                ) from None
+        check_entries(entries)
         append = new_append(self.name, self._session_id, self.cwd, entries, guard)
         return self._owner.appender.submit(append)
 
