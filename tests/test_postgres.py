@@ -317,6 +317,61 @@ def test_a_row_changed_outside_the_lock_is_never_overwritten(
         assert entry is not None and entry["count"] == 2 and entry["label"] == "y"
 
 
+def _set_count(
+    sql: psycopg.Connection[Any], store: flatstate.SessionStore, key: str, n: int
+) -> None:
+    """Another program's commit: ``count`` of ``key`` set to ``n`` with plain SQL."""
+    sql.execute(
+        "UPDATE flatstate.sessions SET entry = jsonb_set(entry::jsonb, '{count}', %s::jsonb) "
+        "WHERE ns = %s AND key = %s",
+        (str(n), namespace_of(store), f"agent:main:{key}"),
+    )
+
+
+def test_a_write_run_on_a_view_that_went_stale_runs_again(
+    location: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A write runs on the store's view and is locked and checked at commit: a commit by
+    anyone else in between (here to an entry the write only reads, which no row version
+    guards) sends it round again on the new state."""
+    with flatstate.open_store(location) as store:
+        store.patch("other", {"count": 1})
+        seen = []
+
+        def copy(draft: flatstate.Draft) -> None:
+            seen.append(draft["other"]["count"])
+            if len(seen) == 1:
+                _set_count(sql, store, "other", 2)
+            draft.patch("main", {"copy": draft["other"]["count"]})
+
+        store.update(copy)
+        assert seen == [1, 2]
+        assert store.get("main")["copy"] == 2  # type: ignore[index]
+
+
+@pytest.mark.parametrize("outcome", ["raises", "writes nothing"])
+def test_a_write_that_commits_nothing_is_checked_against_the_latest_state(
+    location: str, sql: psycopg.Connection[Any], outcome: str
+) -> None:
+    """No commit checks a write that raises or changes nothing, so its view is confirmed
+    first: one that went stale runs again instead of reporting a stale outcome."""
+    with flatstate.open_store(location) as store:
+        store.patch("main", {"count": 1})
+        seen = []
+
+        def check(draft: flatstate.Draft) -> int:
+            count: int = draft["main"]["count"]
+            seen.append(count)
+            if len(seen) == 1:
+                _set_count(sql, store, "main", 2)
+            if count < 2 and outcome == "raises":
+                raise ValueError("count too low")
+            return count
+
+        assert store.update(check) == 2
+        assert seen == [1, 2]
+
+
 def test_a_writer_that_keeps_losing_gives_up_with_a_conflict(
     location: str, sql: psycopg.Connection[Any]
 ) -> None:
@@ -390,10 +445,12 @@ def test_a_killed_listener_reconnects_and_catches_up(
         flatstate.open_store(location) as writer,
     ):
         reader.get("main")
+        gone = "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %s)"
         for round_ in range(3):
             pid = pg(reader).listener_pid
             sql.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            writer.patch("main", {"n": round_})  # likely while the listener is away
+            wait_until(lambda p=pid: sql.execute(gone, (p,)).fetchone()[0])  # type: ignore[index]
+            writer.patch("main", {"n": round_})  # while the listener is away or catching up
             wait_until(lambda r=round_: (reader.get("main") or {}).get("n") == r)
         assert pg(reader).listener_reconnects >= 1
 

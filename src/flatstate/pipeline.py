@@ -24,7 +24,7 @@ import time
 from typing import Any, Protocol
 
 from flatstate._cache import EntryCache
-from flatstate.backends.base import Backend, RetryWrite
+from flatstate.backends.base import Backend, RetryWrite, StaleView
 from flatstate.errors import CommitOutcomeUnknown, EntryTooLarge
 from flatstate.model import SessionEntry
 from flatstate.snapshot import Committed, Draft
@@ -91,7 +91,17 @@ class Pipeline:
 
         A single job's exception propagates. In a batch, a job that raises is
         undone alone; if the commit itself fails, each job is retried on its own.
+        A batch the backend ran on a view that turned out stale (nothing was
+        written) runs once more at once, the backend locking first this time.
         """
+        try:
+            return self._attempt(jobs)
+        except StaleView:
+            for job in jobs:
+                job.result = job.error = None
+            return self._attempt(jobs)
+
+    def _attempt(self, jobs: list[Job]) -> list[Any]:
         host = self._host
         backend = host._backend
         try:
@@ -105,17 +115,11 @@ class Pipeline:
         try:
             host._sync_locked()
             signal_before = host._signal_read()
-            draft = Draft(host)
-            if len(jobs) == 1:
-                jobs[0].result = jobs[0].fn(draft)
-            else:
-                for job in jobs:
-                    _run_undoable(job, draft)
-            staged = self._stage(draft)
+            staged = self._run(jobs, Draft(host))
             token = backend.commit() if staged else None
         except BaseException as exc:
             backend.rollback()
-            if len(jobs) == 1:
+            if len(jobs) == 1 or isinstance(exc, StaleView):
                 raise
             if isinstance(exc, CommitOutcomeUnknown):
                 # The batch may have committed: running its jobs again could apply them twice.
@@ -129,6 +133,27 @@ class Pipeline:
         else:
             host._committed_batch(staged, token, signal_before)
         return [job.result for job in jobs]
+
+    def _run(self, jobs: list[Job], draft: Draft) -> Staged:
+        """Run the jobs' functions on ``draft`` and stage the changes for the backend.
+
+        An outcome that commits nothing (a single job raised, or nothing changed) is
+        checked by no commit, so the backend confirms that its view was current first.
+        """
+        backend = self._host._backend
+        try:
+            if len(jobs) == 1:
+                jobs[0].result = jobs[0].fn(draft)
+            else:
+                for job in jobs:
+                    _run_undoable(job, draft)
+            staged = self._stage(draft)
+        except Exception:
+            backend.confirm_view()
+            raise
+        if not staged:
+            backend.confirm_view()
+        return staged
 
     def _one_by_one(self, jobs: list[Job]) -> list[Any]:
         """Run every job of a batch that could not commit whole again, alone."""

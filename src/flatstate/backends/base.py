@@ -25,7 +25,7 @@ from flatstate.model import SessionEntry
 if TYPE_CHECKING:
     from flatstate.transcripts import TranscriptLike
 
-__all__ = ["Backend", "FileCheck", "RetryWrite", "Row", "Signal"]
+__all__ = ["Backend", "FileCheck", "RetryWrite", "Row", "Signal", "StaleView"]
 
 Row = tuple[str, SessionEntry]
 """(raw key, frozen entry)."""
@@ -44,6 +44,13 @@ class RetryWrite(Exception):
     def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+class StaleView(Exception):
+    """Raised by a backend that ran a write on its view before taking its lock, when
+    the store turned out to have moved on meanwhile: nothing was written. The
+    store runs the whole batch again at once; the backend takes its lock first
+    this time (see :meth:`Backend.confirm_view`)."""
 
 
 class Signal(Protocol):
@@ -123,6 +130,16 @@ class Backend(ABC):
     @abstractmethod
     def _begin(self) -> None:
         """Take the writer lock and start a transaction; the store may be written."""
+
+    def confirm_view(self) -> None:
+        """Raise :class:`StaleView` if this write ran on a view the store has since left.
+
+        The store calls it when a write ends without committing anything (its
+        function raised, or it changed nothing), because such an outcome is never
+        checked by a commit. A backend that takes its lock in :meth:`begin` and
+        catches up under it has nothing to check: the default does nothing.
+        """
+        return None
 
     @abstractmethod
     def put(self, key: str, entry: SessionEntry, previous: SessionEntry | None) -> int:

@@ -8,34 +8,35 @@ otherwise): one row per session (``key``, ``entry`` as json text, kept exactly, 
 ``blobs`` as on SQLite, a change log numbered per namespace, and
 ``schema_version`` for migrations.
 
-Writes. A write transaction takes the namespace's advisory lock first (one
-round trip, sent with BEGIN), so the writers of a namespace, in every
-process on every host, take turns, as SQLite's BEGIN IMMEDIATE makes them do
-on one machine. Inside the lock the store catches up on the change log and
-only then reads what it modifies: a read-modify-write (``patch``,
-``update(fn)``) always works on the latest committed state, which is what
-makes 4 processes x 500 increments of one counter come out at 2,000. Each
-row write is also checked against the row's ``version`` as the store last
-read it (``UPDATE ... WHERE version = expected``, in the server functions
-``put``/``remove``): under the lock no flatstate writer can fail that check,
-but a program that writes the table without taking the lock can, and then
-the write is retried from the start (caught up, re-run) a bounded number of
-times instead of overwriting that program's change unseen. A patch costs two
-round trips and one commit: "BEGIN; lock" in one query, then the row
-functions, blob inserts and COMMIT in another. Writes bind their parameters
-on the client (psycopg's ClientCursor) and send each batch as one
+Writes. Every write transaction takes the namespace's advisory lock, so the
+writers of a namespace, in every process on every host, take turns, as
+SQLite's BEGIN IMMEDIATE makes them do on one machine, and reads the change
+log's head under it. When no other writer's commit has been announced since
+the store last caught up, the write runs on the store's view and one query
+carries BEGIN, the lock, a check that the head has not moved
+(``begin_write_at``), the rows and COMMIT: one round trip and one commit. If
+the head moved, nothing is written and the batch runs again, locking first
+(BEGIN and the lock as one query, catch up, run, then the rows and COMMIT:
+two round trips). A write that commits nothing confirms the head before its
+outcome is reported. Either way a read-modify-write (``patch``,
+``update(fn)``) acts on the latest committed state, which is what makes 4
+processes x 500 increments of one counter come out at 2,000. Each row write
+is also checked against the row's ``version`` as the store last read it
+(``UPDATE ... WHERE version = expected``, in the server functions
+``put``/``remove``), so a program that writes the table without taking the
+lock never has its change overwritten unseen: the write is retried from the
+start (caught up, re-run) a bounded number of times. Writes bind their
+parameters on the client (psycopg's ClientCursor) and send each batch as one
 multi-statement query: on this machine that cost half the client CPU of the
 same statements in pipeline mode, and a pooler sees no prepared statement.
 
-Why a lock and not optimistic transactions alone or SERIALIZABLE: a gateway's
-writes to one agent are few and short (a lock is held for two round trips),
-while optimistic retries under contention (many processes patching one
-counter) redo work and can starve; SERIALIZABLE would abort and retry the same
-way and still needs a commit-ordered change log, which the lock gives for
-free. A write that takes the lock only at commit (one round trip less) was
-tried and dropped: a write that ends up writing nothing, or whose function
-raises, would then have acted on a view nobody checked. Different agents
-(namespaces) never wait for each other.
+Why a lock and not optimistic transactions alone or SERIALIZABLE: optimistic
+retries under contention (many processes patching one counter) redo work and
+can starve, and SERIALIZABLE would abort and retry the same way and still
+needs a commit-ordered change log, which the lock gives for free. The
+one-round-trip path is optimistic only while nobody else writes: after a stale
+view the next writes lock first. Different agents (namespaces) never wait for
+each other.
 
 Freshness. Every committed change notifies the namespace's channel with its
 log position. Each backend LISTENs on a dedicated connection in a thread

@@ -26,7 +26,7 @@ from flatstate.backends._blobs import (
     split_entry,
     updated_at_column,
 )
-from flatstate.backends.base import Backend, RetryWrite, Row
+from flatstate.backends.base import Backend, RetryWrite, Row, StaleView
 from flatstate.backends.postgres.connection import (
     RECONNECT_PAUSE,
     LostWhilePreparing,
@@ -38,7 +38,7 @@ from flatstate.backends.postgres.connection import (
 from flatstate.backends.postgres.dsn import resolve, split_dsn
 from flatstate.backends.postgres.listen import Listener, shared_signal
 from flatstate.backends.postgres.queries import Op, Queries
-from flatstate.backends.postgres.schema import channel_name, migrate
+from flatstate.backends.postgres.schema import STALE_SQLSTATE, channel_name, migrate
 from flatstate.backends.postgres.transcript_schema import migrate_transcripts
 from flatstate.backends.postgres.transcripts import PgTranscript, PgTranscripts
 from flatstate.errors import CommitOutcomeUnknown, StoreCorrupt, StoreUnavailable
@@ -56,6 +56,9 @@ PRUNE_EVERY = 16
 PRUNE_BATCH = 4096
 # How long to keep asking whether a commit whose reply was lost happened.
 OUTCOME_PATIENCE = 30.0
+# After a write run on the store's view found the namespace moved on, this many writes
+# take the lock first (another process is writing: a view would likely be stale again).
+LOCK_FIRST_AFTER_STALE = 16
 
 # Row versions the backend remembers: > 0 the row's version, 0 known absent, -1 unknown.
 _ABSENT = 0
@@ -176,6 +179,8 @@ class PostgresBackend(Backend):
         self._txn_head: int | None = None  # the log's head read under the lock (eager)
         self._txn_token = 0  # where the store caught up to for this write
         self._marker = 0
+        self._speculating = False  # this write runs on the store's view, locked at commit
+        self._lock_first = 0  # writes left that take the lock first (after a stale view)
 
         # The first connection migrates the schema, then becomes the listener: LISTEN
         # before the store's first read, so that no commit falls between the two.
@@ -533,12 +538,25 @@ class PostgresBackend(Backend):
 
     # -- writes --------------------------------------------------------------------
     def _begin(self) -> None:
-        """Start a write: BEGIN, then the namespace lock and the log's head (one round trip)."""
+        """Start a write: BEGIN, then the namespace lock and the log's head (one round trip).
+
+        When no other writer's commit has been announced since the store last caught
+        up, nothing is sent: the write runs on the store's view and :meth:`commit`
+        sends the lock, a check that the log's head is still there, the rows and
+        ``COMMIT`` in one round trip. If the head moved, nothing is written and the
+        store runs the write again (:class:`StaleView`), locking first.
+        """
         self._writing = True
         self._ops = []
         self._touched = set()
         self._marker = secrets.randbits(62) + 1
         self._txn_head = None
+        if self._lock_first:
+            self._lock_first -= 1
+        elif self.notified <= self._known:
+            self._speculating = True
+            self._txn_head = self._txn_token = self._known
+            return
         patience = self._patience()
         while True:
             conn = self._getconn_writing()
@@ -573,6 +591,7 @@ class PostgresBackend(Backend):
 
     def _end_write(self) -> None:
         self._writing = False
+        self._speculating = False
         self._txn_head = None
         self._conn = None
         self._ops = []
@@ -632,11 +651,22 @@ class PostgresBackend(Backend):
         assert self._writing, "commit() without begin()"
         ops = self._ops
         base = self._txn_token
-        conn = self._conn
-        assert conn is not None
-        self._commits += 1
+        speculating = self._speculating
         queries = [op.query for op in ops]
         params: list[Any] = [p for op in ops for p in op.params]
+        if speculating:
+            self._conn = self._getconn_writing()
+            queries.insert(0, "BEGIN; " + self._sql.begin_write_at)
+            params[:0] = (
+                self.namespace,
+                self._lock_timeout_ms,
+                self._synchronous,
+                self._marker,
+                base,
+            )
+        assert self._conn is not None
+        conn = self._conn
+        self._commits += 1
         pruning = self._commits % PRUNE_EVERY == 0
         if pruning:
             queries.append(self._sql.prune)
@@ -650,6 +680,9 @@ class PostgresBackend(Backend):
         try:
             cursor = psycopg.ClientCursor(conn)
             cursor.execute("; ".join(queries), params)
+            if speculating:
+                cursor.nextset()  # past BEGIN
+                cursor.nextset()  # past the lock and the check of the log's head
             # One result per statement, in order: each row function's is its position.
             for op in ops:
                 if op.key is not None:
@@ -661,6 +694,9 @@ class PostgresBackend(Backend):
                 # A full batch: more may be left for the next commit.
                 self._collect_pending = cursor.rowcount >= COLLECT_BATCH
         except psycopg.Error as exc:
+            if speculating and exc.sqlstate == STALE_SQLSTATE:
+                self._abandon(conn)
+                raise self._stale() from exc
             keys = [op.key for op in ops if op.key is not None]
             return self._commit_failed(conn, exc, keys, base)
         finally:
@@ -683,6 +719,14 @@ class PostgresBackend(Backend):
         self._known = max(self._known, token)
         self.signal.bump()
         return token
+
+    def confirm_view(self) -> None:
+        if self._speculating and self._reading(self._position) != self._txn_token:
+            raise self._stale()
+
+    def _stale(self) -> StaleView:
+        self._lock_first = LOCK_FIRST_AFTER_STALE
+        return StaleView(f"{self.location}: another writer committed since the store looked")
 
     def _forget(self, key: str, version: int) -> None:
         if version == _ABSENT and self._versions_complete:

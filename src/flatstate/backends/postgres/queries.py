@@ -44,6 +44,7 @@ class Queries:
             f"SELECT seq, key FROM {s}.changes WHERE ns = %s AND seq > %s ORDER BY seq LIMIT %s"
         )
         self.begin_write = f"SELECT {s}.begin_write(%s, %s, %s, %s::bigint)"
+        self.begin_write_at = f"SELECT {s}.begin_write_at(%s, %s, %s, %s::bigint, %s::bigint)"
         self.lock = f"SELECT {s}.lock(%s)"
         self.committed = (
             f"SELECT EXISTS (SELECT 1 FROM {s}.changes WHERE ns = %s AND seq > %s AND txn = %s)"

@@ -38,6 +38,7 @@ __all__ = [
     "CONFLICT_SQLSTATE",
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "STALE_SQLSTATE",
     "channel_name",
     "migrate",
     "statements",
@@ -52,6 +53,8 @@ from flatstate._schema import needs_migration
 # Raised by put() and remove() when the row is not at the version the writer based its
 # change on (a custom SQLSTATE: class "AS" is not used by PostgreSQL).
 CONFLICT_SQLSTATE = "AS409"
+# Raised by begin_write_at() when the log's head is not where the writer's view was.
+STALE_SQLSTATE = "AS412"
 
 MIGRATIONS: list[tuple[str, ...]] = [
     (
@@ -215,6 +218,24 @@ MIGRATIONS: list[tuple[str, ...]] = [
             EXECUTE 'ALTER TABLE {s}.blobs ALTER COLUMN value SET COMPRESSION lz4';
         EXCEPTION WHEN feature_not_supported OR syntax_error OR invalid_parameter_value THEN
             NULL;
+        END
+        $$""",
+    ),
+    (
+        # begin_write, for a write already run on the store's view: it goes on only if the
+        # log's head under the lock is still where that view was, so that the lock, the
+        # check and the rows travel in one round trip; otherwise nothing is written.
+        """CREATE FUNCTION {s}.begin_write_at(p_ns text, p_lock_timeout text,
+                p_synchronous text, p_marker bigint, p_expected bigint)
+            RETURNS bigint LANGUAGE plpgsql AS $$
+        DECLARE
+            head bigint := {s}.begin_write(p_ns, p_lock_timeout, p_synchronous, p_marker);
+        BEGIN
+            IF head <> p_expected THEN
+                RAISE EXCEPTION 'namespace % moved on from position % to %',
+                    p_ns, p_expected, head USING ERRCODE = 'AS412';
+            END IF;
+            RETURN head;
         END
         $$""",
     ),
