@@ -491,6 +491,68 @@ def test_a_second_saver_on_the_same_directory_sees_the_first_ones_changes(
         assert again is not None and again.checkpoint["channel_values"] == big
 
 
+@pytest.mark.parametrize("cached", [True, False], ids=["cached", "fresh"])
+def test_a_value_changed_in_place_by_its_reader_changes_no_other_read(
+    location: str, cached: bool
+) -> None:
+    """Nodes may change the state they are handed in place: every read gets values of
+    its own, whether they come from the cache (copied) or from the tables (decoded)."""
+    values = {
+        "docs": {f"d{i}": "x" * 3000 for i in range(8)},
+        "tags": ["a", "b", "c"],
+        "nested": {"inner": {"k": [1, 2]}},
+        "count": 3,
+    }
+    with FlatstateSaver(location) as saver:
+        cp, md, versions = _cp(1, values)
+        config = saver.put(
+            {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}, cp, md, versions
+        )
+        expected = json.loads(json.dumps(values))
+        for _ in range(3):
+            if not cached:
+                saver._engine.cache.clear()
+            got = saver.get_tuple(config)
+            assert got is not None
+            state = got.checkpoint["channel_values"]
+            assert state == expected
+            state["docs"]["d0"] = "changed"
+            state["docs"]["new"] = "added"
+            state["tags"].append("d")
+            state["nested"]["inner"]["k"].append(3)
+            got.checkpoint["channel_versions"]["docs"] = 99
+        again = saver.get_tuple(config)
+        assert again is not None and again.checkpoint["channel_versions"]["docs"] == 1
+
+
+def test_a_change_by_a_program_that_bumps_no_counter_is_seen_within_the_interval(
+    tmp_path: Path,
+) -> None:
+    """Writers bump a shared counter, so a read answers from the cache without a query;
+    a program that writes the file without it is caught by the check every CHECK_INTERVAL."""
+    import sqlite3
+    import time
+
+    from flatstate.integrations.langgraph._sqlite_engine import CHECK_INTERVAL
+
+    location = tmp_path / "state"
+    with FlatstateSaver(str(location)) as saver:
+        cp, md, versions = _cp(1, {"docs": {"d": "x" * 3000}})
+        config = saver.put(
+            {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}, cp, md, versions
+        )
+        assert saver.get_tuple(config) is not None  # cached
+        conn = sqlite3.connect(location / FILE_NAME)
+        with conn:
+            conn.execute("DELETE FROM checkpoints")
+            conn.execute("UPDATE meta SET generation = generation + 1")
+        conn.close()
+        deadline = time.monotonic() + CHECK_INTERVAL + 5
+        while saver.get_tuple(config) is not None:
+            assert time.monotonic() < deadline, "the deleted checkpoint is still served"
+            time.sleep(0.01)
+
+
 def test_threads_and_tasks_write_through_one_saver_at_once(location: str) -> None:
     """Sync puts from worker threads and async puts from a loop share one writer: every
     acknowledged checkpoint is there, each thread's chain intact."""

@@ -12,28 +12,57 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from flatstate.integrations.langgraph._tables import Row, WriteRow
 
-__all__ = ["DEFAULT_CACHE_BYTES", "Entry", "RowCache"]
+__all__ = ["DEFAULT_CACHE_BYTES", "Entry", "RowCache", "copier"]
 
 DEFAULT_CACHE_BYTES = 64 << 20
 
 Key = tuple[str, str, str]
 Writes = dict[tuple[str, int], WriteRow]
+Copier = Callable[[], Any]
+
+# Values no node can change in place: a read may hand out the same object again.
+_IMMUTABLE = frozenset({str, int, float, bool, bytes, type(None)})
+
+
+def copier(value: Any) -> Copier | None:
+    """A function that returns a fresh copy of ``value`` at C speed, or None.
+
+    Copied: an immutable leaf (str, int, float, bool, bytes, None: handed out as it
+    is), or a dict or list of such leaves (what a state of documents decodes to),
+    copied shallowly, so every copy is a new container that a node may change in place
+    without changing what another read gets, and the leaves are shared. Copying a dict
+    of large strings costs a fraction of decoding it again. Anything else returns None
+    and is decoded afresh on every read: a message object, a set, a datetime, and
+    nested containers, which msgpack decodes faster than Python could copy them.
+    """
+    kind = type(value)
+    if kind in _IMMUTABLE:
+        return lambda: value
+    if kind is dict:
+        if all(type(k) in _IMMUTABLE and type(v) in _IMMUTABLE for k, v in value.items()):
+            return value.copy  # type: ignore[no-any-return]
+    elif kind is list and all(type(v) in _IMMUTABLE for v in value):
+        return value.copy  # type: ignore[no-any-return]
+    return None
 
 
 class Entry:
     """A checkpoint row, its writes, and (``joined``) the stored bytes of its channel values
-    once assembled from their pieces, so that reading the row again decodes them at once."""
+    once assembled from their pieces, so that reading the row again decodes them at once;
+    or better (``values``) a copier of the decoded value, where :func:`copier` makes one."""
 
-    __slots__ = ("joined", "refs", "row", "size", "writes")
+    __slots__ = ("joined", "refs", "row", "size", "values", "writes")
 
     def __init__(self, row: Row, writes: Writes, joined: dict[str, bytes] | None = None) -> None:
         self.row = row
         self.writes = writes
         self.joined = joined or {}
+        self.values: dict[str, Copier] = {}
         self.refs: Any = None  # the row's refs, decoded on first use
         self.size = len(row.checkpoint) + len(row.metadata) + len(row.refs) + 200
         self.size += sum(len(w.value) + 100 for w in writes.values())
@@ -97,6 +126,17 @@ class RowCache:
             entry.size += len(data)
             if self._rows.get(self._key(entry)) is entry:
                 self._row_bytes += len(data)
+                self._trim()
+
+    def remember_value(self, entry: Entry, channel: str, make: Copier, size: int) -> None:
+        """Keep a copier of a channel's decoded value (``size`` bytes, about its stored
+        form) in place of the stored bytes, which no read needs any more."""
+        with self.lock:
+            entry.values[channel] = make
+            grown = size - len(entry.joined.pop(channel, b""))
+            entry.size += grown
+            if self._rows.get(self._key(entry)) is entry:
+                self._row_bytes += grown
                 self._trim()
 
     @staticmethod

@@ -5,7 +5,12 @@ directory, WAL, a busy timeout, checkpoints of the log on a thread of their own,
 in-place migration list). One writer thread commits every write, with group commit; reads
 use one connection per reading thread, and the cache answers most of them. A ``meta`` row
 counts commits (``generation``): a reader or the writer that finds it other than the
-cache's own knows another process wrote, and drops the cache.
+cache's own knows another process wrote, and drops the cache. Readers ask for it only
+when the shared change counter (``langgraph.sqlite.signal``, :mod:`flatstate._signal`),
+which every writer bumps after its commit, has moved, or ``CHECK_INTERVAL`` has passed
+(for a writer killed between its commit and its bump): so a read served from the cache
+costs no query, and a checkpoint acknowledged by any process is seen by the reads that
+start after it.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from flatstate._signal import open_signal
 from flatstate._sqlite import Checkpointer, Translate, connect, restart_log
 from flatstate.integrations.langgraph._cache import RowCache
 from flatstate.integrations.langgraph._engine import Engine
@@ -27,6 +34,8 @@ __all__ = ["FILE_NAME", "SqliteEngine"]
 
 FILE_NAME = "langgraph.sqlite"
 WHAT = "LangGraph checkpoint database"
+# Seconds between looks at the generation when the change counter has not moved.
+CHECK_INTERVAL = 0.25
 
 MIGRATIONS: list[tuple[str, ...]] = [
     (
@@ -115,6 +124,9 @@ class SqliteEngine(Engine):
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._checkpointer = Checkpointer(self.path, name="flatstate-langgraph-checkpoint")
+        self._signal = open_signal(self.path + ".signal")
+        self._signal_seen = -1  # the counter's value at the last look at the generation
+        self._next_check = 0.0
         super().__init__(RowCache(cache_bytes, rows=True), name="flatstate-langgraph-writer")
 
     def _reader(self) -> _Conn:
@@ -141,10 +153,14 @@ class SqliteEngine(Engine):
         yield self._reader()
 
     def _check_generation(self, db: Any) -> None:
+        signal, now = self._signal.read(), time.monotonic()
+        if signal == self._signal_seen and now < self._next_check:
+            return
         (generation,) = db.q("SELECT generation FROM meta")[0]
         if generation != self.cache.generation:
             self.cache.clear()
             self.cache.generation = generation
+        self._signal_seen, self._next_check = signal, now + CHECK_INTERVAL
 
     def _commit(self, batch: list[Job]) -> None:
         db, conn = self._db, self._db.conn
@@ -167,6 +183,7 @@ class SqliteEngine(Engine):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self._signal.bump()  # before any job of the batch is acknowledged
         for after in afters:
             after()
         self.cache.generation = generation + 1
@@ -187,6 +204,7 @@ class SqliteEngine(Engine):
 
     def _close(self) -> None:
         self._checkpointer.close()
+        self._signal.close()
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()

@@ -33,7 +33,7 @@ try:
 except ImportError as exc:  # the extra is missing: say which one
     raise ExtraMissing("flatstate.integrations.langgraph", "langgraph") from exc
 
-from flatstate.integrations.langgraph._cache import DEFAULT_CACHE_BYTES, Entry
+from flatstate.integrations.langgraph._cache import DEFAULT_CACHE_BYTES, Entry, copier
 from flatstate.integrations.langgraph._engine import MISS, Engine
 from flatstate.integrations.langgraph._pieces import (
     INLINE,
@@ -342,8 +342,10 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
         refs: dict[str, tuple[str, list[Any]]] = entry.refs
         if refs is None:
             refs = entry.refs = _unpack_refs(row.refs)
-        have = entry.joined
-        manifests = [m for channel, (_, m) in refs.items() if channel not in have]
+        have, decoded, cache = entry.joined, entry.values, self._engine.cache
+        manifests = [
+            m for channel, (_, m) in refs.items() if channel not in have and channel not in decoded
+        ]
         manifests += [
             unpack_manifest(w.value) for w in entry.writes.values() if w.type == PIECES_TYPE
         ]
@@ -352,16 +354,26 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
             return None
         values: dict[str, Any] = {}
         for channel, (_, manifest) in refs.items():
+            fresh = decoded.get(channel)
+            if fresh is not None:
+                values[channel] = fresh()
+                continue
             kind = manifest[0]
             if kind == INLINE:
-                values[channel] = serde.loads_typed((manifest[1], manifest[2]))
-                continue
-            type_ = manifest[1] if kind == WHOLE else "msgpack"
-            data = have.get(channel)
-            if data is None:
-                type_, data = assemble(manifest, bodies.__getitem__)
-                self._engine.cache.remember_joined(entry, channel, data)
-            values[channel] = serde.loads_typed((type_, data))
+                type_, data = manifest[1], manifest[2]
+            else:
+                type_ = manifest[1] if kind == WHOLE else "msgpack"
+                data = have.get(channel)
+                if data is None:
+                    type_, data = assemble(manifest, bodies.__getitem__)
+                    cache.remember_joined(entry, channel, data)
+            value = serde.loads_typed((type_, data))
+            make = copier(value) if cache.rows_enabled else None
+            if make is not None:
+                # This caller gets a copy too: the cached value must stay as decoded.
+                cache.remember_value(entry, channel, make, len(data))
+                value = make()
+            values[channel] = value
         checkpoint = serde.loads_typed((row.type, row.checkpoint))
         checkpoint["channel_values"] = values
         address = {"thread_id": row.thread_id, "checkpoint_ns": row.checkpoint_ns}
