@@ -152,6 +152,9 @@ class SqliteEngine(Engine):
     def _reading(self) -> Iterator[_Conn]:
         yield self._reader()
 
+    def _cache_current(self) -> bool:
+        return self._signal.read() == self._signal_seen and time.monotonic() < self._next_check
+
     def _check_generation(self, db: Any) -> None:
         signal, now = self._signal.read(), time.monotonic()
         if signal == self._signal_seen and now < self._next_check:

@@ -342,38 +342,29 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
         refs: dict[str, tuple[str, list[Any]]] = entry.refs
         if refs is None:
             refs = entry.refs = _unpack_refs(row.refs)
-        have, decoded, cache = entry.joined, entry.values, self._engine.cache
-        manifests = [
-            m for channel, (_, m) in refs.items() if channel not in have and channel not in decoded
-        ]
-        manifests += [
-            unpack_manifest(w.value) for w in entry.writes.values() if w.type == PIECES_TYPE
-        ]
-        bodies = _fetch_all(manifests, fetch)
-        if bodies is None:
-            return None
-        values: dict[str, Any] = {}
-        for channel, (_, manifest) in refs.items():
-            fresh = decoded.get(channel)
-            if fresh is not None:
-                values[channel] = fresh()
-                continue
-            kind = manifest[0]
-            if kind == INLINE:
-                type_, data = manifest[1], manifest[2]
-            else:
-                type_ = manifest[1] if kind == WHOLE else "msgpack"
-                data = have.get(channel)
-                if data is None:
-                    type_, data = assemble(manifest, bodies.__getitem__)
-                    cache.remember_joined(entry, channel, data)
-            value = serde.loads_typed((type_, data))
-            make = copier(value) if cache.rows_enabled else None
-            if make is not None:
-                # This caller gets a copy too: the cached value must stay as decoded.
-                cache.remember_value(entry, channel, make, len(data))
-                value = make()
-            values[channel] = value
+        decoded = entry.values
+        if len(decoded) == len(refs) and not entry.writes:
+            # Every value is in the cache as a copier, and no write needs a piece.
+            values = {channel: decoded[channel]() for channel in refs}
+            pending: list[tuple[str, str, Any]] = []
+        else:
+            manifests = [
+                m
+                for channel, (_, m) in refs.items()
+                if channel not in entry.joined and channel not in decoded
+            ]
+            manifests += [
+                unpack_manifest(w.value) for w in entry.writes.values() if w.type == PIECES_TYPE
+            ]
+            bodies = _fetch_all(manifests, fetch)
+            if bodies is None:
+                return None
+            values = {
+                channel: self._value(entry, channel, m, bodies) for channel, (_, m) in refs.items()
+            }
+            pending = [
+                (w.task_id, w.channel, self._write_value(w, bodies)) for w in entry.sorted_writes()
+            ]
         checkpoint = serde.loads_typed((row.type, row.checkpoint))
         checkpoint["channel_values"] = values
         address = {"thread_id": row.thread_id, "checkpoint_ns": row.checkpoint_ns}
@@ -386,10 +377,34 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
                 if row.parent_id
                 else None
             ),
-            pending_writes=[
-                (w.task_id, w.channel, self._write_value(w, bodies)) for w in entry.sorted_writes()
-            ],
+            pending_writes=pending,
         )
+
+    def _value(
+        self, entry: Entry, channel: str, manifest: list[Any], bodies: dict[bytes, bytes]
+    ) -> Any:
+        """A channel's value, fresh: copied from the cache, or decoded (and then kept as a
+        copier where :func:`copier` makes one)."""
+        fresh = entry.values.get(channel)
+        if fresh is not None:
+            return fresh()
+        cache = self._engine.cache
+        kind = manifest[0]
+        if kind == INLINE:
+            type_, data = manifest[1], manifest[2]
+        else:
+            type_ = manifest[1] if kind == WHOLE else "msgpack"
+            data = entry.joined.get(channel)
+            if data is None:
+                type_, data = assemble(manifest, bodies.__getitem__)
+                cache.remember_joined(entry, channel, data)
+        value = self.serde.loads_typed((type_, data))
+        make = copier(value) if cache.rows_enabled else None
+        if make is None:
+            return value
+        # This caller gets a copy too: the cached value must stay as decoded.
+        cache.remember_value(entry, channel, make, len(data))
+        return make()
 
     def _write_value(self, write: WriteRow, bodies: dict[bytes, bytes]) -> Any:
         if write.type == PIECES_TYPE:
