@@ -525,6 +525,25 @@ def test_a_value_changed_in_place_by_its_reader_changes_no_other_read(
         assert again is not None and again.checkpoint["channel_versions"]["docs"] == 1
 
 
+def test_a_value_changed_in_place_between_its_write_and_its_checkpoint_is_stored_as_changed(
+    tmp_path: Path,
+) -> None:
+    """The saver reuses the layout a write made for the same value object in the next
+    checkpoint, but only if it still serializes to the same bytes."""
+    with FlatstateSaver(str(tmp_path / "state")) as saver:
+        docs = {f"d{i}": "x" * 3000 for i in range(8)}
+        cp, md, versions = _cp(1, {"docs": docs})
+        first = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+        config = saver.put(first, cp, md, versions)
+        saver.put_writes(config, [("docs", docs)], "task")
+        docs["d3"] = "changed in place" * 100
+        cp2, md2, versions2 = _cp(2, {"docs": docs})
+        latest = saver.put(config, cp2, md2, versions2)
+        saver._engine.cache.clear()
+        got = saver.get_tuple(latest)
+        assert got is not None and got.checkpoint["channel_values"]["docs"] == docs
+
+
 def test_a_change_by_a_program_that_bumps_no_counter_is_seen_within_the_interval(
     tmp_path: Path,
 ) -> None:

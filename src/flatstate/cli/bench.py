@@ -950,7 +950,12 @@ def bench_langgraph(
     steps: Annotated[int, typer.Option(help="Steps in all (a put_writes and a put each).")] = 1000,
     state_kib: Annotated[int, typer.Option(help="KiB of documents in the state.")] = 64,
     change_kib: Annotated[int, typer.Option(help="KiB of it one step rewrites.")] = 1,
-    gets: Annotated[int, typer.Option(help="Timed get_tuple calls (latest checkpoint).")] = 2000,
+    gets: Annotated[
+        int,
+        typer.Option(
+            help="get_tuple calls (latest checkpoint) a round; the best of 5 rounds counts."
+        ),
+    ] = 2000,
     contenders: Annotated[
         str, typer.Option(help="Comma-separated contenders, or all (see the docs).")
     ] = "all",

@@ -10,6 +10,7 @@ commit replaced.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -45,7 +46,8 @@ def copier(value: Any) -> Copier | None:
         return lambda: value
     if kind is dict:
         if all(type(k) in _IMMUTABLE and type(v) in _IMMUTABLE for k, v in value.items()):
-            return value.copy  # type: ignore[no-any-return]
+            # Interned keys are one object for every checkpoint: a copy touches fewer lines.
+            return {(sys.intern(k) if type(k) is str else k): v for k, v in value.items()}.copy
     elif kind is list and all(type(v) in _IMMUTABLE for v in value):
         return value.copy  # type: ignore[no-any-return]
     return None
@@ -144,10 +146,14 @@ class RowCache:
         row = entry.row
         return (row.thread_id, row.checkpoint_ns, row.checkpoint_id)
 
-    def stored(self, digest: bytes) -> bool:
-        """Whether the piece is known to be in the tables (only where rows are cached: only
-        there does a sweep by another process clear the cache before a write relies on it)."""
-        return self.rows_enabled and digest in self._blobs
+    def unstored(self, pieces: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """The pieces not known to be in the tables: all of them unless rows are cached
+        (only there does a sweep by another process clear the cache before a write relies
+        on it)."""
+        if not self.rows_enabled:
+            return pieces
+        blobs = self._blobs
+        return [piece for piece in pieces if piece[0] not in blobs]
 
     # -- fills from reads (only if nothing changed meanwhile) ---------------------
     def fill_row(self, epoch: int, entry: Entry, latest: bool) -> None:

@@ -125,7 +125,7 @@ class Engine:
 
         def job(db: Db) -> tuple[Any, After | None]:
             db.run(sql["put_row"], row)
-            new = [piece for piece in pieces if not cache.stored(piece[0])]
+            new = cache.unstored(pieces)
             if new:
                 db.many(sql["put_blob"], new)
             if not cache.rows_enabled:
@@ -133,7 +133,7 @@ class Engine:
             # Writes may reach a checkpoint before its row does (LangGraph saves the
             # row in the background while the next tasks already write).
             entry = Entry(row, writes_dict(self._writes(db, row)), joined)
-            return result, lambda: cache.apply_put(entry, pieces)
+            return result, lambda: cache.apply_put(entry, new)
 
         return job
 
@@ -143,7 +143,7 @@ class Engine:
         sql, cache = self.sql, self.cache
 
         def job(db: Db) -> tuple[None, After]:
-            new = [piece for piece in pieces if not cache.stored(piece[0])]
+            new = cache.unstored(pieces)
             if new:
                 db.many(sql["put_blob"], new)
             keep = [(*key, *w) for w in rows if w.idx >= 0]
@@ -152,7 +152,7 @@ class Engine:
                 db.many(sql["put_write"], keep)
             if replace:
                 db.many(sql["replace_write"], replace)
-            return None, lambda: cache.apply_writes(key, rows, pieces)
+            return None, lambda: cache.apply_writes(key, rows, new)
 
         return job
 

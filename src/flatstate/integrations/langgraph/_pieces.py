@@ -219,15 +219,19 @@ def layout(type_: str, data: bytes) -> Encoded:
 
 
 class RecentEncodings:
-    """The layouts of the last few large values, by their serialized bytes.
+    """The layouts of the last few large values, by the value object.
 
     A node's write is usually the very value the next checkpoint holds (a channel without a
     reducer takes what the node returned), so the checkpoint's put finds the layout the
-    write's put_writes made, and skips cutting and hashing it again."""
+    write's put_writes made, and skips cutting and hashing it again. The value is found by
+    identity (hashing 64 KiB of serialized bytes would cost more than the lookup saves) and
+    trusted only if it still serializes to the same bytes, so a value changed in place in
+    between is laid out afresh. The memo holds the values it names, so no id is reused.
+    """
 
     def __init__(self, size: int = RECENT) -> None:
         self.size = size
-        self._memo: OrderedDict[tuple[str, bytes], Encoded] = OrderedDict()
+        self._memo: OrderedDict[int, tuple[Any, str, Encoded]] = OrderedDict()
         self._lock = threading.Lock()
 
     def encode(self, serde: SerializerProtocol, value: Any) -> Encoded:
@@ -235,15 +239,18 @@ class RecentEncodings:
         data = bytes(raw)
         if len(data) < SPLIT_MIN:
             return layout(type_, data)
-        key = (type_, data)
+        key = id(value)
         with self._lock:
             found = self._memo.get(key)
-            if found is not None:
-                self._memo.move_to_end(key)
-                return found
+            if found is not None and found[0] is value and found[1] == type_:
+                encoded = found[2]
+                if encoded.data == data:
+                    self._memo.move_to_end(key)
+                    return encoded
         encoded = layout(type_, data)
         with self._lock:
-            self._memo[key] = encoded
+            self._memo[key] = (value, type_, encoded)
+            self._memo.move_to_end(key)
             while len(self._memo) > self.size:
                 self._memo.popitem(last=False)
         return encoded
