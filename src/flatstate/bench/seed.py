@@ -306,15 +306,16 @@ def _worker(
         return None
 
     if ours and options.tasks:
-        from flatstate.bench.seed_tasks import run_tasks
+        from flatstate.bench.seed_tasks import TaskLoop, run_tasks
 
-        run_tasks(
-            store, keys, tasks=options.tasks, first=worker * options.tasks,
+        loop = TaskLoop(
+            tasks=options.tasks, first=worker * options.tasks,
             stride=options.processes * options.tasks, write_every=write_every,
             deadline=deadline, time_every=TIME_EVERY, counter=PATCH_COUNTER,
             record=lambda kind, took: latencies[kind].add(took), counts=counts,
             housekeeping=housekeeping,
         )  # fmt: skip
+        run_tasks(store, keys, loop)
     else:
         i = worker  # workers start at different keys
         while True:

@@ -16,72 +16,50 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from flatstate.aio import AsyncSessionStore
 from flatstate.store import SessionStore
 
-__all__ = ["run_tasks"]
+__all__ = ["TaskLoop", "run_tasks"]
 
 TICK = 0.05
 CHECK_CLOCK_EVERY = 16
 
 
-def run_tasks(
-    store: SessionStore,
-    keys: list[str],
-    *,
-    tasks: int,
-    first: int,
-    stride: int,
-    write_every: int,
-    deadline: float,
-    time_every: int,
-    counter: str,
-    record: Callable[[str, float], None],
-    counts: dict[str, int],
-    housekeeping: Callable[[float], Callable[[], None] | None],
-) -> None:
-    """Run the loop on ``tasks`` tasks until ``deadline`` (a perf_counter time).
+@dataclass
+class TaskLoop:
+    """How the tasks share out the seed loop, and where its figures go.
 
     Task ``t`` takes operation numbers ``first + t``, then every ``stride``-th, so the
     workers and tasks of a run share out one sequence of keys; each task patches once
-    in every ``write_every`` of its own operations, the tasks out of step.
-    ``housekeeping(now)`` runs on the loop every tick and may return a blocking
-    job (a compaction) to run on a worker thread.
+    in every ``write_every`` of its own operations, the tasks out of step, and stops
+    at ``deadline`` (a perf_counter time). ``housekeeping(now)`` runs on the loop every
+    tick and may return a blocking job (a compaction) to run on a worker thread.
     """
-    asyncio.run(
-        _main(
-            AsyncSessionStore(store),
-            keys,
-            tasks,
-            first,
-            stride,
-            write_every,
-            deadline,
-            time_every,
-            counter,
-            record,
-            counts,
-            housekeeping,
-        )
-    )
+
+    tasks: int
+    first: int
+    stride: int
+    write_every: int
+    deadline: float
+    time_every: int
+    counter: str
+    record: Callable[[str, float], None]
+    counts: dict[str, int]
+    housekeeping: Callable[[float], Callable[[], None] | None]
 
 
-async def _main(
-    store: AsyncSessionStore,
-    keys: list[str],
-    tasks: int,
-    first: int,
-    stride: int,
-    write_every: int,
-    deadline: float,
-    time_every: int,
-    counter: str,
-    record: Callable[[str, float], None],
-    counts: dict[str, int],
-    housekeeping: Callable[[float], Callable[[], None] | None],
-) -> None:
+def run_tasks(store: SessionStore, keys: list[str], loop: TaskLoop) -> None:
+    """Run the loop (see :class:`TaskLoop`) on its tasks until its deadline."""
+    asyncio.run(_main(AsyncSessionStore(store), keys, loop))
+
+
+async def _main(store: AsyncSessionStore, keys: list[str], loop: TaskLoop) -> None:
+    # As locals: the tasks read them on every operation.
+    first, stride, write_every, deadline = loop.first, loop.stride, loop.write_every, loop.deadline
+    time_every, counter, record, counts = loop.time_every, loop.counter, loop.record, loop.counts
     n = len(keys)
     clock = time.perf_counter
 
@@ -119,8 +97,8 @@ async def _main(
     async def keeper() -> None:
         while clock() < deadline:
             await asyncio.sleep(TICK)
-            job = housekeeping(clock())
+            job = loop.housekeeping(clock())
             if job is not None:
                 await asyncio.to_thread(job)
 
-    await asyncio.gather(keeper(), *(task(t) for t in range(tasks)))
+    await asyncio.gather(keeper(), *(task(t) for t in range(loop.tasks)))
