@@ -100,6 +100,11 @@ class RowCache:
     def latest(self, thread_id: str, ns: str) -> str | None:
         return self._latest.get((thread_id, ns))
 
+    def find(self, thread_id: str, ns: str, checkpoint_id: str | None) -> Entry | None:
+        """The cached row of a checkpoint (the thread's latest when ``checkpoint_id`` is None)."""
+        cid = checkpoint_id or self.latest(thread_id, ns)
+        return self.row((thread_id, ns, cid)) if cid is not None else None
+
     def row(self, key: Key) -> Entry | None:
         with self.lock:
             entry = self._rows.get(key)

@@ -204,18 +204,15 @@ class Engine:
             raise self._closed_error()
         cache = self.cache
         if self._cache_current():  # answered from memory, no connection needed
-            cid = checkpoint_id or cache.latest(thread_id, ns)
-            entry = cache.row((thread_id, ns, cid)) if cid is not None else None
+            entry = cache.find(thread_id, ns, checkpoint_id)
             if entry is not None:
                 return entry
         with self._reading() as db:
             self._check_generation(db)
             epoch = cache.epoch
-            cid = checkpoint_id or cache.latest(thread_id, ns)
-            if cid is not None:
-                entry = cache.row((thread_id, ns, cid))
-                if entry is not None:
-                    return entry
+            entry = cache.find(thread_id, ns, checkpoint_id)
+            if entry is not None:
+                return entry
             if cached_only:
                 return MISS
             if checkpoint_id is None:

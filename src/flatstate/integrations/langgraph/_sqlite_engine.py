@@ -156,14 +156,14 @@ class SqliteEngine(Engine):
         return self._signal.read() == self._signal_seen and time.monotonic() < self._next_check
 
     def _check_generation(self, db: Any) -> None:
-        signal, now = self._signal.read(), time.monotonic()
-        if signal == self._signal_seen and now < self._next_check:
+        if self._cache_current():
             return
+        signal = self._signal.read()  # before the query: a bump after it is looked at next
         (generation,) = db.q("SELECT generation FROM meta")[0]
         if generation != self.cache.generation:
             self.cache.clear()
             self.cache.generation = generation
-        self._signal_seen, self._next_check = signal, now + CHECK_INTERVAL
+        self._signal_seen, self._next_check = signal, time.monotonic() + CHECK_INTERVAL
 
     def _commit(self, batch: list[Job]) -> None:
         db, conn = self._db, self._db.conn
