@@ -277,17 +277,23 @@ def test_nul_characters_are_kept_as_on_the_other_backends(location: str) -> None
 # -- other writers -----------------------------------------------------------------
 
 
+def _set_field(
+    sql: psycopg.Connection[Any], store: flatstate.SessionStore, key: str, field: str, value: Any
+) -> None:
+    """Another program's commit: ``field`` of session ``key`` set to ``value`` with plain SQL."""
+    sql.execute(
+        "UPDATE flatstate.sessions SET entry = jsonb_set(entry::jsonb, %s, %s::jsonb) "
+        "WHERE ns = %s AND key = %s",
+        ([field], json.dumps(value), namespace_of(store), f"agent:main:{key}"),
+    )
+
+
 def test_a_change_made_with_plain_sql_is_seen_without_polling(
     location: str, sql: psycopg.Connection[Any]
 ) -> None:
     with flatstate.open_store(location, check_interval=3600) as store:
         store.patch("main", {"label": "ours"})
-        sql.execute(
-            "UPDATE flatstate.sessions "
-            "SET entry = jsonb_set(entry::jsonb, '{label}', '\"theirs\"') "
-            "WHERE ns = %s AND key = 'agent:main:main'",
-            (namespace_of(store),),
-        )
+        _set_field(sql, store, "main", "label", "theirs")
         wait_until(lambda: store.get("main")["label"] == "theirs")  # type: ignore[index]
 
 
@@ -303,29 +309,13 @@ def test_a_row_changed_outside_the_lock_is_never_overwritten(
         def bump(draft: flatstate.Draft) -> None:
             calls.append(draft["main"]["count"])
             if len(calls) == 1:  # meanwhile, another program changes the same row
-                sql.execute(
-                    "UPDATE flatstate.sessions "
-                    "SET entry = jsonb_set(entry::jsonb, '{label}', '\"y\"') "
-                    "WHERE ns = %s AND key = 'agent:main:main'",
-                    (namespace_of(store),),
-                )
+                _set_field(sql, store, "main", "label", "y")
             draft.patch("main", {"count": draft["main"]["count"] + 1})
 
         store.update(bump)
         assert calls == [1, 1]  # run again, on the row as the other program left it
         entry = store.get("main")
         assert entry is not None and entry["count"] == 2 and entry["label"] == "y"
-
-
-def _set_count(
-    sql: psycopg.Connection[Any], store: flatstate.SessionStore, key: str, n: int
-) -> None:
-    """Another program's commit: ``count`` of ``key`` set to ``n`` with plain SQL."""
-    sql.execute(
-        "UPDATE flatstate.sessions SET entry = jsonb_set(entry::jsonb, '{count}', %s::jsonb) "
-        "WHERE ns = %s AND key = %s",
-        (str(n), namespace_of(store), f"agent:main:{key}"),
-    )
 
 
 def test_a_write_run_on_a_view_that_went_stale_runs_again(
@@ -341,7 +331,7 @@ def test_a_write_run_on_a_view_that_went_stale_runs_again(
         def copy(draft: flatstate.Draft) -> None:
             seen.append(draft["other"]["count"])
             if len(seen) == 1:
-                _set_count(sql, store, "other", 2)
+                _set_field(sql, store, "other", "count", 2)
             draft.patch("main", {"copy": draft["other"]["count"]})
 
         store.update(copy)
@@ -363,7 +353,7 @@ def test_a_write_that_commits_nothing_is_checked_against_the_latest_state(
             count: int = draft["main"]["count"]
             seen.append(count)
             if len(seen) == 1:
-                _set_count(sql, store, "main", 2)
+                _set_field(sql, store, "main", "count", 2)
             if count < 2 and outcome == "raises":
                 raise ValueError("count too low")
             return count
