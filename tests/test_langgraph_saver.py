@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -525,23 +526,60 @@ def test_a_value_changed_in_place_by_its_reader_changes_no_other_read(
         assert again is not None and again.checkpoint["channel_versions"]["docs"] == 1
 
 
+def _replace_a_leaf(value: Any) -> None:
+    value["d3"] = "changed in place" * 100
+
+
+def _replace_a_leaf_by_an_equal_one(value: Any) -> None:
+    value["n"] = True  # == 1, but stored as msgpack's true
+
+
+def _reorder_the_keys(value: Any) -> None:
+    value["d0"] = value.pop("d0")
+
+
+def _grow_a_list(value: Any) -> None:
+    value.append("one more")
+
+
+def _change_a_nested_value(value: Any) -> None:
+    value["inner"]["k"].append(3)
+
+
+@pytest.mark.parametrize(
+    ("value", "change"),
+    [
+        ({**{f"d{i}": "x" * 3000 for i in range(8)}, "n": 1}, _replace_a_leaf),
+        ({**{f"d{i}": "x" * 3000 for i in range(8)}, "n": 1}, _replace_a_leaf_by_an_equal_one),
+        ({f"d{i}": str(i) * 3000 for i in range(8)}, _reorder_the_keys),
+        ([str(i) * 3000 for i in range(8)], _grow_a_list),
+        ({"inner": {"k": [1, 2]}, "big": "y" * 5000}, _change_a_nested_value),
+    ],
+    ids=[
+        "a leaf replaced",
+        "a leaf replaced by an equal one",
+        "keys reordered",
+        "a list grown",
+        "a nested value changed",
+    ],
+)
 def test_a_value_changed_in_place_between_its_write_and_its_checkpoint_is_stored_as_changed(
-    tmp_path: Path,
+    tmp_path: Path, value: Any, change: Callable[[Any], None]
 ) -> None:
     """The saver reuses the layout a write made for the same value object in the next
-    checkpoint, but only if it still serializes to the same bytes."""
+    checkpoint, but only if the value is unchanged: a flat one checked leaf by leaf (by
+    identity: True == 1), any other by its bytes."""
     with FlatstateSaver(str(tmp_path / "state")) as saver:
-        docs = {f"d{i}": "x" * 3000 for i in range(8)}
-        cp, md, versions = _cp(1, {"docs": docs})
+        cp, md, versions = _cp(1, {"docs": value})
         first = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
         config = saver.put(first, cp, md, versions)
-        saver.put_writes(config, [("docs", docs)], "task")
-        docs["d3"] = "changed in place" * 100
-        cp2, md2, versions2 = _cp(2, {"docs": docs})
+        saver.put_writes(config, [("docs", value)], "task")
+        change(value)
+        cp2, md2, versions2 = _cp(2, {"docs": value})
         latest = saver.put(config, cp2, md2, versions2)
         saver._engine.cache.clear()
         got = saver.get_tuple(latest)
-        assert got is not None and got.checkpoint["channel_values"]["docs"] == docs
+        assert got is not None and repr(got.checkpoint["channel_values"]["docs"]) == repr(value)
 
 
 def test_a_change_by_a_program_that_bumps_no_counter_is_seen_within_the_interval(

@@ -10,53 +10,25 @@ commit replaced.
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
+from flatstate.integrations.langgraph._flat import Copier
 from flatstate.integrations.langgraph._tables import Row, WriteRow
 
-__all__ = ["DEFAULT_CACHE_BYTES", "Entry", "RowCache", "copier"]
+__all__ = ["DEFAULT_CACHE_BYTES", "Entry", "RowCache"]
 
 DEFAULT_CACHE_BYTES = 64 << 20
 
 Key = tuple[str, str, str]
 Writes = dict[tuple[str, int], WriteRow]
-Copier = Callable[[], Any]
-
-# Values no node can change in place: a read may hand out the same object again.
-_IMMUTABLE = frozenset({str, int, float, bool, bytes, type(None)})
-
-
-def copier(value: Any) -> Copier | None:
-    """A function that returns a fresh copy of ``value`` at C speed, or None.
-
-    Copied: an immutable leaf (str, int, float, bool, bytes, None: handed out as it
-    is), or a dict or list of such leaves (what a state of documents decodes to),
-    copied shallowly, so every copy is a new container that a node may change in place
-    without changing what another read gets, and the leaves are shared. Copying a dict
-    of large strings costs a fraction of decoding it again. Anything else returns None
-    and is decoded afresh on every read: a message object, a set, a datetime, and
-    nested containers, which msgpack decodes faster than Python could copy them.
-    """
-    kind = type(value)
-    if kind in _IMMUTABLE:
-        return lambda: value
-    if kind is dict:
-        if all(type(k) in _IMMUTABLE and type(v) in _IMMUTABLE for k, v in value.items()):
-            # Interned keys are one object for every checkpoint: a copy touches fewer lines.
-            return {(sys.intern(k) if type(k) is str else k): v for k, v in value.items()}.copy
-    elif kind is list and all(type(v) in _IMMUTABLE for v in value):
-        return value.copy  # type: ignore[no-any-return]
-    return None
 
 
 class Entry:
     """A checkpoint row, its writes, and (``joined``) the stored bytes of its channel values
     once assembled from their pieces, so that reading the row again decodes them at once;
-    or better (``values``) a copier of the decoded value, where :func:`copier` makes one."""
+    or better (``values``) a copier of the decoded value, where :func:`._flat.copier` makes one."""
 
     __slots__ = ("joined", "refs", "row", "size", "values", "writes")
 

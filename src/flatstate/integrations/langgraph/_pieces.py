@@ -30,6 +30,8 @@ from typing import Any
 import msgspec
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
+from flatstate.integrations.langgraph._flat import unchanged_check
+
 __all__ = [
     "CUT",
     "INLINE",
@@ -225,31 +227,42 @@ class RecentEncodings:
     reducer takes what the node returned), so the checkpoint's put finds the layout the
     write's put_writes made, and skips cutting and hashing it again. The value is found by
     identity (hashing 64 KiB of serialized bytes would cost more than the lookup saves) and
-    trusted only if it still serializes to the same bytes, so a value changed in place in
-    between is laid out afresh. The memo holds the values it names, so no id is reused.
+    trusted only if it is unchanged since, so a value changed in place in between is laid
+    out afresh: a flat value (:mod:`._flat`) is checked leaf by leaf, without serializing
+    it again; any other one must still serialize to the same bytes. The memo holds the
+    values it names, so no id is reused.
     """
 
     def __init__(self, size: int = RECENT) -> None:
         self.size = size
-        self._memo: OrderedDict[int, tuple[Any, str, Encoded]] = OrderedDict()
+        # id -> (value, its check when flat, type, layout)
+        self._memo: OrderedDict[int, tuple[Any, Callable[[], bool] | None, str, Encoded]] = (
+            OrderedDict()
+        )
         self._lock = threading.Lock()
 
     def encode(self, serde: SerializerProtocol, value: Any) -> Encoded:
+        key = id(value)
+        with self._lock:
+            found = self._memo.get(key)
+            if found is not None and found[0] is not value:
+                found = None
+            if found is not None and found[1] is not None and found[1]():
+                self._memo.move_to_end(key)
+                return found[3]
+        check = unchanged_check(value)  # before serializing: a change after it is seen
         type_, raw = serde.dumps_typed(value)
         data = bytes(raw)
         if len(data) < SPLIT_MIN:
             return layout(type_, data)
-        key = id(value)
-        with self._lock:
-            found = self._memo.get(key)
-            if found is not None and found[0] is value and found[1] == type_:
-                encoded = found[2]
-                if encoded.data == data:
-                    self._memo.move_to_end(key)
-                    return encoded
+        if found is not None and found[1] is None and found[2] == type_ and found[3].data == data:
+            with self._lock:
+                self._memo.move_to_end(key)
+            return found[3]
         encoded = layout(type_, data)
+        entry = (value, check, type_, encoded)
         with self._lock:
-            self._memo[key] = (value, type_, encoded)
+            self._memo[key] = entry
             self._memo.move_to_end(key)
             while len(self._memo) > self.size:
                 self._memo.popitem(last=False)

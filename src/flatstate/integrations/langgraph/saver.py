@@ -33,8 +33,9 @@ try:
 except ImportError as exc:  # the extra is missing: say which one
     raise ExtraMissing("flatstate.integrations.langgraph", "langgraph") from exc
 
-from flatstate.integrations.langgraph._cache import DEFAULT_CACHE_BYTES, Entry, copier
+from flatstate.integrations.langgraph._cache import DEFAULT_CACHE_BYTES, Entry
 from flatstate.integrations.langgraph._engine import MISS, Engine
+from flatstate.integrations.langgraph._flat import copier
 from flatstate.integrations.langgraph._pieces import (
     INLINE,
     LISTED,
