@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import importlib
 import os
+import platform
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,6 +30,14 @@ POSTGRES_REQUIRED = (
 NO_POSTGRES = (
     "no PostgreSQL server: set FLATSTATE_TEST_POSTGRES_DSN, or install PostgreSQL "
     "(apt-get install postgresql) and run bash scripts/test, which starts one"
+)
+
+# Vector search on PostgreSQL needs pgvector, which Debian's server packages here do not carry:
+# a second server that has it (scripts/test starts one from the pgserver wheel's binaries).
+PGVECTOR_DSN = os.environ.get("FLATSTATE_TEST_PGVECTOR_DSN") or None
+NO_PGVECTOR = (
+    "no PostgreSQL server with pgvector: set FLATSTATE_TEST_PGVECTOR_DSN, or run "
+    "bash scripts/test, which starts one from the pgserver wheel's binaries (Linux x86_64)"
 )
 
 # Optional extras (vec, zstd, bench): their tests skip where the extra is missing, except where
@@ -68,11 +77,25 @@ def postgres_location(root: Path, namespace: str | None = None, **params: str) -
     sessions) and a local state directory under ``root``."""
     if POSTGRES_DSN is None:
         pytest.skip(NO_POSTGRES)
+    return _location(POSTGRES_DSN, root, namespace, params)
+
+
+def pgvector_location(root: Path) -> str:
+    """:func:`postgres_location` on the server that has pgvector; required where PostgreSQL
+    is (CI), and on Linux x86_64, where the pgserver wheel provides it."""
+    if PGVECTOR_DSN is None:
+        if POSTGRES_REQUIRED and platform.system() == "Linux" and platform.machine() == "x86_64":
+            pytest.fail(f"PostgreSQL is required here (CI) but {NO_PGVECTOR}", pytrace=False)
+        pytest.skip(NO_PGVECTOR)
+    return _location(PGVECTOR_DSN, root, None, {})
+
+
+def _location(dsn: str, root: Path, namespace: str | None, params: dict[str, str]) -> str:
     namespace = namespace or f"test-{uuid.uuid4().hex[:12]}"
     query = urlencode(
         {"namespace": namespace, "state_dir": str(root / "state"), **params}, quote_via=quote
     )
-    return f"{POSTGRES_DSN}{'&' if '?' in POSTGRES_DSN else '?'}{query}"
+    return f"{dsn}{'&' if '?' in dsn else '?'}{query}"
 
 
 class FakeClock:

@@ -1,4 +1,5 @@
-"""Optional vector search (sqlite-vec), with small deterministic embedding functions."""
+"""Optional vector search (sqlite-vec; pgvector on the test server that has it), with small
+deterministic embedding functions."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from flatstate.errors import InvalidFact, VectorsUnavailable
 from flatstate.facts import FactStore, open_facts
 from flatstate.facts import vectors as vectors_module
 from flatstate.facts.vectors import HashingEmbedder
-from tests.conftest import FakeClock, require_extra
-from tests.facts_support import OpenFacts, raw_db, stores
+from tests.conftest import FakeClock, pgvector_location, require_extra
+from tests.facts_support import OpenFacts, is_postgres, raw_execute, stores
 
 # scripts/test installs the vec extra; under FLATSTATE_REQUIRE_EXTRAS=1 (CI) a missing one fails.
 require_extra("sqlite_vec", "vec")
@@ -29,9 +30,15 @@ def synonym_embed(text: str) -> list[float]:
     return HashingEmbedder(32)(" ".join(words))
 
 
-@pytest.fixture
-def open_at(tmp_path: Path, clock: FakeClock) -> Iterator[OpenFacts]:
-    yield from stores(tmp_path / "state", clock)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def open_at(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> Iterator[OpenFacts]:
+    if request.param == "postgres":
+        require_extra("psycopg", "postgres")
+        yield from stores(pgvector_location(tmp_path), clock)
+    else:
+        yield from stores(tmp_path / "state", clock)
 
 
 @pytest.fixture
@@ -40,8 +47,12 @@ def facts(open_at: OpenFacts) -> FactStore:
 
 
 def _vector_rows(store: FactStore) -> int:
-    with raw_db(store.path) as conn:
-        return int(conn.execute("SELECT count(*) FROM fact_vectors").fetchone()[0])
+    if is_postgres(store):
+        namespace = store.backend.namespace  # type: ignore[attr-defined]
+        rows = raw_execute(store, "SELECT count(*) FROM fact_vectors WHERE ns = %s", (namespace,))
+    else:
+        rows = raw_execute(store, "SELECT count(*) FROM fact_vectors")
+    return int(rows[0][0])
 
 
 def test_vectors_are_on_and_stored(facts: FactStore) -> None:

@@ -31,7 +31,14 @@ from hypothesis.stateful import RuleBasedStateMachine, rule
 from flatstate.errors import InvalidStoreItem, StoreClosed, StoreCorrupt
 from flatstate.facts.query import query_terms
 from flatstate.facts.vectors import HashingEmbedder
-from tests.conftest import NO_POSTGRES, POSTGRES_DSN, FakeClock, postgres_location, require_extra
+from tests.conftest import (
+    NO_POSTGRES,
+    POSTGRES_DSN,
+    FakeClock,
+    pgvector_location,
+    postgres_location,
+    require_extra,
+)
 from tests.processes import START_TIMEOUT, ctx, join_all, running
 
 memory = require_extra("langgraph.store.memory", "langgraph")
@@ -60,21 +67,13 @@ def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def vec_where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """``where`` for semantic search: sqlite-vec, or a server with pgvector (without it the
-    store's error is tested in test_langgraph_store_postgres.py)."""
+    """``where`` for semantic search: sqlite-vec, or the test server with pgvector (without
+    it the store's error is tested in test_langgraph_store_postgres.py)."""
     if request.param == "sqlite":
         require_extra("sqlite_vec", "vec")
         return str(tmp_path / "state")
     require_extra("psycopg", "postgres")
-    location = postgres_location(tmp_path)
-    import psycopg
-
-    with psycopg.connect(POSTGRES_DSN) as conn:
-        if not conn.execute(
-            "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"
-        ).fetchone():
-            pytest.skip("the PostgreSQL server has no pgvector")
-    return location
+    return pgvector_location(tmp_path)
 
 
 # Words whose porter stems differ and are themselves: a keyword query for one matches

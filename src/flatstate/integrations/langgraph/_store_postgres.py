@@ -344,7 +344,7 @@ class PostgresStoreEngine(StoreEngine):
                 f"FROM {self._vectors_table} AS v WHERE v.seq = i.seq "
                 "AND cardinality(v.embedding) = %s) AS score "
                 f"FROM (SELECT %s::real[]::vector AS v) AS q, {self._items} AS i "
-                f"WHERE {where} ORDER BY score IS NULL, score DESC, {ORDER}"
+                f"WHERE {where} ORDER BY score DESC NULLS LAST, {ORDER}"
             )
             args = [self._dims, _vector(blob), *args]
         elif terms:
