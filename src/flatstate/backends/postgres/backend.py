@@ -8,7 +8,7 @@ import itertools
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -652,34 +652,29 @@ class PostgresBackend(Backend):
         ops = self._ops
         base = self._txn_token
         speculating = self._speculating
-        queries = [op.query for op in ops]
-        params: list[Any] = [p for op in ops for p in op.params]
+        statements: list[tuple[str, Sequence[Any]]] = [(op.query, op.params) for op in ops]
         if speculating:
             self._conn = self._getconn_writing()
-            queries.insert(0, "BEGIN; " + self._sql.begin_write_at)
-            params[:0] = (
-                self.namespace,
-                self._lock_timeout_ms,
-                self._synchronous,
-                self._marker,
-                base,
-            )
+            lock = (self.namespace, self._lock_timeout_ms, self._synchronous, self._marker, base)
+            statements.insert(0, ("BEGIN; " + self._sql.begin_write_at, lock))
         assert self._conn is not None
         conn = self._conn
         self._commits += 1
         pruning = self._commits % PRUNE_EVERY == 0
         if pruning:
-            queries.append(self._sql.prune)
-            params += (self.namespace, base - CHANGE_LOG_KEEP, self.namespace, PRUNE_BATCH - 1)
+            prune = (self.namespace, base - CHANGE_LOG_KEEP, self.namespace, PRUNE_BATCH - 1)
+            statements.append((self._sql.prune, prune))
         collecting = self._collect_pending or self._collector.due(self.count)
         if collecting:
-            queries.append(self._sql.collect_blobs)
-            params += (self.namespace, self.namespace, self.namespace, COLLECT_BATCH)
-        queries.append("COMMIT")
+            collect = (self.namespace, self.namespace, self.namespace, COLLECT_BATCH)
+            statements.append((self._sql.collect_blobs, collect))
         written: list[tuple[Op, Any]] = []
         try:
             cursor = psycopg.ClientCursor(conn)
-            cursor.execute("; ".join(queries), params)
+            # Bound one statement at a time, then sent as one query: psycopg keeps the parse
+            # of each short statement, while the batch joined first is new text every time
+            # and was parsed afresh (~40 % of binding's cost at 64 tasks).
+            cursor.execute("; ".join([*(cursor.mogrify(q, p) for q, p in statements), "COMMIT"]))
             if speculating:
                 cursor.nextset()  # past BEGIN
                 cursor.nextset()  # past the lock and the check of the log's head
