@@ -170,7 +170,12 @@ class SqliteEngine(Engine):
         with self._errors:
             conn.execute("BEGIN IMMEDIATE")
         try:
-            (generation,) = db.q("SELECT generation FROM meta")[0]
+            # Bumped first, in the statement that reads it: undone with the transaction if
+            # nothing commits.
+            (generation,) = db.q(
+                "UPDATE meta SET generation = generation + 1 RETURNING generation"
+            )[0]
+            generation -= 1
             if generation != self.cache.generation:
                 self.cache.clear()  # another process wrote: nothing cached is certain
             # A lone job needs no savepoint: if it fails, its whole transaction is undone.
@@ -179,7 +184,6 @@ class SqliteEngine(Engine):
             if lone and batch[0].error is not None:
                 conn.execute("ROLLBACK")
                 return
-            db.run("UPDATE meta SET generation = ?", (generation + 1,))
             with self._errors:
                 conn.execute("COMMIT")
         except BaseException:
