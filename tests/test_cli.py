@@ -653,7 +653,7 @@ def test_bench_langgraph_writes_its_figures(tmp_path: Path) -> None:
     out = tmp_path / "langgraph.json"
     dsn = ["--dsn", POSTGRES_DSN] if POSTGRES_DSN else []
     args = ["bench", "langgraph", "--threads", "3", "--steps", "12", "--state-kib", "8",
-            "--gets", "30", *dsn, "--json-out", str(out), "--json"]  # fmt: skip
+            "--gets", "30", "--runs", "2", *dsn, "--json-out", str(out), "--json"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     figures = json.loads(out.read_text())
@@ -664,6 +664,9 @@ def test_bench_langgraph_writes_its_figures(tmp_path: Path) -> None:
         assert run["puts"] == 15 and run["writes"] == 12, name
         assert run["put_per_s"] > 0 and run["get_tuple_per_s"] > 0 and run["disk_bytes"] > 0
         assert run["rss_end_mib"] > 0
+        assert len(run["runs_each"]) == 2, name  # every contender ran twice
+        for rate in ("put_per_s", "put_writes_per_s", "get_tuple_per_s"):
+            assert run[rate] == max(each[rate] for each in run["runs_each"]), (name, rate)
     ours = figures["runs"]["FlatstateSaver sqlite"]["vs_sqlite_saver"]
     assert ours["disk"] < 1  # content addressing: less than SqliteSaver's full copies
     if POSTGRES_DSN:

@@ -956,6 +956,13 @@ def bench_langgraph(
             help="get_tuple calls (latest checkpoint) a round; the best of 5 rounds counts."
         ),
     ] = 2000,
+    runs: Annotated[
+        int,
+        typer.Option(
+            help="Runs of every contender, alternated, each in a fresh process; a rate counts "
+            "the best run (the machine's speed drifts)."
+        ),
+    ] = 3,
     contenders: Annotated[
         str, typer.Option(help="Comma-separated contenders, or all (see the docs).")
     ] = "all",
@@ -982,15 +989,18 @@ def bench_langgraph(
         raise typer.BadParameter(
             f"unknown contender {unknown[0]!r}; choose from {', '.join(CONTENDERS)}"
         )
-    if min(threads, steps, state_kib, change_kib) < 1 or gets < 0:
-        raise typer.BadParameter("threads, steps, state-kib and change-kib must be at least 1")
+    if min(threads, steps, state_kib, change_kib, runs) < 1 or gets < 0:
+        raise typer.BadParameter(
+            "threads, steps, state-kib, change-kib and runs must be at least 1"
+        )
     options = LangGraphBenchOptions(
         threads=threads, steps=steps, state_kib=state_kib, change_kib=change_kib, gets=gets,
-        seed=seed, dsn=dsn or os.environ.get("FLATSTATE_BENCH_POSTGRES_DSN"), contenders=chosen,
+        runs=runs, seed=seed, dsn=dsn or os.environ.get("FLATSTATE_BENCH_POSTGRES_DSN"),
+        contenders=chosen,
     )  # fmt: skip
     command = (
         f"flatstate bench langgraph --threads {threads} --steps {steps} --state-kib {state_kib} "
-        f"--change-kib {change_kib} --gets {gets}"
+        f"--change-kib {change_kib} --gets {gets} --runs {runs}"
     )
     with err_console.status("starting") as status:
         report = {**run_langgraph_bench(options, progress=status.update), "command": command}
@@ -1025,7 +1035,8 @@ def _print_langgraph(report: dict[str, Any]) -> None:
     print_table(
         grid,
         f"LangGraph checkpointers: {o['steps']:,} steps over {o['threads']} threads, "
-        f"{o['state_kib']} KiB state, {o['change_kib']} KiB changed per step",
+        f"{o['state_kib']} KiB state, {o['change_kib']} KiB changed per step; "
+        f"each rate the best of {o['runs']} alternated runs",
     )
     for name, why in report["skipped"].items():
         say(f"{name}: skipped ({why})")
