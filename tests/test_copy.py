@@ -148,10 +148,10 @@ def test_the_digests_see_a_changed_transcript(state_dir: Path, tmp_path: Path) -
     assert tally(copy) == tally(place)
     transcript = next((tmp_path / "copy" / "transcripts").glob("*.jsonl"))
     transcript.write_bytes(transcript.read_bytes() + b'{"type":"custom"}\n')
-    sessions, transcripts, auth, facts = tally(copy)
+    sessions, transcripts, auth, facts, vectors = tally(copy)
     original = tally(place)
     assert transcripts.count == original[1].count and transcripts.digest != original[1].digest
-    assert (sessions, auth, facts) == (original[0], original[2], original[3])
+    assert (sessions, auth, facts, vectors) == (original[0], original[2], *original[3:])
 
 
 def test_the_copy_command_shows_no_password(state_dir: Path, tmp_path: Path) -> None:
@@ -167,8 +167,7 @@ def test_the_copy_command_shows_no_password(state_dir: Path, tmp_path: Path) -> 
 
 def test_vectors_travel_between_state_directories(state_dir: Path, tmp_path: Path) -> None:
     # Between two state directories the facts database is copied whole (SQLite's online
-    # backup), embeddings included; fact by fact (a PostgreSQL side) they are not, and the
-    # destination computes them with embed_missing().
+    # backup), embeddings included.
     require_extra("sqlite_vec", "vec")
     from flatstate.facts.vectors import HashingEmbedder
 
@@ -181,5 +180,30 @@ def test_vectors_travel_between_state_directories(state_dir: Path, tmp_path: Pat
     with open_facts(place.state_dir, embed=embed) as copied:
         assert copied.stats().vectors == 2
         assert copied.embed_missing() == 0  # nothing left to compute
+        (hit,) = copied.search("dark mode preference", limit=1)
+        assert hit.fact.text == "Prefers dark mode" and hit.vector > 0
+
+
+@pytest.mark.postgres
+def test_vectors_travel_to_postgres_and_back_unchanged(state_dir: Path, tmp_path: Path) -> None:
+    """Fact by fact (a PostgreSQL side), the embeddings go along as they are: the copy's
+    searches rank as the original's, and nothing is left for embed_missing() to compute. The
+    server needs no pgvector to hold them (they are plain real[] columns)."""
+    require_extra("sqlite_vec", "vec")
+    from flatstate.facts.vectors import HashingEmbedder
+
+    embed = HashingEmbedder(16)
+    with open_facts(state_dir, embed=embed) as facts:
+        assert facts.embed_missing() == 2
+        original = sorted(facts.export_vectors())
+    url = postgres_location(tmp_path / "pg")
+    there = copy_state(str(state_dir), url)
+    assert there.verified and there.agents[0].vectors == 2
+    back = copy_state(url, str(tmp_path / "back"))
+    assert back.verified and back.agents[0].vectors == 2
+    (place,) = sources(str(tmp_path / "back"))
+    with open_facts(place.state_dir, embed=embed) as copied:
+        assert sorted(copied.export_vectors()) == original  # the very numbers
+        assert copied.embed_missing() == 0
         (hit,) = copied.search("dark mode preference", limit=1)
         assert hit.fact.text == "Prefers dark mode" and hit.vector > 0

@@ -3,6 +3,7 @@ deterministic embedding functions."""
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
@@ -191,3 +192,45 @@ def test_hashing_embedder_is_deterministic() -> None:
     assert embed("Dark mode, please") == HashingEmbedder(16)("dark MODE please!")
     assert len(embed("x")) == 16
     assert embed("?!") != embed("...")  # wordless texts are not all one direction
+
+
+def test_vectors_export_and_import_as_they_are(
+    open_at: OpenFacts, tmp_path: Path, clock: FakeClock
+) -> None:
+    """What `flatstate copy` does between backends: the facts, then their vectors, into a
+    store opened without an embedding function; the numbers arrive unchanged."""
+    source = open_at(embed=synonym_embed)
+    car = source.add("My car is a red hatchback")
+    source.add("The physician visit is on Tuesday")
+    exported = sorted(source.export_vectors())
+    assert [fact_id for fact_id, _, _ in exported] == sorted(f.id for f in source.export())
+    with open_facts(tmp_path / "other", clock=clock) as target:
+        assert target.import_facts(source.export()) == 2
+        assert target.import_vectors(exported) == 2
+        assert target.import_vectors(exported) == 0  # those it has are left as they are
+        assert sorted(target.export_vectors()) == exported
+    with open_facts(tmp_path / "other", embed=synonym_embed, clock=clock) as target:
+        assert target.embed_missing() == 0
+        assert [h.fact.id for h in target.search("automobile")] == [car.id]
+
+
+def test_imported_vectors_are_checked_before_any_is_stored(open_at: OpenFacts) -> None:
+    facts = open_at(embed=HashingEmbedder(16), embed_model="m16")
+    facts.add("first fact")
+    ((_, model, vector),) = facts.export_vectors()
+    plain = open_at()  # no embedding function: what a copy tool opens
+    other = plain.add("second fact")
+    old = plain.add("an old fact")
+    plain.add("a new fact", supersedes=old.id)
+    short = [x / math.sqrt(math.fsum(v * v for v in vector[:8])) for x in vector[:8]]
+    for bad, problem in [
+        (short, "dimensions"),
+        ([x * 2 for x in vector], "unit vector"),
+        ([math.nan] * 16, "unit vector"),
+        ([], "unit vector"),
+    ]:
+        with pytest.raises(InvalidFact, match=problem):
+            plain.import_vectors([(other.id, model, vector), (other.id, model, bad)])
+        assert plain.stats().vectors == 1  # not even the good one went in
+    batch = [(other.id, model, vector), (old.id, model, vector), ("nosuchfact", model, vector)]
+    assert plain.import_vectors(batch) == 1  # a superseded or missing fact gets none

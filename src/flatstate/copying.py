@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
@@ -51,6 +52,7 @@ from flatstate.transfer import (
 __all__ = ["AgentCopy", "CopyReport", "Tally", "copy_state", "tally"]
 
 FACTS_BATCH = 500
+T = TypeVar("T")
 
 
 class Tally(msgspec.Struct, frozen=True):
@@ -68,6 +70,8 @@ class AgentCopy(msgspec.Struct, frozen=True, kw_only=True):
     transcripts: Tally
     auth_profiles: Tally
     facts: int
+    vectors: int = 0
+    """The facts' stored vectors (their embeddings travel with them)."""
     verified: bool | None
     """True when the destination was reread and matched; None when not checked."""
     mismatches: list[str] = []
@@ -91,6 +95,7 @@ class _Side:
     transcripts: Tally
     auth_profiles: Tally
     facts: int
+    vectors: int
 
 
 def _is_openclaw(location: str) -> bool:
@@ -105,8 +110,9 @@ def _is_openclaw(location: str) -> bool:
     )
 
 
-def tally(place: Place) -> tuple[Tally, Tally, Tally, int]:
-    """Sessions, transcript files, auth profiles and live facts of ``place``, read only."""
+def tally(place: Place) -> tuple[Tally, Tally, Tally, int, int]:
+    """Sessions, transcript files, auth profiles, live facts and their stored vectors of
+    ``place``, read only."""
     h = hashlib.sha256()
     with open_store(place.location, readonly=True, agent_id=place.agent_id) as store:
         keys = sorted(store.keys())
@@ -129,15 +135,15 @@ def tally(place: Place) -> tuple[Tally, Tally, Tally, int]:
         # Top-level keys sorted: rows in the database give them back in an order of their own.
         h.update(encode_document({name: doc[name] for name in sorted(doc)}))
     auth = Tally(profiles, h.hexdigest())
-    return sessions, transcripts, auth, _facts_count(place)
+    return sessions, transcripts, auth, *_facts_counts(place)
 
 
-def _facts_count(place: Place) -> int:
+def _facts_counts(place: Place) -> tuple[int, int]:
     facts = _read_facts(place)
     if facts is None:
-        return 0
+        return 0, 0
     with facts:
-        return facts.count()
+        return facts.count(), facts.stats().vectors
 
 
 def _read_facts(place: Place) -> FactStore | None:
@@ -166,13 +172,8 @@ def _copy_facts(source: Place, target: Place) -> None:
             return
         where = target.location if is_postgres(target.location) else target.state_dir
         with src, open_facts(where) as dst:
-            batch = []
-            for fact in src.export():
-                batch.append(fact)
-                if len(batch) >= FACTS_BATCH:
-                    dst.import_facts(batch)
-                    batch = []
-            dst.import_facts(batch)
+            _in_batches(src.export(), dst.import_facts)
+            _in_batches(src.export_vectors(), dst.import_vectors)
         return
     if not os.path.isfile(source.facts_file):
         return
@@ -189,6 +190,18 @@ def _copy_facts(source: Place, target: Place) -> None:
         src_db.close()
     os.chmod(partial, 0o600)
     os.replace(partial, target.facts_file)
+
+
+def _in_batches(items: Iterable[T], store: Callable[[list[T]], object]) -> None:
+    """Hand ``items`` to ``store`` FACTS_BATCH at a time (one transaction each)."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= FACTS_BATCH:
+            store(batch)
+            batch = []
+    if batch:
+        store(batch)
 
 
 def _copy_agent(source: Place, target: Place, progress: Progress | None) -> None:
@@ -218,8 +231,10 @@ def _compare(source: _Side, target: _Side) -> list[str]:
                 f"{what.replace('_', ' ')}: {mine.count} in the source, {theirs.count} in the "
                 f"destination{', with different contents' if mine.count == theirs.count else ''}"
             )
-    if source.facts != target.facts:
-        problems.append(f"facts: {source.facts} in the source, {target.facts} in the destination")
+    for what in ("facts", "vectors"):
+        mine, theirs = getattr(source, what), getattr(target, what)
+        if mine != theirs:
+            problems.append(f"{what}: {mine} in the source, {theirs} in the destination")
     return problems
 
 
@@ -316,6 +331,7 @@ def _agent(
         transcripts=after.transcripts,
         auth_profiles=after.auth_profiles,
         facts=after.facts,
+        vectors=after.vectors,
         verified=verified,
         mismatches=mismatches,
     )

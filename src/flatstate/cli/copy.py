@@ -54,11 +54,12 @@ def copy(
     else:
         for agent in report.agents:
             checked = {True: "verified", False: "DIFFERS", None: "not checked"}[agent.verified]
+            vectors = f" ({count(agent.vectors, 'vector')})" if agent.vectors else ""
             say(
                 f"{agent.agent_id}: {count(agent.sessions.count, 'session')}, "
                 f"{count(agent.transcripts.count, 'transcript file')}, "
                 f"{count(agent.auth_profiles.count, 'auth profile')}, "
-                f"{count(agent.facts, 'fact')} -> {agent.destination} ({checked})"
+                f"{count(agent.facts, 'fact')}{vectors} -> {agent.destination} ({checked})"
             )
             for problem in agent.mismatches:
                 warn(f"  {problem}")

@@ -156,6 +156,11 @@ class FactsBackend(ABC):
     def write_access(self, rows: list[tuple[int, int, int]]) -> None:
         """Add (seq, recalls, last access) to the access counters of facts that still exist."""
 
+    @abstractmethod
+    def put_vector_as_is(self, seq: int, model: str, vector: list[float]) -> bool:
+        """Store another store's vector for the fact at ``seq`` if it has none (the
+        extension is not needed: vectors are plain columns); whether it was stored."""
+
     # -- access counters in the background (optional) --------------------------
     background_access = False
     """Whether :meth:`write_access_later` writes in the background (else the store
@@ -205,6 +210,15 @@ class FactsBackend(ABC):
 
     @abstractmethod
     def by_seqs(self, seqs: list[int]) -> Sequence[Row]: ...
+
+    @abstractmethod
+    def vector_page(self, after: int, limit: int) -> list[tuple[int, str, str, list[float]]]:
+        """Up to ``limit`` stored vectors as (seq, fact id, model, vector), of ``seq`` past
+        ``after``, in ``seq`` order."""
+
+    @abstractmethod
+    def vector_dims(self, model: str) -> int | None:
+        """The length of ``model``'s stored vectors, or None when none is stored."""
 
     @abstractmethod
     def is_live(self, seq: int) -> bool:

@@ -34,6 +34,7 @@ import contextlib
 import math
 import threading
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -430,6 +431,10 @@ class PostgresFacts(FactsBackend):
     def drop_faint(self, floor: float) -> int:
         return self.conn.execute(self._sql.drop_faint, (self.namespace, floor)).rowcount
 
+    def put_vector_as_is(self, seq: int, model: str, vector: list[float]) -> bool:
+        cursor = self.conn.execute(self._sql.put_vector_as_is, (seq, self.namespace, model, vector))
+        return cursor.rowcount == 1
+
     def write_access(self, rows: list[tuple[int, int, int]]) -> None:
         self.conn.execute(self._sql.access, (encode_json(rows).decode(),))
 
@@ -478,6 +483,16 @@ class PostgresFacts(FactsBackend):
     def count_live(self, now: int) -> int:
         row = self.conn.execute(self._sql.count_live, (self.namespace, now)).fetchone()
         return int(row[0]) if row else 0
+
+    def vector_page(self, after: int, limit: int) -> list[tuple[int, str, str, list[float]]]:
+        rows = self.conn.execute(self._sql.vector_page, (self.namespace, after, limit))
+        # real[] arrives as the shortest decimals of its float32s: back to their exact
+        # values, as SQLite's float32 BLOBs give them, so both export the same numbers.
+        return [(int(seq), str(i), str(m), array("f", v).tolist()) for seq, i, m, v in rows]
+
+    def vector_dims(self, model: str) -> int | None:
+        row = self.conn.execute(self._sql.vector_length, (self.namespace, model)).fetchone()
+        return None if row is None else int(row[0])
 
     def by_seqs(self, seqs: list[int]) -> Sequence[Row]:
         return self.conn.execute(self._sql.by_seqs, (self.namespace, seqs)).fetchall()

@@ -130,6 +130,15 @@ class Statements:
             "VALUES (%s, %s, %s, %s::real[]) ON CONFLICT (seq) DO UPDATE "
             "SET model = excluded.model, embedding = excluded.embedding"
         )
+        self.put_vector_as_is = (
+            f"INSERT INTO {s}.fact_vectors (seq, ns, model, embedding) "
+            "VALUES (%s, %s, %s, %s::real[]) ON CONFLICT (seq) DO NOTHING"
+        )
+        self.vector_page = (
+            f"SELECT v.seq, f.id, v.model, v.embedding FROM {s}.fact_vectors AS v "
+            f"JOIN {s}.facts AS f ON f.seq = v.seq WHERE v.ns = %s AND v.seq > %s "
+            "ORDER BY v.seq LIMIT %s"
+        )
         self.nearest = (
             "SELECT v.seq, 1.0 - (v.embedding::vector <=> q.v) AS sim "
             f"FROM (SELECT %s::real[]::vector AS v) AS q, {s}.fact_vectors AS v "

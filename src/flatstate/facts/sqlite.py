@@ -18,10 +18,18 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 from flatstate._sqlite import Checkpointer, Translate
+from flatstate.errors import StoreCorrupt
 from flatstate.facts.backend import FIELDS, STORED, STORED_COUNT, FactsBackend, Row
 from flatstate.facts.query import QueryPlanner, fts_query, quote
 from flatstate.facts.schema import DB_FILENAME, SCHEMA_VERSION, WHAT, connect
-from flatstate.facts.vectors import Embed, VectorIndex, fact_driver, vector_driver
+from flatstate.facts.vectors import (
+    Embed,
+    VectorIndex,
+    fact_driver,
+    pack_vector,
+    unpack_vector,
+    vector_driver,
+)
 
 __all__ = ["BM25_WEIGHTS", "SQLiteFacts"]
 
@@ -204,6 +212,13 @@ class SQLiteFacts(FactsBackend):
     def write_access(self, rows: list[tuple[int, int, int]]) -> None:
         self.conn.executemany(_UPSERT_ACCESS, rows)
 
+    def put_vector_as_is(self, seq: int, model: str, vector: list[float]) -> bool:
+        cursor = self.conn.execute(
+            "INSERT OR IGNORE INTO fact_vectors (seq, model, embedding) VALUES (?, ?, ?)",
+            (seq, model, pack_vector(vector)),
+        )
+        return cursor.rowcount == 1
+
     def vacuum(self) -> None:
         with self._errors:
             self.conn.execute("INSERT INTO facts_fts (facts_fts) VALUES ('optimize')")
@@ -253,6 +268,30 @@ class SQLiteFacts(FactsBackend):
             f"{_SELECT} WHERE f.seq > ? ORDER BY f.seq LIMIT ?", (after, limit)
         ).fetchall()
         return rows
+
+    def vector_page(self, after: int, limit: int) -> list[tuple[int, str, str, list[float]]]:
+        rows = self.conn.execute(
+            "SELECT v.seq, f.id, v.model, v.embedding FROM fact_vectors AS v "
+            "JOIN facts AS f ON f.seq = v.seq WHERE v.seq > ? ORDER BY v.seq LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        page = []
+        for seq, fact_id, model, blob in rows:
+            vector = unpack_vector(bytes(blob)) if isinstance(blob, bytes) else None
+            if vector is None:
+                raise StoreCorrupt(
+                    self.path,
+                    f"the vector of fact {fact_id} is not float32 numbers",
+                    "Run embed_missing() after deleting that row of fact_vectors.",
+                )
+            page.append((seq, fact_id, model, vector))
+        return page
+
+    def vector_dims(self, model: str) -> int | None:
+        row = self.conn.execute(
+            "SELECT length(embedding) FROM fact_vectors WHERE model = ? LIMIT 1", (model,)
+        ).fetchone()
+        return None if row is None else int(row[0]) // 4
 
     def by_seqs(self, seqs: list[int]) -> Sequence[Row]:
         rows: list[Row] = self.conn.execute(

@@ -16,6 +16,7 @@ counters of recent recalls wait in memory, bounded, for about a second
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import uuid
@@ -49,6 +50,8 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 CONFIDENCE_FLOOR = 0.1
 # Past this share of its TTL a fact's confidence halves (once per TTL window).
 DECAY_HALVE_AT = 0.75
+# How far from 1 an imported vector's length may be (float32 rounding of a unit vector).
+UNIT_TOLERANCE = 1e-3
 
 # Positions in a backend row (see backend.FIELDS).
 _RECALLS, _ACCESSED, _TAGS = 16, 17, 20
@@ -487,7 +490,7 @@ class FactStore:
     def import_facts(self, facts: Iterable[Fact]) -> int:
         """Store ``facts`` exactly as they are (ids, times, counters, supersessions), in one
         transaction; a fact whose id is here already is left as it is. How many were stored.
-        Vectors are not carried: :meth:`embed_missing` computes them."""
+        Their vectors travel apart: :meth:`export_vectors` and :meth:`import_vectors`."""
         self._check_open(write=True)
         items = list(facts)
         with self._lock:
@@ -507,6 +510,60 @@ class FactStore:
                     stored += 1
                 if counters:
                     backend.write_access(counters)
+                return stored
+
+            return self.backend.write(store)
+
+    def export_vectors(self, batch: int = 500) -> Iterator[tuple[str, str, Sequence[float]]]:
+        """Every stored vector as (fact id, model, unit vector), a page at a time: what
+        :meth:`import_vectors` of another store takes. Needs no embedding function and no
+        vector extension (the vectors are plain columns)."""
+        after = 0
+        while True:
+            with self._lock:
+                self._check_open()
+                rows = self.backend.read(partial(self.backend.vector_page, after, batch))
+            for _seq, fact_id, model, vector in rows:
+                yield fact_id, model, vector
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
+
+    def import_vectors(self, vectors: Iterable[tuple[str, str, Sequence[float]]]) -> int:
+        """Store vectors another store exported, in one transaction, for the facts here with
+        those ids that are not superseded and have no vector yet (one that has is left as it
+        is); how many were stored. The numbers are kept as they are, so a search here ranks
+        as it did there. Raises InvalidFact, storing none, for a vector that is not finite
+        and of unit length, or whose length differs from its model's vectors here."""
+        self._check_open(write=True)
+        items = [(str(i), str(m), [float(x) for x in v]) for i, m, v in vectors]
+        for fact_id, model, vector in items:
+            norm = math.sqrt(math.fsum(x * x for x in vector))
+            if not vector or not math.isfinite(norm) or abs(norm - 1.0) > UNIT_TOLERANCE:
+                raise InvalidFact(
+                    f"the {model!r} vector of fact {fact_id} is not a finite unit vector; "
+                    "import vectors that export_vectors() gave"
+                )
+        with self._lock:
+            self._check_open(write=True)
+
+            def store() -> int:
+                backend, stored = self.backend, 0
+                dims: dict[str, int | None] = {}
+                for fact_id, model, vector in items:
+                    if model not in dims:
+                        dims[model] = backend.vector_dims(model)
+                    if dims[model] is None:
+                        dims[model] = len(vector)
+                    elif dims[model] != len(vector):
+                        raise InvalidFact(
+                            f"the {model!r} vector of fact {fact_id} has {len(vector)} "
+                            f"dimensions but that model's vectors here have {dims[model]}"
+                        )
+                    row = backend.by_id(fact_id)
+                    if row is None or self._build(row).superseded_at is not None:
+                        continue
+                    stored += backend.put_vector_as_is(row[0], model, vector)
                 return stored
 
             return self.backend.write(store)

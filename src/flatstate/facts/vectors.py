@@ -89,6 +89,20 @@ def load_sqlite_vec(conn: sqlite3.Connection) -> str:
     return version
 
 
+def pack_vector(values: Sequence[float]) -> bytes:
+    """A vector as the float32 BLOB that ``fact_vectors`` holds."""
+    return array("f", values).tobytes()
+
+
+def unpack_vector(blob: bytes) -> list[float] | None:
+    """A ``fact_vectors`` BLOB as numbers; None when its length is no whole float32s."""
+    if len(blob) % 4:
+        return None
+    values = array("f")
+    values.frombytes(blob)
+    return values.tolist()
+
+
 class VectorIndex:
     """Embeddings of one model for the facts of one connection; the store serializes access."""
 
