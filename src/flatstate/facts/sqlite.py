@@ -27,6 +27,7 @@ from flatstate.facts.vectors import (
     VectorIndex,
     fact_driver,
     pack_vector,
+    stored_dims,
     unpack_vector,
     vector_driver,
 )
@@ -288,10 +289,7 @@ class SQLiteFacts(FactsBackend):
         return page
 
     def vector_dims(self, model: str) -> int | None:
-        row = self.conn.execute(
-            "SELECT length(embedding) FROM fact_vectors WHERE model = ? LIMIT 1", (model,)
-        ).fetchone()
-        return None if row is None else int(row[0]) // 4
+        return stored_dims(self.conn, model)
 
     def by_seqs(self, seqs: list[int]) -> Sequence[Row]:
         rows: list[Row] = self.conn.execute(

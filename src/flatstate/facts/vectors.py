@@ -94,6 +94,14 @@ def pack_vector(values: Sequence[float]) -> bytes:
     return array("f", values).tobytes()
 
 
+def stored_dims(conn: sqlite3.Connection, model: str) -> int | None:
+    """The length of ``model``'s vectors in ``fact_vectors``, or None when it has none."""
+    row = conn.execute(
+        "SELECT length(embedding) FROM fact_vectors WHERE model = ? LIMIT 1", (model,)
+    ).fetchone()
+    return None if row is None else int(row[0]) // 4
+
+
 def unpack_vector(blob: bytes) -> list[float] | None:
     """A ``fact_vectors`` BLOB as numbers; None when its length is no whole float32s."""
     if len(blob) % 4:
@@ -123,13 +131,11 @@ class VectorIndex:
         if not values or not math.isfinite(norm) or norm == 0.0:
             raise InvalidFact(f"the embedding function returned no usable vector for {text[:40]!r}")
         unit = array("f", (x / norm for x in values))
-        row = self._conn.execute(
-            "SELECT length(embedding) FROM fact_vectors WHERE model = ? LIMIT 1", (self.model,)
-        ).fetchone()
-        if row is not None and row[0] != len(unit) * 4:
+        stored = stored_dims(self._conn, self.model)
+        if stored is not None and stored != len(unit):
             raise InvalidFact(
                 f"the embedding has {len(unit)} dimensions but model {self.model!r} stored "
-                f"{row[0] // 4}; pass a different embed_model for a different function"
+                f"{stored}; pass a different embed_model for a different function"
             )
         return unit.tobytes()
 
