@@ -232,5 +232,15 @@ def test_imported_vectors_are_checked_before_any_is_stored(open_at: OpenFacts) -
         with pytest.raises(InvalidFact, match=problem):
             plain.import_vectors([(other.id, model, vector), (other.id, model, bad)])
         assert plain.stats().vectors == 1  # not even the good one went in
+    for bad_item, problem in [
+        ((other.id, model), "must be"),
+        ((other.id, model, ["one", "two"]), "must be"),
+        ((other.id, 16, vector), "as text"),
+        ((None, model, vector), "as text"),
+        ((other.id, "m\x00", vector), "as text"),
+    ]:
+        with pytest.raises(InvalidFact, match=problem):
+            plain.import_vectors([bad_item])  # type: ignore[list-item]
+    assert plain.stats().vectors == 1
     batch = [(other.id, model, vector), (old.id, model, vector), ("nosuchfact", model, vector)]
     assert plain.import_vectors(batch) == 1  # a superseded or missing fact gets none

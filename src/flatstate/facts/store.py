@@ -536,14 +536,7 @@ class FactStore:
         as it did there. Raises InvalidFact, storing none, for a vector that is not finite
         and of unit length, or whose length differs from its model's vectors here."""
         self._check_open(write=True)
-        items = [(str(i), str(m), [float(x) for x in v]) for i, m, v in vectors]
-        for fact_id, model, vector in items:
-            norm = math.sqrt(math.fsum(x * x for x in vector))
-            if not vector or not math.isfinite(norm) or abs(norm - 1.0) > UNIT_TOLERANCE:
-                raise InvalidFact(
-                    f"the {model!r} vector of fact {fact_id} is not a finite unit vector; "
-                    "import vectors that export_vectors() gave"
-                )
+        items = [_exported_vector(item) for item in vectors]
         with self._lock:
             self._check_open(write=True)
 
@@ -651,6 +644,30 @@ class FactStore:
             vectors=vectors,
             disk_bytes=disk,
         )
+
+
+def _exported_vector(item: Any) -> tuple[str, str, list[float]]:
+    """One (fact id, model, vector) of :meth:`FactStore.export_vectors`, checked; raises
+    InvalidFact naming what is wrong."""
+    try:
+        fact_id, model, numbers = item
+        vector = [float(x) for x in numbers]
+    except (TypeError, ValueError) as exc:
+        raise InvalidFact(
+            f"a vector to import must be (fact id, model, numbers), not {item!r:.80}"
+        ) from exc
+    if not isinstance(fact_id, str) or not isinstance(model, str) or "\x00" in model:
+        raise InvalidFact(
+            f"a vector to import needs a fact id and a model name as text, got "
+            f"{fact_id!r:.40} and {model!r:.40}"
+        )
+    norm = math.sqrt(math.fsum(x * x for x in vector))
+    if not vector or not math.isfinite(norm) or abs(norm - 1.0) > UNIT_TOLERANCE:
+        raise InvalidFact(
+            f"the {model!r} vector of fact {fact_id} is not a finite unit vector; "
+            "import vectors that export_vectors() gave"
+        )
+    return fact_id, model, vector
 
 
 def open_facts(
