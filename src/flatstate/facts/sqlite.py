@@ -278,7 +278,7 @@ class SQLiteFacts(FactsBackend):
         ).fetchall()
         page = []
         for seq, fact_id, model, blob in rows:
-            vector = unpack_vector(bytes(blob)) if isinstance(blob, bytes) else None
+            vector = unpack_vector(blob) if isinstance(blob, bytes) else None
             if vector is None:
                 raise StoreCorrupt(
                     self.path,

@@ -54,7 +54,7 @@ DECAY_HALVE_AT = 0.75
 UNIT_TOLERANCE = 1e-3
 
 # Positions in a backend row (see backend.FIELDS).
-_RECALLS, _ACCESSED, _TAGS = 16, 17, 20
+_RECALLS, _ACCESSED, _SUPERSEDED_AT, _TAGS = 16, 17, 18, 20
 
 _UPDATABLE = frozenset(NewFact.__struct_fields__) - {"supersedes"}
 
@@ -554,7 +554,7 @@ class FactStore:
                             f"dimensions but that model's vectors here have {dims[model]}"
                         )
                     row = backend.by_id(fact_id)
-                    if row is None or self._build(row).superseded_at is not None:
+                    if row is None or row[_SUPERSEDED_AT] is not None:
                         continue
                     stored += backend.put_vector_as_is(row[0], model, vector)
                 return stored
