@@ -11,7 +11,7 @@ containers) is serialized and decoded afresh.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from operator import is_
 from typing import Any
 
@@ -21,6 +21,10 @@ Copier = Callable[[], Any]
 
 # Values no node can change in place: a read may hand out the same object again.
 _IMMUTABLE = frozenset({str, int, float, bool, bytes, type(None)})
+
+
+def _immutable(values: Iterable[Any]) -> bool:
+    return all(type(v) in _IMMUTABLE for v in values)
 
 
 def copier(value: Any) -> Copier | None:
@@ -35,10 +39,10 @@ def copier(value: Any) -> Copier | None:
     if kind in _IMMUTABLE:
         return lambda: value
     if kind is dict:
-        if all(type(k) in _IMMUTABLE and type(v) in _IMMUTABLE for k, v in value.items()):
+        if _immutable(value) and _immutable(value.values()):
             # Interned keys are one object for every checkpoint: a copy touches fewer lines.
             return {(sys.intern(k) if type(k) is str else k): v for k, v in value.items()}.copy
-    elif kind is list and all(type(v) in _IMMUTABLE for v in value):
+    elif kind is list and _immutable(value):
         return value.copy  # type: ignore[no-any-return]
     return None
 
@@ -56,7 +60,7 @@ def unchanged_check(value: Any) -> Callable[[], bool] | None:
         return lambda: True
     if kind is dict:
         keys, leaves = tuple(value), tuple(value.values())
-        if all(type(k) in _IMMUTABLE for k in keys) and all(type(v) in _IMMUTABLE for v in leaves):
+        if _immutable(keys) and _immutable(leaves):
             return lambda: (
                 len(value) == len(keys)
                 and all(map(is_, keys, value))
@@ -64,6 +68,6 @@ def unchanged_check(value: Any) -> Callable[[], bool] | None:
             )
     elif kind is list:
         items = tuple(value)
-        if all(type(v) in _IMMUTABLE for v in items):
+        if _immutable(items):
             return lambda: len(value) == len(items) and all(map(is_, items, value))
     return None

@@ -170,12 +170,11 @@ class SqliteEngine(Engine):
         with self._errors:
             conn.execute("BEGIN IMMEDIATE")
         try:
-            # Bumped first, in the statement that reads it: undone with the transaction if
-            # nothing commits.
+            # Bumped first, in the statement that reads the one before: undone with the
+            # transaction if nothing commits.
             (generation,) = db.q(
-                "UPDATE meta SET generation = generation + 1 RETURNING generation"
+                "UPDATE meta SET generation = generation + 1 RETURNING generation - 1"
             )[0]
-            generation -= 1
             if generation != self.cache.generation:
                 self.cache.clear()  # another process wrote: nothing cached is certain
             # A lone job needs no savepoint: if it fails, its whole transaction is undone.
