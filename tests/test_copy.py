@@ -15,7 +15,7 @@ from flatstate.auth import open_auth_store
 from flatstate.backends.postgres.catalog import namespaces
 from flatstate.cli import app
 from flatstate.copying import copy_state, tally
-from flatstate.errors import DestinationExists
+from flatstate.errors import DestinationExists, InvalidFact
 from flatstate.facts import open_facts
 from flatstate.places import sources
 from flatstate.transfer import export_openclaw, import_openclaw
@@ -207,3 +207,29 @@ def test_vectors_travel_to_postgres_and_back_unchanged(state_dir: Path, tmp_path
         assert copied.embed_missing() == 0
         (hit,) = copied.search("dark mode preference", limit=1)
         assert hit.fact.text == "Prefers dark mode" and hit.vector > 0
+
+
+def test_a_forced_copy_whose_vectors_do_not_fit_changes_nothing(
+    state_dir: Path, tmp_path: Path
+) -> None:
+    """The destination's vectors of the same model have another length: the copy would fail
+    at its last step, so it is refused before its first, and the destination is as it was."""
+    require_extra("sqlite_vec", "vec")
+    from flatstate.facts.vectors import HashingEmbedder
+
+    with open_facts(state_dir, embed=HashingEmbedder(16)) as facts:
+        assert facts.embed_missing() == 2
+        assert facts.vector_models() == {"default": 16}
+    url = postgres_location(tmp_path / "pg")
+    with open_store(url) as store:
+        store.upsert("agent:main:other", {"sessionId": "s-other", "updatedAt": 1})
+    with open_facts(url) as theirs:  # vectors as plain columns: no pgvector needed
+        fact = theirs.add("Owns a cat", entity="user")
+        assert theirs.import_vectors([(fact.id, "default", [1.0] + [0.0] * 7)]) == 1
+    before = entries(url)
+    with pytest.raises(InvalidFact, match="'default' vectors have 16 dimensions") as caught:
+        copy_state(str(state_dir), url, force=True)
+    assert "have 8" in str(caught.value)
+    assert entries(url) == before
+    with open_facts(url) as theirs:
+        assert theirs.count() == 1 and theirs.vector_models() == {"default": 8}

@@ -23,7 +23,7 @@ import msgspec
 
 from flatstate._open import open_store
 from flatstate.auth.document import encode_document
-from flatstate.errors import DestinationExists, ReadOnlyStore
+from flatstate.errors import DestinationExists, InvalidFact, ReadOnlyStore
 from flatstate.frozen import encode_json
 from flatstate.places import (
     Place,
@@ -192,6 +192,29 @@ def _copy_facts(source: Place, target: Place) -> None:
     os.replace(partial, target.facts_file)
 
 
+def _check_vectors_fit(source: Place, target: Place) -> None:
+    """Under ``force`` the destination may already hold vectors: every model the source has
+    vectors of must have the same length there. Checked before anything is copied, since
+    the vectors go in last; raises InvalidFact naming the model."""
+    src = _read_facts(source)
+    if src is None:
+        return
+    with src:
+        theirs = src.vector_models()
+    dst = _read_facts(target) if theirs else None
+    if dst is None:
+        return
+    with dst:
+        ours = dst.vector_models()
+    for model, dims in sorted(theirs.items()):
+        if ours.get(model, dims) != dims:
+            raise InvalidFact(
+                f"cannot copy into {target.shown}: the source's {model!r} vectors have {dims} "
+                f"dimensions and the destination's have {ours[model]}. Copy into an empty "
+                "destination, or delete the destination's facts first."
+            )
+
+
 def _in_batches(items: Iterable[T], store: Callable[[list[T]], object]) -> None:
     """Hand ``items`` to ``store`` FACTS_BATCH at a time (one transaction each)."""
     batch: list[T] = []
@@ -263,11 +286,13 @@ def copy_state(
     found = sources(source)
     single = len(found) == 1 and not _is_directory_of_states(source)
     targets = destinations(destination, [p.agent_id for p in found], single=single)
-    if not force:
-        for target in targets:
+    for place, target in zip(found, targets, strict=True):
+        if not force:
             held = holds(target)
             if held is not None:
                 raise DestinationExists(target.shown, held)
+        else:
+            _check_vectors_fit(place, target)
     for place, target in zip(found, targets, strict=True):
         _copy_agent(place, target, progress)
     return CopyReport(

@@ -221,6 +221,10 @@ class FactsBackend(ABC):
         """The length of ``model``'s stored vectors, or None when none is stored."""
 
     @abstractmethod
+    def vector_models(self) -> dict[str, int]:
+        """Every model that has stored vectors, with their length."""
+
+    @abstractmethod
     def is_live(self, seq: int) -> bool:
         """Whether the fact at ``seq`` exists and is not superseded."""
 

@@ -494,6 +494,10 @@ class PostgresFacts(FactsBackend):
         row = self.conn.execute(self._sql.vector_length, (self.namespace, model)).fetchone()
         return None if row is None else int(row[0])
 
+    def vector_models(self) -> dict[str, int]:
+        rows = self.conn.execute(self._sql.vector_models, (self.namespace,)).fetchall()
+        return {str(model): int(dims) for model, dims in rows}
+
     def by_seqs(self, seqs: list[int]) -> Sequence[Row]:
         return self.conn.execute(self._sql.by_seqs, (self.namespace, seqs)).fetchall()
 

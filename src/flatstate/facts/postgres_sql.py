@@ -125,6 +125,10 @@ class Statements:
             f"SELECT cardinality(embedding) FROM {s}.fact_vectors WHERE ns = %s AND model = %s "
             "LIMIT 1"
         )
+        self.vector_models = (
+            f"SELECT model, max(cardinality(embedding)) FROM {s}.fact_vectors WHERE ns = %s "
+            "GROUP BY model"
+        )
         self.put_vector = (
             f"INSERT INTO {s}.fact_vectors (seq, ns, model, embedding) "
             "VALUES (%s, %s, %s, %s::real[]) ON CONFLICT (seq) DO UPDATE "

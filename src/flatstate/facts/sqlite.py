@@ -291,6 +291,12 @@ class SQLiteFacts(FactsBackend):
     def vector_dims(self, model: str) -> int | None:
         return stored_dims(self.conn, model)
 
+    def vector_models(self) -> dict[str, int]:
+        rows = self.conn.execute(
+            "SELECT model, max(length(embedding)) / 4 FROM fact_vectors GROUP BY model"
+        ).fetchall()
+        return {str(model): int(dims) for model, dims in rows}
+
     def by_seqs(self, seqs: list[int]) -> Sequence[Row]:
         rows: list[Row] = self.conn.execute(
             f"{_SELECT} WHERE f.seq IN (SELECT value FROM json_each(?))",

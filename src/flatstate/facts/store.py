@@ -514,6 +514,12 @@ class FactStore:
 
             return self.backend.write(store)
 
+    def vector_models(self) -> dict[str, int]:
+        """Every embedding model that has vectors stored here, with their length."""
+        with self._lock:
+            self._check_open()
+            return self.backend.read(self.backend.vector_models)
+
     def export_vectors(self, batch: int = 500) -> Iterator[tuple[str, str, Sequence[float]]]:
         """Every stored vector as (fact id, model, unit vector), a page at a time: what
         :meth:`import_vectors` of another store takes. Needs no embedding function and no
