@@ -455,6 +455,31 @@ def test_filter_semantics_where_in_memory_store_is_undefined(where: str) -> None
                 store.search(("f",), filter=bad)
 
 
+def test_integers_of_any_size_compare_exactly(where: str) -> None:
+    """SQLite's json_extract gives an integer beyond 64 bits as a double: 2**64 + 1 would
+    equal 2.0**64 there. Such a row passes SQL and its clause is decided in Python."""
+    big = 2**64 + 1
+    with FlatstateStore(where) as store:
+        store.put(("n",), "big", {"n": big})
+        store.put(("n",), "neg", {"n": -big})
+        store.put(("n",), "edge", {"n": 2**63 - 1})
+        store.put(("n",), "float", {"n": 2.0**64})
+
+        def keys(spec: dict[str, Any]) -> set[str]:
+            return {i.key for i in store.search(("n",), filter=spec, limit=50)}
+
+        assert keys({"n": 2.0**64}) == {"float"}
+        assert keys({"n": {"$eq": 2.0**64}}) == {"float"}
+        assert keys({"n": {"$ne": 2.0**64}}) == {"big", "neg", "edge"}
+        assert keys({"n": {"$gt": 2.0**64}}) == {"big"}
+        assert keys({"n": {"$gte": 2.0**64, "$lt": 2**65}}) == {"big", "float"}
+        assert keys({"n": {"$lt": -(2.0**64)}}) == {"neg"}
+        assert keys({"n": big}) == {"big"}  # beyond int64: matched in Python alone
+        assert keys({"n": 2**63 - 1}) == {"edge"}
+        page = store.search(("n",), filter={"n": {"$gt": 0}}, limit=1, offset=1)
+        assert len(page) == 1  # the Python check keeps paging right
+
+
 # -- paging ------------------------------------------------------------------------------
 
 

@@ -11,13 +11,16 @@ A filter maps top-level fields of an item's value to a condition:
   above), ``$gt``, ``$gte``, ``$lt``, ``$lte`` (a number against numbers, a string against
   strings in code-point order; a field of any other type does not match).
 
-These are InMemoryStore's rules, with two differences it leaves undefined: it counts
-``True`` equal to ``1``, and its comparisons raise on a field that is missing or not a
-number. On SQLite, top-level clauses on plain scalars and comparisons become SQL over
-``json_type`` and ``json_extract`` (exact for those cases); whatever else a filter says is
-matched here, row by row, in the same order. On PostgreSQL the whole filter is matched here,
-after SQL has chosen the namespace range: one set of rules, no second translation to keep
-exact.
+These are InMemoryStore's rules where its own are defined by JSON types. Where it coerces,
+these do not: it counts ``True`` equal to ``1``, compares a number with ``True`` or with
+a string that parses as one (``"10" > 5``) and strings with strings as numbers when both
+parse (``"10" > "5"``), and raises when a comparison meets a missing field or a string that
+does not parse. On SQLite, top-level clauses on plain scalars and comparisons become SQL
+over ``json_type`` and ``json_extract`` (exact for those cases, except an integer beyond 64
+bits, which ``json_extract`` gives as a double: such a row passes SQL and the clause is
+matched here too); whatever else a filter says is matched here, row by row, in the same
+order. On PostgreSQL the whole filter is matched here, after SQL has chosen the namespace
+range: one set of rules, no second translation to keep exact.
 """
 
 from __future__ import annotations
@@ -191,12 +194,27 @@ def _sql_equal(path: str, operand: Any, args: list[Any]) -> str:
     return "(json_type(value, ?) IN ('integer', 'real') AND json_extract(value, ?) = ?)"
 
 
-def _sql_clause(path: str, condition: Any, args: list[Any]) -> str | None:
-    """The SQL for one top-level clause, or None when only Python can match it exactly."""
-    if not _is_operators(condition):
-        return _sql_equal(path, condition, args) if _sql_scalar(condition) else None
-    if not all(_sql_scalar(operand) for operand in condition.values()):
+def _sql_clause(path: str, condition: Any, args: list[Any]) -> tuple[str, bool] | None:
+    """The SQL for one top-level clause and whether it is exact (else Python matches the
+    clause again), or None when only Python can match it."""
+    operands = list(condition.values()) if _is_operators(condition) else [condition]
+    if not all(_sql_scalar(operand) for operand in operands):
         return None
+    own: list[Any] = []
+    sql = _sql_conditions(path, condition, own)
+    if not any(map(_is_number, operands)):
+        args += own
+        return sql, True
+    # An integer beyond int64 comes out of json_extract as a double, and compares inexactly:
+    # such a row passes here and is decided in Python.
+    args += [path, path, *own]
+    lossy = "(json_type(value, ?) = 'integer' AND typeof(json_extract(value, ?)) = 'real')"
+    return f"({lossy} OR {sql})", False
+
+
+def _sql_conditions(path: str, condition: Any, args: list[Any]) -> str:
+    if not _is_operators(condition):
+        return _sql_equal(path, condition, args)
     parts: list[str] = []
     for operator, operand in condition.items():
         if operator == "$eq":
@@ -237,9 +255,9 @@ def compile_filter(spec: Any) -> CompiledFilter:
             if _PLAIN_FIELD.fullmatch(field)
             else None
         )
-        if clause is None:
+        if clause is None or not clause[1]:
             residual[field] = condition
-        else:
-            sql.append(clause)
+        if clause is not None:
+            sql.append(clause[0])
             args += clause_args
     return CompiledFilter(sql, args, residual, dict(spec))
