@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 import flatstate
 from flatstate.errors import InvalidEntry, StoreClosed
 from flatstate.frozen import thaw
+from flatstate.keys import MAX_KEY_LENGTH
 from tests.conftest import (
     POSTGRES_DSN,
     check_docstring_examples,
@@ -132,7 +133,11 @@ def test_items_read_back_exactly_and_bad_ones_are_refused(tmp_path: Path) -> Non
 
 
 def test_session_ids_keep_their_case_and_spaces(tmp_path: Path) -> None:
-    ids = ["User", "user", " user", "user ", "ü", "Ü", "a%41", "aA", "a/b", ""]
+    long = ["x" * 487, "x" * 488, "x" * 489, "é" * 82, "用户" * 41, "x" * 100_000]
+    ids = ["User", "user", " user", "user ", "ü", "Ü", "a%41", "aA", "a/b", "", *long]
+    # An id too long for a key is named by its digest, which no encoded id can be.
+    assert [len(session_key(i)) <= MAX_KEY_LENGTH for i in long] == [True] * len(long)
+    assert "~" in session_key("x" * 488) and "~" not in session_key("x" * 487)
     assert len({session_key(i) for i in ids}) == len(ids)
 
     async def main() -> None:

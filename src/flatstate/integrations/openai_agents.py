@@ -20,6 +20,7 @@ returns, shared by every process that opens the store, and read from the end.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import logging
 import os
@@ -54,7 +55,7 @@ from flatstate.integrations._agents_history import (
     walk,
 )
 from flatstate.integrations._threads import run_blocking
-from flatstate.keys import normalize_agent_id, normalize_key
+from flatstate.keys import MAX_KEY_LENGTH, normalize_agent_id, normalize_key
 from flatstate.store import SessionStore
 from flatstate.transcripts import GroupedAppends, TranscriptLike
 
@@ -82,18 +83,25 @@ _EMPTY = History([], None, True, None, False)
 
 
 def session_key(session_id: str, agent_id: str = "main") -> str:
-    """The store key of an SDK session: ``agent:<agent_id>:openai-agents:<encoded id>``.
+    """The store key of an SDK session: ``agent:<agent_id>:openai-agents:<encoded id>``;
+    an id whose key would pass the store's 512 characters is named by its SHA-256 instead
+    (``...:openai-agents:~<hex>``; no encoded id holds a ``~``), as SQLiteSession takes ids
+    of any length.
 
     >>> session_key("User 42")
     'agent:main:openai-agents:%55ser%2042'
     """
     if not isinstance(session_id, str):
         raise TypeError(f"session_id is a str, not {type(session_id).__name__}")
+    raw = session_id.encode("utf-8", "surrogatepass")
     encoded = "".join(
         c if c in _SAFE else "".join(f"%{b:02x}" for b in c.encode("utf-8", "surrogatepass"))
         for c in session_id
     )
-    return normalize_key(f"agent:{normalize_agent_id(agent_id)}:{KEY_PREFIX}{encoded}")
+    key = f"agent:{normalize_agent_id(agent_id)}:{KEY_PREFIX}{encoded}"
+    if len(key) > MAX_KEY_LENGTH:
+        key = f"agent:{normalize_agent_id(agent_id)}:{KEY_PREFIX}~{hashlib.sha256(raw).hexdigest()}"
+    return normalize_key(key)
 
 
 class FlatstateSession:
