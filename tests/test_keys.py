@@ -38,6 +38,15 @@ def test_invalid_keys(raw: str) -> None:
     assert isinstance(info.value, ValueError) and info.value.problem
 
 
+def test_a_bare_key_must_fit_once_scoped() -> None:
+    # The stored key is agent:main:<key>: a bare key of 512 characters would be written and
+    # then never read back (a reopen finds a 523-character key and leaves it out).
+    assert len(normalize_key("k" * 501)) == 512
+    with pytest.raises(InvalidSessionKey, match="once scoped"):
+        normalize_key("k" * 502)
+    assert normalize_key("agent:main:" + "k" * 501) == "agent:main:" + "k" * 501
+
+
 def test_non_string_keys_are_refused() -> None:
     with pytest.raises(InvalidSessionKey, match="string"):
         normalize_key(42)  # type: ignore[arg-type]

@@ -15,13 +15,22 @@ from hypothesis import strategies as st
 
 from flatstate import SessionStore
 from flatstate.errors import InvalidEntry, InvalidSessionKey
-from flatstate.frozen import MAX_DEPTH
+from flatstate.frozen import MAX_DEPTH, thaw
 
 StoreFactory = Callable[..., SessionStore]
 
 
 class Level(enum.IntEnum):
     LOW = 1
+
+
+class Color(str, enum.Enum):
+    RED = "red"
+
+
+class Shouting(str):
+    def __str__(self) -> str:
+        return "CHANGED"
 
 
 def same(a: Any, b: Any) -> bool:
@@ -80,6 +89,35 @@ def test_a_value_reads_back_as_written_or_is_refused(open_store: StoreFactory, v
 
 
 _writers: dict[int, SessionStore] = {}
+
+
+def test_str_subclasses_are_stored_as_the_text_they_hold(open_store: StoreFactory) -> None:
+    # Not as str() of them: an enum's __str__ says "Color.RED", a subclass's anything.
+    value = {"color": Color.RED, "loud": Shouting("kept"), "list": [Color.RED]}
+    with open_store() as writer:
+        writer.patch("main", {"v": value})
+        assert same(writer.get("main")["v"], {"color": "red", "loud": "kept", "list": ["red"]})
+        transcript = writer.transcript("main")
+        transcript.append({"type": "custom", "data": value})
+        assert thaw(transcript.tail(1)[0]["data"]) == {
+            "color": "red", "loud": "kept", "list": ["red"]
+        }  # fmt: skip
+    assert same(open_store().get("main")["v"], {"color": "red", "loud": "kept", "list": ["red"]})
+
+
+@pytest.mark.parametrize("fields", [{"cut\ud83d": 1}, {"v": {"ok": {"\udcff": 1}}}])
+def test_a_lone_surrogate_in_a_field_name_is_refused(
+    store: SessionStore, fields: dict[str, Any]
+) -> None:
+    # A name UTF-8 cannot carry would be acknowledged and then be unreadable everywhere.
+    with pytest.raises(InvalidEntry, match="surrogate") as caught:
+        store.upsert("main", {"sessionId": "s1", "updatedAt": 1, **fields})
+    str(caught.value).encode()  # the message itself can be printed
+    assert len(store) == 0
+    transcript = store.transcript("other")
+    with pytest.raises(InvalidEntry, match="surrogate"):
+        transcript.append({"type": "custom", **fields})
+    assert transcript.tail(5) == ()
 
 
 def test_hard_numbers_read_back_after_reopening(open_store: StoreFactory) -> None:

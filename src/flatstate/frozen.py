@@ -32,10 +32,12 @@ __all__ = [
     "NotJSON",
     "SizeAccount",
     "StringPool",
+    "check_text",
     "decode_json",
     "encode_json",
     "freeze",
     "json_size",
+    "printable",
     "strict_decoder",
     "thaw",
 ]
@@ -242,6 +244,8 @@ class NotJSON(ValueError):
         """The path as people write it: ``v.k[2]``, or ``the value`` at the top."""
         text = ""
         for step in self.path[:8]:
+            if isinstance(step, str):
+                step = printable(step)
             text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else step)
         return (text + ("..." if len(self.path) > 8 else "")) or "the value"
 
@@ -265,7 +269,7 @@ def _freeze(value: Any, pool: StringPool | None, room: int, strict: bool) -> Any
     # Mapping ABC costs more than the rest of a small value's freezing.
     if kind is str:
         if strict and not value.isascii():
-            _check_text(value)
+            check_text(value)
         return pool.intern(value) if pool is not None else value
     if kind is int or kind is bool or value is None:
         return value
@@ -281,6 +285,8 @@ def _freeze(value: Any, pool: StringPool | None, room: int, strict: bool) -> Any
             if type(key) is not str:
                 raise NotJSON(f"the key {key!r} is not a string, as JSON keys must be")
             try:
+                if strict and not key.isascii():
+                    check_text(key)
                 values.append(_freeze(item, pool, room - 1, strict))
             except NotJSON as exc:
                 exc.path.insert(0, key)
@@ -303,10 +309,11 @@ def _freeze(value: Any, pool: StringPool | None, room: int, strict: bool) -> Any
         return tuple(items)
     if isinstance(value, FrozenMap):
         return value
-    # Subclasses (str and int enums, numpy floats, OrderedDict): the plain value they equal.
+    # Subclasses (str and int enums, numpy floats, OrderedDict): the plain value they equal,
+    # taken by the base type's own conversion (an enum's __str__ says "Color.RED").
     for plain in (str, int, float):
         if isinstance(value, plain):
-            return _freeze(plain(value), pool, room, strict)
+            return _freeze(_PLAIN[plain](value), pool, room, strict)
     if isinstance(value, Mapping):
         return _freeze(dict(value.items()), pool, room, strict)
     if isinstance(value, list | tuple):
@@ -317,11 +324,22 @@ def _freeze(value: Any, pool: StringPool | None, room: int, strict: bool) -> Any
     )
 
 
+_PLAIN: dict[type, Any] = {str: str.__str__, int: int.__int__, float: float.__float__}
+
+
 def _too_deep() -> NotJSON:
     return NotJSON(f"objects and arrays nest deeper than {MAX_DEPTH} levels")
 
 
-def _check_text(text: str) -> None:
+def printable(text: str) -> str:
+    """``text`` for a message: a lone surrogate (which no stream can print) as its escape."""
+    if text.isascii():
+        return text
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def check_text(text: str) -> None:
+    """Raise NotJSON for text holding a lone surrogate (see :func:`freeze`)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -476,6 +494,9 @@ class StringPool:
 def _enc_hook(obj: Any) -> Any:
     if isinstance(obj, FrozenMap):
         return obj._as_dict()
+    for plain in (str, int, float):  # subclasses msgspec leaves to us: as freeze() has them
+        if isinstance(obj, plain):
+            return _PLAIN[plain](obj)
     raise TypeError(f"cannot encode {type(obj).__name__} as JSON")
 
 

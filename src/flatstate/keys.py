@@ -80,7 +80,14 @@ def normalize_key(key: str, agent_id: str = DEFAULT_AGENT_ID) -> str:
         if not _AGENT_ID.fullmatch(parts[1]):
             raise InvalidSessionKey(key, f"{parts[1]!r} is not a valid agent id")
         return value
-    return f"agent:{normalize_agent_id(agent_id)}:{value}"
+    scoped = f"agent:{normalize_agent_id(agent_id)}:{value}"
+    if len(scoped) > MAX_KEY_LENGTH:  # the stored key is what must fit, prefix included
+        raise InvalidSessionKey(
+            key[:40] + "...",
+            f"longer than {MAX_KEY_LENGTH} characters once scoped to its agent "
+            f"({len(scoped)} as {scoped[:20]}...)",
+        )
+    return scoped
 
 
 def agent_id_of(key: str) -> str | None:

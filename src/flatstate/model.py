@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from flatstate.errors import InvalidEntry
-from flatstate.frozen import FrozenMap, NotJSON, StringPool, freeze
+from flatstate.frozen import FrozenMap, NotJSON, StringPool, check_text, freeze
 
 __all__ = [
     "SessionEntry",
@@ -392,6 +392,11 @@ def _frozen_fields(
             raise InvalidEntry(
                 key, f"the field name {field!r} is not a string, as JSON keys must be"
             )
+        if not decoded and not field.isascii():
+            try:
+                check_text(field)
+            except NotJSON as exc:
+                raise InvalidEntry(key, f"the field name {field!r}: {exc.problem}") from None
         out[field] = _freeze_field(key, field, value, pool, decoded)
     return out
 
