@@ -94,6 +94,17 @@ def test_compaction_appends_a_summary_and_bumps_the_count(store: flatstate.Sessi
     assert 1000 <= sum(estimate_tokens(m) for m in after.messages[1:]) < 1300
 
 
+@pytest.mark.parametrize("keep", [0, -5, 1.5, True])
+def test_keep_recent_tokens_below_one_is_refused_changing_nothing(
+    store: flatstate.SessionStore, keep: Any
+) -> None:
+    transcript = fill(store, "main", 4)
+    before = transcript.tail(100)
+    with pytest.raises(ValueError, match="at least 1"):
+        compact(store, "main", keep_recent_tokens=keep)
+    assert transcript.tail(100) == before and store.get("main").compaction_count == 0  # type: ignore[union-attr]
+
+
 def test_nothing_to_compact_returns_none(store: flatstate.SessionStore) -> None:
     fill(store, "main", 2)
     assert compact(store, "main", keep_recent_tokens=20_000) is None

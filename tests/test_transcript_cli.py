@@ -43,6 +43,19 @@ def test_compact_and_reset(openclaw_dir: Path) -> None:
     assert len(archived) == 1
 
 
+def test_counts_below_their_least_are_usage_errors(openclaw_dir: Path) -> None:
+    store = store_of(openclaw_dir)
+    before = Path(store).read_bytes()
+    for args in (
+        ["transcript", "tail", "main", "-n", "-1"],
+        ["transcript", "compact", "main", "--keep-recent-tokens", "0"],
+        ["sessions", "list", "--limit", "-1"],
+    ):
+        result = runner.invoke(app, [*args, "--store", store])
+        assert result.exit_code == 2 and "Traceback" not in result.output, (args, result.output)
+    assert Path(store).read_bytes() == before
+
+
 def test_a_missing_session_is_a_clear_error(openclaw_dir: Path) -> None:
     result = runner.invoke(
         app, ["transcript", "tail", "agent:main:nobody", "--store", store_of(openclaw_dir)]

@@ -145,7 +145,13 @@ def _is_tool_result(entry: FrozenMap) -> bool:
 def plan_compaction(
     context: Context, keep_recent_tokens: int = DEFAULT_KEEP_RECENT_TOKENS
 ) -> CompactionPlan | None:
-    """The cut for ``context``: None when everything fits in ``keep_recent_tokens``."""
+    """The cut for ``context``: None when everything fits in ``keep_recent_tokens``.
+    Raises ValueError below 1: a compaction always keeps an entry to start from."""
+    if type(keep_recent_tokens) is not int or keep_recent_tokens < 1:
+        raise ValueError(
+            f"keep_recent_tokens is a whole number of at least 1, not {keep_recent_tokens!r}: "
+            "a compaction keeps the newest entries, at least one, to continue from"
+        )
     previous = context.compaction
     start = 1 if previous is not None else 0  # the summary is not an entry to keep or cut
     entries = list(context.entries[start:])

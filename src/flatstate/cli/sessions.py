@@ -58,7 +58,8 @@ def list_sessions(
     agent: AgentOption = None,
     all_agents: AllAgentsOption = False,
     limit: Annotated[
-        int, typer.Option(metavar="N", help="Show at most this many (newest first); 0 for all.")
+        int,
+        typer.Option(min=0, metavar="N", help="Show at most this many (newest first); 0 for all."),
     ] = 50,
     json_output: JsonOption = False,
 ) -> None:

@@ -82,7 +82,9 @@ def show(
 @app.command("tail")
 def tail(
     key: KeyArgument,
-    n: Annotated[int, typer.Option("-n", "--lines", metavar="N", help="How many entries.")] = 20,
+    n: Annotated[
+        int, typer.Option("-n", "--lines", min=0, metavar="N", help="How many entries.")
+    ] = 20,
     store: StoreOption = DEFAULT_STORE,
     agent: AgentOption = None,
     json_output: JsonOption = False,
@@ -106,7 +108,7 @@ def context(
 def compact(
     key: KeyArgument,
     keep_recent_tokens: Annotated[
-        int, typer.Option(metavar="N", help="Tokens of recent entries to keep.")
+        int, typer.Option(min=1, metavar="N", help="Tokens of recent entries to keep.")
     ] = 20_000,
     instructions: Annotated[
         str | None, typer.Option(metavar="TEXT", help="Passed to the summarizer.")
