@@ -156,6 +156,52 @@ def test_a_failing_refresher_writes_nothing(place: AuthPlace, guard: SecretGuard
     assert place.stored() == before
 
 
+def test_a_refresh_that_does_not_rotate_keeps_the_refresh_token(
+    place: AuthPlace, guard: SecretGuard
+) -> None:
+    # Providers that do not rotate answer without a refresh token: `resp.get("refresh_token")`
+    # is None. Writing that None would end the grant at the next expiry.
+    guard.secret("A-new-keep-000")
+    store = place.open()
+    new = store.refresh_oauth(
+        OAUTH_ID,
+        lambda p: {"access": "A-new-keep-000", "refresh": None, "expires": NEW_EXPIRES},
+        now=EXPIRED,
+    )
+    assert new.refresh == "FIXTURE-refresh-token-0003" and new.access == "A-new-keep-000"
+    assert _stored(place)["refresh"] == "FIXTURE-refresh-token-0003"
+
+
+def test_values_json_cannot_carry_are_refused_before_the_write(
+    place: AuthPlace, guard: SecretGuard
+) -> None:
+    store = place.open()
+    before = place.stored()
+    for bad in (float("nan"), float("inf"), {1: "a"}, b"raw", {"x"}):
+        with pytest.raises(InvalidProfile, match="Nothing was written"):
+            store.add("openai:bad", {"type": "api_key", "provider": "openai", "key": "k", "w": bad})
+        assert place.stored() == before
+    with pytest.raises(InvalidProfile, match="'openai:default'"):
+        store.mark_failure("openai:default", "rate_limit", now=float("nan"))
+    with pytest.raises(InvalidProfile, match=OAUTH_ID):
+        store.refresh_oauth(
+            OAUTH_ID, lambda p: {"access": "A-x-000", "scope": float("nan")}, now=EXPIRED
+        )
+    assert place.stored() == before
+    assert place.open().get("openai:default") is not None  # the store still reads
+
+
+def test_expires_is_epoch_milliseconds(place: AuthPlace, guard: SecretGuard) -> None:
+    store = place.open()
+    for bad in (time.time() * 1000, "soon", True):
+        with pytest.raises(InvalidProfile, match="epoch milliseconds"):
+            store.add("x:o", {"type": "oauth", "provider": "x", "access": "a", "expires": bad})
+    doc = place.stored()
+    doc["profiles"][OAUTH_ID]["expires"] = FIXTURE_OAUTH_EXPIRES + 0.5  # another writer's
+    place.seed(doc)
+    assert place.open().get(OAUTH_ID).expires == FIXTURE_OAUTH_EXPIRES  # type: ignore[union-attr]
+
+
 def test_an_inherited_profile_is_refreshed_where_it_lives(
     place: AuthPlace, guard: SecretGuard
 ) -> None:

@@ -35,9 +35,9 @@ __all__ = [
     "check_text",
     "decode_json",
     "encode_json",
+    "escape_surrogates",
     "freeze",
     "json_size",
-    "printable",
     "strict_decoder",
     "thaw",
 ]
@@ -245,7 +245,7 @@ class NotJSON(ValueError):
         text = ""
         for step in self.path[:8]:
             if isinstance(step, str):
-                step = printable(step)
+                step = escape_surrogates(step)
             text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else step)
         return (text + ("..." if len(self.path) > 8 else "")) or "the value"
 
@@ -331,8 +331,9 @@ def _too_deep() -> NotJSON:
     return NotJSON(f"objects and arrays nest deeper than {MAX_DEPTH} levels")
 
 
-def printable(text: str) -> str:
-    """``text`` for a message: a lone surrogate (which no stream can print) as its escape."""
+def escape_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate (which UTF-8 cannot carry, nor a stream print) as
+    its ``\\udXXXX`` escape: how Node writes one in JSON, and how a message shows one."""
     if text.isascii():
         return text
     return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
@@ -519,7 +520,7 @@ def encode_json(value: Any, *, indent: int | None = None) -> bytes:
         text = json.dumps(
             value, ensure_ascii=False, indent=indent, separators=separators, default=_enc_hook
         )
-        return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode()
+        return escape_surrogates(text).encode()
 
 
 def decode_json(data: bytes | str) -> Any:

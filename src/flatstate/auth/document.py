@@ -23,12 +23,13 @@ from flatstate.auth.profiles import (
     normalize_document,
 )
 from flatstate.auth.rotation import Plan, build_plans, pick, provider_key
-from flatstate.errors import StoreCorrupt
-from flatstate.frozen import FrozenMap, NotJSON, decode_json, freeze
+from flatstate.errors import InvalidProfile, StoreCorrupt
+from flatstate.frozen import FrozenMap, NotJSON, decode_json, escape_surrogates, freeze
 
 __all__ = [
     "AuthDocument",
     "AuthSnapshot",
+    "check_writable",
     "decode_document",
     "encode_document",
 ]
@@ -66,9 +67,29 @@ def decode_document(path: str, data: bytes | None) -> dict[str, Any]:
     return doc
 
 
+_SECTIONS = {"profiles": "", "usageStats": "its usage stats, "}
+
+
+def check_writable(doc: Mapping[str, Any]) -> None:
+    """InvalidProfile for a changed document JSON cannot carry as it is (NaN, an infinity, a
+    key that is not a string, bytes, a set, ...), before anything is written: such a file
+    would not read back (NaN is no JSON), or would read back changed (``{1: ...}``)."""
+    try:
+        freeze(doc, decoded=True)  # lone surrogates are kept: written as escapes, as read
+    except NotJSON as exc:
+        path = exc.path
+        if len(path) >= 2 and path[0] in _SECTIONS and isinstance(path[1], str):
+            inner = NotJSON(exc.problem, path[2:])
+            where = f"{_SECTIONS[str(path[0])]}{inner.where()}"
+            raise InvalidProfile(path[1], f"{where}: {exc.problem}") from None
+        raise InvalidProfile(None, f"{exc.where()}: {exc.problem}") from None
+
+
 def encode_document(doc: Mapping[str, Any]) -> bytes:
-    """The document as OpenClaw writes it: 2-space indent, non-ASCII kept, a final newline."""
-    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+    """The document as OpenClaw writes it: 2-space indent, non-ASCII kept, a final newline.
+    Raises InvalidProfile for what JSON cannot carry (see :func:`check_writable`)."""
+    check_writable(doc)
+    return (escape_surrogates(json.dumps(doc, indent=2, ensure_ascii=False)) + "\n").encode()
 
 
 def _kind(value: Any) -> str:

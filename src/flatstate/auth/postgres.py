@@ -62,7 +62,7 @@ from typing import Any, NamedTuple, TypeVar
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from flatstate.auth.document import AuthDocument
+from flatstate.auth.document import AuthDocument, check_writable
 from flatstate.auth.postgres_schema import BEGIN_WRITE, Queries, migrate
 from flatstate.auth.profiles import normalize_document, strip_plaintext
 from flatstate.auth.storage import AuthStorage, Updater, changed_copy
@@ -427,6 +427,7 @@ class PostgresAuthStorage:
                         version = rows.version
                         if change(doc):
                             strip_plaintext(doc)
+                            check_writable(doc)
                             if self._write(conn, rows, doc):
                                 found = conn.execute(
                                     self._sql.version, (self.namespace,)

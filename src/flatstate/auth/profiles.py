@@ -130,7 +130,10 @@ class AuthProfile(FrozenMap):
 
     @property
     def expires(self) -> int | None:
+        """Epoch milliseconds; a fractional one (another writer's) counts to the millisecond."""
         value = self.get("expires")
+        if isinstance(value, float) and value - value == 0.0:
+            return int(value)
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     @property

@@ -734,7 +734,18 @@ def _check_new_profile(profile_id: str, credential: Mapping[str, Any]) -> dict[s
     if ref is None and not (isinstance(secret, str) and secret):
         needs = f"a {secret_field} or a {ref_field}" if ref_field else "an access token"
         raise InvalidProfile(profile_id, f"an {kind} profile needs {needs}")
+    _check_expires(profile_id, value)
     return value
+
+
+def _check_expires(profile_id: str, fields: Mapping[str, Any]) -> None:
+    """An ``expires`` that is there is epoch milliseconds (an integer) or None: any other
+    would read as "never expires" and the token would never be refreshed."""
+    expires = fields.get("expires")
+    if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool)):
+        raise InvalidProfile(
+            profile_id, f"'expires' must be epoch milliseconds (an integer), not {expires!r:.40}"
+        )
 
 
 def _check_tokens(profile_id: str, tokens: Mapping[str, Any]) -> dict[str, Any]:
@@ -745,11 +756,11 @@ def _check_tokens(profile_id: str, tokens: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(access, str) or not access:
         raise InvalidProfile(profile_id, "the new tokens need a non-empty 'access'")
     refresh = new.get("refresh")
-    if refresh is not None and not (isinstance(refresh, str) and refresh):
+    if refresh is None:  # the provider did not rotate it (or said nothing): keep the stored one
+        new.pop("refresh", None)
+    elif not (isinstance(refresh, str) and refresh):
         raise InvalidProfile(profile_id, "a new 'refresh' must be a non-empty string")
-    expires = new.get("expires")
-    if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool)):
-        raise InvalidProfile(profile_id, "'expires' must be epoch milliseconds (an integer)")
+    _check_expires(profile_id, new)
     for field in ("type", "provider"):
         if field in new:
             raise InvalidProfile(profile_id, f"a refresh may not change '{field}'")
