@@ -68,6 +68,14 @@ def test_a_profile_never_shows_its_secrets(guard: SecretGuard) -> None:
         "clientSecret": guard.secret("cs-0123456789-secret"),
         "extra": {"password": guard.secret("pw-0123456789-nested")},
         "idToken": guard.secret("id-0123456789-token"),
+        # Secrets by other names: an HTTP header, short password names, cookies, JWTs.
+        "headers": {"Authorization": guard.secret("Bearer hd-0123456789-authz")},
+        "pwd": guard.secret("pw-0123456789-short"),
+        "pass": guard.secret("pa-0123456789-short"),
+        "cookie": guard.secret("ck-0123456789-cookie"),
+        "jwt": guard.secret("jw-0123456789-jwt"),
+        "creds": [guard.secret("cr-0123456789-creds")],
+        "note": guard.secret("Basic bm8tMDEyMzQ1Njc4OS1zY2hlbWU="),  # by its scheme
     }
     profile = AuthProfile.of("x:y", {"type": "oauth", "provider": "x", **secrets})
     guard.watch(profile, profile.redacted(), [profile], {"p": profile}, profile.hint)

@@ -42,9 +42,14 @@ PROFILE_TYPES = ("api_key", "oauth", "token")
 FAILURE_REASONS = ("auth", "billing", "format", "rate_limit", "timeout", "unknown")
 """Why a call with a profile failed, as OpenClaw records it in ``failureCounts``."""
 
-# A field holds a secret when its name says so. Refs (keyRef, tokenRef) name
-# where a secret lives, which is not itself secret.
-_SECRET_NAME = re.compile(r"key|token|secret|password|access|refresh|credential", re.IGNORECASE)
+# A field holds a secret when its name says so (an Authorization header, a cookie, a
+# password by any short name), or its text does (an HTTP credential scheme). Refs (keyRef,
+# tokenRef) name where a secret lives, which is not itself secret.
+_SECRET_NAME = re.compile(
+    r"key|token|secret|pass|pwd|access|refresh|cred|auth|cookie|bearer|jwt|signature|private",
+    re.IGNORECASE,
+)
+_SECRET_TEXT = re.compile(r"\s*(bearer|basic|digest|token)\s", re.IGNORECASE)
 _NOT_SECRET = frozenset({"keyRef", "tokenRef", "expires", "type", "provider"})
 _HINT_MIN = 12
 
@@ -82,7 +87,7 @@ def redact(value: Any, name: str = "", *, inside_secret: bool = False) -> Any:
         return {str(k): redact(v, str(k), inside_secret=secret) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v, name, inside_secret=secret) for v in value]
-    if isinstance(value, str) and secret:
+    if isinstance(value, str) and (secret or _SECRET_TEXT.match(value)):
         return secret_hint(value)
     return value
 
