@@ -103,6 +103,22 @@ def test_unknown_fields_survive_a_write(
     assert list(after["profiles"]) == list(doc["profiles"])  # file order kept
 
 
+def test_a_killed_writers_temp_file_is_swept_by_the_next_write(
+    agent_dir: Path, guard: SecretGuard
+) -> None:
+    # What a writer killed between its write and its rename leaves: the secrets, in full.
+    path = agent_dir / "auth-profiles.json"
+    stale = agent_dir / "auth-profiles.json.4242.0f0e.tmp"
+    fresh = agent_dir / "auth-profiles.json.4343.0f0f.tmp"
+    for temp in (stale, fresh):
+        temp.write_bytes(path.read_bytes())
+    os.utime(stale, (1, 1))  # long dead
+    store = open_auth_store(str(agent_dir))
+    store.mark_failure("anthropic:default", "rate_limit", now=FIXTURE_COOLDOWN_UNTIL + 1)
+    assert not stale.exists()
+    assert fresh.exists()  # maybe a live writer's, this very moment
+
+
 # -- reads share -------------------------------------------------------------------------
 
 

@@ -40,7 +40,7 @@ from flatstate.auth.profiles import (
 )
 from flatstate.auth.storage import AuthStorage, Updater, changed_copy
 from flatstate.errors import StoreCorrupt, UnsafePath
-from flatstate.files import atomic_write
+from flatstate.files import atomic_write, sweep_temp_files
 from flatstate.frozen import decode_json
 from flatstate.locks import FileLock
 
@@ -195,6 +195,9 @@ class AuthFile:
                 strip_plaintext(doc)
                 target = os.path.realpath(self.path) if self.allow_symlink else self.path
                 atomic_write(target, encode_document(doc), mode=0o600)
+                # A writer killed mid-write left its temp file: it holds secrets (maybe ones
+                # rotated out since), so it goes once it is old enough to be surely dead.
+                sweep_temp_files(os.path.dirname(target), os.path.basename(target))
                 key = self._stat_key()  # still under the lock: no other writer in between
             new = AuthDocument(self.path, doc)
             self._doc, self._key = new, key
