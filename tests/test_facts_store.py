@@ -7,6 +7,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 import flatstate.facts
@@ -180,6 +181,11 @@ def test_duplicates_within_one_batch_are_stored_once(facts: FactStore) -> None:
         ("ok", {"tags": "ui"}, "tags"),  # a string is not a list of tags
         ("ok", {"decay_class": 3}, "decay class"),
         ("ok", {"entity": "e" * 1001}, "entity"),
+        ("ok", {"tags": None}, "tags"),
+        ("cut \ud800", {}, "text holds a lone surrogate"),
+        ("ok", {"entity": "\udfff"}, "entity holds a lone surrogate"),
+        ("ok", {"category": "c\ud800"}, "category holds a lone surrogate"),
+        ("ok", {"tags": ["\ud800"]}, "tags holds a lone surrogate"),
     ],
 )
 def test_invalid_facts_are_refused_and_nothing_is_written(
@@ -189,7 +195,35 @@ def test_invalid_facts_are_refused_and_nothing_is_written(
         facts.add(text, **fields)
     assert isinstance(caught.value, ValueError) and isinstance(caught.value, FlatstateError)
     assert "Nothing was written" in str(caught.value)
+    str(caught.value).encode()  # printable: no surrogate in the message
     assert facts.count() == 0
+    assert facts.lookup("\udfff") == () and facts.lookup("user", "\ud800") == ()
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"importance": float("nan")}, "importance"),
+        ({"text": None}, "text"),
+        ({"created_at": 2**63}, "does not fit 64 bits"),
+        ({"recall_count": 0.5}, "recall_count"),
+        ({"tags": ("\ud800",)}, "lone surrogate"),
+        ({"id": ""}, "needs its id"),
+    ],
+)
+def test_imported_facts_are_checked_and_a_bad_one_stores_none(
+    facts: FactStore, change: dict[str, object], problem: str
+) -> None:
+    good = facts.add("Prefers tabs", entity="user")
+    (exported,) = facts.export()
+    assert exported == good
+    bad = msgspec.structs.replace(exported, **{"id": "other", **change})
+    moved = facts.export()
+    with pytest.raises(InvalidFact, match=problem):
+        facts.import_facts([msgspec.structs.replace(exported, id="fine"), bad])
+    with pytest.raises(InvalidFact, match="takes Fact objects"):
+        facts.import_facts([{"text": "a dict"}])  # type: ignore[list-item]
+    assert list(facts.export()) == list(moved)  # neither went in
 
 
 def test_decay_class_is_guessed_when_not_given(facts: FactStore) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "Fact",
     "Hit",
     "NewFact",
+    "checked_import",
     "classify_decay",
     "estimate_tokens",
     "longer_class",
@@ -200,6 +201,43 @@ class NewFact(msgspec.Struct, frozen=True, kw_only=True):
 def _check_text(name: str, value: str | None, limit: int = MAX_FIELD_CHARS) -> None:
     if value is not None and (not isinstance(value, str) or len(value) > limit):
         raise InvalidFact(f"{name} must be text of at most {limit:,} characters")
+    if value is not None and not value.isascii():
+        _check_whole_characters(name, value)
+
+
+def _check_whole_characters(name: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidFact(
+            f"{name} holds a lone surrogate at character {exc.start}, which UTF-8 cannot "
+            "carry; pass whole characters"
+        ) from None
+
+
+_INT64 = range(-(2**63), 2**63)
+_TIMES = ("created_at", "expires_at", "last_confirmed_at", "last_accessed_at", "superseded_at")
+
+
+def checked_import(item: object) -> Fact:
+    """A fact to import as it is (what ``export()`` gives), checked as an add would be and
+    for its stored fields; raises InvalidFact naming the first that cannot be stored."""
+    if not isinstance(item, Fact):
+        raise InvalidFact(f"import_facts takes Fact objects, as export() gives, not {item!r:.60}")
+    try:
+        msgspec.convert(msgspec.structs.asdict(item), Fact)
+    except msgspec.ValidationError as exc:
+        raise InvalidFact(f"fact {item.id!r:.60}: {exc}") from None
+    if not item.id:
+        raise InvalidFact("a fact to import needs its id")
+    _check_text("id", item.id)
+    fields = {f: getattr(item, f) for f in NewFact.__struct_fields__ if f != "supersedes"}
+    validated(NewFact(**fields))
+    for name in (*_TIMES, "recall_count"):
+        value = getattr(item, name)
+        if value is not None and value not in _INT64:
+            raise InvalidFact(f"fact {item.id!r:.60}: {name} {value} does not fit 64 bits")
+    return item
 
 
 def _check_unit(name: str, value: float) -> float:
@@ -221,10 +259,17 @@ def validated(new: NewFact) -> tuple[NewFact, str]:
         raise InvalidFact("category must be a non-empty name of at most 64 characters")
     if not new.scope or not isinstance(new.scope, str) or len(new.scope) > 64:
         raise InvalidFact("scope must be a non-empty name of at most 64 characters")
-    if isinstance(new.tags, str) or any(
+    if not isinstance(new.tags, tuple | list) or any(
         not isinstance(t, str) or not t or len(t) > 64 for t in new.tags
     ):
-        raise InvalidFact("tags must be non-empty strings of at most 64 characters")
+        raise InvalidFact("tags must be a list of non-empty strings of at most 64 characters")
+    for name, text in (
+        ("category", new.category),
+        ("scope", new.scope),
+        *(("tags", t) for t in new.tags),
+    ):
+        if not text.isascii():
+            _check_whole_characters(name, text)
     _check_unit("importance", new.importance)
     _check_unit("confidence", new.confidence)
     if new.decay_class is None:

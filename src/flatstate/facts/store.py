@@ -35,6 +35,7 @@ from flatstate.facts.model import (
     Fact,
     Hit,
     NewFact,
+    checked_import,
     longer_class,
     ttl_of,
     validated,
@@ -492,7 +493,7 @@ class FactStore:
         transaction; a fact whose id is here already is left as it is. How many were stored.
         Their vectors travel apart: :meth:`export_vectors` and :meth:`import_vectors`."""
         self._check_open(write=True)
-        items = list(facts)
+        items = [checked_import(fact) for fact in facts]
         with self._lock:
             self._check_open(write=True)
 
@@ -569,6 +570,8 @@ class FactStore:
 
     def lookup(self, entity: str, key: str | None = None, *, limit: int = 50) -> tuple[Fact, ...]:
         """Live facts about ``entity`` (and ``key``, if given), newest first; case-insensitive."""
+        if not _storable(entity) or (key is not None and not _storable(key)):
+            return ()  # text no fact can hold (adds refuse a lone surrogate)
         with self._lock:
             self._check_open()
             rows = self.backend.read(lambda: self.backend.lookup(entity, key, self._clock(), limit))
@@ -650,6 +653,19 @@ class FactStore:
             vectors=vectors,
             disk_bytes=disk,
         )
+
+
+def _storable(text: Any) -> bool:
+    """Whether ``text`` is text a fact could hold: a str that UTF-8 can carry."""
+    if not isinstance(text, str):
+        raise InvalidFact(f"an entity or key to look up is text, not {type(text).__name__}")
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _exported_vector(item: Any) -> tuple[str, str, list[float]]:
