@@ -681,3 +681,23 @@ def test_bench_langgraph_writes_its_figures(tmp_path: Path) -> None:
 def test_bench_langgraph_refuses_an_unknown_contender() -> None:
     result = runner.invoke(app, ["bench", "langgraph", "--contenders", "RedisSaver"])
     assert result.exit_code != 0 and "RedisSaver" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sessions", "delete", "typo"],
+        ["sessions", "reset", "typo"],
+        ["sessions", "prune", "--enforce"],
+        ["transcript", "compact", "typo"],
+        ["sessions", "patch", "main", "--set", "sessionId=5"],  # refused: nothing to create
+        ["transcript", "import", "newkey", "/nonexistent/lines.jsonl"],
+    ],
+)
+def test_a_failing_write_to_a_missing_store_creates_nothing(
+    tmp_path: Path, args: list[str]
+) -> None:
+    place = tmp_path / "nowhere"
+    result = runner.invoke(app, [*args, "--store", str(place)])
+    assert result.exit_code == 1, result.output
+    assert not place.exists()

@@ -86,6 +86,8 @@ def test_errors_are_one_clear_line(tmp_path: Path) -> None:
     assert code == 2 and "FIELD=VALUE" in out
     code, out = cli("sessions", "show", "main", "--store", str(tmp_path / "none"))
     assert code == 1 and "no session store here" in out
+    assert not (tmp_path / "s").exists()  # the refused patches created no store
+    assert cli("sessions", "patch", "other", "--set", "a=1", "--store", str(tmp_path / "s"))[0] == 0
     code, out = cli("sessions", "show", "agent:main:nope", "--store", str(tmp_path / "s"))
     assert code == 1 and "no session 'agent:main:nope'" in out
 

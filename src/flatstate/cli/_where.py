@@ -238,10 +238,14 @@ def missing(place: Place) -> bool:
 
 
 @contextmanager
-def sessions(place: Place, *, write: bool = False) -> Iterator[SessionStore]:
-    """The session store of ``place``; read-only unless ``write``. A damaged store raises
-    its StoreCorrupt (with the repair command) instead of opening as an empty one."""
-    if not write and missing(place):
+def sessions(
+    place: Place, *, write: bool = False, create: bool | None = None
+) -> Iterator[SessionStore]:
+    """The session store of ``place``; read-only unless ``write``. A write creates a missing
+    store unless ``create`` is False (a command on sessions that must exist: it would fail
+    and leave an empty store behind). A damaged store raises its StoreCorrupt (with the
+    repair command) instead of opening as an empty one."""
+    if not (write if create is None else create) and missing(place):
         raise FileNotFoundError(
             f"{place.shown}: no session store here (a write creates one); "
             "check --store or FLATSTATE_STORE"

@@ -25,13 +25,14 @@ from flatstate.cli._output import (
 from flatstate.cli._where import DEFAULT_STORE, AgentOption, AllAgentsOption, StoreOption
 from flatstate.errors import SessionNotFound
 from flatstate.frozen import FrozenMap, decode_json, encode_json
+from flatstate.keys import DEFAULT_AGENT_ID, normalize_key
 from flatstate.maintenance import (
     MaintenanceConfig,
     MaintenanceReport,
     parse_bytes,
     parse_duration_ms,
 )
-from flatstate.model import SessionEntry, now_ms
+from flatstate.model import SessionEntry, merge_patch, now_ms
 from flatstate.store import SessionStore
 
 app = typer.Typer(help="List, inspect, change and prune sessions.", no_args_is_help=True)
@@ -197,6 +198,13 @@ def patch(
     """Merge changes into a session with OpenClaw's rules (creating it if missing)."""
     changes = _changes(set_ or [], patch_json)
     place = where.resolve(store, agent)
+    if where.missing(place):  # a patch that is refused must not leave a new store behind
+        merge_patch(
+            normalize_key(key, place.agent_id or DEFAULT_AGENT_ID),
+            None,
+            changes,
+            preserve_activity=preserve_activity,
+        )
     with where.sessions(place, write=not dry_run) as s:
         entry_key = s.canonical_key(key)
         if dry_run:
@@ -222,7 +230,7 @@ def delete(
 ) -> None:
     """Remove a session (its transcript is archived as .deleted.<time>)."""
     place = where.resolve(store, agent)
-    with where.sessions(place, write=not dry_run) as s:
+    with where.sessions(place, write=not dry_run, create=False) as s:
         need(s, key, place)
         canonical = s.canonical_key(key)
         if not dry_run:
@@ -280,7 +288,7 @@ def prune(
         max_disk_bytes=_parsed(parse_bytes, max_disk, "'--max-disk'") if max_disk else None,
     )
     place = where.resolve(store, agent)
-    with where.sessions(place, write=enforce and not dry_run) as s:
+    with where.sessions(place, write=enforce and not dry_run, create=False) as s:
         report = s.maintain(config, active_key=active_key or None, dry_run=dry_run)
     if json_output:
         print_json(report)
@@ -363,7 +371,7 @@ def reset(
 ) -> None:
     """Start a session afresh: a new sessionId, the old transcript archived as .reset.<time>."""
     place = where.resolve(store, agent)
-    with where.sessions(place, write=True) as s:
+    with where.sessions(place, write=True, create=False) as s:
         need(s, key, place)
         entry = s.reset(key, compress=compress)
         canonical = s.canonical_key(key)

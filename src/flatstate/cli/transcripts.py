@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Annotated
@@ -121,7 +122,7 @@ def compact(
     from flatstate.compaction import compact as run
 
     place = where.resolve(store, agent)
-    with where.sessions(place, write=True) as s:
+    with where.sessions(place, write=True, create=False) as s:
         need(s, key, place)
         result = run(s, key, keep_recent_tokens=keep_recent_tokens, instructions=instructions)
     if json_output:
@@ -191,13 +192,13 @@ def import_(
     from flatstate.compaction import reconcile
 
     place = where.resolve(store, agent)
-    with where.sessions(place, write=True) as s:
+    # The file is opened first: one that cannot be read must not leave a session behind.
+    with (
+        contextlib.nullcontext(sys.stdin.buffer) if file == "-" else open(file, "rb") as f,
+        where.sessions(place, write=True) as s,
+    ):
         transcript = s.transcript(key)
-        if file == "-":
-            lines = transcript.import_lines(sys.stdin.buffer)
-        else:
-            with open(file, "rb") as f:
-                lines = transcript.import_lines(f)
+        lines = transcript.import_lines(f)
         count = reconcile(s, key, transcript)  # the imported compactions are the count's truth
         canonical = s.canonical_key(key)
     if json_output:
