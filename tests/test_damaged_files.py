@@ -99,6 +99,49 @@ def test_a_lone_surrogate_written_by_node_round_trips_byte_for_byte(tmp_path: Pa
     assert not diagnose(str(path)).findings
 
 
+def test_an_entry_holding_a_lone_surrogate_is_shown_and_patched(tmp_path: Path) -> None:
+    """The entry itself (not another) is patched, and the CLI prints the escape."""
+    cut = b'{\n    "sessionId": "bad",\n    "label": "cut \\ud83d",\n    "updatedAt": 1\n  }'
+    path = write_store(tmp_path, cut)
+    with flatstate.open_store(str(path)) as store:
+        store.patch("agent:main:bad", {"n": 1})
+    with flatstate.open_store(str(path)) as fresh:
+        entry = fresh.get("agent:main:bad")
+        assert entry is not None and entry["label"] == "cut \ud83d" and entry["n"] == 1
+    shown = CliRunner().invoke(app, ["sessions", "show", "agent:main:bad", "--store", str(path)])
+    assert shown.exit_code == 0 and "cut \\ud83d" in shown.output
+    as_json = CliRunner().invoke(
+        app, ["sessions", "show", "agent:main:bad", "--store", str(path), "--json"]
+    )
+    assert as_json.exit_code == 0 and '"label": "cut \\ud83d"' in as_json.output
+
+
+def test_a_transcript_line_holding_a_lone_surrogate_is_read_and_continued(
+    tmp_path: Path,
+) -> None:
+    """Node writes the escape in a transcript line too: the line is an entry like any other,
+    so the next append hangs under it (not under the one before)."""
+    with flatstate.open_store(str(tmp_path / "state")) as store:
+        transcript = store.transcript("main")
+        first = transcript.append({"type": "custom", "n": 1})
+        with open(transcript.path, "ab") as f:
+            f.write(
+                b'{"type":"message","id":"cafe0001","parentId":"' + first.encode() + b'",'
+                b'"message":{"role":"user","content":"cut \\ud83d"}}\n'
+            )
+    with flatstate.open_store(str(tmp_path / "state")) as store:
+        transcript = store.transcript("main")
+        assert transcript.tail(1)[0]["message"]["content"] == "cut \ud83d"
+        assert transcript.leaf_id == "cafe0001" and not transcript.problems
+        assert transcript.context().messages[-1]["content"] == "cut \ud83d"
+        transcript.append({"type": "custom", "n": 2})
+        assert transcript.tail(1)[0]["parentId"] == "cafe0001"
+        shown = CliRunner().invoke(
+            app, ["transcript", "tail", "main", "--store", str(tmp_path / "state")]
+        )
+        assert shown.exit_code == 0 and "cut \\ud83d" in shown.output, shown.output
+
+
 def test_repair_keeps_a_lone_surrogate_and_the_quarantine_is_private(tmp_path: Path) -> None:
     path = tmp_path / "sessions.json"
     path.write_bytes(

@@ -433,10 +433,8 @@ def json_size(entry: FrozenMap) -> int:
     """Length of ``entry``'s compact JSON, reusing the memoized digests of nested maps."""
     size = 2 + max(0, len(entry) - 1)  # braces and commas
     for key, value in entry.pairs():
-        size += len(_encoder.encode(key)) + 1
-        size += (
-            value.json_digest()[0] if isinstance(value, FrozenMap) else len(_encoder.encode(value))
-        )
+        size += len(encode_json(key)) + 1
+        size += value.json_digest()[0] if isinstance(value, FrozenMap) else len(encode_json(value))
     return size
 
 

@@ -9,14 +9,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import msgspec
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from flatstate.frozen import encode_json
+from flatstate.frozen import encode_json, escape_surrogates
 
 
 def _width(stream: Any) -> int | None:
@@ -60,7 +59,7 @@ JsonOption = Annotated[
 
 def print_json(value: Any) -> None:
     """Write ``value`` as indented JSON on stdout (msgspec Structs, frozen maps and plain data)."""
-    sys.stdout.write(msgspec.json.format(encode_json(value), indent=2).decode() + "\n")
+    sys.stdout.write(encode_json(value, indent=2).decode() + "\n")
     sys.stdout.flush()
 
 
@@ -69,7 +68,9 @@ _SECRETS = re.compile(r"(?<=://)([^/?#@\s:]*):[^/?#@\s]*@|\b(ssl)?password\s*=\s
 
 
 def redact(text: str) -> str:
-    """``text`` without any database password it quotes: a last guard on what we print."""
+    """``text`` without any database password it quotes: a last guard on what we print.
+    A lone surrogate (text a file kept) is shown as its escape: no stream can print it."""
+    text = escape_surrogates(text)
     return _SECRETS.sub(lambda m: f"{m.group(1)}@" if m.group(1) is not None else "", text)
 
 
@@ -89,7 +90,7 @@ def warn(message: str) -> None:
 
 def say(text: str) -> None:
     """A line for people, printed as it is (no markup: keys may hold [brackets])."""
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    console.print(escape_surrogates(text), markup=False, highlight=False, soft_wrap=True)
 
 
 def table(*, show_header: bool = True) -> Table:
@@ -106,7 +107,7 @@ def print_table(grid: Table, title: str | None = None) -> None:
 
 def add_row(grid: Table, *cells: object, style: str | None = None) -> None:
     """Add a row of values shown as they are: a key holding [brackets] is not markup."""
-    grid.add_row(*(Text(str(cell)) for cell in cells), style=style)
+    grid.add_row(*(Text(escape_surrogates(str(cell))) for cell in cells), style=style)
 
 
 def run_bench(

@@ -26,7 +26,7 @@ from flatstate.errors import (
     TranscriptNotEmpty,
     is_disk_full,
 )
-from flatstate.frozen import FrozenMap, NotJSON, encode_json, freeze
+from flatstate.frozen import FrozenMap, NotJSON, decode_json, encode_json, freeze
 from flatstate.locks import FileLock
 from flatstate.transcripts import syncgroup
 from flatstate.transcripts.context import Context, build_context, context_backward, iso_now
@@ -42,7 +42,6 @@ TAIL_BYTES = 32 * 1024
 """A transcript object remembers up to this many bytes of lines from the file's end (what it
 last wrote or read there), so that a tail of a file nobody else changed needs no read."""
 LOCK_STALE_SECONDS = 30 * 60.0  # OpenClaw's transcript locks: stale after 30 minutes
-_decoder = msgspec.json.Decoder()
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,7 @@ class _Tail:
 
 
 def _is_header(line: bytes) -> bool:
-    value = _decoder.decode(line)
+    value = decode_json(line)
     return isinstance(value, dict) and value.get("type") == "session"
 
 
@@ -257,7 +256,7 @@ class Transcript:
     def _decode(self, fd: int, offset: int, line: bytes) -> dict[str, Any] | None:
         """A line as a plain JSON object, or None (reported) when it is not one."""
         try:
-            value = _decoder.decode(line)
+            value = decode_json(line)
         except msgspec.DecodeError as exc:
             self._problem(self._line_number(fd, offset), offset, f"not JSON ({exc})")
             return None
@@ -301,7 +300,7 @@ class Transcript:
                 if not raw.strip():
                     continue
                 try:
-                    value = _decoder.decode(raw)
+                    value = decode_json(raw)
                 except msgspec.DecodeError as exc:
                     self._problem(number, start, f"not JSON ({exc})")
                     continue
@@ -351,7 +350,7 @@ class Transcript:
         wanted = lines[len(lines) - min(n, usable) :]
         # One decode of them all as a JSON array (each line decoded to an object when it was
         # remembered): the loop over lines in C, not here.
-        found: list[Any] = _decoder.decode(b"[" + b",".join(line for _, line in wanted) + b"]")
+        found: list[Any] = decode_json(b"[" + b",".join(line for _, line in wanted) + b"]")
         if frozen:
             try:
                 return [freeze(value, decoded=True) for value in found]
@@ -435,7 +434,7 @@ class Transcript:
             if not line.strip():
                 continue
             try:
-                value = _decoder.decode(line)
+                value = decode_json(line)
             except msgspec.DecodeError:
                 return None
             if not isinstance(value, dict) or value.get("type") == "compaction":
@@ -737,7 +736,7 @@ class Transcript:
     def _leaf_from(self, fd: int, size: int) -> str | None:
         for offset, line in self._lines_backward(fd, size):
             try:
-                entry = _decoder.decode(line)
+                entry = decode_json(line)
             except msgspec.DecodeError:
                 self._parse(fd, offset, line)  # reports it
                 continue
