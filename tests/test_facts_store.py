@@ -226,6 +226,19 @@ def test_imported_facts_are_checked_and_a_bad_one_stores_none(
     assert list(facts.export()) == list(moved)  # neither went in
 
 
+def test_counts_are_whole_numbers_and_none_below_zero(facts: FactStore) -> None:
+    facts.add("Prefers tabs", entity="user")
+    huge = 2**70  # past what SQL's LIMIT takes: all of them
+    assert len(facts.search("tabs", limit=huge)) == len(facts.lookup("user", limit=huge)) == 1
+    assert len(facts.list(huge)) == len(facts.recall("tabs", limit=huge)) == 1
+    assert facts.lookup("user", limit=-1) == facts.list(-1) == facts.search("tabs", limit=-1) == ()
+    for call in (lambda: facts.search("tabs", limit=None), lambda: facts.list("3")):
+        with pytest.raises(TypeError, match="whole number"):
+            call()  # type: ignore[no-untyped-call]
+    with pytest.raises(ValueError, match="at least 1"):
+        list(facts.export(batch=0))
+
+
 def test_decay_class_is_guessed_when_not_given(facts: FactStore) -> None:
     assert facts.add("Prefers tabs", category="preference").decay_class == "stable"
     assert facts.add("Working on the parser refactor").decay_class == "ephemeral"

@@ -471,12 +471,15 @@ class FactStore:
         """The ``n`` newest live facts, newest first."""
         with self._lock:
             self._check_open()
-            rows = self.backend.read(lambda: self.backend.newest(self._clock(), max(0, n)))
+            count = _count("n", n)
+            rows = self.backend.read(lambda: self.backend.newest(self._clock(), count))
             return tuple(map(self._build, rows))
 
     def export(self, batch: int = 500) -> Iterator[Fact]:
         """Every fact, live, superseded and expired alike, oldest first, read a page at a
         time: a whole store to hand to :meth:`import_facts` of another."""
+        if _count("batch", batch) < 1:
+            raise ValueError(f"batch is at least 1, not {batch}")
         after = 0
         while True:
             with self._lock:
@@ -574,7 +577,8 @@ class FactStore:
             return ()  # text no fact can hold (adds refuse a lone surrogate)
         with self._lock:
             self._check_open()
-            rows = self.backend.read(lambda: self.backend.lookup(entity, key, self._clock(), limit))
+            count = _count("limit", limit)
+            rows = self.backend.read(lambda: self.backend.lookup(entity, key, self._clock(), count))
             return tuple(map(self._build, rows))
 
     def count(self) -> int:
@@ -596,8 +600,9 @@ class FactStore:
         """
         with self._lock:
             self._check_open()
-            ranked = self._rank(query, self._clock(), max(limit, 1))
-        return tuple(hit for _, hit in ranked[: max(0, limit)])
+            count = _count("limit", limit)
+            ranked = self._rank(query, self._clock(), max(count, 1))
+        return tuple(hit for _, hit in ranked[:count])
 
     def recall(
         self,
@@ -618,6 +623,7 @@ class FactStore:
         with self._lock:
             self._check_open()
             now = self._clock()
+            limit = None if limit is None else _count("limit", limit)
             ranked = self._rank(query, now, pool_size(limit))
             chosen = choose(ranked, budget_tokens, limit, preview_chars)
             if self.readonly:
@@ -653,6 +659,16 @@ class FactStore:
             vectors=vectors,
             disk_bytes=disk,
         )
+
+
+_MOST = 2**31 - 1  # any count past this is "all": SQL takes it, no store holds more
+
+
+def _count(name: str, value: Any) -> int:
+    """A count argument as a query takes it: an int, below 0 counting as 0 (none)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} is a whole number, not {value!r:.40}")
+    return min(max(value, 0), _MOST)
 
 
 def _storable(text: Any) -> bool:
