@@ -68,6 +68,9 @@ def test_a_live_holder_makes_others_time_out_with_its_pid(tmp_path: Path) -> Non
         assert info.value.holder_pid == procs[0].pid
         assert str(procs[0].pid) in str(info.value)
         assert isinstance(info.value, TimeoutError)
+        assert "raise lock_timeout" in str(info.value)
+        with pytest.raises(LockTimeout, match="raise refresh_lock_timeout"):
+            FileLock(target, timeout=0.1, option="refresh_lock_timeout").acquire()
 
 
 def _count(target: str, counter: str, barrier: Any, times: int) -> None:

@@ -310,14 +310,20 @@ class LockTimeout(FlatstateError, TimeoutError):
     """Another writer held the lock for longer than the timeout."""
 
     def __init__(
-        self, path: str, timeout: float, holder_pid: int | None = None, fix: str | None = None
+        self,
+        path: str,
+        timeout: float,
+        holder_pid: int | None = None,
+        fix: str | None = None,
+        *,
+        option: str = "lock_timeout",
     ) -> None:
         self.path = path
         self.timeout = timeout
         self.holder_pid = holder_pid
         holder = f" held by pid {holder_pid}" if holder_pid is not None else ""
         fix = fix or (
-            "Wait for that writer to finish, raise lock_timeout, or remove the lock file "
+            f"Wait for that writer to finish, raise {option}, or remove the lock file "
             "if that process is gone."
         )
         super().__init__(

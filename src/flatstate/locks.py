@@ -154,10 +154,18 @@ class FileLock:
     ``stale`` seconds after which a live holder's lock is taken over anyway.
     """
 
-    def __init__(self, target: str, *, timeout: float | None = 10.0, stale: float = 30.0) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float | None = 10.0,
+        stale: float = 30.0,
+        option: str = "lock_timeout",
+    ) -> None:
         self.target = os.path.abspath(target)
         self.path = self.target + ".lock"
         self.timeout = timeout
+        self.option = option  # the setting a LockTimeout tells the user to raise
         self.stale = stale
         with _registry_lock:
             self._held = _process_locks.setdefault(self.path, _Held())
@@ -167,7 +175,9 @@ class FileLock:
         held = self._held
         remaining = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
         if not held.mutex.acquire(timeout=remaining):
-            raise LockTimeout(self.path, self.timeout or 0.0, self._holder_pid())
+            raise LockTimeout(
+                self.path, self.timeout or 0.0, self._holder_pid(), option=self.option
+            )
         try:
             if held.depth == 0:
                 self._acquire_file(deadline)
@@ -212,7 +222,9 @@ class FileLock:
                 self._break(info)
                 continue
             if deadline is not None and time.monotonic() >= deadline:
-                raise LockTimeout(self.path, self.timeout or 0.0, info.pid if info else None)
+                raise LockTimeout(
+                    self.path, self.timeout or 0.0, info.pid if info else None, option=self.option
+                )
             time.sleep(delay)
             delay = min(delay * 1.5, _POLL_MAX_SECONDS)
 

@@ -231,7 +231,12 @@ class AuthFile:
                 yield
             return
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        with FileLock(target, timeout=self.refresh_lock_timeout, stale=REFRESH_LOCK_STALE):
+        with FileLock(
+            target,
+            timeout=self.refresh_lock_timeout,
+            stale=REFRESH_LOCK_STALE,
+            option="refresh_lock_timeout",
+        ):
             yield
 
     # -- safety --------------------------------------------------------------
