@@ -701,3 +701,17 @@ def test_a_failing_write_to_a_missing_store_creates_nothing(
     result = runner.invoke(app, [*args, "--store", str(place)])
     assert result.exit_code == 1, result.output
     assert not place.exists()
+
+
+def test_a_store_of_the_wrong_kind_is_named_as_such(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a store")
+    adir = tmp_path / "sessions.json"
+    adir.mkdir()
+    for store, says in ((afile, "is a file, where the store needs a directory"),
+                        (adir, "is a directory, where the store needs a file")):  # fmt: skip
+        for args in (["sessions", "list"], ["doctor"]):
+            result = runner.invoke(app, [*args, "--store", str(store)])
+            assert result.exit_code == 1 and says in result.output, (args, result.output)
+            assert "Errno" not in result.output
+    assert afile.read_text() == "not a store" and list(adir.iterdir()) == []

@@ -24,7 +24,7 @@ from flatstate._open import POSTGRES_SCHEMES, check_files, open_store
 from flatstate.auth.disk import loose_modes
 from flatstate.backends.jsonfile import format_store, load_entry
 from flatstate.errors import InvalidEntry, InvalidSessionKey, StoreCorrupt
-from flatstate.files import TEMP_STALE_SECONDS, atomic_write
+from flatstate.files import TEMP_STALE_SECONDS, atomic_write, check_place
 from flatstate.frozen import decode_json, encode_json, strict_decoder
 from flatstate.keys import DEFAULT_AGENT_ID, normalize_key
 from flatstate.locks import FileLock, inspect_lock
@@ -146,6 +146,7 @@ def _diagnose_backend(location: str, agent_id: str, max_entry_bytes: int) -> Doc
 
 def _diagnose_files(location: str, agent_id: str, max_entry_bytes: int) -> DoctorReport:
     """A store on disk, read from its files (a damaged one may not open as a store)."""
+    check_place(location, directory=not location.endswith((".json", ".sqlite")))
     check = check_files(location, agent_id)
     if check is None:  # OpenClaw 2026.9's databases: see diagnose_openclaw
         return _diagnose_backend(location, agent_id, max_entry_bytes)

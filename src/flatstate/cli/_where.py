@@ -232,9 +232,11 @@ def missing(place: Place) -> bool:
     """Whether the session store of ``place`` does not exist yet (a URL: unknown here)."""
     if place.is_url:
         return False
-    if place.sessions.endswith((".json", ".sqlite")):
-        return not os.path.isfile(place.sessions)
-    return not os.path.isfile(os.path.join(place.sessions, SESSIONS_DB))
+    if os.path.lexists(place.sessions):
+        if place.sessions.endswith((".json", ".sqlite")) or not os.path.isdir(place.sessions):
+            return False  # there, though maybe of the wrong kind: opening it says which
+        return not os.path.isfile(os.path.join(place.sessions, SESSIONS_DB))
+    return True
 
 
 @contextmanager
