@@ -133,6 +133,84 @@ def test_a_failing_write_in_a_batch_fails_alone(location: str) -> None:
     run(main())
 
 
+def test_a_function_raising_cancelled_error_in_a_batch_fails_alone(location: str) -> None:
+    """CancelledError is no Exception: it once failed the whole batch, though some of its
+    writes had committed, and dropped the rest."""
+
+    async def main() -> None:
+        async with flatstate.open_async_store(location) as store:
+            await store.patch("warm", {})
+            running = threading.Event()
+
+            def slow(draft: Draft) -> None:  # holds the writer while the batch queues
+                running.set()
+                time.sleep(0.3)
+                draft.patch("slow", {})
+
+            holding = asyncio.create_task(store.update(slow))
+            await asyncio.to_thread(running.wait)
+
+            def cancelled(draft: Draft) -> None:
+                draft.patch("bad", {"n": 1})
+                raise asyncio.CancelledError
+
+            results = await asyncio.gather(
+                *(store.patch(f"k{i}", {"n": i}) for i in range(3)),
+                store.update(cancelled),
+                *(store.patch(f"k{i}", {"n": i}) for i in range(3, 6)),
+                return_exceptions=True,
+            )
+            await holding
+            assert isinstance(results[3], asyncio.CancelledError)
+            assert all(not isinstance(r, BaseException) for r in results[:3] + results[4:])
+            assert [(await store.get(f"k{i}"))["n"] for i in range(6)] == list(range(6))  # type: ignore[index]
+            assert await store.get("bad") is None
+
+    run(main())
+
+
+def test_a_cancelled_write_already_taken_is_waited_for(tmp_path: Path) -> None:
+    """The caller is cancelled once the write's outcome is there: a read right after the
+    cancellation sees what the store will keep."""
+
+    async def main() -> None:
+        async with flatstate.open_async_store(str(tmp_path / "state")) as store:
+            await store.patch("k", {"v": 0})
+            running = threading.Event()
+
+            def slow(draft: Draft) -> None:
+                running.set()
+                time.sleep(0.2)
+                draft.patch("k", {"v": 1})
+
+            task = asyncio.create_task(store.update(slow))
+            await asyncio.to_thread(running.wait)  # taken: it runs to its outcome
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert (await store.get("k"))["v"] == 1  # type: ignore[index]
+
+    run(main())
+
+
+def test_a_draft_cannot_be_written_after_its_update(tmp_path: Path) -> None:
+    with flatstate.open_store(str(tmp_path / "state")) as store:
+        kept = store.update(lambda draft: draft)
+        with pytest.raises(RuntimeError, match="update has ended"):
+            kept["late"] = {"n": 1}
+        with pytest.raises(RuntimeError, match="update has ended"):
+            kept.patch("late", {"n": 1})
+
+        async def not_plain(draft: Draft) -> None:
+            draft.patch("late", {"n": 1})
+
+        with pytest.raises(TypeError, match="plain function"):
+            store.update(not_plain)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="awaitable"):
+            store.update(lambda draft: not_plain(draft))
+        assert store.get("late") is None
+
+
 def test_a_cancelled_write_either_commits_or_never_happens(tmp_path: Path) -> None:
     location = str(tmp_path / "state")
 
@@ -191,6 +269,15 @@ def test_a_write_function_that_writes_is_refused(tmp_path: Path) -> None:
         with pytest.raises(RuntimeError, match="cannot write to its own store"):
             store.update(lambda draft: store.patch("main", {}))
         assert store.get("main") is None
+
+    async def main() -> None:  # an async write from the writer's thread: refused, no hang
+        async with flatstate.open_async_store(str(tmp_path / "state")) as store:
+            with pytest.raises(RuntimeError, match="cannot write to its own store"):
+                await store.update(lambda draft: asyncio.run(store.patch("inner", {})))
+            await store.patch("after", {})  # the writer still writes
+            assert await store.get("inner") is None and await store.get("after") is not None
+
+    run(main())
 
 
 def test_the_event_loop_stays_responsive_during_a_write_storm(tmp_path: Path) -> None:

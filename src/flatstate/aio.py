@@ -17,7 +17,8 @@ No call here blocks the event loop on a file or a server:
 
 Cancelling a task that awaits a write never leaves it half-applied: a write the
 writer has not taken yet is withdrawn and never happens; one it has taken runs
-to its outcome, which later readers see.
+to its outcome, and the cancelled task waits for it before it stops, so that what
+it and later readers see after the cancellation is the write's outcome.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from flatstate._open import open_store
 from flatstate.frozen import FrozenMap
 from flatstate.model import SessionEntry
 from flatstate.snapshot import Draft, EntryInput, Snapshot
-from flatstate.store import SessionStore, StoreStats
+from flatstate.store import SessionStore, StoreStats, plain_update
 from flatstate.transcripts import Context, GroupedAppends, QueuedAppends, TranscriptLike, syncgroup
 from flatstate.writer import Job, Notify
 
@@ -133,8 +134,16 @@ async def await_grouped(job: Job, future: asyncio.Future[T]) -> T:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
         if not syncgroup.group().withdraw(job):
-            await asyncio.wait({future})
+            await _outcome(future)
         raise
+
+
+async def _outcome(future: asyncio.Future[Any]) -> None:
+    """Wait for a write the writer took from a cancelled caller: what lands is never what
+    its caller was told did not (its error, if any, goes with the cancellation)."""
+    await asyncio.wait({future})
+    if not future.cancelled():
+        future.exception()  # retrieved: no "never retrieved" warning
 
 
 def _notifier_unset(jobs: list[Job]) -> None:
@@ -193,9 +202,10 @@ class AsyncSessionStore:
         writer = self.sync._writer
         writer.submit(job)
         try:
-            return await future
+            return await asyncio.shield(future)
         except asyncio.CancelledError:
-            writer.withdraw(job)  # not taken yet: it never happens; taken: it runs on
+            if not writer.withdraw(job):  # taken: its outcome first, then the cancellation
+                await _outcome(future)
             raise
 
     async def upsert(self, key: str, entry: EntryInput) -> SessionEntry:
@@ -214,7 +224,7 @@ class AsyncSessionStore:
     async def update(self, fn: Callable[[Draft], T]) -> T:
         """Run ``fn`` (a plain function; it runs on the writer thread) on a draft of the
         whole store and commit what it changed, all or nothing."""
-        return await self._write(fn)
+        return await self._write(plain_update(fn))
 
     async def delete(self, key: str, *, archive: bool = True) -> bool:
         return await asyncio.to_thread(self.sync.delete, key, archive=archive)

@@ -70,7 +70,7 @@ class Pipeline:
                 return
             try:
                 jobs[0].result = self._apply_retrying(jobs[0])
-            except Exception as exc:
+            except BaseException as exc:  # a function may raise CancelledError, for one
                 jobs[0].error = exc
 
     def _apply_retrying(self, job: Job) -> Any:
@@ -151,6 +151,8 @@ class Pipeline:
         except Exception:
             backend.confirm_view()
             raise
+        finally:
+            draft.seal()  # a function that kept the draft cannot write through it later
         if not staged:
             backend.confirm_view()
         return staged
@@ -161,7 +163,7 @@ class Pipeline:
             job.error = None
             try:
                 job.result = self._apply_retrying(job)
-            except Exception as exc:
+            except BaseException as exc:
                 job.error = exc
         return [job.result for job in jobs]
 
@@ -194,6 +196,6 @@ def _run_undoable(job: Job, draft: Draft) -> None:
     saved = dict(draft._changes)
     try:
         job.result = job.fn(draft)
-    except Exception as exc:
+    except BaseException as exc:  # any: CancelledError too is this job's alone
         draft._changes = saved
         job.error = exc

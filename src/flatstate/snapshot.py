@@ -89,11 +89,24 @@ class Draft(MutableMapping[str, SessionEntry]):
     def __init__(self, store: Committed) -> None:
         self._store = store
         self._changes: dict[str, SessionEntry | None] = {}
+        self._sealed = False
+
+    def seal(self) -> None:
+        """End the draft's update: a change through it now raises instead of being lost."""
+        self._sealed = True
+
+    def _writable(self) -> None:
+        if self._sealed:
+            raise RuntimeError(
+                "this draft's update has ended, so a change through it would be lost: "
+                "make every change inside the update function"
+            )
 
     def _key(self, key: str) -> str:
         return self._store.canonical_key(key)
 
     def _set(self, canon: str, entry: SessionEntry) -> SessionEntry:
+        self._writable()
         self._changes[canon] = entry
         return entry
 
@@ -113,6 +126,7 @@ class Draft(MutableMapping[str, SessionEntry]):
         self._set(canon, self._store._build(canon, value))
 
     def __delitem__(self, key: str) -> None:
+        self._writable()
         canon = self._key(key)
         if canon not in self:
             raise KeyError(key)

@@ -19,6 +19,7 @@ entries, a miss reads from the backend, and listings stream from it.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import threading
@@ -538,9 +539,10 @@ class SessionStore:
         The draft reflects the latest committed state (re-read under the writer
         lock). All of ``fn``'s changes commit in one transaction; if ``fn``
         raises, nothing is written and the exception propagates. Readers never
-        see the draft before it commits.
+        see the draft before it commits. ``fn`` is a plain function (TypeError for an
+        async one, whose changes would come after the update ended).
         """
-        return self._write(fn)
+        return self._write(plain_update(fn))
 
     def _write(self, fn: Callable[[Draft], T]) -> T:
         """Hand ``fn`` to the writer and wait for the commit that holds it."""
@@ -734,3 +736,23 @@ class SessionStore:
 
     def __repr__(self) -> str:
         return f"<SessionStore {self._backend.location}>"
+
+
+def plain_update(fn: Callable[[Draft], T]) -> Callable[[Draft], T]:
+    """``fn`` as an update runs it; TypeError, changing nothing, for an async function or
+    one that returns an awaitable (its changes would reach a draft whose update ended)."""
+    if inspect.iscoroutinefunction(fn):
+        raise TypeError("update takes a plain function, not an async one: make its changes in it")
+
+    def run(draft: Draft) -> T:
+        result = fn(draft)
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()
+            raise TypeError(
+                "the update function returned an awaitable: update takes a plain function "
+                "that makes its changes before it returns"
+            )
+        return result
+
+    return run

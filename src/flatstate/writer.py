@@ -107,7 +107,9 @@ class Writer:
         _writers.add(self)
 
     def submit(self, job: Job) -> None:
-        """Queue ``job``; raises StoreClosed once the writer is closing."""
+        """Queue ``job``; raises StoreClosed once the writer is closing, and RuntimeError
+        from inside a write function of this writer (it would wait for itself forever)."""
+        self._refuse_own_thread()
         with self._wake:
             if self._stopping:
                 raise self._closed_error()
@@ -121,12 +123,7 @@ class Writer:
 
     def run(self, job: Job) -> Any:
         """Queue ``job``, wait for its commit, and return its result (or raise its error)."""
-        thread = self._thread
-        if (thread is not None and thread.ident == threading.get_ident()) or getattr(
-            self._inline, "active", False
-        ):
-            # A write function that writes would wait for itself forever.
-            raise RuntimeError("a write function cannot write to its own store")
+        self._refuse_own_thread()
         with self._mutex:
             inline = not self._busy and not self._queue and not self._stopping
             if inline:
@@ -147,6 +144,14 @@ class Writer:
                     self._sleeping = False
                     self._wake.notify()
         return job.outcome()
+
+    def _refuse_own_thread(self) -> None:
+        thread = self._thread
+        if (thread is not None and thread.ident == threading.get_ident()) or getattr(
+            self._inline, "active", False
+        ):
+            # A write function that writes would wait for itself forever.
+            raise RuntimeError("a write function cannot write to its own store")
 
     def withdraw(self, job: Job) -> bool:
         """Take back a job the writer has not started; whether it was still waiting."""
