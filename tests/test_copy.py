@@ -15,7 +15,7 @@ from flatstate.auth import open_auth_store
 from flatstate.backends.postgres.catalog import namespaces
 from flatstate.cli import app
 from flatstate.copying import copy_state, tally
-from flatstate.errors import DestinationExists, InvalidFact
+from flatstate.errors import DestinationExists, InvalidFact, InvalidLocation
 from flatstate.facts import open_facts
 from flatstate.places import sources
 from flatstate.transfer import export_openclaw, import_openclaw
@@ -163,6 +163,24 @@ def test_the_copy_command_shows_no_password(state_dir: Path, tmp_path: Path) -> 
     assert out["agents"][0]["verified"] is True
     if password:
         assert password not in result.output
+
+
+def test_a_url_psycopg_cannot_parse_never_shows_its_password(
+    state_dir: Path, tmp_path: Path
+) -> None:
+    # psycopg's parse error quotes the text it choked on: here, the password.
+    url = "postgresql://postgres:hunter2x%zz@127.0.0.1:1/flatstate"
+    with pytest.raises(InvalidLocation, match="not a usable PostgreSQL DSN") as caught:
+        copy_state(str(state_dir), url)
+    assert "hunter2" not in str(caught.value)
+    for args in (
+        ["copy", str(state_dir), url],
+        ["export-openclaw", url, str(tmp_path / "out")],
+        ["import-openclaw", str(state_dir), url],
+    ):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1 and "hunter2" not in result.output, (args, result.output)
+        assert "Traceback" not in result.output
 
 
 def test_vectors_travel_between_state_directories(state_dir: Path, tmp_path: Path) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from flatstate.backends.postgres.connection import unavailable
 from flatstate.backends.postgres.dsn import resolve
+from flatstate.errors import InvalidLocation
 
 __all__ = ["namespaces"]
 
@@ -15,6 +17,16 @@ def namespaces(location: str) -> list[str]:
     """The namespaces of the location's schema that hold sessions, sorted; none when the
     schema was never created. Reads only."""
     where = resolve(location, agent_id=None, namespace=None, schema=None, state_dir=None)
+    try:
+        conninfo_to_dict(where.libpq_dsn)
+    except psycopg.ProgrammingError:
+        # psycopg's message quotes the text it choked on, which may be the password.
+        raise InvalidLocation(
+            where.redacted,
+            "not a usable PostgreSQL DSN",
+            "Write it as postgresql://user@host:port/database, a password's special "
+            "characters %-encoded (see docs/postgres.md).",
+        ) from None
     try:
         with psycopg.connect(where.libpq_dsn, autocommit=True) as conn:
             exists = conn.execute(
