@@ -115,11 +115,23 @@ def test_a_destination_holding_state_is_refused_and_left_as_it_was(
     with open_store(url) as store:
         store.patch("main", {"label": "changed there"})
     before = entries(url)
-    with pytest.raises(DestinationExists, match="5 sessions"):
+    with pytest.raises(DestinationExists, match="5 sessions") as caught:
         copy_state(str(state_dir), url)
+    assert "--merge" not in str(caught.value)  # copy has no such option
     assert entries(url) == before
     forced = copy_state(str(state_dir), url, force=True)
     assert forced.verified and entries(url) == entries(str(state_dir))
+
+
+def test_a_destination_holding_only_facts_is_refused(state_dir: Path, tmp_path: Path) -> None:
+    url = postgres_location(tmp_path / "pg")
+    with open_facts(url) as theirs:
+        theirs.add("Owns a cat", entity="user")
+    with pytest.raises(DestinationExists, match="1 facts"):
+        copy_state(str(state_dir), url)
+    with open_facts(url) as theirs:
+        assert theirs.count() == 1
+    assert entries(url) == {}
 
 
 def test_many_agents_into_a_url_naming_one_namespace_are_refused(

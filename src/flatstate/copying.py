@@ -288,9 +288,10 @@ def copy_state(
     targets = destinations(destination, [p.agent_id for p in found], single=single)
     for place, target in zip(found, targets, strict=True):
         if not force:
-            held = holds(target)
-            if held is not None:
-                raise DestinationExists(target.shown, held)
+            facts, _ = _facts_counts(target)
+            held = ", ".join(filter(None, [holds(target), f"{facts} facts" if facts else None]))
+            if held:
+                raise DestinationExists(target.shown, held, can_merge=False)
         else:
             _check_vectors_fit(place, target)
     for place, target in zip(found, targets, strict=True):

@@ -222,13 +222,17 @@ class StoreInUse(FlatstateError, BlockingIOError):
 class DestinationExists(FlatstateError, FileExistsError):
     """An import whose destination already holds state that the import would overwrite."""
 
-    def __init__(self, path: str, holds: str) -> None:
+    def __init__(self, path: str, holds: str, *, can_merge: bool = True) -> None:
         self.path = path
         self.holds = holds
+        merge = (
+            ", or --merge (merge=True) to keep the fresher entry of each session (by updatedAt)"
+            if can_merge
+            else ""
+        )
         super().__init__(
             f"{path} already holds {holds}; importing again would overwrite changes made there "
-            "since. Nothing was written. Pass --force (force=True) to let the source win, or "
-            "--merge (merge=True) to keep the fresher entry of each session (by updatedAt)."
+            f"since. Nothing was written. Pass --force (force=True) to let the source win{merge}."
         )
 
 

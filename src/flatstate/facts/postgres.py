@@ -42,7 +42,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from flatstate.backends.postgres.connection import Patience, lost, unavailable
-from flatstate.backends.postgres.dsn import resolve
+from flatstate.backends.postgres.dsn import resolve, unusable_dsn
 from flatstate.errors import InvalidFact, LockTimeout, ReadOnlyStore, StoreUnavailable
 from flatstate.facts.backend import FILLED, STORED, FactsBackend, Row
 from flatstate.facts.postgres_access import BackgroundAccess
@@ -125,8 +125,7 @@ class PostgresFacts(FactsBackend):
         try:
             params = conninfo_to_dict(self._dsn)
         except psycopg.ProgrammingError:
-            # psycopg's message quotes the text it choked on, which may be the password.
-            raise ValueError(f"not a usable PostgreSQL DSN: {self.location}") from None
+            raise unusable_dsn(self.location) from None
         self._conn_kwargs: dict[str, Any] = {
             "autocommit": True,
             "prepare_threshold": prepare_threshold,

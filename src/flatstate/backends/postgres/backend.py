@@ -35,7 +35,7 @@ from flatstate.backends.postgres.connection import (
     translate,
     unavailable,
 )
-from flatstate.backends.postgres.dsn import resolve, split_dsn
+from flatstate.backends.postgres.dsn import resolve, split_dsn, unusable_dsn
 from flatstate.backends.postgres.listen import Listener, shared_signal
 from flatstate.backends.postgres.queries import Op, Queries
 from flatstate.backends.postgres.schema import STALE_SQLSTATE, channel_name, migrate
@@ -137,8 +137,7 @@ class PostgresBackend(Backend):
         try:
             params = conninfo_to_dict(libpq_dsn)
         except psycopg.ProgrammingError:
-            # psycopg's message quotes the text it choked on, which may be the password.
-            raise ValueError(f"not a usable PostgreSQL DSN: {self.location}") from None
+            raise unusable_dsn(self.location) from None
         extra: dict[str, Any] = {}
         if "connect_timeout" not in params:
             extra["connect_timeout"] = max(1, int(connect_timeout))

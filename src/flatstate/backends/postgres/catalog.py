@@ -7,8 +7,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from flatstate.backends.postgres.connection import unavailable
-from flatstate.backends.postgres.dsn import resolve
-from flatstate.errors import InvalidLocation
+from flatstate.backends.postgres.dsn import resolve, unusable_dsn
 
 __all__ = ["namespaces"]
 
@@ -20,13 +19,7 @@ def namespaces(location: str) -> list[str]:
     try:
         conninfo_to_dict(where.libpq_dsn)
     except psycopg.ProgrammingError:
-        # psycopg's message quotes the text it choked on, which may be the password.
-        raise InvalidLocation(
-            where.redacted,
-            "not a usable PostgreSQL DSN",
-            "Write it as postgresql://user@host:port/database, a password's special "
-            "characters %-encoded (see docs/postgres.md).",
-        ) from None
+        raise unusable_dsn(where.redacted) from None
     try:
         with psycopg.connect(where.libpq_dsn, autocommit=True) as conn:
             exists = conn.execute(

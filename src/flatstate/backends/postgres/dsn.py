@@ -11,9 +11,18 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from flatstate.errors import InvalidLocation
 from flatstate.keys import DEFAULT_AGENT_ID, normalize_agent_id
 
-__all__ = ["DEFAULT_SCHEMA", "Location", "local_state_dir", "redact_dsn", "resolve", "split_dsn"]
+__all__ = [
+    "DEFAULT_SCHEMA",
+    "Location",
+    "local_state_dir",
+    "redact_dsn",
+    "resolve",
+    "split_dsn",
+    "unusable_dsn",
+]
 
 DEFAULT_SCHEMA = "flatstate"
 # The DSN's query parameters that are flatstate's, not libpq's.
@@ -33,6 +42,17 @@ def split_dsn(dsn: str) -> tuple[str, dict[str, str]]:
     ours = {k: v for k, v in pairs if k in OWN_PARAMS}
     rest = [(k, v) for k, v in pairs if k not in OWN_PARAMS]
     return urlunsplit(parts._replace(query=urlencode(rest, quote_via=quote))), ours
+
+
+def unusable_dsn(location: str) -> InvalidLocation:
+    """The error for a DSN psycopg cannot parse; ``location`` is already redacted (psycopg's
+    own message quotes the text it choked on, which may be the password)."""
+    return InvalidLocation(
+        location,
+        "not a usable PostgreSQL DSN",
+        "Write it as postgresql://user@host:port/database, with a password's special "
+        "characters %-encoded (see docs/postgres.md).",
+    )
 
 
 def redact_dsn(dsn: str) -> str:

@@ -34,7 +34,7 @@ from psycopg_pool import ConnectionPool
 
 from flatstate._schema import needs_migration
 from flatstate.backends.postgres.connection import Patience, lost, unavailable
-from flatstate.backends.postgres.dsn import resolve
+from flatstate.backends.postgres.dsn import resolve, unusable_dsn
 from flatstate.backends.postgres.schema import table_version
 from flatstate.integrations.langgraph._cache import RowCache
 from flatstate.integrations.langgraph._engine import Engine
@@ -131,7 +131,7 @@ class PostgresEngine(Engine):
         try:
             params = conninfo_to_dict(libpq_dsn)
         except psycopg.ProgrammingError:
-            raise ValueError(f"not a usable PostgreSQL DSN: {self.location}") from None
+            raise unusable_dsn(self.location) from None
         self.schema = schema
         self.lock_timeout = lock_timeout
         self.sql = Sql(f'"{schema}".{self.tables}', "%s")

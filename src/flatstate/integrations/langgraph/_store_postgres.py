@@ -36,7 +36,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from flatstate.backends.postgres.connection import Patience, lost, unavailable
-from flatstate.backends.postgres.dsn import resolve
+from flatstate.backends.postgres.dsn import resolve, unusable_dsn
 from flatstate.backends.postgres.schema import run_migrations
 from flatstate.errors import LockTimeout, ReadOnlyStore, StoreClosed
 from flatstate.facts.postgres_schema import MARKS, PUNCTUATION, check_pgvector
@@ -153,8 +153,7 @@ class PostgresStoreEngine(StoreEngine):
         try:
             params = conninfo_to_dict(self._dsn)
         except psycopg.ProgrammingError:
-            # psycopg's message quotes the text it choked on, which may be the password.
-            raise ValueError(f"not a usable PostgreSQL DSN: {self.location}") from None
+            raise unusable_dsn(self.location) from None
         self._kwargs: dict[str, Any] = {
             "autocommit": True,
             "application_name": params.get("application_name")
