@@ -123,6 +123,19 @@ def test_a_destination_holding_state_is_refused_and_left_as_it_was(
     assert forced.verified and entries(url) == entries(str(state_dir))
 
 
+def test_one_state_goes_to_two_namespaces_of_one_schema(state_dir: Path, tmp_path: Path) -> None:
+    """Copies keep fact ids, so the two namespaces hold the same ids: unique per namespace
+    (they were unique per schema, and the second copy failed halfway)."""
+    first, second = postgres_location(tmp_path / "a"), postgres_location(tmp_path / "b")
+    assert copy_state(str(state_dir), first).verified
+    assert copy_state(str(state_dir), second).verified
+    with open_facts(first) as a, open_facts(second) as b:
+        assert [f.id for f in a.export()] == [f.id for f in b.export()] != []
+        fact = next(iter(a.export()))
+        a.forget(fact.id)  # by id, in its own namespace only
+        assert a.get(fact.id) is None and b.get(fact.id) == fact
+
+
 def test_a_destination_holding_only_facts_is_refused(state_dir: Path, tmp_path: Path) -> None:
     url = postgres_location(tmp_path / "pg")
     with open_facts(url) as theirs:

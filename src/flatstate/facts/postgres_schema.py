@@ -162,6 +162,13 @@ MIGRATIONS: list[tuple[str, ...]] = [
         """CREATE TRIGGER facts_vector_stale AFTER UPDATE OF text, superseded_at ON {s}.facts
             FOR EACH ROW EXECUTE FUNCTION {s}.facts_vector_stale()""",
     ),
+    (
+        # An id is unique within its namespace, not the schema: `flatstate copy` keeps ids,
+        # so one state copied into two namespaces holds each id twice. Every query by id
+        # names its namespace.
+        "ALTER TABLE {s}.facts DROP CONSTRAINT facts_id_key",
+        "ALTER TABLE {s}.facts ADD CONSTRAINT facts_ns_id_key UNIQUE (ns, id)",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 VERSION_TABLE = "facts_schema_version"
