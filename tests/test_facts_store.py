@@ -182,10 +182,10 @@ def test_duplicates_within_one_batch_are_stored_once(facts: FactStore) -> None:
         ("ok", {"decay_class": 3}, "decay class"),
         ("ok", {"entity": "e" * 1001}, "entity"),
         ("ok", {"tags": None}, "tags"),
-        ("cut \ud800", {}, "text holds a lone surrogate"),
-        ("ok", {"entity": "\udfff"}, "entity holds a lone surrogate"),
-        ("ok", {"category": "c\ud800"}, "category holds a lone surrogate"),
-        ("ok", {"tags": ["\ud800"]}, "tags holds a lone surrogate"),
+        ("cut \ud800", {}, "text: the text holds a lone surrogate"),
+        ("ok", {"entity": "\udfff"}, "entity: the text holds a lone surrogate"),
+        ("ok", {"category": "c\ud800"}, "category: the text holds a lone surrogate"),
+        ("ok", {"tags": ["\ud800"]}, "tags: the text holds a lone surrogate"),
     ],
 )
 def test_invalid_facts_are_refused_and_nothing_is_written(

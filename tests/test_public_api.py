@@ -49,6 +49,7 @@ SAMPLES: dict[object, object] = {
     str: "a-str",
     int: 7,
     float: 1.5,
+    bool: False,
     object: "an-object",
     str | None: "a-str-or-none",
     int | None: 42,

@@ -309,11 +309,10 @@ def _freeze(value: Any, pool: StringPool | None, room: int, strict: bool) -> Any
         return tuple(items)
     if isinstance(value, FrozenMap):
         return value
-    # Subclasses (str and int enums, numpy floats, OrderedDict): the plain value they equal,
-    # taken by the base type's own conversion (an enum's __str__ says "Color.RED").
-    for plain in (str, int, float):
-        if isinstance(value, plain):
-            return _freeze(_PLAIN[plain](value), pool, room, strict)
+    # Subclasses (str and int enums, numpy floats, OrderedDict): the plain value they equal.
+    plain = _plain_scalar(value)
+    if plain is not None:
+        return _freeze(plain, pool, room, strict)
     if isinstance(value, Mapping):
         return _freeze(dict(value.items()), pool, room, strict)
     if isinstance(value, list | tuple):
@@ -325,6 +324,15 @@ def _freeze(value: Any, pool: StringPool | None, room: int, strict: bool) -> Any
 
 
 _PLAIN: dict[type, Any] = {str: str.__str__, int: int.__int__, float: float.__float__}
+
+
+def _plain_scalar(value: Any) -> Any:
+    """The str, int or float a subclass instance holds, by the base type's own conversion
+    (an enum's ``str()`` says "Color.RED"); None for anything else."""
+    for base, convert in _PLAIN.items():
+        if isinstance(value, base):
+            return convert(value)
+    return None
 
 
 def _too_deep() -> NotJSON:
@@ -493,9 +501,9 @@ class StringPool:
 def _enc_hook(obj: Any) -> Any:
     if isinstance(obj, FrozenMap):
         return obj._as_dict()
-    for plain in (str, int, float):  # subclasses msgspec leaves to us: as freeze() has them
-        if isinstance(obj, plain):
-            return _PLAIN[plain](obj)
+    plain = _plain_scalar(obj)  # subclasses msgspec leaves to us: as freeze() has them
+    if plain is not None:
+        return plain
     raise TypeError(f"cannot encode {type(obj).__name__} as JSON")
 
 

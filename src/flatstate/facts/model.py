@@ -14,6 +14,7 @@ import unicodedata
 import msgspec
 
 from flatstate.errors import InvalidFact
+from flatstate.frozen import NotJSON, check_text
 
 __all__ = [
     "DAY_MS",
@@ -207,12 +208,9 @@ def _check_text(name: str, value: str | None, limit: int = MAX_FIELD_CHARS) -> N
 
 def _check_whole_characters(name: str, value: str) -> None:
     try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidFact(
-            f"{name} holds a lone surrogate at character {exc.start}, which UTF-8 cannot "
-            "carry; pass whole characters"
-        ) from None
+        check_text(value)
+    except NotJSON as exc:
+        raise InvalidFact(f"{name}: {exc.problem}") from None
 
 
 _INT64 = range(-(2**63), 2**63)

@@ -42,6 +42,7 @@ from flatstate.facts.model import (
 )
 from flatstate.facts.recall import Ranked, choose, pool_size, rank
 from flatstate.facts.vectors import DUPLICATE_SIMILARITY, Embed
+from flatstate.frozen import NotJSON, check_text
 from flatstate.model import Clock, now_ms
 
 __all__ = ["FactStats", "FactStore", "open_facts"]
@@ -678,8 +679,8 @@ def _storable(text: Any) -> bool:
     if text.isascii():
         return True
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+        check_text(text)
+    except NotJSON:
         return False
     return True
 
