@@ -513,3 +513,34 @@ def test_exported_members_are_sorted_and_present() -> None:
 )
 def test_docstring_examples_run(module: str) -> None:
     check_docstring_examples(module)
+
+
+def test_the_async_store_has_every_method_of_the_sync_one(
+    tmp_path: Path, facts_backend: str
+) -> None:
+    """docs/facts.md: the async store "opens the same" and has FactStore's methods."""
+    import asyncio
+    import inspect
+
+    from flatstate.facts import open_async_facts
+    from flatstate.facts.aio import AsyncFactStore
+
+    public = {n for n, _ in inspect.getmembers(FactStore) if not n.startswith("_")}
+    public -= {"close", "backend"}  # aclose; the backend is the sync store's own
+    assert sorted(public - set(dir(AsyncFactStore))) == []
+
+    async def main() -> None:
+        # Awaited, then used as a context.
+        facts = await open_async_facts(facts_location(facts_backend, tmp_path / "async"))
+        async with facts:
+            added = await facts.add("Prefers tabs", entity="user")
+            assert await facts.list(5) == (added,) and await facts.resolve(added.id[:6]) == added
+            exported = [f async for f in facts.export(batch=1)]
+            assert exported == [added] and await facts.import_facts(exported) == 0
+            assert [v async for v in facts.export_vectors()] == []
+            assert await facts.vector_models() == {}
+            with pytest.raises(ValueError, match="at least 1"):
+                [f async for f in facts.export(batch=0)]
+            await facts.flush()
+
+    asyncio.run(main())

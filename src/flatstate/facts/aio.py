@@ -4,15 +4,18 @@ each run on a worker thread, since every one of them reads or writes SQLite."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from flatstate.aio import Opening
 from flatstate.facts.model import DecayReport, Fact, Hit, NewFact
 from flatstate.facts.store import FactStats, FactStore, open_facts
 
 __all__ = ["AsyncFactStore", "open_async_facts"]
+
+T = TypeVar("T")
 
 
 class AsyncFactStore:
@@ -21,6 +24,14 @@ class AsyncFactStore:
 
     def __init__(self, facts: FactStore) -> None:
         self.sync = facts
+
+    @property
+    def path(self) -> str:
+        return self.sync.path
+
+    @property
+    def vectors(self) -> bool:
+        return self.sync.vectors
 
     async def add(self, text: str, **fields: Any) -> Fact:
         return await asyncio.to_thread(self.sync.add, text, **fields)
@@ -73,8 +84,60 @@ class AsyncFactStore:
     async def stats(self) -> FactStats:
         return await asyncio.to_thread(self.sync.stats)
 
+    async def resolve(self, ref: str) -> Fact:
+        return await asyncio.to_thread(self.sync.resolve, ref)
+
+    async def list(self, n: int = 20) -> tuple[Fact, ...]:
+        return await asyncio.to_thread(self.sync.list, n)
+
+    async def vacuum(self) -> None:
+        await asyncio.to_thread(self.sync.vacuum)
+
+    async def embed_missing(self, batch: int = 256) -> int:
+        return await asyncio.to_thread(self.sync.embed_missing, batch)
+
+    async def flush(self) -> None:
+        await asyncio.to_thread(self.sync.flush)
+
+    async def vector_models(self) -> dict[str, int]:
+        return await asyncio.to_thread(self.sync.vector_models)
+
+    def export(self, batch: int = 500) -> AsyncIterator[Fact]:
+        """Every fact, as :meth:`FactStore.export`, a page read on a worker thread at a time."""
+        return _paged(self.sync.export(batch), batch)
+
+    def export_vectors(self, batch: int = 500) -> AsyncIterator[tuple[str, str, Sequence[float]]]:
+        return _paged(self.sync.export_vectors(batch), batch)
+
+    async def import_facts(self, facts: Iterable[Fact]) -> int:
+        return await asyncio.to_thread(self.sync.import_facts, list(facts))
+
+    async def import_vectors(self, vectors: Iterable[tuple[str, str, Sequence[float]]]) -> int:
+        return await asyncio.to_thread(self.sync.import_vectors, list(vectors))
+
     async def aclose(self) -> None:
         await asyncio.to_thread(self.sync.close)
+
+    async def __aenter__(self) -> AsyncFactStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<AsyncFactStore {self.sync.path}>"
+
+
+async def _paged(items: Iterator[T], batch: int) -> AsyncIterator[T]:
+    """``items`` (a sync store's paged reader) handed out as they come, each page read
+    on a worker thread, so the loop never waits for the database."""
+    size = max(1, batch)  # a batch the store refuses raises from its first read
+    while True:
+        page = await asyncio.to_thread(lambda: list(itertools.islice(items, size)))
+        for item in page:
+            yield item
+        if len(page) < size:
+            return
 
 
 def open_async_facts(state_dir: str | os.PathLike[str], **options: Any) -> Opening[AsyncFactStore]:
