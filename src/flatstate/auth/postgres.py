@@ -60,14 +60,13 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, TypeVar
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from flatstate.auth.document import AuthDocument, check_writable
 from flatstate.auth.postgres_schema import BEGIN_WRITE, Queries, migrate
 from flatstate.auth.profiles import normalize_document, strip_plaintext
 from flatstate.auth.storage import AuthStorage, Updater, changed_copy
 from flatstate.backends.postgres.connection import Patience, lost, unavailable
-from flatstate.backends.postgres.dsn import redact_dsn, resolve
+from flatstate.backends.postgres.dsn import dsn_params, redact_dsn, resolve
 from flatstate.errors import (
     FlatstateError,
     InvalidLocation,
@@ -195,11 +194,7 @@ class PostgresAuthStorage:
         self.lock_timeout = lock_timeout
         self.refresh_lock_timeout = refresh_lock_timeout
         self.suppressed_writes = 0
-        try:
-            params = conninfo_to_dict(where.libpq_dsn)
-        except psycopg.ProgrammingError:
-            # psycopg's message quotes the text it choked on, which may hold the password.
-            raise InvalidLocation(self.path, "not a usable PostgreSQL DSN", _FIX_URL) from None
+        params = dsn_params(where.libpq_dsn, self.path)
         self._dsn = where.libpq_dsn
         self._kwargs: dict[str, Any] = {
             "autocommit": True,

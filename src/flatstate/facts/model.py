@@ -202,11 +202,13 @@ class NewFact(msgspec.Struct, frozen=True, kw_only=True):
 def _check_text(name: str, value: str | None, limit: int = MAX_FIELD_CHARS) -> None:
     if value is not None and (not isinstance(value, str) or len(value) > limit):
         raise InvalidFact(f"{name} must be text of at most {limit:,} characters")
-    if value is not None and not value.isascii():
+    if value is not None:
         _check_whole_characters(name, value)
 
 
 def _check_whole_characters(name: str, value: str) -> None:
+    if value.isascii():
+        return
     try:
         check_text(value)
     except NotJSON as exc:
@@ -266,8 +268,7 @@ def validated(new: NewFact) -> tuple[NewFact, str]:
         ("scope", new.scope),
         *(("tags", t) for t in new.tags),
     ):
-        if not text.isascii():
-            _check_whole_characters(name, text)
+        _check_whole_characters(name, text)
     _check_unit("importance", new.importance)
     _check_unit("confidence", new.confidence)
     if new.decay_class is None:

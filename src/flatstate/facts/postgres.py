@@ -39,10 +39,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from flatstate.backends.postgres.connection import Patience, lost, unavailable
-from flatstate.backends.postgres.dsn import resolve, unusable_dsn
+from flatstate.backends.postgres.dsn import dsn_params, resolve
 from flatstate.errors import InvalidFact, LockTimeout, ReadOnlyStore, StoreUnavailable
 from flatstate.facts.backend import FILLED, STORED, FactsBackend, Row
 from flatstate.facts.postgres_access import BackgroundAccess
@@ -122,10 +121,7 @@ class PostgresFacts(FactsBackend):
         self.lock_timeout = lock_timeout
         self.schema_version = SCHEMA_VERSION
         self._dsn = where.libpq_dsn
-        try:
-            params = conninfo_to_dict(self._dsn)
-        except psycopg.ProgrammingError:
-            raise unusable_dsn(self.location) from None
+        params = dsn_params(self._dsn, self.location)
         self._conn_kwargs: dict[str, Any] = {
             "autocommit": True,
             "prepare_threshold": prepare_threshold,

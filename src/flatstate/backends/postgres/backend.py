@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from flatstate.backends._blobs import (
@@ -35,7 +34,7 @@ from flatstate.backends.postgres.connection import (
     translate,
     unavailable,
 )
-from flatstate.backends.postgres.dsn import resolve, split_dsn, unusable_dsn
+from flatstate.backends.postgres.dsn import dsn_params, resolve, split_dsn
 from flatstate.backends.postgres.listen import Listener, shared_signal
 from flatstate.backends.postgres.queries import Op, Queries
 from flatstate.backends.postgres.schema import STALE_SQLSTATE, channel_name, migrate
@@ -134,10 +133,7 @@ class PostgresBackend(Backend):
         self._lock_timeout_ms = f"{max(1, int(lock_timeout * 1000))}ms"
         self._sql = Queries(self.schema)
 
-        try:
-            params = conninfo_to_dict(libpq_dsn)
-        except psycopg.ProgrammingError:
-            raise unusable_dsn(self.location) from None
+        params = dsn_params(libpq_dsn, self.location)
         extra: dict[str, Any] = {}
         if "connect_timeout" not in params:
             extra["connect_timeout"] = max(1, int(connect_timeout))

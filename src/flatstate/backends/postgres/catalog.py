@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 
 from flatstate.backends.postgres.connection import unavailable
-from flatstate.backends.postgres.dsn import resolve, unusable_dsn
+from flatstate.backends.postgres.dsn import dsn_params, resolve
 
 __all__ = ["namespaces"]
 
@@ -16,10 +15,7 @@ def namespaces(location: str) -> list[str]:
     """The namespaces of the location's schema that hold sessions, sorted; none when the
     schema was never created. Reads only."""
     where = resolve(location, agent_id=None, namespace=None, schema=None, state_dir=None)
-    try:
-        conninfo_to_dict(where.libpq_dsn)
-    except psycopg.ProgrammingError:
-        raise unusable_dsn(where.redacted) from None
+    dsn_params(where.libpq_dsn, where.redacted)  # an unparsable one, before psycopg quotes it
     try:
         with psycopg.connect(where.libpq_dsn, autocommit=True) as conn:
             exists = conn.execute(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -17,11 +17,11 @@ from flatstate.keys import DEFAULT_AGENT_ID, normalize_agent_id
 __all__ = [
     "DEFAULT_SCHEMA",
     "Location",
+    "dsn_params",
     "local_state_dir",
     "redact_dsn",
     "resolve",
     "split_dsn",
-    "unusable_dsn",
 ]
 
 DEFAULT_SCHEMA = "flatstate"
@@ -44,15 +44,20 @@ def split_dsn(dsn: str) -> tuple[str, dict[str, str]]:
     return urlunsplit(parts._replace(query=urlencode(rest, quote_via=quote))), ours
 
 
-def unusable_dsn(location: str) -> InvalidLocation:
-    """The error for a DSN psycopg cannot parse; ``location`` is already redacted (psycopg's
-    own message quotes the text it choked on, which may be the password)."""
-    return InvalidLocation(
-        location,
-        "not a usable PostgreSQL DSN",
-        "Write it as postgresql://user@host:port/database, with a password's special "
-        "characters %-encoded (see docs/postgres.md).",
-    )
+def dsn_params(libpq_dsn: str, location: str) -> dict[str, Any]:
+    """The connection parameters of ``libpq_dsn``; InvalidLocation naming ``location`` (the
+    redacted form) when psycopg cannot parse it, since psycopg's own message quotes the text
+    it choked on, which may be the password."""
+    try:
+        params: dict[str, Any] = conninfo_to_dict(libpq_dsn)
+    except psycopg.ProgrammingError:
+        raise InvalidLocation(
+            location,
+            "not a usable PostgreSQL DSN",
+            "Write it as postgresql://user@host:port/database, with a password's special "
+            "characters %-encoded (see docs/postgres.md).",
+        ) from None
+    return params
 
 
 def redact_dsn(dsn: str) -> str:

@@ -29,12 +29,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from flatstate._schema import needs_migration
 from flatstate.backends.postgres.connection import Patience, lost, unavailable
-from flatstate.backends.postgres.dsn import resolve, unusable_dsn
+from flatstate.backends.postgres.dsn import dsn_params, resolve
 from flatstate.backends.postgres.schema import table_version
 from flatstate.integrations.langgraph._cache import RowCache
 from flatstate.integrations.langgraph._engine import Engine
@@ -128,10 +127,7 @@ class PostgresEngine(Engine):
         self.location = where.redacted
         self.namespace = where.namespace
         self.tables = table_prefix(where.namespace)
-        try:
-            params = conninfo_to_dict(libpq_dsn)
-        except psycopg.ProgrammingError:
-            raise unusable_dsn(self.location) from None
+        params = dsn_params(libpq_dsn, self.location)
         self.schema = schema
         self.lock_timeout = lock_timeout
         self.sql = Sql(f'"{schema}".{self.tables}', "%s")

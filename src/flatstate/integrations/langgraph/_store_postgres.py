@@ -32,11 +32,10 @@ from typing import Any
 
 import psycopg
 from langgraph.store.base import GetOp, Item, ListNamespacesOp, SearchItem, SearchOp
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from flatstate.backends.postgres.connection import Patience, lost, unavailable
-from flatstate.backends.postgres.dsn import resolve, unusable_dsn
+from flatstate.backends.postgres.dsn import dsn_params, resolve
 from flatstate.backends.postgres.schema import run_migrations
 from flatstate.errors import LockTimeout, ReadOnlyStore, StoreClosed
 from flatstate.facts.postgres_schema import MARKS, PUNCTUATION, check_pgvector
@@ -150,10 +149,7 @@ class PostgresStoreEngine(StoreEngine):
         self._dims = dims
         self._lock_timeout = lock_timeout
         self._dsn = where.libpq_dsn
-        try:
-            params = conninfo_to_dict(self._dsn)
-        except psycopg.ProgrammingError:
-            raise unusable_dsn(self.location) from None
+        params = dsn_params(self._dsn, self.location)
         self._kwargs: dict[str, Any] = {
             "autocommit": True,
             "application_name": params.get("application_name")
