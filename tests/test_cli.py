@@ -331,15 +331,13 @@ def test_errors_never_show_a_database_password(
 
 
 def tree_state(root: Path) -> dict[str, tuple[int, bytes | None]]:
-    """Every path under ``root`` with its mode and, for a file, its bytes. flatstate's own
-    facts database is left out: SQLite keeps its -wal and -shm beside it after a read."""
+    """Every path under ``root`` with its mode and, for a file, its bytes."""
     return {
         str(path.relative_to(root)): (
             path.lstat().st_mode,
             path.read_bytes() if path.is_file() else None,
         )
         for path in [root, *root.rglob("*")]
-        if not path.name.startswith("facts.sqlite")
     }
 
 
@@ -374,6 +372,18 @@ def test_reading_leaves_openclaw_state_as_it_was(
     assert not ours  # not even from the fixture's import, which reads this directory too
     if path.startswith("auth "):
         assert "doctor --repair" in result.stderr
+
+
+@pytest.mark.parametrize("path", sorted(READ_ONLY))
+def test_reading_leaves_a_state_directory_as_it_was(path: str, places: dict[str, str]) -> None:
+    """The same of flatstate's own SQLite files: a read opens them so that SQLite's -wal and
+    -shm go again when it closes, and nothing else is touched."""
+    state_dir = Path(places["imported"])
+    add_facts(state_dir)
+    before = tree_state(state_dir)
+    result = invoke(path, READ_ONLY[path], {**places, "store": str(state_dir)}, "--json")
+    assert result.exit_code in (0, 1), result.output
+    assert tree_state(state_dir) == before
 
 
 def corrupt(openclaw_dir: Path) -> None:

@@ -26,9 +26,9 @@ __all__ = [
     "Checkpointer",
     "Translate",
     "connect",
-    "file_uri",
     "inspect_hint",
     "migrate",
+    "open_file",
     "restart_log",
 ]
 
@@ -132,9 +132,10 @@ def connect(
         raise StoreCorrupt(path, "is not a regular file", inspect_hint(path))
     if not readonly and on_read_only_fs(path):
         raise ReadOnlyStore(path, READ_ONLY_FS)
-    conn = driver.connect(
-        file_uri(path, readonly),
-        uri=True,
+    conn = open_file(
+        path,
+        readonly,
+        driver=driver,
         timeout=lock_timeout,
         isolation_level=None,
         check_same_thread=False,
@@ -159,12 +160,31 @@ def connect(
     return conn
 
 
-def file_uri(path: str, readonly: bool) -> str:
-    """The URI that opens ``path``: read-write, read-only, or immutable where nothing can
-    change it (a read-only file system)."""
+def open_file(path: str, readonly: bool, *, driver: ModuleType = sqlite3, **options: Any) -> Any:
+    """A connection to ``path``: read-write, or one that cannot write.
+
+    A ``mode=ro`` connection to a WAL database creates its -wal and -shm files but cannot
+    remove them when it closes, so a command that only reads would leave two new files
+    behind. Where the database and its directory are writable and no WAL is there yet, a
+    read-only open is therefore a read-write connection with ``query_only`` set: SQLite
+    refuses every write on it, and the last connection to close removes both files. On a
+    read-only file system with nothing to replay the file is opened as immutable.
+    """
     if not readonly:
-        return f"file:{path}"
-    return f"file:{path}?mode=ro" + ("&immutable=1" if _unchangeable(path) else "")
+        return driver.connect(f"file:{path}", uri=True, **options)
+    if _leaves_no_files(path):
+        conn = driver.connect(f"file:{path}?mode=rw", uri=True, **options)
+        conn.execute("PRAGMA query_only = 1")
+        return conn
+    immutable = "&immutable=1" if _unchangeable(path) else ""
+    return driver.connect(f"file:{path}?mode=ro{immutable}", uri=True, **options)
+
+
+def _leaves_no_files(path: str) -> bool:
+    """Whether a read-write connection may stand in for a read-only one (see open_file)."""
+    if os.path.exists(path + "-wal") or on_read_only_fs(path):
+        return False
+    return os.access(path, os.W_OK) and os.access(os.path.dirname(path) or ".", os.W_OK)
 
 
 def _unchangeable(path: str) -> bool:

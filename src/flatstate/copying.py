@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 import msgspec
 
 from flatstate._open import open_store
+from flatstate._sqlite import open_file
 from flatstate.auth.document import encode_document
 from flatstate.errors import DestinationExists, InvalidFact, ReadOnlyStore
 from flatstate.frozen import encode_json
@@ -179,7 +180,7 @@ def _copy_facts(source: Place, target: Place) -> None:
         return
     os.makedirs(target.state_dir, mode=0o700, exist_ok=True)
     partial = target.facts_file + ".copying"
-    src_db = sqlite3.connect(f"file:{source.facts_file}?mode=ro", uri=True)
+    src_db = open_file(source.facts_file, readonly=True)
     try:
         dst_db = sqlite3.connect(partial)
         try:

@@ -35,7 +35,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from flatstate._signal import open_signal
-from flatstate._sqlite import Checkpointer, Translate, connect, file_uri, inspect_hint, restart_log
+from flatstate._sqlite import (
+    Checkpointer,
+    Translate,
+    connect,
+    inspect_hint,
+    open_file,
+    restart_log,
+)
 from flatstate.backends._blobs import (
     CHANGE_LOG_KEEP,
     COLLECT_BATCH,
@@ -142,7 +149,7 @@ class SQLiteBackend(Backend):
         if not os.path.exists(path):
             return check
         try:
-            conn = sqlite3.connect(file_uri(path, readonly=True), uri=True)
+            conn = open_file(path, readonly=True)
             try:
                 verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
                 if verdict != "ok":
@@ -195,9 +202,8 @@ class SQLiteBackend(Backend):
     def _side_connection(self) -> sqlite3.Connection:
         """A connection for one whole-table read, closed by the caller: its page cache
         goes with it instead of staying in the writer's."""
-        return sqlite3.connect(
-            file_uri(self.path, self.readonly), uri=True, timeout=self.lock_timeout
-        )
+        conn: sqlite3.Connection = open_file(self.path, self.readonly, timeout=self.lock_timeout)
+        return conn
 
     def scan(self) -> tuple[Any, Iterator[Row]]:
         # Inside a write transaction the scan joins it. Otherwise it reads on a
