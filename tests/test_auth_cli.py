@@ -240,6 +240,29 @@ def test_readonly_environment_writes_nothing(
     assert (Path(agent_dir) / "auth-profiles.json").read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["add", "bad:x", "--ref", "nowhere"],
+        ["remove", "openai:missing"],
+        ["order", "openai", "openai:missing"],
+    ],
+    ids=["add", "remove", "order"],
+)
+def test_a_failing_write_leaves_files_and_modes_as_they_were(
+    agent_dir: str, guard: SecretGuard, args: list[str]
+) -> None:
+    """A writable open narrows loose modes; a command whose change is refused must not."""
+    file = Path(agent_dir) / "auth-profiles.json"
+    Path(agent_dir).chmod(0o755)
+    file.chmod(0o644)
+    before = sorted((p.name, p.lstat().st_mode, p.read_bytes()) for p in Path(agent_dir).iterdir())
+    run(guard, "auth", *args, "--store", agent_dir, code=1)
+    after = sorted((p.name, p.lstat().st_mode, p.read_bytes()) for p in Path(agent_dir).iterdir())
+    assert after == before
+    assert Path(agent_dir).stat().st_mode & 0o777 == 0o755
+
+
 def test_every_command_has_help(guard: SecretGuard) -> None:
     for command in ("list", "show", "add", "remove", "order", "status"):
         assert "--store" in run(guard, "auth", command, "--help")

@@ -25,11 +25,11 @@ there or is damaged, so that nothing it shows is an empty stand-in.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from shlex import quote
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -292,6 +292,31 @@ def auth(place: Place, *, write: bool = False, inherit_from: str | None = None) 
             hint = f" (fix it with: flatstate doctor --repair --store {quote(place.shown)})"
         warn(f"{problem.path}: {problem.message}{hint}")
     return store
+
+
+T = TypeVar("T")
+
+
+def auth_change(
+    place: Place, change: Callable[[AuthStore], T], *, inherit_from: str | None = None
+) -> tuple[AuthStore, T]:
+    """Open the auth store of ``place`` for writing and apply ``change`` to it.
+
+    A writable open narrows modes open to other users, so in a directory ``change`` runs
+    first on a read-only open, where it changes this process's view only: a change that
+    raises there (a bad credential, a missing profile) leaves every file and mode as it was.
+    """
+    if not place.is_url:
+        from flatstate.auth import open_auth_store
+
+        main = resolve(inherit_from).agent_dir if inherit_from else None
+        with open_auth_store(place.agent_dir, inherit_from=main, readonly=True) as trial:
+            for doc in (trial.snapshot().agent, trial.snapshot().inherited):
+                if doc is not None and doc.corrupt is not None:
+                    raise doc.corrupt
+            change(trial)
+    store = auth(place, write=True, inherit_from=inherit_from)
+    return store, change(store)
 
 
 def _database_auth(place: Place, *, write: bool, inherit_from: str | None) -> AuthStore:

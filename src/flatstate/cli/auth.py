@@ -197,8 +197,9 @@ def add(
     else:
         field = "key" if kind == "api_key" else "token"
         credential[field] = _read_secret(profile_id, secret_env, secret_stdin)
-    auth = where.auth(where.resolve(store, agent), write=True)
-    profile = auth.add(profile_id, credential)
+    auth, profile = where.auth_change(
+        where.resolve(store, agent), lambda auth: auth.add(profile_id, credential)
+    )
     _readonly_note(auth)
     row = {"id": profile.id, "provider": profile.provider, "type": profile.type}
     row["secret"] = profile.hint
@@ -262,10 +263,13 @@ def remove(
 ) -> None:
     """Remove a profile with its usage stats, order entries and lastGood."""
     place = where.resolve(store, agent)
-    auth = where.auth(place, write=True, inherit_from=inherit_from)
-    if auth.get(profile_id) is None:
-        raise _missing_profile(profile_id, place)
-    auth.remove(profile_id)
+
+    def remove_it(auth: Any) -> None:
+        if auth.get(profile_id) is None:
+            raise _missing_profile(profile_id, place)
+        auth.remove(profile_id)
+
+    auth, _ = where.auth_change(place, remove_it, inherit_from=inherit_from)
     _readonly_note(auth)
     if json_output:
         print_json({"id": profile_id, "removed": True})
@@ -289,12 +293,16 @@ def order(
     """Show or set the explicit order in which a provider's profiles are tried."""
     from flatstate.auth.rotation import provider_key
 
-    changing = clear or bool(profile_ids)
-    auth = where.auth(where.resolve(store, agent), write=changing, inherit_from=inherit_from)
-    if changing:
-        current = auth.set_order(provider, None if clear else profile_ids)
+    place = where.resolve(store, agent)
+    if clear or profile_ids:
+        auth, current = where.auth_change(
+            place,
+            lambda auth: auth.set_order(provider, None if clear else profile_ids),
+            inherit_from=inherit_from,
+        )
         _readonly_note(auth)
     else:
+        auth = where.auth(place, inherit_from=inherit_from)
         found = auth.snapshot().order.get(provider_key(provider))
         if found is None:
             found = auth.snapshot().order.get(provider)
