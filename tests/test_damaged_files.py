@@ -211,3 +211,34 @@ def test_deleting_an_entry_whose_transcript_is_outside_leaves_that_file_alone(
         assert store.get("main") is None
     assert outside.read_text() == '{"type": "session"}\n'
     assert any("left where it is" in r.getMessage() for r in caplog.records)
+
+
+def test_a_refused_write_to_a_damaged_file_leaves_its_directory_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """No change counter (or anything else) appears beside a store every write fails on; the
+    first write after the repair makes it."""
+    path = write_store(tmp_path, b'{"sessionId": ')
+    before = sorted(os.listdir(tmp_path))
+    result = CliRunner().invoke(app, ["sessions", "patch", "good", "--set", "n=1", "-s", str(path)])
+    assert result.exit_code == 1 and "doctor --repair" in result.output
+    assert sorted(os.listdir(tmp_path)) == before
+    path.write_bytes(b"{\n" + GOOD + b"\n}")
+    with flatstate.open_store(str(path)) as writer, flatstate.open_store(str(path)) as reader:
+        assert reader.get("good") is not None
+        writer.patch("good", {"n": 2})
+        assert reader.get("good")["n"] == 2  # seen through the counter, before any check
+    assert ".sessions.json.flatstate-signal" in os.listdir(tmp_path)
+
+
+def test_an_empty_database_file_is_a_store_not_made_yet(tmp_path: Path) -> None:
+    """What a writer killed between creating sessions.sqlite and its schema leaves: reads say
+    there is no store, doctor finds nothing wrong, and the next write makes the store."""
+    (tmp_path / "sessions.sqlite").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="no store here"):
+        flatstate.open_store(str(tmp_path), readonly=True)
+    assert diagnose(str(tmp_path)).findings == []
+    with flatstate.open_store(str(tmp_path)) as store:
+        store.patch("main", {"label": "made"})
+    with flatstate.open_store(str(tmp_path), readonly=True) as store:
+        assert store.get("main")["label"] == "made"

@@ -122,7 +122,9 @@ def connect(
         raise ValueError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
     check_place(os.path.dirname(path), directory=True)
     check_place(path, directory=False)
-    if not os.path.exists(path):
+    if not os.path.exists(path) or (readonly and _is_empty_file(path)):
+        # An empty file is what a writer killed between creating the file and its schema
+        # leaves: no store yet, which the next write makes.
         if readonly or missing is not None:
             raise FileNotFoundError(missing or f"{path}: no store here to open read-only")
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -158,6 +160,10 @@ def connect(
         conn.close()
         raise
     return conn
+
+
+def _is_empty_file(path: str) -> bool:
+    return os.path.isfile(path) and os.path.getsize(path) == 0
 
 
 def open_file(path: str, readonly: bool, *, driver: ModuleType = sqlite3, **options: Any) -> Any:

@@ -197,6 +197,9 @@ class SessionStore:
         self._seen = self._signal_read()
         self._snapshot = None
         token, rows = self._backend.scan()
+        # A backend may make its counter at its first sound read: a value other than the one
+        # seen above only costs one more check.
+        self._signal_read = self._backend.signal.read
         complete = self._cache.fill(rows, self._canonical_or_none)
         if hasattr(rows, "close"):
             rows.close()

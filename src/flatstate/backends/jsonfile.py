@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from flatstate._signal import open_signal
+from flatstate._signal import LocalSignal, open_signal
 from flatstate.backends.base import Backend, FileCheck, Row
 from flatstate.errors import InvalidEntry, ReadOnlyStore, StoreCorrupt, UnsafePath
 from flatstate.files import (
@@ -204,8 +204,10 @@ class JsonFileBackend(Backend):
         self._pending: dict[str, SessionEntry | None] | None = None
         self._next_sweep = 0.0
         name = os.path.basename(self.path)
-        signal_path = os.path.join(self.directory, f".{name}.flatstate-signal")
-        self.signal = open_signal(signal_path, create=not readonly)
+        # The counter is made by the first read that finds the file sound (scan), so that a
+        # damaged store, on which every write fails, gets no new file beside it.
+        self._signal_path = os.path.join(self.directory, f".{name}.flatstate-signal")
+        self.signal = open_signal(self._signal_path, create=False)
 
     @classmethod
     def check_files(cls, location: str) -> FileCheck:
@@ -308,6 +310,8 @@ class JsonFileBackend(Backend):
 
     def scan(self) -> tuple[Any, Iterator[Row]]:
         self._reload()
+        if not self.readonly and self.corruption is None and isinstance(self.signal, LocalSignal):
+            self.signal = open_signal(self._signal_path)
         return self._token, iter(list(self._doc.items()))
 
     def read(self, key: str) -> Row | None:
