@@ -110,7 +110,7 @@ def test_doctor_reads_the_database_through_the_backend(location: str, tmp_path: 
     assert report.backend == "postgres" and report.store.startswith("postgresql://")
     assert report.entries == 2 and report.store_bytes > 0
     assert [(f.kind, f.subject) for f in report.findings] == [("oversized", "agent:main:big")]
-    assert report.transcripts_dir == str(tmp_path / "state" / "transcripts")
+    assert report.transcripts_dir is None  # the transcripts are in the database
     assert pg_backend.local_state_dir(location) == str(tmp_path / "state")
 
 

@@ -20,9 +20,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
 import flatstate
 from flatstate.backends.postgres.transcripts import PgTranscript
+from flatstate.cli import app
 from flatstate.compaction import compact
 from tests.conftest import NO_POSTGRES, POSTGRES_DSN, postgres_location
 from tests.pgkill import BackendKiller, keep_going, self_terminating
@@ -396,3 +398,6 @@ def test_doctor_counts_the_transcripts_in_the_database(tmp_path: Path, namespace
         size = sum(len(line) for line in transcript.export_lines())
     report = diagnose(location)
     assert (report.transcript_files, report.transcript_bytes) == (1, size)
+    assert report.transcripts_dir is None
+    shown = CliRunner().invoke(app, ["doctor", "--store", location]).stdout
+    assert "transcripts: 1 transcript, " in shown and " in the database" in shown

@@ -81,8 +81,10 @@ class DoctorReport(msgspec.Struct, kw_only=True):
     store_bytes: int
     wal_bytes: int
     """The SQLite write-ahead log alone (0 for JSON): checkpoints keep it bounded."""
-    transcripts_dir: str
+    transcripts_dir: str | None
+    """Where the transcript files are; None where the database keeps the transcripts."""
     transcript_files: int
+    """Transcript files, or transcripts in the database (live and archived)."""
     transcript_bytes: int
     findings: list[Finding]
     repaired: RepairReport | None = None
@@ -137,7 +139,7 @@ def _diagnose_backend(location: str, agent_id: str, max_entry_bytes: int) -> Doc
             entries=entries,
             store_bytes=backend.disk_bytes(),
             wal_bytes=backend.wal_bytes(),
-            transcripts_dir=directory,
+            transcripts_dir=None if backend.keeps_transcripts else directory,
             transcript_files=files,
             transcript_bytes=size,
             findings=findings,

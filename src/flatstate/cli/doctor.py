@@ -64,8 +64,13 @@ def doctor(
             f"{report.store} ({report.backend}): {count(report.entries, 'session')}, "
             f"{human_bytes(report.store_bytes)} (WAL {human_bytes(report.wal_bytes)}); "
             "transcripts: "
-            f"{count(report.transcript_files, 'file')}, {human_bytes(report.transcript_bytes)} "
-            f"in {report.transcripts_dir}"
+            + (
+                f"{count(report.transcript_files, 'file')}, "
+                f"{human_bytes(report.transcript_bytes)} in {report.transcripts_dir}"
+                if report.transcripts_dir is not None
+                else f"{count(report.transcript_files, 'transcript')}, "
+                f"{human_bytes(report.transcript_bytes)} in the database"
+            )
         )
         for finding in report.findings:
             say(f"  [{finding.kind}] {finding.subject}: {finding.detail}")
