@@ -15,7 +15,7 @@ from flatstate.auth import open_auth_store
 from flatstate.backends.postgres.catalog import namespaces
 from flatstate.cli import app
 from flatstate.copying import copy_state, tally
-from flatstate.errors import DestinationExists, InvalidFact, InvalidLocation
+from flatstate.errors import CopyIncomplete, DestinationExists, InvalidFact, InvalidLocation
 from flatstate.facts import open_facts
 from flatstate.places import sources
 from flatstate.transfer import export_openclaw, import_openclaw
@@ -276,3 +276,23 @@ def test_a_forced_copy_whose_vectors_do_not_fit_changes_nothing(
     assert entries(url) == before
     with open_facts(url) as theirs:
         assert theirs.count() == 1 and theirs.vector_models() == {"default": 8}
+
+
+def test_a_copy_that_fails_after_writing_says_the_destination_may_hold_part_of_it(
+    state_dir: Path, tmp_path: Path
+) -> None:
+    """Two agents, the second one's transcripts directory taken by a file: the first agent is
+    copied, then the copy stops with CopyIncomplete naming the second and the cause, instead
+    of the cause alone (whose "Nothing was written" would be wrong by then)."""
+    source = tmp_path / "states"
+    for agent in ("a", "b"):
+        copy_state(str(state_dir), str(source / agent))
+    (tmp_path / "dest" / "b").mkdir(parents=True)
+    (tmp_path / "dest" / "b" / "transcripts").write_text("in the way")
+    with pytest.raises(CopyIncomplete, match=r"agent 'b'.*transcripts.*part of the copy") as info:
+        copy_state(str(source), str(tmp_path / "dest"), force=True)
+    assert info.value.agent_id == "b" and isinstance(info.value.__cause__, OSError)
+    assert "Nothing was written" not in str(info.value)
+    assert len(entries(str(tmp_path / "dest" / "a"))) == 5  # what it says: part is there
+    (tmp_path / "dest" / "b" / "transcripts").unlink()
+    assert copy_state(str(source), str(tmp_path / "dest"), force=True).verified

@@ -24,7 +24,13 @@ import msgspec
 from flatstate._open import open_store
 from flatstate._sqlite import open_file
 from flatstate.auth.document import encode_document
-from flatstate.errors import DestinationExists, InvalidFact, ReadOnlyStore
+from flatstate.errors import (
+    CopyIncomplete,
+    DestinationExists,
+    FlatstateError,
+    InvalidFact,
+    ReadOnlyStore,
+)
 from flatstate.frozen import encode_json
 from flatstate.places import (
     Place,
@@ -274,7 +280,8 @@ def copy_state(
 
     Raises :class:`~flatstate.errors.DestinationExists` before writing anything when a
     destination agent already holds state (without ``force``), and ``FileNotFoundError``
-    for a source with no state in it.
+    for a source with no state in it. An error after the first write is raised as
+    :class:`~flatstate.errors.CopyIncomplete`, naming the agent and the cause.
     """
     if _is_openclaw(source):
         imported, places = import_into(source, destination, progress=progress, force=force)
@@ -296,7 +303,13 @@ def copy_state(
         else:
             _check_vectors_fit(place, target)
     for place, target in zip(found, targets, strict=True):
-        _copy_agent(place, target, progress)
+        try:
+            _copy_agent(place, target, progress)
+        except (FlatstateError, OSError) as exc:
+            # The cause speaks of its own write; the copy around it may have written more.
+            # (Both kinds name paths and ids only, never a secret.)
+            cause = str(exc).replace(" Nothing was written.", "")
+            raise CopyIncomplete(target.shown, target.agent_id, cause) from exc
     return CopyReport(
         agents=[
             _report(place, target, verify) for place, target in zip(found, targets, strict=True)

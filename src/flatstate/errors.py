@@ -20,6 +20,7 @@ fix. No message ever carries a secret: callers pass identifiers, never values.
     ├── StoreInUse          (BlockingIOError)
     ├── DestinationExists   (FileExistsError)
     │   └── TranscriptNotEmpty
+    ├── CopyIncomplete      (RuntimeError)
     ├── StoreUnavailable    (ConnectionError)
     │   └── CommitOutcomeUnknown
     ├── DiskFull            (OSError)
@@ -248,6 +249,23 @@ class TranscriptNotEmpty(DestinationExists):
             f"{path} already holds {lines:,} lines; an import fills only an empty transcript. "
             "Nothing was written. Import into a new session, or archive this transcript first "
             "(reset or delete the session).",
+        )
+
+
+class CopyIncomplete(FlatstateError, RuntimeError):
+    """A copy that failed after it began writing: the destination may hold part of it.
+
+    ``cause`` is the error that stopped it (also the ``__cause__``).
+    """
+
+    def __init__(self, destination: str, agent_id: str, cause: str) -> None:
+        self.destination = destination
+        self.agent_id = agent_id
+        self.cause = cause
+        super().__init__(
+            f"the copy to {destination} stopped at agent {agent_id!r}: {cause}. The destination "
+            "may hold part of the copy. Fix the cause and copy again with --force (force=True), "
+            "which writes the source over it, or remove the destination."
         )
 
 
