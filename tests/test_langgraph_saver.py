@@ -26,6 +26,7 @@ require_extra("langgraph", "langgraph")
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel  # noqa: E402
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage  # noqa: E402
 from langgraph.channels.delta import DeltaChannel  # noqa: E402
+from langgraph.checkpoint.base import empty_checkpoint  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
 from langgraph.graph.message import add_messages  # noqa: E402
 from langgraph.types import Command, interrupt  # noqa: E402
@@ -644,3 +645,71 @@ def test_threads_and_tasks_write_through_one_saver_at_once(location: str) -> Non
             assert listed[0].checkpoint["channel_values"]["blob"] == [thread_id * 50] * 17
             parents = [t.parent_config["configurable"]["checkpoint_id"] for t in listed[:-1]]
             assert parents == [t.config["configurable"]["checkpoint_id"] for t in listed[1:]]
+
+
+def test_an_empty_checkpoint_id_means_the_latest(location: str) -> None:
+    """As in LangGraph's own savers: `checkpoint_id: ""` is no id (it read as "not found",
+    so a graph started the thread afresh), in a cold saver as in a warm one."""
+    thread = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    with FlatstateSaver(location) as saver:
+        for n in (1, 2):
+            checkpoint = empty_checkpoint()
+            checkpoint["id"] = f"1ef{n}"
+            saver.put(thread, checkpoint, {"step": n}, {})
+    for warm in (False, True):
+        with FlatstateSaver(location) as saver:
+            if warm:
+                saver.get_tuple(thread)
+            empty = {"configurable": {**thread["configurable"], "checkpoint_id": ""}}
+            found = saver.get_tuple(empty)
+            assert found is not None and found.checkpoint["id"] == "1ef2"
+            assert [t.checkpoint["id"] for t in saver.list(empty)] == ["1ef2", "1ef1"]
+
+
+def test_prune_and_delete_for_runs_refuse_a_lone_string(location: str) -> None:
+    """A str is a sequence of one-letter ids: prune("alice") acted on threads a, l, i, c, e."""
+    with FlatstateSaver(location) as saver:
+        with pytest.raises(TypeError, match="thread_ids must be a sequence"):
+            saver.prune("alice", strategy="delete")
+        with pytest.raises(TypeError, match="run_ids must be a sequence"):
+            saver.delete_for_runs("run-1")
+        with pytest.raises(TypeError, match="thread_ids must be a sequence"):
+            asyncio.run(saver.aprune("alice"))
+
+
+def test_reads_racing_the_writes_of_their_checkpoint_never_fail(tmp_path: Path) -> None:
+    """A server polling get_state while a step's tasks save their writes: the writer thread
+    adds to the cached row's writes as the reader walks them (a KeyError for a write whose
+    pieces the reader had not fetched, or "dictionary changed size")."""
+    import threading
+    import time
+
+    thread = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    failures: list[BaseException] = []
+    stop = time.monotonic() + 3
+    with FlatstateSaver(str(tmp_path / "state")) as saver:
+
+        def write() -> None:
+            step = 0
+            while time.monotonic() < stop:
+                checkpoint = empty_checkpoint()
+                checkpoint["id"] = f"1ef{step:06d}"
+                config = saver.put(thread, checkpoint, {"step": step}, {})
+                for task in range(8):
+                    value = {f"k{j}": f"{step}-{task}" * 30 for j in range(40)}
+                    saver.put_writes(config, [("a", value)], f"task{task}", f"p{task}")
+                step += 1
+
+        def read() -> None:
+            while time.monotonic() < stop:
+                try:
+                    saver.get_tuple(thread)
+                except Exception as exc:  # any failure is the finding
+                    failures.append(exc)
+
+        threads = [threading.Thread(target=write), threading.Thread(target=read)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert failures == []

@@ -480,6 +480,20 @@ def test_integers_of_any_size_compare_exactly(where: str) -> None:
         assert len(page) == 1  # the Python check keeps paging right
 
 
+def test_ttls_and_pages_past_64_bits(where: str) -> None:
+    """A TTL whose expiry would not fit the 64-bit column is refused as a bad TTL (it was a
+    raw OverflowError on every put); a page past 2**63 answers as InMemoryStore does."""
+    with pytest.raises(InvalidStoreItem, match="minutes up to"):
+        FlatstateStore(where, ttl={"default_ttl": 1e300})
+    with FlatstateStore(where) as store:
+        with pytest.raises(InvalidStoreItem, match="minutes up to"):
+            store.put(("t",), "k", {"a": 1}, ttl=1e15)
+        store.put(("t",), "k", {"a": 1}, ttl=10**9)
+        assert [i.key for i in store.search(("t",), limit=2**63)] == ["k"]
+        assert store.search(("t",), offset=2**64) == []
+        assert store.list_namespaces(limit=2**64) == [("t",)]
+
+
 # -- paging ------------------------------------------------------------------------------
 
 

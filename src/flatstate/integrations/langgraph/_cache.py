@@ -43,7 +43,9 @@ class Entry:
         self.size += sum(len(v) for v in self.joined.values())
 
     def sorted_writes(self) -> list[WriteRow]:
-        return sorted(self.writes.values(), key=lambda w: (w.task_path, w.task_id, w.idx))
+        """The pending writes in LangGraph's order, as one look at them: the writer thread
+        adds to ``writes`` while readers use the entry (copying a dict is atomic)."""
+        return sorted(self.writes.copy().values(), key=lambda w: (w.task_path, w.task_id, w.idx))
 
 
 def writes_dict(rows: list[WriteRow]) -> Writes:

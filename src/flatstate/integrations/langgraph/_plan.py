@@ -63,11 +63,20 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+# Expiry times are milliseconds in a 64-bit column: ten billion minutes (some 19,000 years)
+# from now still fit. Pages past the same bound are the whole result (or nothing) anyway.
+MAX_MINUTES = 10**10
+MAX_PAGE = 2**62
+
+
 def check_ttl(ttl: Any, what: str) -> float | None:
     if ttl is None:
         return None
-    if not _number(ttl) or ttl <= 0:
-        raise InvalidStoreItem(f"{what} is {ttl!r}: a TTL is a positive number of minutes, or None")
+    if not _number(ttl) or not 0 < ttl <= MAX_MINUTES:
+        raise InvalidStoreItem(
+            f"{what} is {ttl!r}: a TTL is a positive number of minutes up to {MAX_MINUTES:,}, "
+            "or None"
+        )
     return float(ttl)
 
 
@@ -75,6 +84,11 @@ def check_page(value: Any, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise InvalidStoreItem(f"{what} is {value!r}: it must be an integer >= 0")
     return value
+
+
+def sql_page(value: int) -> int:
+    """``value`` as a 64-bit SQL integer: a page past MAX_PAGE is the same page."""
+    return min(value, MAX_PAGE)
 
 
 def check_ttl_config(ttl: TTLConfig | None) -> TTLConfig | None:
@@ -90,9 +104,10 @@ def check_ttl_config(ttl: TTLConfig | None) -> TTLConfig | None:
         )
     check_ttl(ttl.get("default_ttl"), "ttl['default_ttl']")
     interval = ttl.get("sweep_interval_minutes")
-    if interval is not None and (not _number(interval) or interval <= 0):
+    if interval is not None and (not _number(interval) or not 0 < interval <= MAX_MINUTES):
         raise InvalidStoreItem(
-            f"ttl['sweep_interval_minutes'] is {interval!r}: a positive number, or None"
+            f"ttl['sweep_interval_minutes'] is {interval!r}: a positive number up to "
+            f"{MAX_MINUTES:,}, or None"
         )
     if not isinstance(ttl.get("refresh_on_read", True), bool):
         raise InvalidStoreItem("ttl['refresh_on_read'] is True or False")

@@ -42,7 +42,7 @@ from flatstate.facts.postgres_schema import MARKS, PUNCTUATION, check_pgvector
 from flatstate.facts.query import query_terms
 from flatstate.integrations.langgraph._filters import CompiledFilter
 from flatstate.integrations.langgraph._items import encode_namespace
-from flatstate.integrations.langgraph._plan import Plan, Put
+from flatstate.integrations.langgraph._plan import Plan, Put, sql_page
 from flatstate.integrations.langgraph._store_engine import (
     MS_PER_MINUTE,
     ORDER,
@@ -356,7 +356,8 @@ class PostgresStoreEngine(StoreEngine):
         predicate = compiled.predicate(whole=True)
         rows: Iterable[Sequence[Any]]
         if predicate is None:
-            rows = self._q(f"{sql} LIMIT %s OFFSET %s", (*args, op.limit, op.offset))
+            window = (sql_page(op.limit), sql_page(op.offset))
+            rows = self._q(f"{sql} LIMIT %s OFFSET %s", (*args, *window))
         else:
             # The rows stream from the server until the page is full.
             conn: Conn = self._local.conn

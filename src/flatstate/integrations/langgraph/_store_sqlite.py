@@ -37,7 +37,7 @@ from flatstate.facts.query import fts_query
 from flatstate.facts.vectors import fact_driver, load_sqlite_vec, vector_driver
 from flatstate.integrations.langgraph._filters import CompiledFilter
 from flatstate.integrations.langgraph._items import encode_namespace
-from flatstate.integrations.langgraph._plan import Put
+from flatstate.integrations.langgraph._plan import Put, sql_page
 from flatstate.integrations.langgraph._store_engine import (
     MS_PER_MINUTE,
     ORDER,
@@ -223,7 +223,7 @@ class SqliteStoreEngine(StoreEngine):
         predicate = compiled.predicate()
         if predicate is None:
             rows: Iterable[Sequence[Any]] = self._conn.execute(
-                f"{sql} LIMIT ? OFFSET ?", (*args, op.limit, op.offset)
+                f"{sql} LIMIT ? OFFSET ?", (*args, sql_page(op.limit), sql_page(op.offset))
             ).fetchall()
         else:
             rows = page(self._conn.execute(sql, args), predicate, op.offset, op.limit)

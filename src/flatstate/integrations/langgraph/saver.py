@@ -278,10 +278,10 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (and their writes) of these runs, in every thread."""
-        self._engine.write(self._engine.delete_for_runs([str(r) for r in run_ids]))
+        self._engine.write(self._engine.delete_for_runs(_ids(run_ids, "run_ids")))
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        await self._engine.awrite(self._engine.delete_for_runs([str(r) for r in run_ids]))
+        await self._engine.awrite(self._engine.delete_for_runs(_ids(run_ids, "run_ids")))
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint and write of a thread, ancestors included; the copy
@@ -296,7 +296,7 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
     def _prune_job(self, thread_ids: Sequence[str], strategy: str) -> Any:
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
-        return self._engine.prune([str(t) for t in thread_ids], strategy, self._delta_channels)
+        return self._engine.prune(_ids(thread_ids, "thread_ids"), strategy, self._delta_channels)
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """``keep_latest``: keep each namespace's latest checkpoint and the ancestors its
@@ -315,7 +315,9 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
     @staticmethod
     def _address(config: RunnableConfig) -> tuple[str, str, str | None]:
         conf = config["configurable"]
-        return str(conf["thread_id"]), str(conf.get("checkpoint_ns", "")), get_checkpoint_id(config)
+        # An empty checkpoint_id means none, as in LangGraph's own savers: the latest.
+        thread, ns = str(conf["thread_id"]), str(conf.get("checkpoint_ns", ""))
+        return thread, ns, get_checkpoint_id(config) or None
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         entry = self._engine.fetch(*self._address(config))
@@ -344,7 +346,8 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
         if refs is None:
             refs = entry.refs = _unpack_refs(row.refs)
         decoded = entry.values
-        if len(decoded) == len(refs) and not entry.writes:
+        writes = entry.sorted_writes()  # the pieces fetched and the writes shown agree
+        if len(decoded) == len(refs) and not writes:
             # Every value is in the cache as a copier, and no write needs a piece.
             values = {channel: decoded[channel]() for channel in refs}
             pending: list[tuple[str, str, Any]] = []
@@ -354,18 +357,14 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
                 for channel, (_, m) in refs.items()
                 if channel not in entry.joined and channel not in decoded
             ]
-            manifests += [
-                unpack_manifest(w.value) for w in entry.writes.values() if w.type == PIECES_TYPE
-            ]
+            manifests += [unpack_manifest(w.value) for w in writes if w.type == PIECES_TYPE]
             bodies = _fetch_all(manifests, fetch)
             if bodies is None:
                 return None
             values = {
                 channel: self._value(entry, channel, m, bodies) for channel, (_, m) in refs.items()
             }
-            pending = [
-                (w.task_id, w.channel, self._write_value(w, bodies)) for w in entry.sorted_writes()
-            ]
+            pending = [(w.task_id, w.channel, self._write_value(w, bodies)) for w in writes]
         checkpoint = serde.loads_typed((row.type, row.checkpoint))
         checkpoint["channel_values"] = values
         address = {"thread_id": row.thread_id, "checkpoint_ns": row.checkpoint_ns}
@@ -427,8 +426,8 @@ class FlatstateSaver(BaseCheckpointSaver[int]):
         for entry in self._engine.scan(
             str(thread_id) if thread_id is not None else None,
             str(ns) if ns is not None else None,
-            conf.get("checkpoint_id"),
-            get_checkpoint_id(before) if before else None,
+            conf.get("checkpoint_id") or None,
+            (get_checkpoint_id(before) or None) if before else None,
         ):
             if left is not None and left <= 0:
                 return
@@ -505,3 +504,11 @@ class _Opening:
     ) -> None:
         if self._saver is not None:
             await self._saver.aclose()
+
+
+def _ids(values: Sequence[str], name: str) -> list[str]:
+    """The ids of a sequence; a lone string is refused, as LangGraph's PostgresSaver does
+    (iterated, "alice" would name the threads "a", "l", "i", "c" and "e")."""
+    if isinstance(values, str | bytes):
+        raise TypeError(f"{name} must be a sequence of ids, not a {type(values).__name__}")
+    return [str(v) for v in values]
