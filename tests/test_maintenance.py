@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import flatstate
 from flatstate import SessionStore
 from flatstate.maintenance import (
     DAY_MS,
@@ -212,3 +213,32 @@ def test_parsing_durations_and_sizes() -> None:
         parse_bytes("big")
     with pytest.raises(ValueError, match="mode"):
         MaintenanceConfig(mode="sometimes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"max_entries": -1},
+        {"prune_after_ms": -1},
+        {"max_disk_bytes": -1},
+        {"reset_archive_retention_ms": -1},
+    ],
+)
+def test_a_negative_limit_is_refused(option: dict[str, int]) -> None:
+    """A cap of -1 removed every session but the active one."""
+    with pytest.raises(ValueError, match=f"{next(iter(option))} is a number >= 0"):
+        MaintenanceConfig(**option)  # type: ignore[arg-type]
+
+
+def test_the_cli_refuses_a_negative_cap(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flatstate.cli import app
+
+    with flatstate.open_store(str(tmp_path)) as store:
+        for n in range(3):
+            store.patch(f"s{n}", {})
+    args = ["sessions", "prune", "--max-entries", "-1", "--enforce", "--store", str(tmp_path)]
+    assert CliRunner().invoke(app, args).exit_code == 2
+    with flatstate.open_store(str(tmp_path), readonly=True) as store:
+        assert len(store) == 3

@@ -85,6 +85,16 @@ class MaintenanceConfig:
             raise ValueError(f"maintenance mode is 'warn' or 'enforce', not {self.mode!r}")
         if not 0 < self.high_water_ratio <= 1:
             raise ValueError("high_water_ratio is a fraction in (0, 1]")
+        # A negative cap or budget would remove every session but the active one.
+        for name in ("prune_after_ms", "max_entries", "max_disk_bytes"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value < 0):
+                raise ValueError(f"{name} is a number >= 0 or None, not {value!r}")
+        retention = self.reset_archive_retention_ms
+        if retention not in (None, False) and (retention is True or retention < 0):
+            raise ValueError(
+                f"reset_archive_retention_ms is a number >= 0, False or None, not {retention!r}"
+            )
 
     @property
     def high_water_bytes(self) -> int | None:

@@ -266,7 +266,8 @@ def prune(
         typer.Option(metavar="DURATION", help="Remove sessions idle this long: 30d, 12h, 90m."),
     ] = "30d",
     max_entries: Annotated[
-        int, typer.Option(metavar="N", help="Keep at most this many sessions (0: no cap).")
+        int,
+        typer.Option(metavar="N", min=0, help="Keep at most this many sessions (0: no cap)."),
     ] = 500,
     max_disk: Annotated[
         str | None,
