@@ -120,3 +120,35 @@ def test_a_sessions_json_on_a_read_only_mount_can_be_read(
         with flatstate.open_store(str(path)) as store, pytest.raises(ReadOnlyStore) as caught:
             store.patch("main", {"label": "x"})
         assert "read-only file system" in str(caught.value)
+
+
+@pytest.mark.parametrize("location", ["mysql://gw:hunter2@db/agents", "file:///tmp/x", "", " "])
+def test_a_url_of_no_store_or_an_empty_location_is_refused(
+    location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Such a location became a directory: `mysql://gw:hunter2@db` made ./mysql:/gw:hunter2@db
+    (its password in every path shown), an empty one the current directory."""
+    from typer.testing import CliRunner
+
+    from flatstate.auth import open_auth_store
+    from flatstate.cli import app
+    from flatstate.copying import copy_state
+    from flatstate.errors import InvalidLocation
+    from flatstate.facts import open_facts
+
+    with flatstate.open_store(str(tmp_path / "source")) as store:
+        store.patch("main", {})
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for opener in (flatstate.open_store, open_facts, open_auth_store):
+        with pytest.raises(InvalidLocation) as info:
+            opener(location)
+        assert "hunter2" not in str(info.value)
+    with pytest.raises(InvalidLocation):
+        copy_state(str(tmp_path / "source"), location)
+    for args in (["sessions", "patch", "main", "--set", "a=1"], ["facts", "add", "x"]):
+        result = CliRunner().invoke(app, [*args, "--store", location])
+        assert result.exit_code == 1 and "hunter2" not in result.output, result.output
+        assert "Traceback" not in result.output
+    assert list(here.iterdir()) == []

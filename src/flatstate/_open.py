@@ -9,6 +9,7 @@ from typing import Any
 
 from flatstate.backends.base import Backend, FileCheck
 from flatstate.errors import InvalidSessionKey
+from flatstate.files import check_location
 from flatstate.frozen import StringPool
 from flatstate.keys import DEFAULT_AGENT_ID, normalize_agent_id
 from flatstate.maintenance import MaintenanceConfig
@@ -103,7 +104,9 @@ def open_store(
     ...     store.get("agent:main:main")["model"]
     'claude-opus-4-5'
     """
-    location = _expand(os.fspath(path))
+    location = os.fspath(path)
+    check_location(location)
+    location = _expand(location)
     kind = backend_kind(location, agent_id)
     pool = StringPool()
     backend: Backend

@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterable
 
-from flatstate.errors import DiskFull, ReadOnlyStore, StoreCorrupt, is_disk_full
+from flatstate.errors import DiskFull, InvalidLocation, ReadOnlyStore, StoreCorrupt, is_disk_full
 
 __all__ = [
     "READ_ONLY_FS",
@@ -123,3 +124,29 @@ def sweep_temp_files(
                 os.unlink(path)
                 removed.append(path)
     return removed
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+# The URL schemes a store can live at; any other URL is a mistake, never a directory name.
+STORE_SCHEMES = ("postgresql://", "postgres://", "memory://")
+
+
+def check_location(location: str) -> None:
+    """Refuse a location that would otherwise become a directory by accident: an empty one
+    (the current directory) or a URL of a scheme no store lives at (``mysql://u:pw@db``
+    became the directory ``mysql:/u:pw@db``, its password shown in every path). Only the
+    scheme is named, never the rest of such a URL."""
+    if not location.strip():
+        raise InvalidLocation(
+            repr(location),
+            "an empty location names no store",
+            "Pass a state directory, a sessions.json or a postgresql:// URL "
+            "(--store or FLATSTATE_STORE).",
+        )
+    if _URL.match(location) and not location.startswith(STORE_SCHEMES):
+        scheme = location.split("://", 1)[0]
+        raise InvalidLocation(
+            f"{scheme}://...",
+            f"flatstate keeps no state at {scheme}:// URLs",
+            "Pass a state directory, a sessions.json or a postgresql:// URL.",
+        )

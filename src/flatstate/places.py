@@ -24,7 +24,7 @@ from urllib.parse import quote, urlencode
 from flatstate._open import POSTGRES_SCHEMES
 from flatstate.backends.sqlite import DB_FILENAME, TRANSCRIPTS_DIRNAME
 from flatstate.errors import TranscriptNotEmpty
-from flatstate.files import atomic_write
+from flatstate.files import atomic_write, check_location
 from flatstate.keys import DEFAULT_AGENT_ID, normalize_agent_id
 
 if TYPE_CHECKING:
@@ -98,6 +98,7 @@ def _state_dir_place(state_dir: str, agent_id: str) -> Place:
 
 def sources(location: str) -> list[Place]:
     """The agents a flatstate location holds (none is an error: nothing to read)."""
+    check_location(location)
     if is_postgres(location):
         from flatstate.backends.postgres.catalog import namespaces
         from flatstate.backends.postgres.dsn import split_dsn
@@ -143,6 +144,7 @@ def destinations(location: str, agent_ids: list[str], *, single: bool) -> list[P
     PostgreSQL URL a namespace per agent, each with its own local state directory; a URL
     that names a namespace or a ``state_dir`` takes one agent only.
     """
+    check_location(location)
     if is_postgres(location):
         from flatstate.backends.postgres.dsn import split_dsn
 

@@ -47,6 +47,7 @@ from flatstate.errors import (
     SecretUnavailable,
     StoreCorrupt,
 )
+from flatstate.files import check_location
 from flatstate.frozen import thaw
 from flatstate.keys import normalize_agent_id
 
@@ -154,6 +155,7 @@ def open_auth_store(
     'openai:default'
     """
     where = os.fspath(location)
+    check_location(where)
     main_at = os.fspath(inherit_from) if inherit_from is not None else None
     readonly = readonly or _env_readonly()
     if where.startswith(POSTGRES_SCHEMES):

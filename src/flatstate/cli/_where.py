@@ -36,6 +36,7 @@ import typer
 from flatstate._open import POSTGRES_SCHEMES, open_store
 from flatstate.cli._output import warn
 from flatstate.errors import InvalidSessionKey
+from flatstate.files import check_location
 from flatstate.keys import DEFAULT_AGENT_ID, normalize_agent_id
 
 if TYPE_CHECKING:
@@ -176,6 +177,7 @@ def _root_agents(path: str) -> dict[str, Place] | None:
 def resolve(store: str, agent: str | None = None) -> Place:
     """The one agent's state that ``--store`` (and ``--agent``) name."""
     agent_id = _agent(agent)
+    check_location(store)
     if store.startswith(POSTGRES_SCHEMES):
         from flatstate.backends.postgres import local_state_dir, redact_dsn
 

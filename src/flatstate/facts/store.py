@@ -42,6 +42,7 @@ from flatstate.facts.model import (
 )
 from flatstate.facts.recall import Ranked, choose, pool_size, rank
 from flatstate.facts.vectors import DUPLICATE_SIMILARITY, Embed
+from flatstate.files import check_location
 from flatstate.frozen import NotJSON, check_text
 from flatstate.model import Clock, now_ms
 
@@ -751,6 +752,7 @@ def open_facts(
     (True, 1)
     """
     backend: FactsBackend
+    check_location(os.fspath(location))
     if isinstance(location, str) and location.startswith(POSTGRES_SCHEMES):
         from flatstate.facts.postgres import PostgresFacts
 
