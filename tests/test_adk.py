@@ -88,6 +88,22 @@ def test_an_unknown_session_reads_as_none(tmp_path: Path) -> None:
     run(body, tmp_path)
 
 
+def test_a_negative_num_recent_events_set_after_the_config_is_built_is_refused(
+    tmp_path: Path,
+) -> None:
+    """GetSessionConfig checks the field when it is built, not when it is set; such a config
+    made the read loop forever on a worker thread (and the process never exit)."""
+
+    async def body(service: FlatstateSessionService) -> None:
+        made = await service.create_session(app_name=APP, user_id="u")
+        config = GetSessionConfig()
+        config.num_recent_events = -1
+        with pytest.raises(ValueError, match="num_recent_events"):
+            await service.get_session(app_name=APP, user_id="u", session_id=made.id, config=config)
+
+    run(body, tmp_path)
+
+
 def test_a_created_session_reads_back_equal_and_is_gone_after_delete(tmp_path: Path) -> None:
     async def body(service: FlatstateSessionService) -> None:
         created = await service.create_session(app_name=APP, user_id="u", state={"k": "v"})

@@ -165,6 +165,25 @@ def test_reads_create_nothing(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+def test_a_forced_compaction_keeping_nothing_keeps_the_newest_item(tmp_path: Path) -> None:
+    """keep_recent_tokens=0 and no user message: the cut fell past the end (IndexError)."""
+
+    async def main() -> None:
+        session = FlatstateSession("s", tmp_path, keep_recent_tokens=0)
+        try:
+            await session.add_items(
+                [{"role": "assistant", "content": "a1"}, {"role": "assistant", "content": "a2"}]
+            )
+            await session.run_compaction({"force": True})
+            items = await session.get_items()
+            assert len(items) == 2 and items[-1] == {"role": "assistant", "content": "a2"}
+            assert "Summary" in str(items[0]["content"])
+        finally:
+            await session.aclose()
+
+    asyncio.run(main())
+
+
 # -- the differential test ------------------------------------------------------------------
 
 json_leaf = (

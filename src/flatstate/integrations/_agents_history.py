@@ -189,7 +189,7 @@ def plan_cut(history: History, keep_recent_tokens: int) -> CompactionCut | None:
     tokens_before = sum(costs)
     if history.summary_included and history.compaction is not None:
         tokens_before += estimate_tokens(summary_item(history.compaction))
-    cut, kept = len(items), 0
+    cut, kept = len(items) - 1, costs[-1]  # the newest item is always kept
     while cut > 0 and kept < keep_recent_tokens:
         cut -= 1
         kept += costs[cut]

@@ -444,6 +444,9 @@ class FlatstateSessionService(BaseSessionService):
         """The session with its events (all, or as ``config`` narrows them), or None."""
         limit = config.num_recent_events if config is not None else None
         after = config.after_timestamp if config is not None else None
+        if limit is not None and limit < 0:
+            # GetSessionConfig checks this when it is built, but not when the field is set.
+            raise ValueError(f"num_recent_events must be >= 0 or None, not {limit}")
         key = _session_key(app_name, user_id, _normal_id(session_id))
         return await asyncio.to_thread(self._read, key, app_name, user_id, limit, after)
 
