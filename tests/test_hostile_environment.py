@@ -152,3 +152,17 @@ def test_a_url_of_no_store_or_an_empty_location_is_refused(
         assert result.exit_code == 1 and "hunter2" not in result.output, result.output
         assert "Traceback" not in result.output
     assert list(here.iterdir()) == []
+
+
+def test_an_auth_store_on_a_file_is_refused_and_the_file_left_alone(tmp_path: Path) -> None:
+    """It opened empty, narrowed the file's mode, then failed the write with a raw
+    FileExistsError."""
+    from flatstate.auth import open_auth_store
+    from flatstate.errors import StoreCorrupt
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    afile.chmod(0o644)
+    with pytest.raises(StoreCorrupt, match="is a file, where the store needs a directory"):
+        open_auth_store(afile)
+    assert afile.stat().st_mode & 0o777 == 0o644 and afile.read_text() == "x"

@@ -40,7 +40,7 @@ from flatstate.auth.profiles import (
 )
 from flatstate.auth.storage import AuthStorage, Updater, changed_copy
 from flatstate.errors import StoreCorrupt, UnsafePath
-from flatstate.files import atomic_write, sweep_temp_files
+from flatstate.files import atomic_write, check_place, sweep_temp_files
 from flatstate.frozen import decode_json
 from flatstate.locks import FileLock
 
@@ -108,6 +108,8 @@ class AuthFile:
     ) -> None:
         self.directory = os.path.abspath(agent_dir)
         self.path = os.path.join(self.directory, AUTH_FILE)
+        check_place(self.directory, directory=True)
+        check_place(self.path, directory=False)
         self.readonly = readonly
         self.allow_symlink = allow_symlink
         self.lock_timeout = lock_timeout
