@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,3 +167,42 @@ def test_an_auth_store_on_a_file_is_refused_and_the_file_left_alone(tmp_path: Pa
     with pytest.raises(StoreCorrupt, match="is a file, where the store needs a directory"):
         open_auth_store(afile)
     assert afile.stat().st_mode & 0o777 == 0o644 and afile.read_text() == "x"
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="drops root's capabilities with setpriv so that modes apply",
+)
+def test_a_state_directory_the_reader_cannot_write_is_read(tmp_path: Path) -> None:
+    """SQLite cannot make the -shm a read needs in a directory it may not write; with no WAL
+    to replay the files are read as immutable (it was ReadOnlyStore, and doctor called the
+    healthy store corrupt)."""
+    import json
+    import sys
+
+    state = tmp_path / "state"
+    with flatstate.open_store(str(state)) as store:
+        store.patch("main", {"label": "kept"})
+    with open_facts(state) as facts:
+        facts.add("Deploys go to fly.io")
+    before = sorted(os.listdir(state))
+    for path in (state, *state.iterdir()):
+        path.chmod(path.stat().st_mode & ~0o222)
+    try:
+        code = (
+            "import json, flatstate\n"
+            "from flatstate.facts import open_facts\n"
+            "from flatstate.doctor import diagnose\n"
+            f"s = flatstate.open_store({str(state)!r}, readonly=True)\n"
+            f"f = open_facts({str(state)!r}, readonly=True)\n"
+            "print(json.dumps([s.get('main')['label'], f.count(),"
+            f" [x.kind for x in diagnose({str(state)!r}).findings]]))\n"
+        )
+        drop = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all"]
+        done = subprocess.run([*drop, sys.executable, "-c", code], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == ["kept", 1, []]
+    finally:
+        for path in (state, *state.iterdir()):
+            path.chmod(path.stat().st_mode | 0o200)
+    assert sorted(os.listdir(state)) == before

@@ -194,16 +194,19 @@ def _leaves_no_files(path: str) -> bool:
 
 
 def _unchangeable(path: str) -> bool:
-    """Whether ``path`` sits on a read-only file system with no WAL beside it to replay.
+    """Whether ``path`` has no WAL beside it to replay and a directory this process cannot
+    write (a read-only file system, or modes that forbid it).
 
-    SQLite cannot make the shared-memory file a read there, and no writer can change the
-    database, so it is opened as immutable; a WAL left by a crashed writer is still read the
+    SQLite cannot make the shared-memory file a read needs there, so the file is opened as
+    immutable: what it holds is read as it is, and a writer that starts meanwhile is not
+    seen by this connection. A WAL left by a crashed or live writer is still read the
     ordinary way (SQLite can, with its -shm beside it)."""
     try:
         wal = os.path.getsize(path + "-wal") if os.path.exists(path + "-wal") else 0
     except OSError:
         return False
-    return wal == 0 and on_read_only_fs(path)
+    directory = os.path.dirname(path) or "."
+    return wal == 0 and (on_read_only_fs(path) or not os.access(directory, os.W_OK))
 
 
 def restart_log(conn: Any, busy_timeout_ms: int, driver: ModuleType = sqlite3) -> None:
