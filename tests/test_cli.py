@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -374,12 +375,21 @@ def test_reading_leaves_openclaw_state_as_it_was(
         assert "doctor --repair" in result.stderr
 
 
+@pytest.mark.parametrize("bare", [False, True], ids=["whole", "bare"])
 @pytest.mark.parametrize("path", sorted(READ_ONLY))
-def test_reading_leaves_a_state_directory_as_it_was(path: str, places: dict[str, str]) -> None:
+def test_reading_leaves_a_state_directory_as_it_was(
+    path: str, bare: bool, places: dict[str, str]
+) -> None:
     """The same of flatstate's own SQLite files: a read opens them so that SQLite's -wal and
-    -shm go again when it closes, and nothing else is touched."""
+    -shm go again when it closes, and nothing else is touched; in a bare directory (only the
+    databases, as a plain copy of them leaves it) a read makes neither the change counter nor
+    the transcripts directory."""
     state_dir = Path(places["imported"])
     add_facts(state_dir)
+    if bare:
+        agent = next(p.parent for p in state_dir.rglob("sessions.sqlite"))
+        shutil.rmtree(agent / "transcripts")
+        (agent / "sessions.sqlite.signal").unlink()
     before = tree_state(state_dir)
     result = invoke(path, READ_ONLY[path], {**places, "store": str(state_dir)}, "--json")
     assert result.exit_code in (0, 1), result.output

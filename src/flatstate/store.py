@@ -484,7 +484,8 @@ class SessionStore:
         with self._transcripts_lock:
             found = self._transcripts.get(path)
             if found is None:
-                os.makedirs(backend.transcripts_dir, mode=0o700, exist_ok=True)
+                if not backend.readonly:  # a read makes no directory
+                    os.makedirs(backend.transcripts_dir, mode=0o700, exist_ok=True)
                 found = Transcript(
                     path,
                     session_id=entry.session_id,

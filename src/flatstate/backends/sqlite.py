@@ -133,7 +133,8 @@ class SQLiteBackend(Backend):
             synchronous=synchronous,
             page_cache_kib=PAGE_CACHE_KIB,
         )
-        self.signal = open_signal(self.path + ".signal")
+        # A reader uses the counter a writer made, and makes none (a read writes nothing).
+        self.signal = open_signal(self.path + ".signal", create=not readonly)
         self._commits = 0
         self._collector = Collector()
         self._prune_pending = False  # the change log's last prune stopped at its bound
