@@ -82,3 +82,23 @@ def test_the_cli_reset_fails_once_and_cleanly_without_the_extra(
         assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
         assert "flatstate[zstd]" in result.output
     assert Path(path).read_bytes() == before
+
+
+@pytest.mark.parametrize("how", ["reset", "delete"])
+def test_an_append_through_a_handle_from_before_a_reset_is_refused(
+    store: SessionStore, how: str
+) -> None:
+    """The old handle's file was archived; an append recreated it under the old sessionId,
+    acknowledged but in a file no session names (which the disk budget then deleted)."""
+    from flatstate.errors import ConflictError
+
+    old = store.transcript("main")
+    old.append({"type": "message", "message": {"role": "user", "content": "before"}})
+    store.reset("main") if how == "reset" else store.delete("main")
+    before = sorted(p.name for p in Path(store.backend.transcripts_dir).iterdir())
+    with pytest.raises(ConflictError, match="was archived"):
+        old.append({"type": "message", "message": {"role": "user", "content": "after"}})
+    assert sorted(p.name for p in Path(store.backend.transcripts_dir).iterdir()) == before
+    fresh = store.transcript("main")
+    fresh.append({"type": "message", "message": {"role": "user", "content": "new"}})
+    assert [e["message"]["content"] for e in fresh.tail(5) if e["type"] == "message"] == ["new"]

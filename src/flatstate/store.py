@@ -536,6 +536,8 @@ class SessionStore:
             archive(
                 path, reason, self._clock(), compress=compress, lock=self._backend.transcript_lock
             )
+            with self._transcripts_lock:  # the next transcript() of this path starts afresh
+                self._transcripts.pop(path, None)
 
     def update(self, fn: Callable[[Draft], T]) -> T:
         """Run ``fn`` on a mutable draft of the whole store and commit what it changed.

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from flatstate.errors import (
+    ConflictError,
     DiskFull,
     InvalidEntry,
     LockTimeout,
@@ -182,14 +183,17 @@ class Transcript:
         """Bytes this object has read from the file (for tests and benchmarks)."""
         self._known_leaf: tuple[int, int, str | None] | None = None  # (inode, size, leaf id)
         self._tail_seen: _Tail | None = None
+        self._seen_file = False  # once seen, a missing file was archived, not never made
         self.problems: list[LineProblem] = []
 
     # -- reading -------------------------------------------------------------
     def _stat(self) -> os.stat_result | None:
         try:
-            return os.stat(self.path)
+            st = os.stat(self.path)
         except FileNotFoundError:
             return None
+        self._seen_file = True
+        return st
 
     def _read_at(self, fd: int, offset: int, size: int) -> bytes:
         data = os.pread(fd, size, offset)
@@ -678,7 +682,7 @@ class Transcript:
         with _thread_lock(self.path):
             deadline = time.monotonic() + self.lock_timeout
             while True:
-                fd = _open_current(self.path)
+                fd = self._open_for_append()
                 try:
                     if wait:
                         waited = _flock(fd, deadline, self.path, self.lock_timeout)
@@ -704,6 +708,22 @@ class Transcript:
                 # shares the open file and would otherwise hold the flock until then.
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
+
+    def _open_for_append(self) -> int:
+        """The file, made on a first append; one this object has seen and that is gone was
+        archived (its session reset or deleted, maybe by another process), and an append
+        through this old handle would make a file no session names."""
+        try:
+            fd = _open_current(self.path, create=not self._seen_file)
+        except FileNotFoundError:
+            raise ConflictError(
+                self.path,
+                "this transcript was archived (its session was reset or deleted) since this "
+                "handle last used it; nothing was written. Get the session's transcript "
+                "again with store.transcript(key)",
+            ) from None
+        self._seen_file = True
+        return fd
 
     def _new_header(self) -> dict[str, Any]:
         return {
@@ -811,8 +831,9 @@ def _count_lines(fd: int, size: int) -> int:
     return count
 
 
-def _open_current(path: str) -> int:
-    return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def _open_current(path: str, *, create: bool = True) -> int:
+    flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    return os.open(path, flags, 0o600)
 
 
 def _flock(fd: int, deadline: float, path: str, timeout: float) -> bool:
