@@ -242,3 +242,25 @@ def test_an_empty_database_file_is_a_store_not_made_yet(tmp_path: Path) -> None:
         store.patch("main", {"label": "made"})
     with flatstate.open_store(str(tmp_path), readonly=True) as store:
         assert store.get("main")["label"] == "made"
+
+
+def test_a_database_of_another_kind_is_named_as_such(tmp_path: Path) -> None:
+    """A facts database where sessions.sqlite belongs (and the reverse): both keep a
+    schema_version at 1, so each passed for the other and failed at its first query with
+    a raw OperationalError."""
+    from flatstate.facts import open_facts
+
+    with open_facts(tmp_path / "facts") as facts:
+        facts.add("Deploys go to fly.io")
+    with flatstate.open_store(str(tmp_path / "sessions")) as store:
+        store.patch("main", {})
+    (tmp_path / "swapped").mkdir()
+    os.rename(tmp_path / "facts" / "facts.sqlite", tmp_path / "swapped" / "sessions.sqlite")
+    os.rename(tmp_path / "sessions" / "sessions.sqlite", tmp_path / "swapped" / "facts.sqlite")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "swapped").iterdir()}
+    for readonly in (True, False):
+        with pytest.raises(StoreCorrupt, match="not a session store"):
+            flatstate.open_store(str(tmp_path / "swapped"), readonly=readonly)
+        with pytest.raises(StoreCorrupt, match="not a facts database"):
+            open_facts(tmp_path / "swapped", readonly=readonly)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "swapped").iterdir()} == before

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -235,6 +236,10 @@ def migrate(conn: Any, path: str, readonly: bool, migrations: Migrations, what: 
         elif tables:
             problem = f"is a SQLite database but not a {what} (no schema_version table)"
             raise StoreCorrupt(path, problem, inspect_hint(path))
+        missing = sorted(_created_by(migrations[:version]) - tables)
+        if missing:  # another kind's database: each keeps a schema_version of its own
+            problem = f"is a SQLite database but not a {what} (it has no {missing[0]} table)"
+            raise StoreCorrupt(path, problem, inspect_hint(path))
         if needs_migration(path, version, latest, readonly=readonly):
             if "schema_version" not in tables:
                 conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
@@ -248,6 +253,14 @@ def migrate(conn: Any, path: str, readonly: bool, migrations: Migrations, what: 
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+_CREATE_TABLE = re.compile(r"\s*CREATE\s+(?:VIRTUAL\s+)?TABLE\s+(\w+)", re.IGNORECASE)
+
+
+def _created_by(steps: Migrations) -> set[str]:
+    """The tables these migration steps create (none of ours drops or renames one)."""
+    return {m.group(1) for step in steps for m in map(_CREATE_TABLE.match, step) if m}
 
 
 class Checkpointer:
