@@ -193,6 +193,38 @@ def test_a_cancelled_write_already_taken_is_waited_for(tmp_path: Path) -> None:
     run(main())
 
 
+@pytest.mark.parametrize("how", ["delete", "reset"])
+def test_a_cancelled_delete_or_reset_is_waited_for(tmp_path: Path, how: str) -> None:
+    """These run on a worker thread, which cannot be withdrawn: the cancelled caller waits
+    for the outcome (it returned at once, and the write landed later)."""
+
+    async def main() -> None:
+        async with flatstate.open_async_store(str(tmp_path / "state")) as store:
+            before = await store.patch("k", {"v": 0})
+            assert before is not None
+            running = threading.Event()
+
+            def slow(draft: Draft) -> None:
+                running.set()
+                time.sleep(0.3)
+
+            busy = asyncio.create_task(store.update(slow))  # the writer is busy meanwhile
+            await asyncio.to_thread(running.wait)
+            task = asyncio.create_task(store.delete("k") if how == "delete" else store.reset("k"))
+            await asyncio.sleep(0.05)  # its thread is waiting for the writer
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            after = await store.get("k")
+            if how == "delete":
+                assert after is None
+            else:
+                assert after is not None and after.session_id != before.session_id
+            await busy
+
+    run(main())
+
+
 def test_a_draft_cannot_be_written_after_its_update(tmp_path: Path) -> None:
     with flatstate.open_store(str(tmp_path / "state")) as store:
         kept = store.update(lambda draft: draft)

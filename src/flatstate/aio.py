@@ -146,6 +146,18 @@ async def _outcome(future: asyncio.Future[Any]) -> None:
         future.exception()  # retrieved: no "never retrieved" warning
 
 
+async def _write_in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``asyncio.to_thread`` for a write that cannot be withdrawn once its thread runs: a
+    cancelled caller waits for the outcome, then is cancelled, so that later readers never
+    see a write land that its caller was told was cancelled."""
+    future = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await _outcome(future)
+        raise
+
+
 def _notifier_unset(jobs: list[Job]) -> None:
     raise AssertionError("no event loop has written yet")
 
@@ -230,10 +242,10 @@ class AsyncSessionStore:
         return await self._write(plain_update(fn))
 
     async def delete(self, key: str, *, archive: bool = True) -> bool:
-        return await asyncio.to_thread(self.sync.delete, key, archive=archive)
+        return await _write_in_thread(self.sync.delete, key, archive=archive)
 
     async def reset(self, key: str, *, compress: bool = False) -> SessionEntry:
-        return await asyncio.to_thread(self.sync.reset, key, compress=compress)
+        return await _write_in_thread(self.sync.reset, key, compress=compress)
 
     def transcript(self, key: str, *, create: bool = True) -> AsyncTranscript:
         """The transcript of session ``key``; it is opened (and the session created
