@@ -257,6 +257,26 @@ def test_export_writes_the_2026_3_layout_back(root: Path, tmp_path: Path) -> Non
         assert (sessions / f"{session_id}.jsonl").read_bytes().splitlines() == lines
 
 
+def test_an_export_over_an_openclaw_directory_holding_state_is_refused(
+    root: Path, tmp_path: Path
+) -> None:
+    """A line OpenClaw appended there since the last export was overwritten, exit 0."""
+    from flatstate.errors import DestinationExists
+
+    import_openclaw(str(root), str(tmp_path / "dest"))
+    export_openclaw(str(tmp_path / "dest"), str(tmp_path / "back"))
+    sessions = tmp_path / "back" / "agents" / "main" / "sessions"
+    transcript = next(sessions.glob("*.jsonl"))
+    with transcript.open("ab") as f:
+        f.write(b'{"type":"custom","id":"late0001","parentId":null}\n')
+    before = {p.name: p.read_bytes() for p in sessions.iterdir()}
+    with pytest.raises(DestinationExists, match="5 sessions, transcripts, auth profiles"):
+        export_openclaw(str(tmp_path / "dest"), str(tmp_path / "back"))
+    assert {p.name: p.read_bytes() for p in sessions.iterdir()} == before
+    assert export_openclaw(str(tmp_path / "dest"), str(tmp_path / "back"), force=True).sessions == 5
+    assert b"late0001" not in transcript.read_bytes()  # --force: the source wins
+
+
 # -- both eras ----------------------------------------------------------------------------
 
 

@@ -574,7 +574,7 @@ def _lines_of(path: str) -> Iterator[bytes]:
 
 
 def export_openclaw(
-    source: str, destination: str, *, progress: Progress | None = None
+    source: str, destination: str, *, progress: Progress | None = None, force: bool = False
 ) -> TransferReport:
     """Write flatstate state (a state directory, a directory of them, or every namespace of
     a ``postgresql://`` URL, see :func:`flatstate.places.sources`) back as an OpenClaw 2026.3
@@ -584,21 +584,25 @@ def export_openclaw(
     transcripts beside it); otherwise it is an OpenClaw root and each agent
     goes to ``agents/<id>/``. OpenClaw 2026.9 imports this layout itself
     (``openclaw doctor`` moves a sessions.json and its transcripts into SQLite).
+
+    Raises :class:`~flatstate.errors.DestinationExists` before writing anything when an
+    agent's place there already holds sessions, transcripts or auth profiles (what changed
+    there since would be overwritten), unless ``force``.
     """
     destination = os.path.abspath(os.path.expanduser(destination))
+    found = sources(source)
+    targets = [_openclaw_target(destination, place.agent_id) for place in found]
+    for sessions_json, agent_dir in targets if not force else ():
+        held = _openclaw_holds(sessions_json, agent_dir)
+        if held:
+            raise DestinationExists(os.path.dirname(sessions_json), held, can_merge=False)
     reports = []
-    for place in sources(source):
+    for place, (sessions_json, agent_dir) in zip(found, targets, strict=True):
         with open_store(place.location, readonly=True, agent_id=place.agent_id) as src:
             files = read_transcripts(src, place)
             agent_id = place.agent_id
             tick = Ticker(agent_id, len(src) + len(files), progress)
             skipped = _skipped(src)
-            if destination.endswith(".json"):
-                sessions_json = destination
-                agent_dir = os.path.dirname(os.path.dirname(destination))
-            else:
-                agent_dir = os.path.join(destination, "agents", agent_id)
-                sessions_json = os.path.join(agent_dir, "sessions", "sessions.json")
             with open_store(sessions_json, agent_id=agent_id) as dst:
                 sessions, _ = copy_entries(src, dst, tick)
                 sessions_dir = dst.backend.transcripts_dir
@@ -619,6 +623,28 @@ def export_openclaw(
             )
         )
     return TransferReport(agents=reports)
+
+
+def _openclaw_target(destination: str, agent_id: str) -> tuple[str, str]:
+    """(sessions.json, agent directory) of an agent exported to ``destination``."""
+    if destination.endswith(".json"):
+        return destination, os.path.dirname(os.path.dirname(destination))
+    agent_dir = os.path.join(destination, "agents", agent_id)
+    return os.path.join(agent_dir, "sessions", "sessions.json"), agent_dir
+
+
+def _openclaw_holds(sessions_json: str, agent_dir: str) -> str | None:
+    """What an OpenClaw agent's place already holds that an export would overwrite."""
+    found = []
+    if os.path.isfile(sessions_json):
+        with open_store(sessions_json, readonly=True) as existing:
+            if len(existing):
+                found.append(f"{len(existing)} sessions")
+    if any(transcript_files(os.path.dirname(sessions_json), exclude=sessions_json)):
+        found.append("transcripts")
+    if os.path.isfile(os.path.join(agent_dir, "agent", AUTH_FILENAME)):
+        found.append("auth profiles")
+    return ", ".join(found) or None
 
 
 def _export_auth(place: Place, path: str) -> bool:

@@ -79,6 +79,10 @@ def export_openclaw(
     destination: Annotated[
         str, typer.Argument(help="An OpenClaw state dir, or a sessions.json path.")
     ],
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Write over what DEST holds (otherwise refused)."),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Write SQLite state directories back in OpenClaw's layout and formats."""
@@ -86,7 +90,8 @@ def export_openclaw(
 
     started = time.monotonic()
     report = with_progress(
-        "exporting", lambda p: run(store_path(source), store_path(destination), progress=p)
+        "exporting",
+        lambda p: run(store_path(source), store_path(destination), progress=p, force=force),
     )
     _print_transfer(report, json_output, time.monotonic() - started)
 
