@@ -296,3 +296,15 @@ def test_a_copy_that_fails_after_writing_says_the_destination_may_hold_part_of_i
     assert len(entries(str(tmp_path / "dest" / "a"))) == 5  # what it says: part is there
     (tmp_path / "dest" / "b" / "transcripts").unlink()
     assert copy_state(str(source), str(tmp_path / "dest"), force=True).verified
+
+
+def test_a_copy_onto_its_own_source_is_refused_before_writing(
+    state_dir: Path, tmp_path: Path
+) -> None:
+    """Under --force it rewrote every file from itself, then failed on the auth file."""
+    before = {p: p.read_bytes() for p in state_dir.rglob("*") if p.is_file()}
+    with pytest.raises(InvalidLocation, match="is the source itself"):
+        copy_state(str(state_dir), str(state_dir), force=True)
+    with pytest.raises(InvalidLocation, match="is the source itself"):
+        copy_state(str(state_dir.parent), str(state_dir.parent), force=True)
+    assert {p: p.read_bytes() for p in state_dir.rglob("*") if p.is_file()} == before

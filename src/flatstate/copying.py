@@ -29,6 +29,7 @@ from flatstate.errors import (
     DestinationExists,
     FlatstateError,
     InvalidFact,
+    InvalidLocation,
     ReadOnlyStore,
 )
 from flatstate.frozen import encode_json
@@ -222,6 +223,12 @@ def _check_vectors_fit(source: Place, target: Place) -> None:
             )
 
 
+def _same_place(source: Place, target: Place) -> bool:
+    if is_postgres(source.location) or is_postgres(target.location):
+        return source.shown == target.shown and source.agent_id == target.agent_id
+    return os.path.realpath(source.state_dir) == os.path.realpath(target.state_dir)
+
+
 def _in_batches(items: Iterable[T], store: Callable[[list[T]], object]) -> None:
     """Hand ``items`` to ``store`` FACTS_BATCH at a time (one transaction each)."""
     batch: list[T] = []
@@ -295,6 +302,12 @@ def copy_state(
     single = len(found) == 1 and not _is_directory_of_states(source)
     targets = destinations(destination, [p.agent_id for p in found], single=single)
     for place, target in zip(found, targets, strict=True):
+        if _same_place(place, target):
+            raise InvalidLocation(
+                target.shown,
+                "is the source itself: a copy onto it would rewrite it from itself",
+                "Copy to another location.",
+            )
         if not force:
             facts, _ = _facts_counts(target)
             held = ", ".join(filter(None, [holds(target), f"{facts} facts" if facts else None]))
