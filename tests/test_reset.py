@@ -92,6 +92,8 @@ def test_an_append_through_a_handle_from_before_a_reset_is_refused(
     acknowledged but in a file no session names (which the disk budget then deleted)."""
     from flatstate.errors import ConflictError
 
+    if store.backend.keeps_transcripts:
+        pytest.skip("the database keeps these transcripts: no file to recreate")
     old = store.transcript("main")
     old.append({"type": "message", "message": {"role": "user", "content": "before"}})
     store.reset("main") if how == "reset" else store.delete("main")
