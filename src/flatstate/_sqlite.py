@@ -28,6 +28,7 @@ __all__ = [
     "Translate",
     "connect",
     "inspect_hint",
+    "is_empty_file",
     "migrate",
     "open_file",
     "restart_log",
@@ -123,7 +124,7 @@ def connect(
         raise ValueError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
     check_place(os.path.dirname(path), directory=True)
     check_place(path, directory=False)
-    if not os.path.exists(path) or (readonly and _is_empty_file(path)):
+    if not os.path.exists(path) or (readonly and is_empty_file(path)):
         # An empty file is what a writer killed between creating the file and its schema
         # leaves: no store yet, which the next write makes.
         if readonly or missing is not None:
@@ -163,7 +164,8 @@ def connect(
     return conn
 
 
-def _is_empty_file(path: str) -> bool:
+def is_empty_file(path: str) -> bool:
+    """What a writer killed between creating the file and its schema leaves."""
     return os.path.isfile(path) and os.path.getsize(path) == 0
 
 

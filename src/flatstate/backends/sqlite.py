@@ -40,6 +40,7 @@ from flatstate._sqlite import (
     Translate,
     connect,
     inspect_hint,
+    is_empty_file,
     open_file,
     restart_log,
 )
@@ -147,8 +148,8 @@ class SQLiteBackend(Backend):
         path = os.path.join(os.path.abspath(location), DB_FILENAME)
         wal = os.path.getsize(path + "-wal") if os.path.isfile(path + "-wal") else 0
         check = FileCheck(path, os.path.join(location, TRANSCRIPTS_DIRNAME), {}, [], wal)
-        if not os.path.exists(path) or os.path.getsize(path) == 0:
-            return check  # an empty file is a store not made yet (see _sqlite.connect)
+        if not os.path.exists(path) or is_empty_file(path):
+            return check  # a store not made yet (see _sqlite.connect)
         try:
             conn = open_file(path, readonly=True)
             try:

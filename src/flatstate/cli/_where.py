@@ -278,10 +278,7 @@ def auth(place: Place, *, write: bool = False, inherit_from: str | None = None) 
         return _database_auth(place, write=write, inherit_from=inherit_from)
     main = resolve(inherit_from).agent_dir if inherit_from else None
     store = open_auth_store(place.agent_dir, inherit_from=main, readonly=not write)
-    snap = store.snapshot()
-    for doc in (snap.agent, snap.inherited):
-        if doc is not None and doc.corrupt is not None:
-            raise doc.corrupt
+    _raise_if_damaged(store)
     paths = [store.path, *([store.inherited_path] if store.inherited_path else [])]
     if not write and not any(os.path.isfile(path) for path in paths):
         raise FileNotFoundError(
@@ -313,12 +310,18 @@ def auth_change(
 
         main = resolve(inherit_from).agent_dir if inherit_from else None
         with open_auth_store(place.agent_dir, inherit_from=main, readonly=True) as trial:
-            for doc in (trial.snapshot().agent, trial.snapshot().inherited):
-                if doc is not None and doc.corrupt is not None:
-                    raise doc.corrupt
+            _raise_if_damaged(trial)
             change(trial)
     store = auth(place, write=True, inherit_from=inherit_from)
     return store, change(store)
+
+
+def _raise_if_damaged(store: AuthStore) -> None:
+    """A damaged auth file is an error, never an empty list of profiles."""
+    snap = store.snapshot()
+    for doc in (snap.agent, snap.inherited):
+        if doc is not None and doc.corrupt is not None:
+            raise doc.corrupt
 
 
 def _database_auth(place: Place, *, write: bool, inherit_from: str | None) -> AuthStore:
